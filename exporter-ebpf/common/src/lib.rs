@@ -1,0 +1,214 @@
+//! Types shared by sockscope's eBPF programs and its userspace agent.
+//!
+//! Every type is `#[repr(C)]` with explicit padding fields so the kernel and userspace agree on
+//! the layout byte for byte and no uninitialised padding ever reaches a map key (an uninitialised
+//! pad byte in a hash key would split one flow into several entries).
+#![no_std]
+
+/// The socket opened the connection (or sent the first datagram): `port` is the remote port.
+pub const ROLE_CLIENT: u8 = 1;
+/// The socket accepted the connection (or received the first datagram): `port` is the local port.
+pub const ROLE_SERVER: u8 = 2;
+
+/// IANA protocol number of TCP, as stored in [`FlowKey::proto`].
+pub const PROTO_TCP: u8 = 6;
+/// IANA protocol number of UDP, as stored in [`FlowKey::proto`].
+pub const PROTO_UDP: u8 = 17;
+
+/// Names of the flow maps; programs write into the one [`Config::generation`] selects and the
+/// agent drains the other (see `exporter/src/drain`).
+pub const FLOW_MAP_NAMES: [&str; 2] = ["FLOWS_0", "FLOWS_1"];
+/// Maximum number of distinct flows each flow map holds between two drains.
+pub const FLOW_MAP_CAPACITY: u32 = 16384;
+
+/// Aggregation key of the flow maps. The ephemeral port of a connection is never part of it, so
+/// the number of keys is bounded by (cgroups x peers x service ports), not by connections.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// cgroup v2 id (inode number) of the socket's owner.
+    pub cgroup_id: u64,
+    /// Remote address as IPv6; IPv4 peers are stored v4-mapped (`::ffff:a.b.c.d`), so a v4 peer
+    /// reached over an AF_INET6 socket lands on the same key as over an AF_INET socket.
+    pub remote_addr: [u8; 16],
+    /// `comm` of the process that created the socket; all zero unless process labels are on.
+    pub comm: [u8; 16],
+    /// Service port in host byte order: remote port for clients, local port for servers.
+    pub port: u16,
+    /// [`ROLE_CLIENT`] or [`ROLE_SERVER`].
+    pub role: u8,
+    /// [`PROTO_TCP`] or [`PROTO_UDP`].
+    pub proto: u8,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}
+
+/// Counters accumulated per [`FlowKey`] in a per-CPU hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Payload bytes sent: acknowledged by the peer for TCP, datagram payload for UDP.
+    pub sent_bytes: u64,
+    /// Payload bytes received.
+    pub received_bytes: u64,
+    /// TCP connections that reached ESTABLISHED.
+    pub opened: u64,
+    /// Tracked TCP connections that reached CLOSE.
+    pub closed: u64,
+    /// Client connects that went from SYN_SENT to CLOSE (refused, timed out, reset, aborted).
+    pub connect_failures: u64,
+    /// Retransmitted TCP segments.
+    pub retransmits: u64,
+}
+
+impl FlowStats {
+    /// Adds `other` to `self`, field by field, wrapping like the kernel's counters do.
+    pub fn add(&mut self, other: &FlowStats) {
+        self.sent_bytes = self.sent_bytes.wrapping_add(other.sent_bytes);
+        self.received_bytes = self.received_bytes.wrapping_add(other.received_bytes);
+        self.opened = self.opened.wrapping_add(other.opened);
+        self.closed = self.closed.wrapping_add(other.closed);
+        self.connect_failures = self.connect_failures.wrapping_add(other.connect_failures);
+        self.retransmits = self.retransmits.wrapping_add(other.retransmits);
+    }
+
+    /// True when every counter is zero.
+    pub fn is_zero(&self) -> bool {
+        *self == FlowStats::default()
+    }
+}
+
+/// Include the creating process's `comm` in flow keys.
+pub const CONFIG_PROCESS_LABEL: u32 = 1;
+
+/// Agent-written settings, element 0 of the `CONFIG` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Index (0 or 1) of the flow map programs write into.
+    pub generation: u32,
+    /// `CONFIG_*` bits.
+    pub flags: u32,
+    /// Lowest local port the kernel hands out for connect() (net.ipv4.ip_local_port_range).
+    pub ephemeral_low: u16,
+    /// Highest local port the kernel hands out for connect().
+    pub ephemeral_high: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}
+
+/// Socket seen, nothing known about its connection yet (listeners, fresh sockets).
+pub const PHASE_NEW: u8 = 0;
+/// connect() called; SYN sent or about to be.
+pub const PHASE_CONNECTING: u8 = 1;
+/// Established while sockscope ran; sock_ops callbacks keep it up to date and flush it at close.
+pub const PHASE_TRACKED: u8 = 2;
+/// Already established when sockscope started: counted from packets, from that moment on.
+pub const PHASE_ADOPTED: u8 = 3;
+/// Closed and flushed; nothing more is counted for it.
+pub const PHASE_CLOSED: u8 = 4;
+
+/// Per-socket state kept in socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`), cloned from a
+/// listener into the sockets it accepts.
+///
+/// Writers: sock_ops callbacks and cgroup_skb egress run under the socket lock, so they never
+/// race each other. cgroup_skb ingress runs before the socket lock is taken and therefore only
+/// writes `fin_in_end`/`fin_in_seen` (and `cgroup_id` with the value egress would write).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    /// cgroup v2 id of the socket's owner; 0 until a packet of the socket has been seen.
+    pub cgroup_id: u64,
+    /// Remote address (v4-mapped for IPv4) once known.
+    pub remote_addr: [u8; 16],
+    /// `comm` of the process that created the socket (or its listener).
+    pub comm: [u8; 16],
+    /// Payload bytes sent already added to a flow (the kernel counter's value at that time).
+    pub sent_reported: u64,
+    /// Payload bytes received already added to a flow.
+    pub received_reported: u64,
+    /// Sequence number just past our FIN, valid when `fin_out_seen` is 1.
+    pub fin_out_end: u32,
+    /// Sequence number just past the peer's FIN, valid when `fin_in_seen` is 1.
+    pub fin_in_end: u32,
+    /// Service port (host byte order).
+    pub port: u16,
+    /// [`ROLE_CLIENT`], [`ROLE_SERVER`] or 0 while unknown.
+    pub role: u8,
+    /// One of the `PHASE_*` values.
+    pub phase: u8,
+    /// 1 once a FIN of ours has been seen leaving.
+    pub fin_out_seen: u8,
+    /// 1 once a FIN from the peer has been seen arriving (written by ingress only).
+    pub fin_in_seen: u8,
+    /// 1 while the "opened" count of this connection still has to be added to a flow.
+    pub open_pending: u8,
+    /// Explicit padding, always zero.
+    pub _pad: u8,
+}
+
+/// Index into the `EVENTS` per-CPU array: a flow update failed because the flow map was full
+/// (the delta stays on the socket and is retried, except at close).
+pub const EVENT_FLOW_MAP_FULL: u32 = 0;
+/// Socket-local storage could not be allocated (memory pressure); the socket is not counted.
+pub const EVENT_SOCK_STORAGE_FAILED: u32 = 1;
+/// A closing connection's final counts could not be added to a flow and were dropped.
+pub const EVENT_CLOSE_FLUSH_LOST: u32 = 2;
+/// A packet whose headers could not be read (truncated, IPv6 extension headers).
+pub const EVENT_PACKET_UNPARSED: u32 = 3;
+/// Number of event counters.
+pub const EVENT_COUNT: u32 = 4;
+/// `source` label of each event counter, by index.
+pub const EVENT_NAMES: [&str; EVENT_COUNT as usize] = [
+    "flow_map_full",
+    "sock_storage_failed",
+    "close_flush_lost",
+    "packet_unparsed",
+];
+
+/// Maps a v4 address (as the four bytes on the wire) into the v4-mapped IPv6 form.
+pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
+    ]
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all four are repr(C), made only of integers with explicit padding fields, so every
+    // bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::SockState {}
+}
+
+// Layout checks: a size change here is a kernel/userspace ABI change.
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<SockState>() == 72);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_mapping_matches_std() {
+        let mapped = v4_mapped([10, 1, 2, 3]);
+        let std = core::net::Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets();
+        assert_eq!(mapped, std);
+    }
+
+    #[test]
+    fn stats_add_and_zero() {
+        let mut a = FlowStats::default();
+        assert!(a.is_zero());
+        let b = FlowStats { sent_bytes: 5, opened: 1, ..Default::default() };
+        a.add(&b);
+        a.add(&b);
+        assert_eq!(a.sent_bytes, 10);
+        assert_eq!(a.opened, 2);
+        assert!(!a.is_zero());
+    }
+}

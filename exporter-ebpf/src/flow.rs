@@ -1,0 +1,148 @@
+//! Flow aggregation: the one place where counts enter the flow maps.
+
+use sockscope_common::{
+    CONFIG_PROCESS_LABEL, EVENT_CLOSE_FLUSH_LOST, EVENT_FLOW_MAP_FULL, FlowKey, FlowStats,
+    PHASE_CONNECTING, SockState,
+};
+
+use crate::maps::{FLOWS_0, FLOWS_1, config, count_event};
+
+/// BPF_NOEXIST: insert only if absent.
+const NOEXIST: u64 = 1;
+
+/// Adds `delta` to the flow `key` in the map of the current generation.
+/// Returns false if the flow could not be created (map full).
+#[inline(always)]
+pub fn flow_add(key: &FlowKey, delta: &FlowStats) -> bool {
+    // Both generations get their own call sites so the verifier sees a constant map per call.
+    if config().generation & 1 == 0 {
+        add_into(&FLOWS_0, key, delta)
+    } else {
+        add_into(&FLOWS_1, key, delta)
+    }
+}
+
+#[inline(always)]
+fn add_into(
+    map: &aya_ebpf::maps::PerCpuHashMap<FlowKey, FlowStats>,
+    key: &FlowKey,
+    delta: &FlowStats,
+) -> bool {
+    // Two tries: the insert can lose a race with another CPU creating the same key, after
+    // which the lookup finds it.
+    for _ in 0..2 {
+        if let Some(v) = map.get_ptr_mut(key) {
+            // SAFETY: the pointer is this CPU's slot of a live map value.
+            unsafe { atomic_add(v, delta) };
+            return true;
+        }
+        if map.insert(key, delta, NOEXIST).is_ok() {
+            return true;
+        }
+    }
+    count_event(EVENT_FLOW_MAP_FULL);
+    false
+}
+
+/// Adds `delta` into this CPU's slot with atomic instructions. The slot is per-CPU, but a
+/// program running in process context (egress from sendmsg) can be interrupted by a softirq
+/// whose program updates the same slot; a plain load/add/store would lose one of the updates.
+#[inline(always)]
+unsafe fn atomic_add(v: *mut FlowStats, delta: &FlowStats) {
+    // `AtomicU64::fetch_add` is not available on bpfel (no atomic CAS loop support); the
+    // intrinsic lowers to the BPF atomic add instruction.
+    use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
+    macro_rules! add {
+        ($field:ident) => {
+            if delta.$field != 0 {
+                unsafe { atomic_xadd::<u64, u64, { Relaxed }>(core::ptr::addr_of_mut!((*v).$field), delta.$field) };
+            }
+        };
+    }
+    add!(sent_bytes);
+    add!(received_bytes);
+    add!(opened);
+    add!(closed);
+    add!(connect_failures);
+    add!(retransmits);
+}
+
+/// The flow key of a socket's state.
+#[inline(always)]
+pub fn key_of(st: &SockState, proto: u8) -> FlowKey {
+    let comm = if config().flags & CONFIG_PROCESS_LABEL != 0 { st.comm } else { [0; 16] };
+    FlowKey {
+        cgroup_id: st.cgroup_id,
+        remote_addr: st.remote_addr,
+        comm,
+        port: st.port,
+        role: st.role,
+        proto,
+        _pad: 0,
+    }
+}
+
+/// A TCP socket's own counters, read from `bpf_sock_ops` or `bpf_tcp_sock`.
+pub struct TcpCounters {
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub snd_una: u32,
+    pub rcv_nxt: u32,
+}
+
+/// Payload totals: the kernel's counters include one sequence number for each FIN
+/// (`tcp_snd_una_update()` / `tcp_rcv_nxt_update()` count sequence space, and a FIN occupies one,
+/// see net/ipv4/tcp_input.c), so subtract it once the FIN has been acknowledged / consumed.
+#[inline(always)]
+pub fn payload_totals(st: &SockState, c: &TcpCounters) -> (u64, u64) {
+    let mut sent = c.bytes_acked;
+    if st.fin_out_seen != 0 && (c.snd_una.wrapping_sub(st.fin_out_end) as i32) >= 0 {
+        sent = sent.saturating_sub(1);
+    }
+    let mut received = c.bytes_received;
+    if st.fin_in_seen != 0 && (c.rcv_nxt.wrapping_sub(st.fin_in_end) as i32) >= 0 {
+        received = received.saturating_sub(1);
+    }
+    (sent, received)
+}
+
+/// Moves everything the socket has not yet reported into its flow: byte deltas since the last
+/// flush (if `counters` is given), a pending "opened", and the `events` passed in.
+///
+/// If the flow map is full the byte deltas and the pending open stay on the socket and are
+/// retried at the next flush; only at close (`closing`) are they lost, and counted as lost.
+#[inline(always)]
+pub fn flush_tcp(st: &mut SockState, counters: Option<&TcpCounters>, events: &FlowStats, closing: bool) {
+    if st.cgroup_id == 0 {
+        // Owner not known yet (no packet seen); keep everything pending.
+        if closing {
+            count_event(EVENT_CLOSE_FLUSH_LOST);
+        }
+        return;
+    }
+    let mut delta = *events;
+    let mut totals = (st.sent_reported, st.received_reported);
+    if let Some(c) = counters
+        && st.phase != PHASE_CONNECTING
+    {
+        totals = payload_totals(st, c);
+        delta.sent_bytes = totals.0.saturating_sub(st.sent_reported);
+        delta.received_bytes = totals.1.saturating_sub(st.received_reported);
+    }
+    delta.opened = st.open_pending as u64;
+    if delta.is_zero() {
+        return;
+    }
+    let key = key_of(st, sockscope_common::PROTO_TCP);
+    if flow_add(&key, &delta) {
+        if totals.0 > st.sent_reported {
+            st.sent_reported = totals.0;
+        }
+        if totals.1 > st.received_reported {
+            st.received_reported = totals.1;
+        }
+        st.open_pending = 0;
+    } else if closing {
+        count_event(EVENT_CLOSE_FLUSH_LOST);
+    }
+}

@@ -1,0 +1,96 @@
+//! Maps shared by all programs.
+
+use aya_ebpf::{
+    bindings::{BPF_F_CLONE, BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
+    helpers::generated::bpf_sk_storage_get,
+    macros::map,
+    maps::{Array, PerCpuArray, PerCpuHashMap},
+};
+use sockscope_common::{Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey, FlowStats, SockState};
+
+/// Agent settings; element 0 only.
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Flow aggregates, generation 0. Not preallocated: on a many-CPU node each entry costs
+/// `48 * nr_cpus` bytes, so memory follows the flows seen in one drain interval.
+#[map]
+pub static FLOWS_0: PerCpuHashMap<FlowKey, FlowStats> =
+    PerCpuHashMap::with_max_entries(FLOW_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Flow aggregates, generation 1.
+#[map]
+pub static FLOWS_1: PerCpuHashMap<FlowKey, FlowStats> =
+    PerCpuHashMap::with_max_entries(FLOW_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Dropped/failed event counters, indexed by `EVENT_*`.
+#[map]
+pub static EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVENT_COUNT, 0);
+
+/// BTF definition of the socket-local storage map. aya-ebpf's `SkStorage` fixes the map flags
+/// to `BPF_F_NO_PREALLOC`; this one adds `BPF_F_CLONE` so an accepted socket inherits its
+/// listener's state (owner cgroup, creating process) in `bpf_sk_storage_clone()`.
+#[repr(C)]
+pub struct SockStorage {
+    r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const SockState,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; (BPF_F_NO_PREALLOC | BPF_F_CLONE) as usize],
+}
+
+// SAFETY: the fields are placeholders read only by the loader from BTF; never dereferenced.
+unsafe impl Sync for SockStorage {}
+
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SOCK_STATE")]
+pub static SOCK_STATE: SockStorage = SockStorage {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
+
+/// `BPF_SK_STORAGE_GET_F_CREATE`.
+const F_CREATE: u64 = 1;
+
+/// Returns the socket's state, creating it from `init` when absent (if `init` is given).
+///
+/// # Safety
+/// `sk` must be a full socket pointer obtained from the verifier-checked context.
+#[inline(always)]
+pub unsafe fn sock_state(sk: *mut core::ffi::c_void, init: Option<&mut SockState>) -> Option<&'static mut SockState> {
+    let map = core::ptr::addr_of!(SOCK_STATE) as *mut core::ffi::c_void;
+    let (value, flags) = match init {
+        Some(v) => (v as *mut SockState as *mut core::ffi::c_void, F_CREATE),
+        None => (core::ptr::null_mut(), 0),
+    };
+    let ptr = unsafe { bpf_sk_storage_get(map, sk, value, flags) } as *mut SockState;
+    if ptr.is_null() {
+        if flags != 0 {
+            count_event(sockscope_common::EVENT_SOCK_STORAGE_FAILED);
+        }
+        None
+    } else {
+        Some(unsafe { &mut *ptr })
+    }
+}
+
+/// Reads the agent's settings (defaults if the agent has not written them yet).
+#[inline(always)]
+pub fn config() -> Config {
+    match CONFIG.get(0) {
+        Some(c) => *c,
+        None => Config::default(),
+    }
+}
+
+/// Increments one event counter.
+#[inline(always)]
+pub fn count_event(index: u32) {
+    if let Some(v) = EVENTS.get_ptr_mut(index) {
+        // Per-CPU slot: no other program writes it concurrently.
+        unsafe { *v += 1 };
+    }
+}

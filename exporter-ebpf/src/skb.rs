@@ -1,0 +1,220 @@
+//! cgroup_skb ingress/egress: per-packet work.
+//!
+//! TCP: egress flushes the socket's counter deltas (the receiver's `bytes_received` has moved by
+//! the time it sends its ACK; ingress runs in `tcp_filter()` before the segment is processed, so
+//! it could not see the effect of the packet it inspects). Both directions record FINs so the
+//! FIN's sequence number is not counted as a payload byte. Established sockets without state
+//! (open before sockscope started, or sock_ops unavailable) are adopted with their current
+//! counters as baseline, so only bytes from that moment on count.
+//!
+//! UDP: every datagram's payload is added to its flow.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_TCP_CLOSE_WAIT, BPF_TCP_CLOSING, BPF_TCP_ESTABLISHED, BPF_TCP_FIN_WAIT1,
+        BPF_TCP_FIN_WAIT2, BPF_TCP_LAST_ACK, bpf_sock,
+    },
+    helpers::generated::{bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_tcp_sock},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+};
+use sockscope_common::{
+    EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED,
+    PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState, v4_mapped,
+};
+
+use crate::{
+    flow::{TcpCounters, flow_add, flush_tcp, key_of},
+    maps::{config, count_event, sock_state},
+    packet::{TCP_FIN, ip_headers, ports, tcp_header},
+};
+
+const AF_INET: u32 = 2;
+
+#[cgroup_skb(ingress)]
+pub fn sockscope_ingress(ctx: SkBuffContext) -> i32 {
+    try_skb(&ctx, false);
+    // Always allow: 0 drops the packet.
+    1
+}
+
+#[cgroup_skb(egress)]
+pub fn sockscope_egress(ctx: SkBuffContext) -> i32 {
+    try_skb(&ctx, true);
+    // Always allow: 0 drops the packet.
+    1
+}
+
+#[inline(always)]
+fn try_skb(ctx: &SkBuffContext, egress: bool) {
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return;
+    }
+    let sk = unsafe { bpf_sk_fullsock(sk) };
+    if sk.is_null() {
+        return;
+    }
+    let protocol = unsafe { (*sk).protocol };
+    if protocol == PROTO_TCP as u32 {
+        tcp_packet(ctx, sk, egress);
+    } else if protocol == PROTO_UDP as u32 {
+        udp_packet(ctx, sk, egress);
+    }
+}
+
+#[inline(always)]
+fn cgroup_id(ctx: &SkBuffContext) -> u64 {
+    unsafe { bpf_skb_cgroup_id(ctx.skb.skb) }
+}
+
+#[inline(always)]
+fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
+    let mut init = SockState { cgroup_id: cgroup_id(ctx), ..Default::default() };
+    let Some(st) = (unsafe { sock_state(sk.cast(), Some(&mut init)) }) else { return };
+    if st.cgroup_id == 0 {
+        // Created by sock_create or sock_ops, which cannot see the owner cgroup.
+        st.cgroup_id = cgroup_id(ctx);
+    }
+    let phase = st.phase;
+    if phase != PHASE_TRACKED && phase != PHASE_ADOPTED {
+        if egress && phase == PHASE_NEW {
+            adopt(ctx, sk, st);
+        }
+        return;
+    }
+    record_fin(ctx, st, egress);
+    if !egress {
+        return;
+    }
+    let tp = unsafe { bpf_tcp_sock(sk) };
+    if tp.is_null() {
+        return;
+    }
+    let tp = unsafe { &*tp };
+    let c = TcpCounters {
+        bytes_acked: tp.bytes_acked,
+        bytes_received: tp.bytes_received,
+        snd_una: tp.snd_una,
+        rcv_nxt: tp.rcv_nxt,
+    };
+    flush_tcp(st, Some(&c), &FlowStats::default(), false);
+}
+
+/// Remembers where a FIN ends in sequence space (seq + payload + 1).
+#[inline(always)]
+fn record_fin(ctx: &SkBuffContext, st: &mut SockState, egress: bool) {
+    let Some(h) = ip_headers(ctx) else { return };
+    if h.proto != PROTO_TCP {
+        return;
+    }
+    let Some(t) = tcp_header(ctx, h.l4_offset) else { return };
+    if t.flags & TCP_FIN == 0 {
+        return;
+    }
+    let payload = ctx.skb.len().saturating_sub(h.l4_offset + t.header_len);
+    let end = t.seq.wrapping_add(payload).wrapping_add(1);
+    if egress {
+        st.fin_out_end = end;
+        st.fin_out_seen = 1;
+    } else {
+        st.fin_in_end = end;
+        st.fin_in_seen = 1;
+    }
+}
+
+/// Starts counting a connection that was established before sockscope saw it. Only its bytes
+/// from now on count; it was not "opened" while we watched, so no open is counted.
+#[inline(always)]
+fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
+    let s = unsafe { &*sk };
+    let state = s.state;
+    if state != BPF_TCP_ESTABLISHED
+        && state != BPF_TCP_FIN_WAIT1
+        && state != BPF_TCP_FIN_WAIT2
+        && state != BPF_TCP_CLOSE_WAIT
+        && state != BPF_TCP_LAST_ACK
+        && state != BPF_TCP_CLOSING
+    {
+        return;
+    }
+    let tp = unsafe { bpf_tcp_sock(sk) };
+    if tp.is_null() {
+        return;
+    }
+    let tp = unsafe { &*tp };
+    st.remote_addr = if s.family == AF_INET {
+        v4_mapped(s.dst_ip4.to_ne_bytes())
+    } else {
+        let r = s.dst_ip6;
+        let mut out = [0u8; 16];
+        out[0..4].copy_from_slice(&r[0].to_ne_bytes());
+        out[4..8].copy_from_slice(&r[1].to_ne_bytes());
+        out[8..12].copy_from_slice(&r[2].to_ne_bytes());
+        out[12..16].copy_from_slice(&r[3].to_ne_bytes());
+        out
+    };
+    let local = s.src_port as u16;
+    let remote = u16::from_be(s.dst_port);
+    // Which side connected is not recorded on an established socket; the side whose port the
+    // kernel picked from the ephemeral range is the client.
+    let cfg = config();
+    let ephemeral = |p: u16| p >= cfg.ephemeral_low && p <= cfg.ephemeral_high;
+    let client = match (ephemeral(local), ephemeral(remote)) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => local > remote,
+    };
+    if client {
+        st.role = ROLE_CLIENT;
+        st.port = remote;
+    } else {
+        st.role = ROLE_SERVER;
+        st.port = local;
+    }
+    st.sent_reported = tp.bytes_acked;
+    st.received_reported = tp.bytes_received;
+    st.open_pending = 0;
+    st.phase = PHASE_ADOPTED;
+    let _ = ctx;
+}
+
+#[inline(always)]
+fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
+    let mut init = SockState { cgroup_id: cgroup_id(ctx), ..Default::default() };
+    let Some(st) = (unsafe { sock_state(sk.cast(), Some(&mut init)) }) else { return };
+    if st.role == 0 {
+        // The side that sends first is the client (a resolver asking a DNS server, a client
+        // probing a service); a socket that first receives is serving.
+        st.role = if egress { ROLE_CLIENT } else { ROLE_SERVER };
+    }
+    let Some(h) = ip_headers(ctx) else {
+        count_event(EVENT_PACKET_UNPARSED);
+        return;
+    };
+    if h.proto != PROTO_UDP {
+        count_event(EVENT_PACKET_UNPARSED);
+        return;
+    }
+    let Some((src_port, dst_port)) = ports(ctx, h.l4_offset) else {
+        count_event(EVENT_PACKET_UNPARSED);
+        return;
+    };
+    let (remote_addr, local_port, remote_port) =
+        if egress { (h.dst_addr, src_port, dst_port) } else { (h.src_addr, dst_port, src_port) };
+    let payload = ctx.skb.len().saturating_sub(h.l4_offset + 8) as u64;
+    let role = st.role;
+    let base = key_of(st, PROTO_UDP);
+    let key = FlowKey {
+        cgroup_id: cgroup_id(ctx),
+        remote_addr,
+        port: if role == ROLE_CLIENT { remote_port } else { local_port },
+        ..base
+    };
+    let delta = if egress {
+        FlowStats { sent_bytes: payload, ..Default::default() }
+    } else {
+        FlowStats { received_bytes: payload, ..Default::default() }
+    };
+    flow_add(&key, &delta);
+}

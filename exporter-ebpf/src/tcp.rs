@@ -1,0 +1,143 @@
+//! sock_ops: the TCP lifecycle of every connection established while sockscope runs.
+//!
+//! Callbacks used (include/uapi/linux/bpf.h, `BPF_SOCK_OPS_*`):
+//! - TCP_CONNECT_CB: a client connect starts; enable state/retransmit/RTT callbacks.
+//! - ACTIVE/PASSIVE_ESTABLISHED_CB: build the flow key, take the byte counters as baseline.
+//! - RTT_CB: runs in `tcp_ack()` after `bytes_acked` moved, so the sender's count is flushed
+//!   right after each ACK instead of waiting for the next outgoing packet.
+//! - RETRANS_CB: retransmitted segments.
+//! - STATE_CB to TCP_CLOSE: final flush; SYN_SENT -> CLOSE is a failed connect.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_RETRANS_CB, BPF_SOCK_OPS_RETRANS_CB_FLAG, BPF_SOCK_OPS_RTT_CB,
+        BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
+    },
+    macros::sock_ops,
+    programs::SockOpsContext,
+};
+use sockscope_common::{
+    FlowStats, PHASE_ADOPTED, PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED, ROLE_CLIENT,
+    ROLE_SERVER, SockState, v4_mapped,
+};
+
+use crate::{
+    flow::{TcpCounters, flush_tcp},
+    maps::sock_state,
+};
+
+const AF_INET: u32 = 2;
+const CB_FLAGS: i32 =
+    (BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RETRANS_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG) as i32;
+
+#[sock_ops]
+pub fn sockscope_sockops(ctx: SockOpsContext) -> u32 {
+    try_sockops(&ctx);
+    // The return value only matters for ops that ask for a reply; 1 means "no opinion".
+    1
+}
+
+#[inline(always)]
+fn counters(ctx: &SockOpsContext) -> TcpCounters {
+    let ops = unsafe { &*ctx.ops };
+    TcpCounters {
+        bytes_acked: ops.bytes_acked,
+        bytes_received: ops.bytes_received,
+        snd_una: ops.snd_una,
+        rcv_nxt: ops.rcv_nxt,
+    }
+}
+
+#[inline(always)]
+fn remote_addr(ctx: &SockOpsContext) -> [u8; 16] {
+    if ctx.family() == AF_INET {
+        v4_mapped(ctx.remote_ip4().to_ne_bytes())
+    } else {
+        let r = ctx.remote_ip6();
+        let mut out = [0u8; 16];
+        out[0..4].copy_from_slice(&r[0].to_ne_bytes());
+        out[4..8].copy_from_slice(&r[1].to_ne_bytes());
+        out[8..12].copy_from_slice(&r[2].to_ne_bytes());
+        out[12..16].copy_from_slice(&r[3].to_ne_bytes());
+        out
+    }
+}
+
+#[inline(always)]
+fn try_sockops(ctx: &SockOpsContext) {
+    let op = ctx.op();
+    let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return;
+    }
+    let sk = sk.cast();
+    match op {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => {
+            let mut init = SockState::default();
+            let Some(st) = (unsafe { sock_state(sk, Some(&mut init)) }) else { return };
+            st.phase = PHASE_CONNECTING;
+            st.role = ROLE_CLIENT;
+            st.remote_addr = remote_addr(ctx);
+            st.port = u16::from_be(ctx.remote_port() as u16);
+            let _ = ctx.set_cb_flags(CB_FLAGS);
+        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            let mut init = SockState::default();
+            let Some(st) = (unsafe { sock_state(sk, Some(&mut init)) }) else { return };
+            st.remote_addr = remote_addr(ctx);
+            if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+                st.role = ROLE_CLIENT;
+                st.port = u16::from_be(ctx.remote_port() as u16);
+            } else {
+                st.role = ROLE_SERVER;
+                st.port = ctx.local_port() as u16;
+            }
+            // Baseline: handshake sequence numbers (SYN) are already in the counters.
+            let c = counters(ctx);
+            st.sent_reported = c.bytes_acked;
+            st.received_reported = c.bytes_received;
+            st.fin_out_seen = 0;
+            st.fin_in_seen = 0;
+            st.open_pending = 1;
+            st.phase = PHASE_TRACKED;
+            let _ = ctx.set_cb_flags(CB_FLAGS);
+            flush_tcp(st, Some(&c), &FlowStats::default(), false);
+        }
+        BPF_SOCK_OPS_RTT_CB => {
+            let Some(st) = (unsafe { sock_state(sk, None) }) else { return };
+            if st.phase == PHASE_TRACKED || st.phase == PHASE_ADOPTED {
+                flush_tcp(st, Some(&counters(ctx)), &FlowStats::default(), false);
+            }
+        }
+        BPF_SOCK_OPS_RETRANS_CB => {
+            // args: [seq of first byte, segments, tcp_transmit_skb() result]
+            if ctx.arg(2) != 0 {
+                return;
+            }
+            let Some(st) = (unsafe { sock_state(sk, None) }) else { return };
+            if st.phase == PHASE_TRACKED || st.phase == PHASE_ADOPTED || st.phase == PHASE_CONNECTING {
+                let events = FlowStats { retransmits: ctx.arg(1) as u64, ..Default::default() };
+                flush_tcp(st, Some(&counters(ctx)), &events, false);
+            }
+        }
+        BPF_SOCK_OPS_STATE_CB => {
+            // args: [old state, new state]
+            if ctx.arg(1) != BPF_TCP_CLOSE {
+                return;
+            }
+            let Some(st) = (unsafe { sock_state(sk, None) }) else { return };
+            let events = match st.phase {
+                PHASE_TRACKED | PHASE_ADOPTED => FlowStats { closed: 1, ..Default::default() },
+                PHASE_CONNECTING if ctx.arg(0) == BPF_TCP_SYN_SENT => {
+                    FlowStats { connect_failures: 1, ..Default::default() }
+                }
+                _ => return,
+            };
+            flush_tcp(st, Some(&counters(ctx)), &events, true);
+            st.phase = PHASE_CLOSED;
+        }
+        _ => {}
+    }
+}

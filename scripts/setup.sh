@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what building and testing sockscope needs on a Debian bookworm machine.
+# Idempotent: each step checks first, so a second run takes a few seconds.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: must run as root (apt-get, cgroups and BPF need it)" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+LLVM_MAJOR=22
+BPF_LINKER_VERSION=0.13.0
+APT_PACKAGES=(
+  "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
+  iproute2 bpftool iperf3 wrk prometheus curl procps ncat
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing apt packages: ${missing[*]}"
+  apt-get update -qq
+  # libpolly is only needed by some llvm builds; skip it when the archive lacks it.
+  avail=()
+  for p in "${missing[@]}"; do
+    if apt-cache show "$p" >/dev/null 2>&1; then avail+=("$p"); else log "not in archive, skipped: $p"; fi
+  done
+  apt-get install -y -qq --no-install-recommends "${avail[@]}" >/dev/null
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "adding rust-src to the nightly toolchain"
+  rustup component add rust-src --toolchain nightly
+fi
+
+if ! bpf-linker --version 2>/dev/null | grep -q "${BPF_LINKER_VERSION}"; then
+  log "building bpf-linker ${BPF_LINKER_VERSION} against llvm-${LLVM_MAJOR} (several minutes, once)"
+  LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" \
+    cargo install "bpf-linker@${BPF_LINKER_VERSION}" --locked --no-default-features --features "llvm-${LLVM_MAJOR}"
+fi
+log "ready"
