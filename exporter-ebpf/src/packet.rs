@@ -67,3 +67,11 @@ pub fn ports(ctx: &SkBuffContext, l4_offset: u32) -> Option<(u16, u16)> {
     let raw: [u8; 4] = ctx.load(l4_offset as usize).ok()?;
     Some((u16::from_be_bytes([raw[0], raw[1]]), u16::from_be_bytes([raw[2], raw[3]])))
 }
+
+/// An IPv6 address given as four u32 words as stored by the kernel (network byte order in
+/// memory), as 16 bytes.
+#[inline(always)]
+pub fn ip6_words(w: [u32; 4]) -> [u8; 16] {
+    let (a, b, c, d) = (w[0].to_ne_bytes(), w[1].to_ne_bytes(), w[2].to_ne_bytes(), w[3].to_ne_bytes());
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]]
+}

@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use sockscope_common::{
     EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED,
-    PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState, v4_mapped,
+    PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState,
 };
 
 use crate::{
@@ -28,8 +28,6 @@ use crate::{
     maps::{config, count_event, sock_state},
     packet::{TCP_FIN, ip_headers, ports, tcp_header},
 };
-
-const AF_INET: u32 = 2;
 
 #[cgroup_skb(ingress)]
 pub fn sockscope_ingress(ctx: SkBuffContext) -> i32 {
@@ -143,19 +141,14 @@ fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
         return;
     }
     let tp = unsafe { &*tp };
-    st.remote_addr = if s.family == AF_INET {
-        v4_mapped(s.dst_ip4.to_ne_bytes())
-    } else {
-        let r = s.dst_ip6;
-        let mut out = [0u8; 16];
-        out[0..4].copy_from_slice(&r[0].to_ne_bytes());
-        out[4..8].copy_from_slice(&r[1].to_ne_bytes());
-        out[8..12].copy_from_slice(&r[2].to_ne_bytes());
-        out[12..16].copy_from_slice(&r[3].to_ne_bytes());
-        out
-    };
-    let local = s.src_port as u16;
-    let remote = u16::from_be(s.dst_port);
+    // Addresses and ports come from the packet: the verifier refuses the pointer arithmetic
+    // LLVM emits for some socket field loads. On egress the destination is the peer.
+    let Some(h) = ip_headers(ctx) else { return };
+    if h.proto != PROTO_TCP {
+        return;
+    }
+    let Some((local, remote)) = ports(ctx, h.l4_offset) else { return };
+    st.remote_addr = h.dst_addr;
     // Which side connected is not recorded on an established socket; the side whose port the
     // kernel picked from the ephemeral range is the client.
     let cfg = config();
@@ -175,8 +168,9 @@ fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
     st.sent_reported = tp.bytes_acked;
     st.received_reported = tp.bytes_received;
     st.open_pending = 0;
+    st.fin_out_seen = 0;
+    st.fin_in_seen = 0;
     st.phase = PHASE_ADOPTED;
-    let _ = ctx;
 }
 
 #[inline(always)]

@@ -23,9 +23,12 @@ use sockscope_common::{
     ROLE_SERVER, SockState, v4_mapped,
 };
 
+use core::ptr::{addr_of, read_volatile};
+
 use crate::{
     flow::{TcpCounters, flush_tcp},
     maps::sock_state,
+    packet::ip6_words,
 };
 
 const AF_INET: u32 = 2;
@@ -50,18 +53,30 @@ fn counters(ctx: &SockOpsContext) -> TcpCounters {
     }
 }
 
+/// The context's remote port is the network-order port shifted into the upper 16 bits on
+/// little-endian (`sock_ops_convert_ctx_access()`, net/core/filter.c), i.e. `ntohl()` gives it.
+#[inline(always)]
+fn remote_port(ctx: &SockOpsContext) -> u16 {
+    u32::from_be(ctx.remote_port()) as u16
+}
+
 #[inline(always)]
 fn remote_addr(ctx: &SockOpsContext) -> [u8; 16] {
     if ctx.family() == AF_INET {
         v4_mapped(ctx.remote_ip4().to_ne_bytes())
     } else {
-        let r = ctx.remote_ip6();
-        let mut out = [0u8; 16];
-        out[0..4].copy_from_slice(&r[0].to_ne_bytes());
-        out[4..8].copy_from_slice(&r[1].to_ne_bytes());
-        out[8..12].copy_from_slice(&r[2].to_ne_bytes());
-        out[12..16].copy_from_slice(&r[3].to_ne_bytes());
-        out
+        // Context fields must be loaded one u32 at a time at constant offsets; copying the
+        // array would make the compiler take a pointer into the context, which the verifier
+        // refuses ("dereference of modified ctx ptr").
+        let ops = ctx.ops;
+        ip6_words(unsafe {
+            [
+                read_volatile(addr_of!((*ops).remote_ip6[0])),
+                read_volatile(addr_of!((*ops).remote_ip6[1])),
+                read_volatile(addr_of!((*ops).remote_ip6[2])),
+                read_volatile(addr_of!((*ops).remote_ip6[3])),
+            ]
+        })
     }
 }
 
@@ -80,7 +95,7 @@ fn try_sockops(ctx: &SockOpsContext) {
             st.phase = PHASE_CONNECTING;
             st.role = ROLE_CLIENT;
             st.remote_addr = remote_addr(ctx);
-            st.port = u16::from_be(ctx.remote_port() as u16);
+            st.port = remote_port(ctx);
             let _ = ctx.set_cb_flags(CB_FLAGS);
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
@@ -89,7 +104,7 @@ fn try_sockops(ctx: &SockOpsContext) {
             st.remote_addr = remote_addr(ctx);
             if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
                 st.role = ROLE_CLIENT;
-                st.port = u16::from_be(ctx.remote_port() as u16);
+                st.port = remote_port(ctx);
             } else {
                 st.role = ROLE_SERVER;
                 st.port = ctx.local_port() as u16;

@@ -1,0 +1,78 @@
+//! Command-line flags; every flag can also be set with a `SOCKSCOPE_*` environment variable.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+/// sockscope: eBPF network metrics exporter. Counts TCP and UDP payload bytes, connections,
+/// failed connects and retransmits per socket owner (cgroup) and peer, in the kernel, and serves
+/// them as Prometheus metrics.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Config {
+    /// Address of the HTTP server that serves /metrics, /healthz and /readyz.
+    #[arg(long, env = "SOCKSCOPE_LISTEN_ADDRESS", default_value = "0.0.0.0:9642")]
+    pub listen_address: SocketAddr,
+
+    /// How often the kernel maps are drained into the exported counters (e.g. 500ms, 5s, 1m).
+    #[arg(long, env = "SOCKSCOPE_INTERVAL", default_value = "5s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// cgroup v2 directory to attach to; only sockets of processes below it are counted.
+    /// Default: the cgroup v2 root (/sys/fs/cgroup, or wherever cgroup2 is mounted).
+    #[arg(long, env = "SOCKSCOPE_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+
+    /// Add a `process` label: the command name (comm) of the process that created the socket
+    /// (for accepted sockets, of the listener). Multiplies series by processes per workload.
+    #[arg(long, env = "SOCKSCOPE_LABEL_PROCESS", default_value_t = false)]
+    pub label_process: bool,
+
+    /// Add a `remote_ip` label with the peer's address. Unbounded for public peers: use only on
+    /// hosts with a known, small set of peers.
+    #[arg(long, env = "SOCKSCOPE_LABEL_REMOTE_IP", default_value_t = false)]
+    pub label_remote_ip: bool,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. info, debug, sockscope=debug.
+    #[arg(long, env = "SOCKSCOPE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Parses durations written like `500ms`, `5s`, `1m`; refuses zero and anything under 100ms,
+/// which would make the agent spin on the kernel maps.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 5s, 1m)"))?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("{s} is too short: the minimum is 100ms"));
+    }
+    if d > Duration::from_secs(3600) {
+        return Err(format!("{s} is too long: the maximum is 1h"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_interval("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_interval("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("5").is_err());
+        assert!(parse_interval("fast").is_err());
+        assert!(parse_interval("2h").is_err());
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let c = Config::try_parse_from(["sockscope"]).expect("defaults parse");
+        assert_eq!(c.listen_address.port(), 9642);
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert!(!c.label_process);
+        assert!(Config::try_parse_from(["sockscope", "--interval", "nope"]).is_err());
+        assert!(Config::try_parse_from(["sockscope", "--listen-address", "nope"]).is_err());
+    }
+}

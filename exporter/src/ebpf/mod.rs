@@ -1,0 +1,228 @@
+//! Loading and attaching the eBPF programs, and typed handles on their maps.
+
+pub mod preflight;
+
+use std::{fs::File, time::Duration};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, Program, ProgramError,
+        SockOps,
+    },
+};
+use sockscope_common::{CONFIG_PROCESS_LABEL, Config, FLOW_MAP_NAMES, FlowKey, FlowStats};
+use tracing::{error, info, warn};
+
+use crate::error::{Error, Result};
+pub use preflight::CgroupRoot;
+
+/// The eBPF object built by build.rs from exporter-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockscope"));
+
+/// How many lines of the verifier log an error shows.
+const VERIFIER_LOG_TAIL: usize = 20;
+
+/// The programs, in attach order. sock_create first so sockets created while the others attach
+/// already carry their creator; sock_ops before cgroup_skb so new connections are tracked by
+/// sock_ops rather than adopted by cgroup_skb.
+pub const PROGRAMS: [&str; 4] =
+    ["sockscope_sock_create", "sockscope_sockops", "sockscope_egress", "sockscope_ingress"];
+
+/// What happened to one program.
+#[derive(Debug, Clone)]
+pub struct ProgramStatus {
+    /// Function name of the program in the object.
+    pub name: &'static str,
+    /// Whether its link to the cgroup is in place.
+    pub attached: bool,
+}
+
+/// Kernel run-time statistics of one program (zero unless kernel.bpf_stats_enabled=1).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProgramRunStats {
+    /// Total time spent in the program.
+    pub run_time: Duration,
+    /// Number of invocations.
+    pub run_count: u64,
+}
+
+/// The loaded object with its programs attached. Links belong to this process: when it exits,
+/// however it exits, the kernel detaches them.
+pub struct Kernel {
+    ebpf: Ebpf,
+    /// Per-program outcome of loading and attaching.
+    pub programs: Vec<ProgramStatus>,
+}
+
+/// Typed handles on the maps the agent reads and writes.
+pub struct Maps {
+    /// Settings read by every program.
+    pub config: Array<MapData, Config>,
+    /// The two flow-map generations.
+    pub flows: [PerCpuHashMap<MapData, FlowKey, FlowStats>; 2],
+    /// Per-CPU event counters.
+    pub events: PerCpuArray<MapData, u64>,
+}
+
+/// Options that change what the kernel side records.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelOptions {
+    /// Record the creating process's comm in flow keys.
+    pub process_label: bool,
+}
+
+impl Kernel {
+    /// Loads the object and attaches every program to `root.attach` through bpf links,
+    /// which always coexist with other programs on the same cgroup (a CNI's, another agent's). A program the kernel
+    /// refuses (verifier, missing hook) is reported and skipped; the others keep working.
+    pub fn load_and_attach(root: &CgroupRoot, options: KernelOptions) -> Result<(Self, Maps)> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(|e| Error::Load(Box::new(e)))?;
+
+        // Maps first: programs read CONFIG from their first packet on.
+        let mut config: Array<MapData, Config> = take_map(&mut ebpf, "CONFIG")?;
+        let (ephemeral_low, ephemeral_high) = preflight::ephemeral_port_range();
+        let cfg = Config {
+            generation: 0,
+            flags: if options.process_label { CONFIG_PROCESS_LABEL } else { 0 },
+            ephemeral_low,
+            ephemeral_high,
+            _pad: 0,
+        };
+        config.set(0, cfg, 0).map_err(|source| Error::Map { name: "CONFIG", source })?;
+        let flows = [take_map(&mut ebpf, FLOW_MAP_NAMES[0])?, take_map(&mut ebpf, FLOW_MAP_NAMES[1])?];
+        let events = take_map(&mut ebpf, "EVENTS")?;
+
+        let cgroup = File::open(&root.attach).map_err(|source| Error::Read { path: root.attach.clone(), source })?;
+        let mut programs = Vec::with_capacity(PROGRAMS.len());
+        for name in PROGRAMS {
+            let attached = match attach_one(&mut ebpf, name, &cgroup) {
+                Ok(()) => {
+                    info!(program = name, cgroup = %root.attach.display(), "attached");
+                    true
+                }
+                Err(AttachError::Verifier { error, log_tail }) => {
+                    error!(program = name, "program {name} rejected by the verifier: {error}; verifier log tail:\n{log_tail}");
+                    false
+                }
+                Err(AttachError::Other(e)) => {
+                    warn!(program = name, "program {name} not attached (hook unavailable on this kernel?): {e}");
+                    false
+                }
+            };
+            programs.push(ProgramStatus { name, attached });
+        }
+        if !programs.iter().any(|p| p.attached) {
+            return Err(Error::NothingAttached);
+        }
+        Ok((Kernel { ebpf, programs }, Maps { config, flows, events }))
+    }
+
+    /// Run-time statistics per program, in [`PROGRAMS`] order.
+    pub fn run_stats(&self) -> Vec<(&'static str, ProgramRunStats)> {
+        PROGRAMS
+            .iter()
+            .map(|&name| {
+                let stats = self
+                    .ebpf
+                    .program(name)
+                    .and_then(|p| p.info().ok())
+                    .map(|info| ProgramRunStats { run_time: info.run_time(), run_count: info.run_count() })
+                    .unwrap_or_default();
+                (name, stats)
+            })
+            .collect()
+    }
+
+    /// Detaches and unloads every program. Maps stay readable for a final drain.
+    pub fn detach(&mut self) {
+        for status in &mut self.programs {
+            if let Some(program) = self.ebpf.program_mut(status.name)
+                && status.attached
+            {
+                if let Err(e) = unload(program) {
+                    warn!(program = status.name, "detach failed: {e}");
+                }
+                status.attached = false;
+            }
+        }
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(Error::Map {
+        name,
+        source: aya::maps::MapError::InvalidName { name: name.to_string() },
+    })?;
+    T::try_from(map).map_err(|source| Error::Map { name, source })
+}
+
+enum AttachError {
+    Verifier { error: std::io::Error, log_tail: String },
+    Other(String),
+}
+
+impl From<ProgramError> for AttachError {
+    fn from(e: ProgramError) -> Self {
+        match e {
+            ProgramError::LoadError { io_error, verifier_log } => {
+                let log = verifier_log.to_string();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(VERIFIER_LOG_TAIL)..].join("\n");
+                AttachError::Verifier { error: io_error, log_tail: tail }
+            }
+            other => AttachError::Other(error_chain(&other)),
+        }
+    }
+}
+
+/// An error and its sources on one line ("a: b: c").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn attach_one(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), AttachError> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| AttachError::Other(format!("program {name} missing from the eBPF object")))?;
+    match program {
+        Program::SockOps(p) => {
+            let p: &mut SockOps = p;
+            p.load()?;
+            p.attach(cgroup, CgroupAttachMode::Single)?;
+        }
+        Program::CgroupSkb(p) => {
+            let p: &mut CgroupSkb = p;
+            let attach_type = if name.ends_with("egress") { CgroupSkbAttachType::Egress } else { CgroupSkbAttachType::Ingress };
+            p.load()?;
+            p.attach(cgroup, attach_type, CgroupAttachMode::Single)?;
+        }
+        Program::CgroupSock(p) => {
+            let p: &mut CgroupSock = p;
+            p.load()?;
+            p.attach(cgroup, CgroupAttachMode::Single)?;
+        }
+        other => return Err(AttachError::Other(format!("unexpected program type {:?}", other.prog_type()))),
+    }
+    Ok(())
+}
+
+fn unload(program: &mut Program) -> std::result::Result<(), ProgramError> {
+    match program {
+        Program::SockOps(p) => p.unload(),
+        Program::CgroupSkb(p) => p.unload(),
+        Program::CgroupSock(p) => p.unload(),
+        _ => Ok(()),
+    }
+}

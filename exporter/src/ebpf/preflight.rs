@@ -1,0 +1,170 @@
+//! Checks made before loading anything, so each missing prerequisite gets its own clear error
+//! instead of an EPERM or EINVAL from deep inside the loader.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use crate::error::{Error, Result};
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Fails unless the process may load and attach cgroup eBPF programs.
+pub fn check_privileges() -> Result<()> {
+    let status = read("/proc/self/status")?;
+    let effective = parse_cap_eff(&status).unwrap_or(0);
+    let has = |cap: u32| effective & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_NET_ADMIN) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(Error::NotPrivileged { effective })
+    }
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+}
+
+/// Fails unless the kernel exposes BTF.
+pub fn check_btf() -> Result<()> {
+    if Path::new("/sys/kernel/btf/vmlinux").exists() { Ok(()) } else { Err(Error::NoBtf) }
+}
+
+/// A cgroup v2 mount and the directory inside it sockscope attaches to.
+#[derive(Debug, Clone)]
+pub struct CgroupRoot {
+    /// Where the cgroup2 filesystem is mounted (cgroup paths are relative to this).
+    pub mount: PathBuf,
+    /// The directory programs are attached to (the mount itself unless --cgroup-root).
+    pub attach: PathBuf,
+}
+
+/// Finds the cgroup v2 mount and validates `requested` (the --cgroup-root flag) against it.
+pub fn cgroup_root(requested: Option<&Path>) -> Result<CgroupRoot> {
+    let mountinfo = read("/proc/self/mountinfo")?;
+    let mounts = cgroup2_mounts(&mountinfo);
+    match requested {
+        None => {
+            // Prefer the unified layout's usual place; hybrid systems mount it elsewhere.
+            let mount = mounts
+                .iter()
+                .find(|m| m.as_path() == Path::new("/sys/fs/cgroup"))
+                .or_else(|| mounts.first())
+                .cloned()
+                .ok_or_else(|| {
+                    Error::NoCgroupV2(
+                        "no cgroup v2 filesystem is mounted (none in /proc/self/mountinfo): mount one, e.g. `mount -t cgroup2 none /sys/fs/cgroup`"
+                            .into(),
+                    )
+                })?;
+            Ok(CgroupRoot { attach: mount.clone(), mount })
+        }
+        Some(path) => {
+            let attach = fs::canonicalize(path).map_err(|e| {
+                Error::NoCgroupV2(format!("--cgroup-root {}: {e}", path.display()))
+            })?;
+            let mount = mounts
+                .iter()
+                .filter(|m| attach.starts_with(m))
+                .max_by_key(|m| m.as_os_str().len())
+                .cloned()
+                .ok_or_else(|| {
+                    Error::NoCgroupV2(format!(
+                        "--cgroup-root {} is not inside a cgroup v2 mount (cgroup2 mounts: {})",
+                        path.display(),
+                        if mounts.is_empty() {
+                            "none".to_string()
+                        } else {
+                            mounts.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", ")
+                        }
+                    ))
+                })?;
+            Ok(CgroupRoot { mount, attach })
+        }
+    }
+}
+
+/// Mount points of cgroup2 filesystems in a mountinfo table.
+fn cgroup2_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // "<id> <parent> <maj:min> <root> <mount point> <options> [optional...] - <fstype> ..."
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            if fstype != "cgroup2" {
+                return None;
+            }
+            let mount_point = left.split_whitespace().nth(4)?;
+            Some(PathBuf::from(unescape_mountinfo(mount_point)))
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v as char);
+            i += 4;
+        } else {
+            out.push(bytes[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The kernel's ephemeral port range for connect(), used to tell client from server on
+/// connections that were already open when sockscope started.
+pub fn ephemeral_port_range() -> (u16, u16) {
+    const DEFAULT: (u16, u16) = (32768, 60999);
+    let Ok(s) = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
+        return DEFAULT;
+    };
+    let mut it = s.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
+    match (it.next(), it.next()) {
+        (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+        _ => DEFAULT,
+    }
+}
+
+fn read(path: &str) -> Result<String> {
+    fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_eff() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(parse_cap_eff("Name: x\n"), None);
+    }
+
+    #[test]
+    fn finds_cgroup2_mounts() {
+        let mi = "\
+30 23 0:26 / /sys/fs/cgroup ro,nosuid shared:4 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:5 - cgroup2 cgroup2 rw
+32 30 0:28 / /sys/fs/cgroup/cpu rw shared:6 - cgroup cgroup rw,cpu
+33 23 0:29 / /mnt/with\\040space rw - cgroup2 none rw
+";
+        assert_eq!(
+            cgroup2_mounts(mi),
+            vec![PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::from("/mnt/with space")]
+        );
+        assert!(cgroup2_mounts("").is_empty());
+    }
+}

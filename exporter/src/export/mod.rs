@@ -1,0 +1,4 @@
+//! Exposition of the series: Prometheus/OpenMetrics over HTTP.
+
+pub mod format;
+pub mod prometheus;

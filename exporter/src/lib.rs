@@ -1,0 +1,16 @@
+//! sockscope: eBPF network metrics exporter.
+//!
+//! The data path, in module order: [`ebpf`] loads and attaches the kernel programs, [`drain`]
+//! reads their maps each interval, [`identity`] names the socket owner and the peer, [`series`]
+//! folds the deltas into labelled counters, [`export`] serves them.
+
+pub mod agent;
+pub mod config;
+pub mod drain;
+pub mod ebpf;
+pub mod error;
+pub mod export;
+pub mod identity;
+pub mod series;
+
+pub use error::{Error, Result};

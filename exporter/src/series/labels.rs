@@ -1,0 +1,146 @@
+//! The label set of flow series.
+
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
+use sockscope_common::{FlowKey, ROLE_CLIENT};
+
+use crate::identity::{
+    cgroup::Owner,
+    remote::{classify, ip_from_key},
+};
+
+/// Which optional labels are on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LabelOptions {
+    /// `process`: comm of the socket's creator.
+    pub process: bool,
+    /// `remote_ip`: the peer address.
+    pub remote_ip: bool,
+}
+
+/// Labels of every TCP/UDP series. The Kubernetes and DNS columns are present (empty on a
+/// plain host) so dashboards and rules keep working when later stages fill them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, prometheus_client::encoding::EncodeLabelSet)]
+pub struct FlowLabels {
+    /// Kubernetes namespace of the socket owner.
+    pub namespace: String,
+    /// Workload: systemd unit or container id on a plain host.
+    pub workload: String,
+    /// Kubernetes pod.
+    pub pod: String,
+    /// Container name (or id).
+    pub container: String,
+    /// Kubernetes namespace of the peer.
+    pub remote_namespace: String,
+    /// Workload of the peer.
+    pub remote_workload: String,
+    /// Hostname the socket's network namespace resolved for the peer.
+    pub remote_host: String,
+    /// loopback | private | public.
+    pub remote_class: String,
+    /// Service port.
+    pub port: String,
+    /// client | server.
+    pub role: String,
+    /// Labels that are off by default.
+    #[prometheus(flatten)]
+    pub optional: OptionalLabels,
+}
+
+/// Labels present only when their flag is on (absent, not empty, when off).
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OptionalLabels {
+    /// `process` label value.
+    pub process: Option<String>,
+    /// `remote_ip` label value.
+    pub remote_ip: Option<String>,
+}
+
+impl EncodeLabelSet for OptionalLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(p) = &self.process {
+            ("process", p.as_str()).encode(encoder.encode_label())?;
+        }
+        if let Some(ip) = &self.remote_ip {
+            ("remote_ip", ip.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the labels of a flow from its kernel key and resolved owner.
+pub fn flow_labels(key: &FlowKey, owner: &Owner, options: LabelOptions) -> FlowLabels {
+    let ip = ip_from_key(key.remote_addr);
+    FlowLabels {
+        namespace: String::new(),
+        workload: owner.workload.clone(),
+        pod: String::new(),
+        container: String::new(),
+        remote_namespace: String::new(),
+        remote_workload: String::new(),
+        remote_host: String::new(),
+        remote_class: classify(ip).as_str().to_string(),
+        port: key.port.to_string(),
+        role: if key.role == ROLE_CLIENT { "client" } else { "server" }.to_string(),
+        optional: OptionalLabels {
+            process: options.process.then(|| comm_string(&key.comm)),
+            remote_ip: options.remote_ip.then(|| ip.to_string()),
+        },
+    }
+}
+
+/// A kernel `comm` (NUL-padded, not necessarily UTF-8) as a label value.
+pub fn comm_string(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use sockscope_common::{PROTO_TCP, ROLE_SERVER, v4_mapped};
+
+    use super::*;
+
+    fn key(addr: [u8; 16], port: u16, role: u8) -> FlowKey {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        FlowKey { cgroup_id: 7, remote_addr: addr, comm, port, role, proto: PROTO_TCP, _pad: 0 }
+    }
+
+    #[test]
+    fn builds_labels() {
+        let owner = Owner { path: "/system.slice/a.service".into(), workload: "a.service".into() };
+        let l = flow_labels(&key(v4_mapped([127, 0, 0, 1]), 8080, ROLE_CLIENT), &owner, LabelOptions::default());
+        assert_eq!(l.workload, "a.service");
+        assert_eq!(l.remote_class, "loopback");
+        assert_eq!(l.port, "8080");
+        assert_eq!(l.role, "client");
+        assert_eq!(l.optional, OptionalLabels::default());
+
+        let opts = LabelOptions { process: true, remote_ip: true };
+        let l = flow_labels(&key(v4_mapped([8, 8, 4, 4]), 53, ROLE_SERVER), &owner, opts);
+        assert_eq!(l.role, "server");
+        assert_eq!(l.remote_class, "public");
+        assert_eq!(l.optional.process.as_deref(), Some("curl"));
+        assert_eq!(l.optional.remote_ip.as_deref(), Some("8.8.4.4"));
+    }
+
+    #[test]
+    fn v4_and_mapped_v6_give_one_series() {
+        let owner = Owner::default();
+        let opts = LabelOptions { process: false, remote_ip: true };
+        let a = flow_labels(&key(v4_mapped([10, 0, 0, 1]), 80, ROLE_CLIENT), &owner, opts);
+        let mapped: std::net::Ipv6Addr = "::ffff:10.0.0.1".parse().expect("ip");
+        let b = flow_labels(&key(mapped.octets(), 80, ROLE_CLIENT), &owner, opts);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn comm_handles_garbage() {
+        assert_eq!(comm_string(&[0; 16]), "");
+        assert_eq!(comm_string(b"0123456789abcdef"), "0123456789abcdef");
+        let mut bad = [0u8; 16];
+        bad[0] = 0xff;
+        bad[1] = b'x';
+        assert_eq!(comm_string(&bad), "\u{fffd}x");
+    }
+}
