@@ -24,41 +24,89 @@ pub struct Owner {
     pub workload: String,
 }
 
-/// Resolves cgroup ids by walking the cgroup tree, with a cache.
+/// Resolves cgroup ids, with a cache: first by file handle (exact, one syscall), else by
+/// walking the tree below the attach point.
 pub struct Resolver {
     mount: PathBuf,
     root: PathBuf,
     cache: HashMap<u64, Owner>,
-    last_scan: Option<Instant>,
+    /// Ids that resolved to nothing, and when: not retried before `min_rescan`.
+    misses: HashMap<u64, Instant>,
     min_rescan: Duration,
 }
 
 impl Resolver {
     /// `mount` is the cgroup2 mount point, `root` the directory sockscope is attached to.
     pub fn new(mount: PathBuf, root: PathBuf, min_rescan: Duration) -> Self {
-        Resolver { mount, root, cache: HashMap::new(), last_scan: None, min_rescan }
+        Resolver { mount, root, cache: HashMap::new(), misses: HashMap::new(), min_rescan }
     }
 
-    /// The owner of cgroup `id`; rescans the tree (at most once per `min_rescan`) on a miss.
-    /// Unknown ids (cgroup already removed) resolve to an empty owner.
+    /// The owner of cgroup `id`. Unknown ids (cgroup already removed) resolve to an empty owner
+    /// and are not looked up again for `min_rescan`.
     pub fn resolve(&mut self, id: u64) -> Owner {
         if let Some(o) = self.cache.get(&id) {
             return o.clone();
         }
-        let due = self.last_scan.is_none_or(|t| t.elapsed() >= self.min_rescan);
-        if due {
+        if self.misses.get(&id).is_some_and(|t| t.elapsed() < self.min_rescan) {
+            return Owner::default();
+        }
+        let found = self.by_handle(id).or_else(|| {
             self.scan();
-            if let Some(o) = self.cache.get(&id) {
-                return o.clone();
+            self.cache.get(&id).cloned()
+        });
+        match found {
+            Some(o) => {
+                self.misses.remove(&id);
+                self.cache.insert(id, o.clone());
+                o
+            }
+            None => {
+                debug!(cgroup_id = id, "cgroup id not found below the attach point");
+                self.misses.insert(id, Instant::now());
+                Owner::default()
             }
         }
-        debug!(cgroup_id = id, "cgroup id not found below the attach point");
-        Owner::default()
+    }
+
+    /// Opens the cgroup directory from its id: kernfs ids are file handles of type
+    /// `FILEID_KERNFS` (fs/kernfs/mount.c), so `open_by_handle_at()` finds it without a walk.
+    fn by_handle(&self, id: u64) -> Option<Owner> {
+        use std::os::fd::AsRawFd;
+        const FILEID_KERNFS: libc::c_int = 0xfe;
+        #[repr(C)]
+        struct Handle {
+            bytes: libc::c_uint,
+            kind: libc::c_int,
+            id: u64,
+        }
+        let mount = fs::File::open(&self.mount).ok()?;
+        let mut handle = Handle { bytes: 8, kind: FILEID_KERNFS, id };
+        // SAFETY: `handle` is a valid file_handle with 8 bytes of payload; the returned fd is
+        // owned and closed below.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                mount.as_raw_fd(),
+                &mut handle as *mut Handle,
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd was just returned by the kernel and is not owned elsewhere.
+        let dir = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        let path = fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
+        // Same inode check guards against a recycled id racing a removal.
+        if dir.metadata().ok()?.ino() != id {
+            return None;
+        }
+        let rel = relative_path(&self.mount, &path);
+        Some(Owner { workload: workload_of(&rel), path: rel })
     }
 
     /// Walks the tree below the attach point and records every cgroup's id.
     pub fn scan(&mut self) {
-        self.last_scan = Some(Instant::now());
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(meta) = fs::metadata(&dir) else { continue };
@@ -173,7 +221,7 @@ mod tests {
         let unit = tmp.join("system.slice/demo.service");
         fs::create_dir_all(&unit).expect("mkdir");
         let id = fs::metadata(&unit).expect("stat").ino();
-        let mut r = Resolver::new(tmp.clone(), tmp.clone(), Duration::ZERO);
+        let mut r = Resolver::new(tmp.clone(), tmp.clone(), Duration::from_secs(60));
         let owner = r.resolve(id);
         assert_eq!(owner.path, "/system.slice/demo.service");
         assert_eq!(owner.workload, "demo.service");

@@ -1,0 +1,274 @@
+//! Traffic peer for the end-to-end tests: moves exact payloads over real sockets and prints what
+//! it actually sent and received, so tests can compare sockscope's counts with the truth.
+//!
+//! TCP protocol: the client sends a 16-byte header (payload length, reply length, both u64 BE),
+//! then the payload; the server reads it all, sends the reply, and closes once the client has
+//! closed. Header bytes are payload too: a client's "sent" is 16 + payload.
+//!
+//! Usage:
+//!   sockscope-peer tcp-server <bind addr> <connections>
+//!   sockscope-peer tcp-client <addr> <connections> <concurrency> <send> <reply> [hold-file [send2 reply2]]
+//!   sockscope-peer udp-server <bind addr> <datagrams> <reply size>
+//!   sockscope-peer udp-client <addr> <datagrams> <size>
+//!   sockscope-peer connect-refused <addr>
+//!
+//! Servers print `ready <port>` once listening. Everyone prints `sent <n> received <m>` at the end.
+//! With a hold file, each client keeps its connections open after the exchange until the file
+//! exists, then (with send2/reply2) does a second exchange on each before closing.
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+type Res<T> = Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("tcp-server") => tcp_server(&args[1..]),
+        Some("tcp-client") => tcp_client(&args[1..]),
+        Some("udp-server") => udp_server(&args[1..]),
+        Some("udp-client") => udp_client(&args[1..]),
+        Some("connect-refused") => connect_refused(&args[1..]),
+        _ => Err("usage: see the source header".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Res<T> {
+    args.get(i).ok_or(format!("missing {what}"))?.parse().map_err(|_| format!("bad {what}"))
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+const CHUNK: usize = 64 * 1024;
+
+fn write_n(s: &mut impl Write, mut n: u64) -> Res<u64> {
+    let buf = vec![0x5au8; CHUNK];
+    let total = n;
+    while n > 0 {
+        let k = n.min(CHUNK as u64) as usize;
+        s.write_all(&buf[..k]).map_err(|e| format!("write: {e}"))?;
+        n -= k as u64;
+    }
+    Ok(total)
+}
+
+fn read_n(s: &mut impl Read, n: u64) -> Res<u64> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    while got < n {
+        let want = (n - got).min(CHUNK as u64) as usize;
+        let k = s.read(&mut buf[..want]).map_err(|e| format!("read: {e}"))?;
+        if k == 0 {
+            return Err(format!("eof after {got} of {n} bytes"));
+        }
+        got += k as u64;
+    }
+    Ok(got)
+}
+
+fn tcp_server(args: &[String]) -> Res<()> {
+    let bind: SocketAddr = arg(args, 0, "bind address")?;
+    let conns: usize = arg(args, 1, "connection count")?;
+    let listener = TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    say(&format!("ready {port}"));
+    let sent = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..conns {
+        let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        let (sent, received, failed) = (sent.clone(), received.clone(), failed.clone());
+        handles.push(thread::spawn(move || {
+            let r = (|| -> Res<()> {
+                // Requests until the client closes; then close.
+                loop {
+                    let mut hdr = [0u8; 16];
+                    let mut got = 0;
+                    while got < 16 {
+                        let k = s.read(&mut hdr[got..]).map_err(|e| format!("header: {e}"))?;
+                        if k == 0 {
+                            return if got == 0 { Ok(()) } else { Err("eof in header".into()) };
+                        }
+                        got += k;
+                    }
+                    let n = u64::from_be_bytes(hdr[..8].try_into().map_err(|_| "hdr")?);
+                    let m = u64::from_be_bytes(hdr[8..].try_into().map_err(|_| "hdr")?);
+                    received.fetch_add(16 + read_n(&mut s, n)?, Ordering::SeqCst);
+                    sent.fetch_add(write_n(&mut s, m)?, Ordering::SeqCst);
+                }
+            })();
+            if let Err(e) = r {
+                eprintln!("peer server: {e}");
+                failed.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+        // Keep the number of threads bounded for bursts.
+        if handles.len() >= 256 {
+            for h in handles.drain(..) {
+                let _ = h.join();
+            }
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    say(&format!("sent {} received {}", sent.load(Ordering::SeqCst), received.load(Ordering::SeqCst)));
+    if failed.load(Ordering::SeqCst) > 0 { Err("some connections failed".into()) } else { Ok(()) }
+}
+
+fn tcp_client(args: &[String]) -> Res<()> {
+    let addr: SocketAddr = arg(args, 0, "address")?;
+    let conns: usize = arg(args, 1, "connection count")?;
+    let concurrency: usize = arg(args, 2, "concurrency")?;
+    let send: u64 = arg(args, 3, "send bytes")?;
+    let reply: u64 = arg(args, 4, "reply bytes")?;
+    let hold = args.get(5).cloned();
+    let second: Option<(u64, u64)> = match (args.get(6), args.get(7)) {
+        (Some(a), Some(b)) => Some((a.parse().map_err(|_| "bad send2")?, b.parse().map_err(|_| "bad reply2")?)),
+        _ => None,
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let first_done = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (next, sent, received, failed, hold, first_done) =
+                (next.clone(), sent.clone(), received.clone(), failed.clone(), hold.clone(), first_done.clone());
+            thread::spawn(move || {
+                let mut kept = Vec::new();
+                while next.fetch_add(1, Ordering::SeqCst) < conns {
+                    let r = (|| -> Res<TcpStream> {
+                        let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+                        exchange(&mut s, send, reply, &sent, &received)?;
+                        Ok(s)
+                    })();
+                    first_done.fetch_add(1, Ordering::SeqCst);
+                    match r {
+                        Ok(s) if hold.is_some() => kept.push(s),
+                        Ok(s) => {
+                            let _ = s.shutdown(Shutdown::Both);
+                        }
+                        Err(e) => {
+                            eprintln!("peer client: {e}");
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+                if let Some(h) = hold {
+                    while !Path::new(&h).exists() {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                if let Some((send2, reply2)) = second {
+                    for s in &mut kept {
+                        if let Err(e) = exchange(s, send2, reply2, &sent, &received) {
+                            eprintln!("peer client: {e}");
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+                for s in kept {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+            })
+        })
+        .collect();
+    if hold.is_some() {
+        // Report the exchange before holding so the test can scrape while connections are open.
+        while first_done.load(Ordering::SeqCst) < conns {
+            thread::sleep(Duration::from_millis(5));
+        }
+        say(&format!("exchanged sent {} received {}", sent.load(Ordering::SeqCst), received.load(Ordering::SeqCst)));
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    say(&format!("sent {} received {}", sent.load(Ordering::SeqCst), received.load(Ordering::SeqCst)));
+    if failed.load(Ordering::SeqCst) > 0 { Err("some connections failed".into()) } else { Ok(()) }
+}
+
+/// One request: header + `send` bytes out, `reply` bytes back.
+fn exchange(s: &mut TcpStream, send: u64, reply: u64, sent: &AtomicU64, received: &AtomicU64) -> Res<()> {
+    let mut hdr = [0u8; 16];
+    hdr[..8].copy_from_slice(&send.to_be_bytes());
+    hdr[8..].copy_from_slice(&reply.to_be_bytes());
+    s.write_all(&hdr).map_err(|e| format!("write: {e}"))?;
+    sent.fetch_add(16 + write_n(s, send)?, Ordering::SeqCst);
+    received.fetch_add(read_n(s, reply)?, Ordering::SeqCst);
+    Ok(())
+}
+
+fn udp_server(args: &[String]) -> Res<()> {
+    let bind: SocketAddr = arg(args, 0, "bind address")?;
+    let count: usize = arg(args, 1, "datagram count")?;
+    let reply: usize = arg(args, 2, "reply size")?;
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+    say(&format!("ready {}", s.local_addr().map_err(|e| e.to_string())?.port()));
+    let mut buf = vec![0u8; 65536];
+    let out = vec![0x33u8; reply];
+    let (mut sent, mut received) = (0u64, 0u64);
+    for _ in 0..count {
+        let (n, from) = s.recv_from(&mut buf).map_err(|e| format!("recv: {e}"))?;
+        received += n as u64;
+        sent += s.send_to(&out, from).map_err(|e| format!("send: {e}"))? as u64;
+    }
+    say(&format!("sent {sent} received {received}"));
+    Ok(())
+}
+
+fn udp_client(args: &[String]) -> Res<()> {
+    let addr: SocketAddr = arg(args, 0, "address")?;
+    let count: usize = arg(args, 1, "datagram count")?;
+    let size: usize = arg(args, 2, "size")?;
+    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| "bind")?;
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let out = vec![0x44u8; size];
+    let mut buf = vec![0u8; 65536];
+    let (mut sent, mut received) = (0u64, 0u64);
+    // One datagram in flight at a time: nothing is dropped for lack of buffer space.
+    for _ in 0..count {
+        sent += s.send_to(&out, addr).map_err(|e| format!("send: {e}"))? as u64;
+        let (n, _) = s.recv_from(&mut buf).map_err(|e| format!("recv: {e}"))?;
+        received += n as u64;
+    }
+    say(&format!("sent {sent} received {received}"));
+    Ok(())
+}
+
+fn connect_refused(args: &[String]) -> Res<()> {
+    let addr: SocketAddr = arg(args, 0, "address")?;
+    match TcpStream::connect(addr) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            say("refused");
+            Ok(())
+        }
+        Err(e) => Err(format!("expected refusal, got {e}")),
+        Ok(_) => Err("expected refusal, but connected".into()),
+    }
+}

@@ -1,0 +1,217 @@
+//! TCP byte and connection accounting, end to end.
+
+use std::time::Duration;
+
+use sockscope_tests::{Agent, Metrics, NetPair, TestCgroup, peer_cmd};
+
+const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
+const UP: u64 = 10 * 1024 * 1024;
+const DOWN: u64 = 1024 * 1024;
+const WAIT: Duration = Duration::from_secs(20);
+
+fn series<'a>(workload: &'a str, role: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![("workload", workload), ("role", role)]
+}
+
+/// 10 MiB up, 1 MiB back on one connection; every byte and both ends' open/close exact.
+fn exchange(name: &str, net: Option<&NetPair>, v6: bool) {
+    let cg = TestCgroup::new(name);
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let (server_ns, client_ns, bind, connect_host, class) = match net {
+        None if v6 => (None, None, "[::1]:0".to_string(), "[::1]".to_string(), "loopback"),
+        None => (None, None, "127.0.0.1:0".to_string(), "127.0.0.1".to_string(), "loopback"),
+        Some(n) if v6 => (Some(n.b.as_str()), Some(n.a.as_str()), format!("[{}]:0", n.b6), format!("[{}]", n.b6), "private"),
+        Some(n) => (Some(n.b.as_str()), Some(n.a.as_str()), format!("{}:0", n.b4), n.b4.clone(), "private"),
+    };
+    let mut srv = cg.spawn("server", &mut peer_cmd(PEER, server_ns, &["tcp-server", &bind, "1"]));
+    let port = srv.line("ready ");
+    let addr = format!("{connect_host}:{port}");
+    let mut cli = cg.spawn(
+        "client",
+        &mut peer_cmd(PEER, client_ns, &["tcp-client", &addr, "1", "1", &UP.to_string(), &DOWN.to_string()]),
+    );
+    let (c_sent, c_recv) = cli.totals("");
+    let (s_sent, s_recv) = srv.totals("");
+    cli.wait_ok();
+    srv.wait_ok();
+    assert_eq!((c_sent, c_recv), (UP + 16, DOWN));
+    assert_eq!((s_sent, s_recv), (DOWN, UP + 16));
+
+    let client = series("client", "client");
+    let server = series("server", "server");
+    let m = agent.wait_until(WAIT, "exact byte counts", |m: &Metrics| {
+        m.sum("sockscope_tcp_sent_bytes_total", &client) == c_sent as f64
+            && m.sum("sockscope_tcp_received_bytes_total", &client) == c_recv as f64
+            && m.sum("sockscope_tcp_sent_bytes_total", &server) == s_sent as f64
+            && m.sum("sockscope_tcp_received_bytes_total", &server) == s_recv as f64
+            && m.sum("sockscope_tcp_connections_closed_total", &client) == 1.0
+            && m.sum("sockscope_tcp_connections_closed_total", &server) == 1.0
+    });
+    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &client), 1.0);
+    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &server), 1.0);
+    // One series per end, with the service port on both and the right class.
+    let c: Vec<_> = m.matching("sockscope_tcp_sent_bytes_total", &client).collect();
+    assert_eq!(c.len(), 1, "{}", m.dump());
+    assert_eq!(c[0].0["port"], port);
+    assert_eq!(c[0].0["remote_class"], class);
+    for label in ["namespace", "pod", "container", "remote_namespace", "remote_workload", "remote_host"] {
+        assert_eq!(c[0].0[label], "", "{label}");
+    }
+    let s: Vec<_> = m.matching("sockscope_tcp_sent_bytes_total", &server).collect();
+    assert_eq!(s.len(), 1, "{}", m.dump());
+    assert_eq!(s[0].0["port"], port);
+    assert_eq!(s[0].0["remote_class"], class);
+    assert_eq!(m.sum("sockscope_tcp_connect_failures_total", &[]), 0.0);
+    // Counts stay exact after more drains (nothing double counted).
+    std::thread::sleep(Duration::from_millis(800));
+    let again = Metrics::parse(&agent.scrape());
+    assert_eq!(again.sum("sockscope_tcp_sent_bytes_total", &client), c_sent as f64);
+    assert_eq!(again.sum("sockscope_tcp_received_bytes_total", &server), s_recv as f64);
+}
+
+#[test]
+fn tcp_loopback_ipv4_exact() {
+    exchange("tcp-lo4", None, false);
+}
+
+#[test]
+fn tcp_loopback_ipv6_exact() {
+    exchange("tcp-lo6", None, true);
+}
+
+#[test]
+fn tcp_veth_ipv4_exact() {
+    let net = NetPair::new();
+    exchange("tcp-veth4", Some(&net), false);
+}
+
+#[test]
+fn tcp_veth_ipv6_exact() {
+    let net = NetPair::new();
+    exchange("tcp-veth6", Some(&net), true);
+}
+
+/// Bytes of an open, idle connection are visible before it closes.
+#[test]
+fn tcp_long_lived_connection_is_live() {
+    let cg = TestCgroup::new("tcp-live");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let hold = std::env::temp_dir().join(format!("sockscope-hold-{}-live", std::process::id()));
+    let _ = std::fs::remove_file(&hold);
+    let mut srv = cg.spawn("server", &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "1"]));
+    let port = srv.line("ready ");
+    let mut cli = cg.spawn(
+        "client",
+        &mut peer_cmd(PEER, None, &["tcp-client", &format!("127.0.0.1:{port}"), "1", "1", "3000000", "700000", hold.to_str().expect("path")]),
+    );
+    let (c_sent, c_recv) = cli.totals("exchanged ");
+    let (client, server) = (series("client", "client"), series("server", "server"));
+    let m = agent.wait_until(WAIT, "live byte counts of an open connection", |m: &Metrics| {
+        m.sum("sockscope_tcp_sent_bytes_total", &client) == c_sent as f64
+            && m.sum("sockscope_tcp_received_bytes_total", &client) == c_recv as f64
+            && m.sum("sockscope_tcp_sent_bytes_total", &server) == c_recv as f64
+            && m.sum("sockscope_tcp_received_bytes_total", &server) == c_sent as f64
+    });
+    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &client), 1.0);
+    assert_eq!(m.sum("sockscope_tcp_connections_closed_total", &client), 0.0, "still open");
+    std::fs::write(&hold, "").expect("release");
+    cli.totals("");
+    cli.wait_ok();
+    srv.wait_ok();
+    let m = agent.wait_until(WAIT, "close counted", |m: &Metrics| {
+        m.sum("sockscope_tcp_connections_closed_total", &client) == 1.0
+            && m.sum("sockscope_tcp_connections_closed_total", &server) == 1.0
+    });
+    assert_eq!(m.sum("sockscope_tcp_sent_bytes_total", &client), c_sent as f64, "no extra bytes at close");
+    assert_eq!(m.sum("sockscope_tcp_received_bytes_total", &server), c_sent as f64);
+    let _ = std::fs::remove_file(&hold);
+}
+
+/// A connection open before sockscope starts counts only the bytes after the start.
+#[test]
+fn tcp_preexisting_connection_counts_from_start() {
+    let cg = TestCgroup::new("tcp-pre");
+    let hold = std::env::temp_dir().join(format!("sockscope-hold-{}-pre", std::process::id()));
+    let _ = std::fs::remove_file(&hold);
+    let mut srv = cg.spawn("server", &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "1"]));
+    let port = srv.line("ready ");
+    let mut cli = cg.spawn(
+        "client",
+        &mut peer_cmd(
+            PEER,
+            None,
+            &["tcp-client", &format!("127.0.0.1:{port}"), "1", "1", "1000000", "1000000", hold.to_str().expect("path"), "2000000", "500000"],
+        ),
+    );
+    let (before_sent, before_recv) = cli.totals("exchanged ");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    std::fs::write(&hold, "").expect("release");
+    let (c_sent, c_recv) = cli.totals("");
+    cli.wait_ok();
+    srv.wait_ok();
+    let (after_sent, after_recv) = (c_sent - before_sent, c_recv - before_recv);
+    assert_eq!((after_sent, after_recv), (2_000_016, 500_000));
+    let (client, server) = (series("client", "client"), series("server", "server"));
+    let m = agent.wait_until(WAIT, "only post-start bytes", |m: &Metrics| {
+        m.sum("sockscope_tcp_sent_bytes_total", &client) == after_sent as f64
+            && m.sum("sockscope_tcp_received_bytes_total", &client) == after_recv as f64
+            && m.sum("sockscope_tcp_sent_bytes_total", &server) == after_recv as f64
+            && m.sum("sockscope_tcp_received_bytes_total", &server) == after_sent as f64
+    });
+    // It was not opened while sockscope watched.
+    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &[]), 0.0);
+    let c: Vec<_> = m.matching("sockscope_tcp_sent_bytes_total", &client).collect();
+    assert_eq!(c[0].0["port"], port, "role inferred from the ephemeral port range");
+    std::thread::sleep(Duration::from_millis(800));
+    let again = Metrics::parse(&agent.scrape());
+    assert_eq!(again.sum("sockscope_tcp_sent_bytes_total", &client), after_sent as f64);
+    let _ = std::fs::remove_file(&hold);
+}
+
+/// A refused connect is a client-side failure, not an open.
+#[test]
+fn tcp_refused_connect_is_a_failure() {
+    let cg = TestCgroup::new("tcp-refused");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let port = sockscope_tests::free_port().to_string();
+    let mut p = cg.spawn("client", &mut peer_cmd(PEER, None, &["connect-refused", &format!("127.0.0.1:{port}")]));
+    p.line("refused");
+    p.wait_ok();
+    let m = agent.wait_until(WAIT, "one connect failure", |m: &Metrics| {
+        m.sum("sockscope_tcp_connect_failures_total", &[("workload", "client"), ("role", "client"), ("port", &port)]) == 1.0
+    });
+    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &[]), 0.0);
+    assert_eq!(m.sum("sockscope_tcp_connections_closed_total", &[]), 0.0);
+}
+
+/// 2,000 short connections, 50 at a time: every open, close and byte counted.
+#[test]
+fn tcp_burst_of_2000_connections_exact() {
+    const N: u64 = 2000;
+    let cg = TestCgroup::new("tcp-burst");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let mut srv = cg.spawn("server", &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", &N.to_string()]));
+    let port = srv.line("ready ");
+    let mut cli = cg.spawn(
+        "client",
+        &mut peer_cmd(PEER, None, &["tcp-client", &format!("127.0.0.1:{port}"), &N.to_string(), "50", "100", "200"]),
+    );
+    let (c_sent, c_recv) = cli.totals("");
+    let (s_sent, s_recv) = srv.totals("");
+    cli.wait_ok();
+    srv.wait_ok();
+    assert_eq!((c_sent, c_recv, s_sent, s_recv), (N * 116, N * 200, N * 200, N * 116));
+    let (client, server) = (series("client", "client"), series("server", "server"));
+    let m = agent.wait_until(Duration::from_secs(30), "2000 connections", |m: &Metrics| {
+        m.sum("sockscope_tcp_connections_closed_total", &client) == N as f64
+            && m.sum("sockscope_tcp_connections_closed_total", &server) == N as f64
+    });
+    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &client), N as f64);
+    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &server), N as f64);
+    assert_eq!(m.sum("sockscope_tcp_sent_bytes_total", &client), c_sent as f64);
+    assert_eq!(m.sum("sockscope_tcp_received_bytes_total", &client), c_recv as f64);
+    assert_eq!(m.sum("sockscope_tcp_sent_bytes_total", &server), s_sent as f64);
+    assert_eq!(m.sum("sockscope_tcp_received_bytes_total", &server), s_recv as f64);
+    assert_eq!(m.sum("sockscope_tcp_connect_failures_total", &[]), 0.0);
+    assert_eq!(m.sum("sockscope_events_lost_total", &[]), 0.0, "{}", m.dump());
+}
