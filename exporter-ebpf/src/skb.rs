@@ -75,10 +75,12 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         st.cgroup_id = cgroup_id(ctx);
     }
     let phase = st.phase;
-    if phase != PHASE_TRACKED && phase != PHASE_ADOPTED {
-        if egress && phase == PHASE_NEW {
-            adopt(ctx, sk, st);
-        }
+    if phase == PHASE_NEW {
+        // Adopt on the first packet either way: ingress runs before the segment is processed,
+        // so its baseline excludes this packet's payload, which is then counted.
+        adopt(ctx, sk, st, egress);
+    }
+    if st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED {
         return;
     }
     record_fin(ctx, st, egress);
@@ -123,8 +125,12 @@ fn record_fin(ctx: &SkBuffContext, st: &mut SockState, egress: bool) {
 
 /// Starts counting a connection that was established before sockscope saw it. Only its bytes
 /// from now on count; it was not "opened" while we watched, so no open is counted.
+///
+/// Ingress runs without the socket lock, so an adoption there can race one on egress on
+/// another CPU; both write the same key and near-identical baselines, and it happens once per
+/// pre-existing connection.
 #[inline(always)]
-fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
+fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, egress: bool) {
     let s = unsafe { &*sk };
     let state = s.state;
     if state != BPF_TCP_ESTABLISHED
@@ -142,13 +148,14 @@ fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
     }
     let tp = unsafe { &*tp };
     // Addresses and ports come from the packet: the verifier refuses the pointer arithmetic
-    // LLVM emits for some socket field loads. On egress the destination is the peer.
+    // LLVM emits for some socket field loads.
     let Some(h) = ip_headers(ctx) else { return };
     if h.proto != PROTO_TCP {
         return;
     }
-    let Some((local, remote)) = ports(ctx, h.l4_offset) else { return };
-    st.remote_addr = h.dst_addr;
+    let Some((src, dst)) = ports(ctx, h.l4_offset) else { return };
+    let (local, remote) = if egress { (src, dst) } else { (dst, src) };
+    st.remote_addr = if egress { h.dst_addr } else { h.src_addr };
     // Which side connected is not recorded on an established socket; the side whose port the
     // kernel picked from the ephemeral range is the client.
     let cfg = config();
