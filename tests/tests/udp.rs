@@ -1,0 +1,70 @@
+//! UDP payload accounting, end to end.
+
+use std::time::Duration;
+
+use sockscope_tests::{Agent, Metrics, NetPair, TestCgroup, peer_cmd};
+
+const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
+const COUNT: u64 = 300;
+const SIZE: u64 = 1200;
+const REPLY: u64 = 333;
+
+fn exchange(name: &str, net: Option<&NetPair>, v6: bool) {
+    let cg = TestCgroup::new(name);
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let (server_ns, client_ns, bind, host, class) = match net {
+        None if v6 => (None, None, "[::1]:0".to_string(), "[::1]".to_string(), "loopback"),
+        None => (None, None, "127.0.0.1:0".to_string(), "127.0.0.1".to_string(), "loopback"),
+        Some(n) if v6 => (Some(n.b.as_str()), Some(n.a.as_str()), format!("[{}]:0", n.b6), format!("[{}]", n.b6), "private"),
+        Some(n) => (Some(n.b.as_str()), Some(n.a.as_str()), format!("{}:0", n.b4), n.b4.clone(), "private"),
+    };
+    let mut srv = cg.spawn("server", &mut peer_cmd(PEER, server_ns, &["udp-server", &bind, &COUNT.to_string(), &REPLY.to_string()]));
+    let port = srv.line("ready ");
+    let mut cli = cg.spawn(
+        "client",
+        &mut peer_cmd(PEER, client_ns, &["udp-client", &format!("{host}:{port}"), &COUNT.to_string(), &SIZE.to_string()]),
+    );
+    let (c_sent, c_recv) = cli.totals("");
+    let (s_sent, s_recv) = srv.totals("");
+    cli.wait_ok();
+    srv.wait_ok();
+    assert_eq!((c_sent, c_recv, s_sent, s_recv), (COUNT * SIZE, COUNT * REPLY, COUNT * REPLY, COUNT * SIZE));
+    let client = [("workload", "client"), ("role", "client"), ("port", port.as_str())];
+    let server = [("workload", "server"), ("role", "server"), ("port", port.as_str())];
+    let m = agent.wait_until(Duration::from_secs(20), "exact UDP bytes", |m: &Metrics| {
+        m.sum("sockscope_udp_sent_bytes_total", &client) == c_sent as f64
+            && m.sum("sockscope_udp_received_bytes_total", &client) == c_recv as f64
+            && m.sum("sockscope_udp_sent_bytes_total", &server) == s_sent as f64
+            && m.sum("sockscope_udp_received_bytes_total", &server) == s_recv as f64
+    });
+    for (labels, _) in m.matching("sockscope_udp_sent_bytes_total", &[]) {
+        assert_eq!(labels["remote_class"], class);
+    }
+    // UDP traffic is not TCP traffic.
+    assert_eq!(m.sum("sockscope_tcp_sent_bytes_total", &[]), 0.0);
+    std::thread::sleep(Duration::from_millis(800));
+    let again = Metrics::parse(&agent.scrape());
+    assert_eq!(again.sum("sockscope_udp_sent_bytes_total", &client), c_sent as f64);
+}
+
+#[test]
+fn udp_loopback_ipv4_exact() {
+    exchange("udp-lo4", None, false);
+}
+
+#[test]
+fn udp_loopback_ipv6_exact() {
+    exchange("udp-lo6", None, true);
+}
+
+#[test]
+fn udp_veth_ipv4_exact() {
+    let net = NetPair::new();
+    exchange("udp-veth4", Some(&net), false);
+}
+
+#[test]
+fn udp_veth_ipv6_exact() {
+    let net = NetPair::new();
+    exchange("udp-veth6", Some(&net), true);
+}
