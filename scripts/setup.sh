@@ -15,7 +15,7 @@ LLVM_MAJOR=22
 BPF_LINKER_VERSION=0.13.0
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
-  iproute2 bpftool iperf3 wrk prometheus curl procps ncat
+  iproute2 util-linux bpftool iperf3 wrk prometheus curl procps
 )
 
 missing=()
@@ -34,6 +34,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
+if ! rustup toolchain list | grep -q '^nightly'; then
+  echo "setup: the nightly Rust toolchain is missing (it builds the eBPF programs); install it with rustup" >&2
+  exit 1
+fi
 if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
   log "adding rust-src to the nightly toolchain"
   rustup component add rust-src --toolchain nightly

@@ -55,7 +55,12 @@ unsafe fn atomic_add(v: *mut FlowStats, delta: &FlowStats) {
     macro_rules! add {
         ($field:ident) => {
             if delta.$field != 0 {
-                unsafe { atomic_xadd::<u64, u64, { Relaxed }>(core::ptr::addr_of_mut!((*v).$field), delta.$field) };
+                unsafe {
+                    atomic_xadd::<u64, u64, { Relaxed }>(
+                        core::ptr::addr_of_mut!((*v).$field),
+                        delta.$field,
+                    )
+                };
             }
         };
     }
@@ -70,7 +75,11 @@ unsafe fn atomic_add(v: *mut FlowStats, delta: &FlowStats) {
 /// The flow key of a socket's state.
 #[inline(always)]
 pub fn key_of(st: &SockState, proto: u8) -> FlowKey {
-    let comm = if config().flags & CONFIG_PROCESS_LABEL != 0 { st.comm } else { [0; 16] };
+    let comm = if config().flags & CONFIG_PROCESS_LABEL != 0 {
+        st.comm
+    } else {
+        [0; 16]
+    };
     FlowKey {
         cgroup_id: st.cgroup_id,
         remote_addr: st.remote_addr,
@@ -112,7 +121,12 @@ pub fn payload_totals(st: &SockState, c: &TcpCounters) -> (u64, u64) {
 /// If the flow map is full the byte deltas and the pending open stay on the socket and are
 /// retried at the next flush; only at close (`closing`) are they lost, and counted as lost.
 #[inline(always)]
-pub fn flush_tcp(st: &mut SockState, counters: Option<&TcpCounters>, events: &FlowStats, closing: bool) {
+pub fn flush_tcp(
+    st: &mut SockState,
+    counters: Option<&TcpCounters>,
+    events: &FlowStats,
+    closing: bool,
+) {
     if st.cgroup_id == 0 {
         // Owner not known yet (no packet seen); keep everything pending.
         if closing {

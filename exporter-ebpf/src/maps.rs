@@ -60,7 +60,10 @@ const F_CREATE: u64 = 1;
 /// # Safety
 /// `sk` must be a full socket pointer obtained from the verifier-checked context.
 #[inline(always)]
-pub unsafe fn sock_state(sk: *mut core::ffi::c_void, init: Option<&mut SockState>) -> Option<&'static mut SockState> {
+pub unsafe fn sock_state(
+    sk: *mut core::ffi::c_void,
+    init: Option<&mut SockState>,
+) -> Option<&'static mut SockState> {
     let map = core::ptr::addr_of!(SOCK_STATE) as *mut core::ffi::c_void;
     let (value, flags) = match init {
         Some(v) => (v as *mut SockState as *mut core::ffi::c_void, F_CREATE),

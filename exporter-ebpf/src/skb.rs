@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED,
-    PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState,
+    EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP,
+    PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState,
 };
 
 use crate::{
@@ -68,8 +68,13 @@ fn cgroup_id(ctx: &SkBuffContext) -> u64 {
 
 #[inline(always)]
 fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
-    let mut init = SockState { cgroup_id: cgroup_id(ctx), ..Default::default() };
-    let Some(st) = (unsafe { sock_state(sk.cast(), Some(&mut init)) }) else { return };
+    let mut init = SockState {
+        cgroup_id: cgroup_id(ctx),
+        ..Default::default()
+    };
+    let Some(st) = (unsafe { sock_state(sk.cast(), Some(&mut init)) }) else {
+        return;
+    };
     if st.cgroup_id == 0 {
         // Created by sock_create or sock_ops, which cannot see the owner cgroup.
         st.cgroup_id = cgroup_id(ctx);
@@ -108,7 +113,9 @@ fn record_fin(ctx: &SkBuffContext, st: &mut SockState, egress: bool) {
     if h.proto != PROTO_TCP {
         return;
     }
-    let Some(t) = tcp_header(ctx, h.l4_offset) else { return };
+    let Some(t) = tcp_header(ctx, h.l4_offset) else {
+        return;
+    };
     if t.flags & TCP_FIN == 0 {
         return;
     }
@@ -153,7 +160,9 @@ fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, egress: boo
     if h.proto != PROTO_TCP {
         return;
     }
-    let Some((src, dst)) = ports(ctx, h.l4_offset) else { return };
+    let Some((src, dst)) = ports(ctx, h.l4_offset) else {
+        return;
+    };
     let (local, remote) = if egress { (src, dst) } else { (dst, src) };
     st.remote_addr = if egress { h.dst_addr } else { h.src_addr };
     // Which side connected is not recorded on an established socket; the side whose port the
@@ -182,8 +191,13 @@ fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, egress: boo
 
 #[inline(always)]
 fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
-    let mut init = SockState { cgroup_id: cgroup_id(ctx), ..Default::default() };
-    let Some(st) = (unsafe { sock_state(sk.cast(), Some(&mut init)) }) else { return };
+    let mut init = SockState {
+        cgroup_id: cgroup_id(ctx),
+        ..Default::default()
+    };
+    let Some(st) = (unsafe { sock_state(sk.cast(), Some(&mut init)) }) else {
+        return;
+    };
     if st.role == 0 {
         // The side that sends first is the client (a resolver asking a DNS server, a client
         // probing a service); a socket that first receives is serving.
@@ -201,21 +215,34 @@ fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         count_event(EVENT_PACKET_UNPARSED);
         return;
     };
-    let (remote_addr, local_port, remote_port) =
-        if egress { (h.dst_addr, src_port, dst_port) } else { (h.src_addr, dst_port, src_port) };
+    let (remote_addr, local_port, remote_port) = if egress {
+        (h.dst_addr, src_port, dst_port)
+    } else {
+        (h.src_addr, dst_port, src_port)
+    };
     let payload = ctx.skb.len().saturating_sub(h.l4_offset + 8) as u64;
     let role = st.role;
     let base = key_of(st, PROTO_UDP);
     let key = FlowKey {
         cgroup_id: cgroup_id(ctx),
         remote_addr,
-        port: if role == ROLE_CLIENT { remote_port } else { local_port },
+        port: if role == ROLE_CLIENT {
+            remote_port
+        } else {
+            local_port
+        },
         ..base
     };
     let delta = if egress {
-        FlowStats { sent_bytes: payload, ..Default::default() }
+        FlowStats {
+            sent_bytes: payload,
+            ..Default::default()
+        }
     } else {
-        FlowStats { received_bytes: payload, ..Default::default() }
+        FlowStats {
+            received_bytes: payload,
+            ..Default::default()
+        }
     };
     flow_add(&key, &delta);
 }

@@ -91,7 +91,9 @@ fn try_sockops(ctx: &SockOpsContext) {
     match op {
         BPF_SOCK_OPS_TCP_CONNECT_CB => {
             let mut init = SockState::default();
-            let Some(st) = (unsafe { sock_state(sk, Some(&mut init)) }) else { return };
+            let Some(st) = (unsafe { sock_state(sk, Some(&mut init)) }) else {
+                return;
+            };
             st.phase = PHASE_CONNECTING;
             st.role = ROLE_CLIENT;
             st.remote_addr = remote_addr(ctx);
@@ -100,7 +102,9 @@ fn try_sockops(ctx: &SockOpsContext) {
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
             let mut init = SockState::default();
-            let Some(st) = (unsafe { sock_state(sk, Some(&mut init)) }) else { return };
+            let Some(st) = (unsafe { sock_state(sk, Some(&mut init)) }) else {
+                return;
+            };
             st.remote_addr = remote_addr(ctx);
             if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
                 st.role = ROLE_CLIENT;
@@ -121,7 +125,9 @@ fn try_sockops(ctx: &SockOpsContext) {
             flush_tcp(st, Some(&c), &FlowStats::default(), false);
         }
         BPF_SOCK_OPS_RTT_CB => {
-            let Some(st) = (unsafe { sock_state(sk, None) }) else { return };
+            let Some(st) = (unsafe { sock_state(sk, None) }) else {
+                return;
+            };
             if st.phase == PHASE_TRACKED || st.phase == PHASE_ADOPTED {
                 flush_tcp(st, Some(&counters(ctx)), &FlowStats::default(), false);
             }
@@ -131,9 +137,17 @@ fn try_sockops(ctx: &SockOpsContext) {
             if ctx.arg(2) != 0 {
                 return;
             }
-            let Some(st) = (unsafe { sock_state(sk, None) }) else { return };
-            if st.phase == PHASE_TRACKED || st.phase == PHASE_ADOPTED || st.phase == PHASE_CONNECTING {
-                let events = FlowStats { retransmits: ctx.arg(1) as u64, ..Default::default() };
+            let Some(st) = (unsafe { sock_state(sk, None) }) else {
+                return;
+            };
+            if st.phase == PHASE_TRACKED
+                || st.phase == PHASE_ADOPTED
+                || st.phase == PHASE_CONNECTING
+            {
+                let events = FlowStats {
+                    retransmits: ctx.arg(1) as u64,
+                    ..Default::default()
+                };
                 flush_tcp(st, Some(&counters(ctx)), &events, false);
             }
         }
@@ -142,12 +156,18 @@ fn try_sockops(ctx: &SockOpsContext) {
             if ctx.arg(1) != BPF_TCP_CLOSE {
                 return;
             }
-            let Some(st) = (unsafe { sock_state(sk, None) }) else { return };
+            let Some(st) = (unsafe { sock_state(sk, None) }) else {
+                return;
+            };
             let events = match st.phase {
-                PHASE_TRACKED | PHASE_ADOPTED => FlowStats { closed: 1, ..Default::default() },
-                PHASE_CONNECTING if ctx.arg(0) == BPF_TCP_SYN_SENT => {
-                    FlowStats { connect_failures: 1, ..Default::default() }
-                }
+                PHASE_TRACKED | PHASE_ADOPTED => FlowStats {
+                    closed: 1,
+                    ..Default::default()
+                },
+                PHASE_CONNECTING if ctx.arg(0) == BPF_TCP_SYN_SENT => FlowStats {
+                    connect_failures: 1,
+                    ..Default::default()
+                },
                 _ => return,
             };
             flush_tcp(st, Some(&counters(ctx)), &events, true);

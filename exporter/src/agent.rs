@@ -14,7 +14,10 @@ use crate::{
     drain::Drainer,
     ebpf::{Kernel, KernelOptions, preflight},
     error::{Error, Result},
-    export::{format::render, prometheus::{Shared, router}},
+    export::{
+        format::render,
+        prometheus::{Shared, router},
+    },
     identity::cgroup::Resolver,
     series::{Series, labels::LabelOptions},
 };
@@ -28,25 +31,57 @@ pub async fn run(config: Config) -> Result<()> {
     // Bind before attaching: a port conflict should fail before anything touches the kernel.
     let listener = tokio::net::TcpListener::bind(config.listen_address)
         .await
-        .map_err(|source| Error::Listen { address: config.listen_address.to_string(), source })?;
+        .map_err(|source| Error::Listen {
+            address: config.listen_address.to_string(),
+            source,
+        })?;
 
-    let (kernel, maps) = Kernel::load_and_attach(&root, KernelOptions { process_label: config.label_process })?;
+    let (kernel, maps) = Kernel::load_and_attach(
+        &root,
+        KernelOptions {
+            process_label: config.label_process,
+        },
+    )?;
     let shared = Arc::new(Shared::default());
-    let series = Series::new(LabelOptions { process: config.label_process, remote_ip: config.label_remote_ip });
-    series.agent.set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));
+    let series = Series::new(LabelOptions {
+        process: config.label_process,
+        remote_ip: config.label_remote_ip,
+    });
+    series
+        .agent
+        .set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));
     for name in sockscope_common::FLOW_MAP_NAMES {
-        series.agent.set_map_capacity(name, sockscope_common::FLOW_MAP_CAPACITY);
+        series
+            .agent
+            .set_map_capacity(name, sockscope_common::FLOW_MAP_CAPACITY);
     }
     shared.publish(render(&series.registry));
 
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let resolver = Resolver::new(root.mount.clone(), root.attach.clone(), Duration::from_secs(1));
+    let resolver = Resolver::new(
+        root.mount.clone(),
+        root.attach.clone(),
+        Duration::from_secs(1),
+    );
     let drain_shared = shared.clone();
     let interval = config.interval;
     let drain_thread = thread::Builder::new()
         .name("drain".into())
-        .spawn(move || drain_loop(kernel, Drainer::new(maps), series, resolver, drain_shared, interval, stop_rx))
-        .map_err(|source| Error::Read { path: "drain thread".into(), source })?;
+        .spawn(move || {
+            drain_loop(
+                kernel,
+                Drainer::new(maps),
+                series,
+                resolver,
+                drain_shared,
+                interval,
+                stop_rx,
+            )
+        })
+        .map_err(|source| Error::Read {
+            path: "drain thread".into(),
+            source,
+        })?;
 
     let app = router(shared.clone());
     let server = tokio::spawn(async move {
@@ -117,11 +152,15 @@ fn drain_loop(
         shared.set_ready(kernel.programs.iter().any(|p| p.attached));
     }
     kernel.detach();
-    series.agent.set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));
+    series
+        .agent
+        .set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));
     let start = Instant::now();
     let batch = drainer.drain_all();
     series.flows.fold(&batch.flows, &mut resolver);
-    series.agent.record_drain(&batch, sockscope_common::FLOW_MAP_NAMES[0], start.elapsed());
+    series
+        .agent
+        .record_drain(&batch, sockscope_common::FLOW_MAP_NAMES[0], start.elapsed());
     shared.publish(render(&series.registry));
     info!(flows = batch.flows.len(), "final drain done");
 }

@@ -41,7 +41,8 @@ pub struct Config {
 /// Parses durations written like `500ms`, `5s`, `1m`; refuses zero and anything under 100ms,
 /// which would make the agent spin on the kernel maps.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 5s, 1m)"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 500ms, 5s, 1m)"))?;
     if d < Duration::from_millis(100) {
         return Err(format!("{s} is too short: the minimum is 100ms"));
     }

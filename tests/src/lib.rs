@@ -45,7 +45,11 @@ pub fn sockscope_bin(peer: &str) -> PathBuf {
         return PathBuf::from(p);
     }
     let p = Path::new(peer).with_file_name("sockscope");
-    assert!(p.exists(), "{} missing: build it first (cargo build -p sockscope)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: build it first (cargo build -p sockscope)",
+        p.display()
+    );
     p
 }
 
@@ -58,7 +62,11 @@ impl TestCgroup {
     pub fn new(name: &str) -> Self {
         let base = cgroup2_mount().join("sockscope-e2e");
         let _ = fs::create_dir_all(&base);
-        let root = base.join(format!("{name}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let root = base.join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
         fs::create_dir_all(&root).expect("create test cgroup");
         TestCgroup { root }
     }
@@ -83,7 +91,11 @@ impl TestCgroup {
                 }
                 let r = libc::write(fd, b"0\n".as_ptr().cast(), 2);
                 libc::close(fd);
-                if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+                if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
             });
         }
         Proc::spawn(cmd)
@@ -131,7 +143,11 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(cmd: &mut Command) -> Self {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
         Proc { child, stdout }
     }
@@ -154,7 +170,10 @@ impl Proc {
     pub fn totals(&mut self, prefix: &str) -> (u64, u64) {
         let rest = self.line(&format!("{prefix}sent "));
         let parts: Vec<&str> = rest.split_whitespace().collect();
-        (parts[0].parse().expect("sent count"), parts[2].parse().expect("received count"))
+        (
+            parts[0].parse().expect("sent count"),
+            parts[2].parse().expect("received count"),
+        )
     }
 
     pub fn wait_ok(&mut self) {
@@ -197,7 +216,11 @@ fn run(cmd: &str) {
 impl NetPair {
     pub fn new() -> Self {
         let n = unique();
-        let tag = format!("{}{}", std::process::id() % 10000, COUNTER.fetch_add(1, Ordering::SeqCst));
+        let tag = format!(
+            "{}{}",
+            std::process::id() % 10000,
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
         let (a, b) = (format!("ssa{tag}"), format!("ssb{tag}"));
         let (va, vb) = (format!("sva{tag}"), format!("svb{tag}"));
         let (a4, b4) = (format!("10.251.{n}.1"), format!("10.251.{n}.2"));
@@ -210,7 +233,14 @@ impl NetPair {
              ip -n {a} addr add {a6}/64 dev {va} nodad && ip -n {b} addr add {b6}/64 dev {vb} nodad && \
              ip -n {a} link set {va} up && ip -n {b} link set {vb} up"
         ));
-        NetPair { a, b, a4, b4, a6, b6 }
+        NetPair {
+            a,
+            b,
+            a4,
+            b4,
+            a6,
+            b6,
+        }
     }
 }
 
@@ -244,10 +274,16 @@ impl Agent {
     /// Starts sockscope attached to `cgroup_root` and waits until /readyz says ready.
     pub fn start(peer: &str, cgroup_root: &Path, extra: &[&str]) -> Self {
         let port = free_port();
-        let log = std::env::temp_dir().join(format!("sockscope-e2e-{}-{port}.log", std::process::id()));
+        let log =
+            std::env::temp_dir().join(format!("sockscope-e2e-{}-{port}.log", std::process::id()));
         let logf = fs::File::create(&log).expect("log file");
         let child = Command::new(sockscope_bin(peer))
-            .args(["--listen-address", &format!("127.0.0.1:{port}"), "--interval", "300ms"])
+            .args([
+                "--listen-address",
+                &format!("127.0.0.1:{port}"),
+                "--interval",
+                "300ms",
+            ])
             .arg("--cgroup-root")
             .arg(cgroup_root)
             .args(extra)
@@ -261,7 +297,11 @@ impl Agent {
             if let Ok((200, _)) = http_get(port, "/readyz", None) {
                 break;
             }
-            assert!(Instant::now() < deadline, "sockscope not ready in 30s; log:\n{}", agent.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "sockscope not ready in 30s; log:\n{}",
+                agent.log_text()
+            );
             thread::sleep(Duration::from_millis(50));
         }
         agent
@@ -280,7 +320,12 @@ impl Agent {
     }
 
     /// Polls until `f(metrics)` holds, or panics with the last scrape after `timeout`.
-    pub fn wait_until(&self, timeout: Duration, what: &str, f: impl Fn(&Metrics) -> bool) -> Metrics {
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        f: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
         let deadline = Instant::now() + timeout;
         loop {
             let m = Metrics::parse(&self.scrape());
@@ -288,7 +333,11 @@ impl Agent {
                 return m;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last scrape:\n{}\nlog:\n{}", m.dump(), self.log_text());
+                panic!(
+                    "timed out waiting for {what}; last scrape:\n{}\nlog:\n{}",
+                    m.dump(),
+                    self.log_text()
+                );
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -298,7 +347,8 @@ impl Agent {
     pub fn terminate(mut self) -> ExitStatus {
         // SAFETY: plain kill(2) on our child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let st = wait_timeout(&mut self.child, Duration::from_secs(20)).expect("sockscope did not exit on SIGTERM");
+        let st = wait_timeout(&mut self.child, Duration::from_secs(20))
+            .expect("sockscope did not exit on SIGTERM");
         std::mem::forget(self);
         st
     }
@@ -331,15 +381,25 @@ pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<
 }
 
 /// GET returning (status, headers, body).
-pub fn http_get_full(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<(u16, String, String)> {
+pub fn http_get_full(
+    port: u16,
+    path: &str,
+    accept: Option<&str>,
+) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     Ok((status, head.to_string(), body.to_string()))
 }
 
@@ -378,14 +438,30 @@ impl Metrics {
     }
 
     /// Samples of `name` matching `want`.
-    pub fn matching<'a>(&'a self, name: &'a str, want: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = (&'a BTreeMap<String, String>, f64)> + 'a {
-        self.samples.iter().filter(move |(n, l, _)| n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))).map(|(_, l, v)| (l, *v))
+    pub fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        want: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = (&'a BTreeMap<String, String>, f64)> + 'a {
+        self.samples
+            .iter()
+            .filter(move |(n, l, _)| {
+                n == name
+                    && want
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, l, v)| (l, *v))
     }
 
     pub fn dump(&self) -> String {
         self.samples
             .iter()
-            .filter(|(n, _, _)| n.starts_with("sockscope_tcp") || n.starts_with("sockscope_udp") || n.starts_with("sockscope_events"))
+            .filter(|(n, _, _)| {
+                n.starts_with("sockscope_tcp")
+                    || n.starts_with("sockscope_udp")
+                    || n.starts_with("sockscope_events")
+            })
             .map(|(n, l, v)| format!("{n}{l:?} {v}"))
             .collect::<Vec<_>>()
             .join("\n")

@@ -5,16 +5,36 @@ use std::{
     time::Duration,
 };
 
-use sockscope_tests::{Agent, Metrics, TestCgroup, http_get, http_get_full, peer_cmd, sockscope_bin, wait_timeout};
+use sockscope_tests::{
+    Agent, Metrics, TestCgroup, http_get, http_get_full, peer_cmd, sockscope_bin, wait_timeout,
+};
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
 
 fn tcp_traffic(cg: &TestCgroup, server: &[&str], client: &[&str]) -> String {
-    let mut srv = cg.spawn("server", &mut peer_cmd(server[0], None, &[&["tcp-server", "127.0.0.1:0", "1"][..], &server[1..]].concat()));
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(
+            server[0],
+            None,
+            &[&["tcp-server", "127.0.0.1:0", "1"][..], &server[1..]].concat(),
+        ),
+    );
     let port = srv.line("ready ");
     let mut cli = cg.spawn(
         "client",
-        &mut peer_cmd(client[0], None, &["tcp-client", &format!("127.0.0.1:{port}"), "1", "1", "5000", "7000"]),
+        &mut peer_cmd(
+            client[0],
+            None,
+            &[
+                "tcp-client",
+                &format!("127.0.0.1:{port}"),
+                "1",
+                "1",
+                "5000",
+                "7000",
+            ],
+        ),
     );
     cli.totals("");
     srv.totals("");
@@ -27,27 +47,66 @@ fn tcp_traffic(cg: &TestCgroup, server: &[&str], client: &[&str]) -> String {
 fn endpoints_and_formats() {
     let cg = TestCgroup::new("agent-http");
     let agent = Agent::start(PEER, &cg.root, &[]);
-    assert_eq!(http_get(agent.port, "/healthz", None).expect("healthz").0, 200);
-    assert_eq!(http_get(agent.port, "/readyz", None).expect("readyz").0, 200);
+    assert_eq!(
+        http_get(agent.port, "/healthz", None).expect("healthz").0,
+        200
+    );
+    assert_eq!(
+        http_get(agent.port, "/readyz", None).expect("readyz").0,
+        200
+    );
     tcp_traffic(&cg, &[PEER], &[PEER]);
-    agent.wait_until(Duration::from_secs(20), "traffic", |m| m.sum("sockscope_tcp_connections_closed_total", &[]) == 2.0);
+    agent.wait_until(Duration::from_secs(20), "traffic", |m| {
+        m.sum("sockscope_tcp_connections_closed_total", &[]) == 2.0
+    });
 
     let (status, head, body) = http_get_full(agent.port, "/metrics", None).expect("metrics");
     assert_eq!(status, 200);
-    assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
-    assert!(body.contains("# TYPE sockscope_tcp_sent_bytes_total counter"), "{body}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        body.contains("# TYPE sockscope_tcp_sent_bytes_total counter"),
+        "{body}"
+    );
     assert!(!body.contains("# EOF"));
-    let (_, head, om) = http_get_full(agent.port, "/metrics", Some("application/openmetrics-text;version=1.0.0")).expect("om");
-    assert!(head.to_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
-    assert!(om.contains("# TYPE sockscope_tcp_sent_bytes counter"), "{om}");
+    let (_, head, om) = http_get_full(
+        agent.port,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0"),
+    )
+    .expect("om");
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(
+        om.contains("# TYPE sockscope_tcp_sent_bytes counter"),
+        "{om}"
+    );
     assert!(om.trim_end().ends_with("# EOF"));
 
     let m = Metrics::parse(&body);
     assert_eq!(m.sum("sockscope_build_info", &[]), 1.0);
-    for p in ["sockscope_sock_create", "sockscope_sockops", "sockscope_egress", "sockscope_ingress"] {
-        assert_eq!(m.sum("sockscope_bpf_program_attached", &[("program", p)]), 1.0, "{p}");
+    for p in [
+        "sockscope_sock_create",
+        "sockscope_sockops",
+        "sockscope_egress",
+        "sockscope_ingress",
+    ] {
+        assert_eq!(
+            m.sum("sockscope_bpf_program_attached", &[("program", p)]),
+            1.0,
+            "{p}"
+        );
     }
-    assert_eq!(m.sum("sockscope_bpf_map_capacity", &[("map", "FLOWS_0")]), 16384.0);
+    assert_eq!(
+        m.sum("sockscope_bpf_map_capacity", &[("map", "FLOWS_0")]),
+        16384.0
+    );
     assert!(m.sum("sockscope_drain_duration_seconds_count", &[]) >= 1.0);
     assert_eq!(m.matching("sockscope_events_lost_total", &[]).count(), 4);
 
@@ -64,8 +123,15 @@ fn endpoints_and_formats() {
             c.wait_with_output()
         })
         .expect("run promtool (installed by scripts/setup.sh)");
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
 }
 
 /// `--label-process`: the creator's comm, for connected and for accepted sockets (which take the
@@ -84,11 +150,23 @@ fn process_label_for_connected_and_accepted_sockets() {
     let (s, c) = (srv_bin.to_str().expect("p"), cli_bin.to_str().expect("p"));
     tcp_traffic(&cg, &[s], &[c]);
     let m = agent.wait_until(Duration::from_secs(20), "process labels", |m| {
-        m.sum("sockscope_tcp_received_bytes_total", &[("role", "server"), ("process", "ss-listener")]) == 5016.0
-            && m.sum("sockscope_tcp_received_bytes_total", &[("role", "client"), ("process", "ss-dialer")]) == 7000.0
+        m.sum(
+            "sockscope_tcp_received_bytes_total",
+            &[("role", "server"), ("process", "ss-listener")],
+        ) == 5016.0
+            && m.sum(
+                "sockscope_tcp_received_bytes_total",
+                &[("role", "client"), ("process", "ss-dialer")],
+            ) == 7000.0
     });
-    assert!(m.matching("sockscope_tcp_sent_bytes_total", &[]).all(|(l, _)| l.contains_key("process")));
-    assert!(m.matching("sockscope_tcp_sent_bytes_total", &[]).all(|(l, _)| !l.contains_key("remote_ip")));
+    assert!(
+        m.matching("sockscope_tcp_sent_bytes_total", &[])
+            .all(|(l, _)| l.contains_key("process"))
+    );
+    assert!(
+        m.matching("sockscope_tcp_sent_bytes_total", &[])
+            .all(|(l, _)| !l.contains_key("remote_ip"))
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -98,12 +176,19 @@ fn remote_ip_label() {
     let agent = Agent::start(PEER, &cg.root, &["--label-remote-ip"]);
     tcp_traffic(&cg, &[PEER], &[PEER]);
     agent.wait_until(Duration::from_secs(20), "remote_ip label", |m| {
-        m.sum("sockscope_tcp_sent_bytes_total", &[("role", "client"), ("remote_ip", "127.0.0.1")]) == 5016.0
+        m.sum(
+            "sockscope_tcp_sent_bytes_total",
+            &[("role", "client"), ("remote_ip", "127.0.0.1")],
+        ) == 5016.0
     });
 }
 
 fn attached_programs(cgroup: &std::path::Path) -> String {
-    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(cgroup).output().expect("bpftool");
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cgroup)
+        .output()
+        .expect("bpftool");
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -112,10 +197,17 @@ fn sigterm_detaches_and_exits_zero() {
     let cg = TestCgroup::new("agent-term");
     let agent = Agent::start(PEER, &cg.root, &[]);
     let before = attached_programs(&cg.root);
-    assert!(before.contains("sockscope_egress") || before.contains("cgroup_skb"), "attached: {before}");
+    assert!(
+        before.contains("sockscope_egress") || before.contains("cgroup_skb"),
+        "attached: {before}"
+    );
     let status = agent.terminate();
     assert!(status.success(), "exit status {status}");
-    assert_eq!(attached_programs(&cg.root).trim(), "", "programs left attached");
+    assert_eq!(
+        attached_programs(&cg.root).trim(),
+        "",
+        "programs left attached"
+    );
 }
 
 #[test]
@@ -127,7 +219,11 @@ fn sigkill_leaves_nothing_attached() {
     // Link release is asynchronous in the kernel; give it a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !attached_programs(&cg.root).trim().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "still attached: {}", attached_programs(&cg.root));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still attached: {}",
+            attached_programs(&cg.root)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -154,7 +250,12 @@ fn fails(args: &[&str], wrap: Option<&[&str]>) -> String {
     assert!(!status.success(), "expected failure for {args:?}");
     let mut err = String::new();
     use std::io::Read;
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
     err
 }
 
@@ -168,20 +269,44 @@ fn clear_errors() {
     let err = fails(&["--cgroup-root", "/nonexistent/x"], None);
     assert!(err.contains("--cgroup-root /nonexistent/x"), "{err}");
     // Unprivileged: nobody, no capabilities.
-    let err = fails(&[], Some(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]));
+    let err = fails(
+        &[],
+        Some(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ]),
+    );
     assert!(err.contains("needs root"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
 
 #[test]
 fn help_explains_every_flag() {
-    let out = Command::new(sockscope_bin(PEER)).arg("--help").output().expect("help");
+    let out = Command::new(sockscope_bin(PEER))
+        .arg("--help")
+        .output()
+        .expect("help");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen-address", "--interval", "--cgroup-root", "--label-process", "--label-remote-ip", "--log"] {
+    for flag in [
+        "--listen-address",
+        "--interval",
+        "--cgroup-root",
+        "--label-process",
+        "--label-remote-ip",
+        "--log",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
-    for env in ["SOCKSCOPE_LISTEN_ADDRESS", "SOCKSCOPE_INTERVAL", "SOCKSCOPE_CGROUP_ROOT", "SOCKSCOPE_LABEL_PROCESS"] {
+    for env in [
+        "SOCKSCOPE_LISTEN_ADDRESS",
+        "SOCKSCOPE_INTERVAL",
+        "SOCKSCOPE_CGROUP_ROOT",
+        "SOCKSCOPE_LABEL_PROCESS",
+    ] {
         assert!(help.contains(env), "{env} missing from --help");
     }
 }
@@ -199,7 +324,10 @@ fn flags_from_environment() {
         .expect("spawn");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !matches!(http_get(port, "/readyz", None), Ok((200, _))) {
-        assert!(std::time::Instant::now() < deadline, "not ready via env config");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready via env config"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();

@@ -18,17 +18,55 @@ fn exchange(name: &str, net: Option<&NetPair>, v6: bool) {
     let cg = TestCgroup::new(name);
     let agent = Agent::start(PEER, &cg.root, &[]);
     let (server_ns, client_ns, bind, connect_host, class) = match net {
-        None if v6 => (None, None, "[::1]:0".to_string(), "[::1]".to_string(), "loopback"),
-        None => (None, None, "127.0.0.1:0".to_string(), "127.0.0.1".to_string(), "loopback"),
-        Some(n) if v6 => (Some(n.b.as_str()), Some(n.a.as_str()), format!("[{}]:0", n.b6), format!("[{}]", n.b6), "private"),
-        Some(n) => (Some(n.b.as_str()), Some(n.a.as_str()), format!("{}:0", n.b4), n.b4.clone(), "private"),
+        None if v6 => (
+            None,
+            None,
+            "[::1]:0".to_string(),
+            "[::1]".to_string(),
+            "loopback",
+        ),
+        None => (
+            None,
+            None,
+            "127.0.0.1:0".to_string(),
+            "127.0.0.1".to_string(),
+            "loopback",
+        ),
+        Some(n) if v6 => (
+            Some(n.b.as_str()),
+            Some(n.a.as_str()),
+            format!("[{}]:0", n.b6),
+            format!("[{}]", n.b6),
+            "private",
+        ),
+        Some(n) => (
+            Some(n.b.as_str()),
+            Some(n.a.as_str()),
+            format!("{}:0", n.b4),
+            n.b4.clone(),
+            "private",
+        ),
     };
-    let mut srv = cg.spawn("server", &mut peer_cmd(PEER, server_ns, &["tcp-server", &bind, "1"]));
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(PEER, server_ns, &["tcp-server", &bind, "1"]),
+    );
     let port = srv.line("ready ");
     let addr = format!("{connect_host}:{port}");
     let mut cli = cg.spawn(
         "client",
-        &mut peer_cmd(PEER, client_ns, &["tcp-client", &addr, "1", "1", &UP.to_string(), &DOWN.to_string()]),
+        &mut peer_cmd(
+            PEER,
+            client_ns,
+            &[
+                "tcp-client",
+                &addr,
+                "1",
+                "1",
+                &UP.to_string(),
+                &DOWN.to_string(),
+            ],
+        ),
     );
     let (c_sent, c_recv) = cli.totals("");
     let (s_sent, s_recv) = srv.totals("");
@@ -47,17 +85,34 @@ fn exchange(name: &str, net: Option<&NetPair>, v6: bool) {
             && m.sum("sockscope_tcp_connections_closed_total", &client) == 1.0
             && m.sum("sockscope_tcp_connections_closed_total", &server) == 1.0
     });
-    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &client), 1.0);
-    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &server), 1.0);
+    assert_eq!(
+        m.sum("sockscope_tcp_connections_opened_total", &client),
+        1.0
+    );
+    assert_eq!(
+        m.sum("sockscope_tcp_connections_opened_total", &server),
+        1.0
+    );
     // One series per end, with the service port on both and the right class.
-    let c: Vec<_> = m.matching("sockscope_tcp_sent_bytes_total", &client).collect();
+    let c: Vec<_> = m
+        .matching("sockscope_tcp_sent_bytes_total", &client)
+        .collect();
     assert_eq!(c.len(), 1, "{}", m.dump());
     assert_eq!(c[0].0["port"], port);
     assert_eq!(c[0].0["remote_class"], class);
-    for label in ["namespace", "pod", "container", "remote_namespace", "remote_workload", "remote_host"] {
+    for label in [
+        "namespace",
+        "pod",
+        "container",
+        "remote_namespace",
+        "remote_workload",
+        "remote_host",
+    ] {
         assert_eq!(c[0].0[label], "", "{label}");
     }
-    let s: Vec<_> = m.matching("sockscope_tcp_sent_bytes_total", &server).collect();
+    let s: Vec<_> = m
+        .matching("sockscope_tcp_sent_bytes_total", &server)
+        .collect();
     assert_eq!(s.len(), 1, "{}", m.dump());
     assert_eq!(s[0].0["port"], port);
     assert_eq!(s[0].0["remote_class"], class);
@@ -65,8 +120,14 @@ fn exchange(name: &str, net: Option<&NetPair>, v6: bool) {
     // Counts stay exact after more drains (nothing double counted).
     std::thread::sleep(Duration::from_millis(800));
     let again = Metrics::parse(&agent.scrape());
-    assert_eq!(again.sum("sockscope_tcp_sent_bytes_total", &client), c_sent as f64);
-    assert_eq!(again.sum("sockscope_tcp_received_bytes_total", &server), s_recv as f64);
+    assert_eq!(
+        again.sum("sockscope_tcp_sent_bytes_total", &client),
+        c_sent as f64
+    );
+    assert_eq!(
+        again.sum("sockscope_tcp_received_bytes_total", &server),
+        s_recv as f64
+    );
 }
 
 #[test]
@@ -98,22 +159,48 @@ fn tcp_long_lived_connection_is_live() {
     let agent = Agent::start(PEER, &cg.root, &[]);
     let hold = std::env::temp_dir().join(format!("sockscope-hold-{}-live", std::process::id()));
     let _ = std::fs::remove_file(&hold);
-    let mut srv = cg.spawn("server", &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "1"]));
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "1"]),
+    );
     let port = srv.line("ready ");
     let mut cli = cg.spawn(
         "client",
-        &mut peer_cmd(PEER, None, &["tcp-client", &format!("127.0.0.1:{port}"), "1", "1", "3000000", "700000", hold.to_str().expect("path")]),
+        &mut peer_cmd(
+            PEER,
+            None,
+            &[
+                "tcp-client",
+                &format!("127.0.0.1:{port}"),
+                "1",
+                "1",
+                "3000000",
+                "700000",
+                hold.to_str().expect("path"),
+            ],
+        ),
     );
     let (c_sent, c_recv) = cli.totals("exchanged ");
     let (client, server) = (series("client", "client"), series("server", "server"));
-    let m = agent.wait_until(WAIT, "live byte counts of an open connection", |m: &Metrics| {
-        m.sum("sockscope_tcp_sent_bytes_total", &client) == c_sent as f64
-            && m.sum("sockscope_tcp_received_bytes_total", &client) == c_recv as f64
-            && m.sum("sockscope_tcp_sent_bytes_total", &server) == c_recv as f64
-            && m.sum("sockscope_tcp_received_bytes_total", &server) == c_sent as f64
-    });
-    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &client), 1.0);
-    assert_eq!(m.sum("sockscope_tcp_connections_closed_total", &client), 0.0, "still open");
+    let m = agent.wait_until(
+        WAIT,
+        "live byte counts of an open connection",
+        |m: &Metrics| {
+            m.sum("sockscope_tcp_sent_bytes_total", &client) == c_sent as f64
+                && m.sum("sockscope_tcp_received_bytes_total", &client) == c_recv as f64
+                && m.sum("sockscope_tcp_sent_bytes_total", &server) == c_recv as f64
+                && m.sum("sockscope_tcp_received_bytes_total", &server) == c_sent as f64
+        },
+    );
+    assert_eq!(
+        m.sum("sockscope_tcp_connections_opened_total", &client),
+        1.0
+    );
+    assert_eq!(
+        m.sum("sockscope_tcp_connections_closed_total", &client),
+        0.0,
+        "still open"
+    );
     std::fs::write(&hold, "").expect("release");
     cli.totals("");
     cli.wait_ok();
@@ -122,8 +209,15 @@ fn tcp_long_lived_connection_is_live() {
         m.sum("sockscope_tcp_connections_closed_total", &client) == 1.0
             && m.sum("sockscope_tcp_connections_closed_total", &server) == 1.0
     });
-    assert_eq!(m.sum("sockscope_tcp_sent_bytes_total", &client), c_sent as f64, "no extra bytes at close");
-    assert_eq!(m.sum("sockscope_tcp_received_bytes_total", &server), c_sent as f64);
+    assert_eq!(
+        m.sum("sockscope_tcp_sent_bytes_total", &client),
+        c_sent as f64,
+        "no extra bytes at close"
+    );
+    assert_eq!(
+        m.sum("sockscope_tcp_received_bytes_total", &server),
+        c_sent as f64
+    );
     let _ = std::fs::remove_file(&hold);
 }
 
@@ -133,14 +227,27 @@ fn tcp_preexisting_connection_counts_from_start() {
     let cg = TestCgroup::new("tcp-pre");
     let hold = std::env::temp_dir().join(format!("sockscope-hold-{}-pre", std::process::id()));
     let _ = std::fs::remove_file(&hold);
-    let mut srv = cg.spawn("server", &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "1"]));
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "1"]),
+    );
     let port = srv.line("ready ");
     let mut cli = cg.spawn(
         "client",
         &mut peer_cmd(
             PEER,
             None,
-            &["tcp-client", &format!("127.0.0.1:{port}"), "1", "1", "1000000", "1000000", hold.to_str().expect("path"), "2000000", "500000"],
+            &[
+                "tcp-client",
+                &format!("127.0.0.1:{port}"),
+                "1",
+                "1",
+                "1000000",
+                "1000000",
+                hold.to_str().expect("path"),
+                "2000000",
+                "500000",
+            ],
         ),
     );
     let (before_sent, before_recv) = cli.totals("exchanged ");
@@ -160,11 +267,19 @@ fn tcp_preexisting_connection_counts_from_start() {
     });
     // It was not opened while sockscope watched.
     assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &[]), 0.0);
-    let c: Vec<_> = m.matching("sockscope_tcp_sent_bytes_total", &client).collect();
-    assert_eq!(c[0].0["port"], port, "role inferred from the ephemeral port range");
+    let c: Vec<_> = m
+        .matching("sockscope_tcp_sent_bytes_total", &client)
+        .collect();
+    assert_eq!(
+        c[0].0["port"], port,
+        "role inferred from the ephemeral port range"
+    );
     std::thread::sleep(Duration::from_millis(800));
     let again = Metrics::parse(&agent.scrape());
-    assert_eq!(again.sum("sockscope_tcp_sent_bytes_total", &client), after_sent as f64);
+    assert_eq!(
+        again.sum("sockscope_tcp_sent_bytes_total", &client),
+        after_sent as f64
+    );
     let _ = std::fs::remove_file(&hold);
 }
 
@@ -174,11 +289,21 @@ fn tcp_refused_connect_is_a_failure() {
     let cg = TestCgroup::new("tcp-refused");
     let agent = Agent::start(PEER, &cg.root, &[]);
     let port = sockscope_tests::free_port().to_string();
-    let mut p = cg.spawn("client", &mut peer_cmd(PEER, None, &["connect-refused", &format!("127.0.0.1:{port}")]));
+    let mut p = cg.spawn(
+        "client",
+        &mut peer_cmd(
+            PEER,
+            None,
+            &["connect-refused", &format!("127.0.0.1:{port}")],
+        ),
+    );
     p.line("refused");
     p.wait_ok();
     let m = agent.wait_until(WAIT, "one connect failure", |m: &Metrics| {
-        m.sum("sockscope_tcp_connect_failures_total", &[("workload", "client"), ("role", "client"), ("port", &port)]) == 1.0
+        m.sum(
+            "sockscope_tcp_connect_failures_total",
+            &[("workload", "client"), ("role", "client"), ("port", &port)],
+        ) == 1.0
     });
     assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &[]), 0.0);
     assert_eq!(m.sum("sockscope_tcp_connections_closed_total", &[]), 0.0);
@@ -190,28 +315,72 @@ fn tcp_burst_of_2000_connections_exact() {
     const N: u64 = 2000;
     let cg = TestCgroup::new("tcp-burst");
     let agent = Agent::start(PEER, &cg.root, &[]);
-    let mut srv = cg.spawn("server", &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", &N.to_string()]));
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", &N.to_string()]),
+    );
     let port = srv.line("ready ");
     let mut cli = cg.spawn(
         "client",
-        &mut peer_cmd(PEER, None, &["tcp-client", &format!("127.0.0.1:{port}"), &N.to_string(), "50", "100", "200"]),
+        &mut peer_cmd(
+            PEER,
+            None,
+            &[
+                "tcp-client",
+                &format!("127.0.0.1:{port}"),
+                &N.to_string(),
+                "50",
+                "100",
+                "200",
+            ],
+        ),
     );
     let (c_sent, c_recv) = cli.totals("");
     let (s_sent, s_recv) = srv.totals("");
     cli.wait_ok();
     srv.wait_ok();
-    assert_eq!((c_sent, c_recv, s_sent, s_recv), (N * 116, N * 200, N * 200, N * 116));
+    assert_eq!(
+        (c_sent, c_recv, s_sent, s_recv),
+        (N * 116, N * 200, N * 200, N * 116)
+    );
     let (client, server) = (series("client", "client"), series("server", "server"));
-    let m = agent.wait_until(Duration::from_secs(30), "2000 connections", |m: &Metrics| {
-        m.sum("sockscope_tcp_connections_closed_total", &client) == N as f64
-            && m.sum("sockscope_tcp_connections_closed_total", &server) == N as f64
-    });
-    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &client), N as f64);
-    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &server), N as f64);
-    assert_eq!(m.sum("sockscope_tcp_sent_bytes_total", &client), c_sent as f64);
-    assert_eq!(m.sum("sockscope_tcp_received_bytes_total", &client), c_recv as f64);
-    assert_eq!(m.sum("sockscope_tcp_sent_bytes_total", &server), s_sent as f64);
-    assert_eq!(m.sum("sockscope_tcp_received_bytes_total", &server), s_recv as f64);
+    let m = agent.wait_until(
+        Duration::from_secs(30),
+        "2000 connections",
+        |m: &Metrics| {
+            m.sum("sockscope_tcp_connections_closed_total", &client) == N as f64
+                && m.sum("sockscope_tcp_connections_closed_total", &server) == N as f64
+        },
+    );
+    assert_eq!(
+        m.sum("sockscope_tcp_connections_opened_total", &client),
+        N as f64
+    );
+    assert_eq!(
+        m.sum("sockscope_tcp_connections_opened_total", &server),
+        N as f64
+    );
+    assert_eq!(
+        m.sum("sockscope_tcp_sent_bytes_total", &client),
+        c_sent as f64
+    );
+    assert_eq!(
+        m.sum("sockscope_tcp_received_bytes_total", &client),
+        c_recv as f64
+    );
+    assert_eq!(
+        m.sum("sockscope_tcp_sent_bytes_total", &server),
+        s_sent as f64
+    );
+    assert_eq!(
+        m.sum("sockscope_tcp_received_bytes_total", &server),
+        s_recv as f64
+    );
     assert_eq!(m.sum("sockscope_tcp_connect_failures_total", &[]), 0.0);
-    assert_eq!(m.sum("sockscope_events_lost_total", &[]), 0.0, "{}", m.dump());
+    assert_eq!(
+        m.sum("sockscope_events_lost_total", &[]),
+        0.0,
+        "{}",
+        m.dump()
+    );
 }

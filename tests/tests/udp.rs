@@ -13,24 +13,75 @@ fn exchange(name: &str, net: Option<&NetPair>, v6: bool) {
     let cg = TestCgroup::new(name);
     let agent = Agent::start(PEER, &cg.root, &[]);
     let (server_ns, client_ns, bind, host, class) = match net {
-        None if v6 => (None, None, "[::1]:0".to_string(), "[::1]".to_string(), "loopback"),
-        None => (None, None, "127.0.0.1:0".to_string(), "127.0.0.1".to_string(), "loopback"),
-        Some(n) if v6 => (Some(n.b.as_str()), Some(n.a.as_str()), format!("[{}]:0", n.b6), format!("[{}]", n.b6), "private"),
-        Some(n) => (Some(n.b.as_str()), Some(n.a.as_str()), format!("{}:0", n.b4), n.b4.clone(), "private"),
+        None if v6 => (
+            None,
+            None,
+            "[::1]:0".to_string(),
+            "[::1]".to_string(),
+            "loopback",
+        ),
+        None => (
+            None,
+            None,
+            "127.0.0.1:0".to_string(),
+            "127.0.0.1".to_string(),
+            "loopback",
+        ),
+        Some(n) if v6 => (
+            Some(n.b.as_str()),
+            Some(n.a.as_str()),
+            format!("[{}]:0", n.b6),
+            format!("[{}]", n.b6),
+            "private",
+        ),
+        Some(n) => (
+            Some(n.b.as_str()),
+            Some(n.a.as_str()),
+            format!("{}:0", n.b4),
+            n.b4.clone(),
+            "private",
+        ),
     };
-    let mut srv = cg.spawn("server", &mut peer_cmd(PEER, server_ns, &["udp-server", &bind, &COUNT.to_string(), &REPLY.to_string()]));
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(
+            PEER,
+            server_ns,
+            &["udp-server", &bind, &COUNT.to_string(), &REPLY.to_string()],
+        ),
+    );
     let port = srv.line("ready ");
     let mut cli = cg.spawn(
         "client",
-        &mut peer_cmd(PEER, client_ns, &["udp-client", &format!("{host}:{port}"), &COUNT.to_string(), &SIZE.to_string()]),
+        &mut peer_cmd(
+            PEER,
+            client_ns,
+            &[
+                "udp-client",
+                &format!("{host}:{port}"),
+                &COUNT.to_string(),
+                &SIZE.to_string(),
+            ],
+        ),
     );
     let (c_sent, c_recv) = cli.totals("");
     let (s_sent, s_recv) = srv.totals("");
     cli.wait_ok();
     srv.wait_ok();
-    assert_eq!((c_sent, c_recv, s_sent, s_recv), (COUNT * SIZE, COUNT * REPLY, COUNT * REPLY, COUNT * SIZE));
-    let client = [("workload", "client"), ("role", "client"), ("port", port.as_str())];
-    let server = [("workload", "server"), ("role", "server"), ("port", port.as_str())];
+    assert_eq!(
+        (c_sent, c_recv, s_sent, s_recv),
+        (COUNT * SIZE, COUNT * REPLY, COUNT * REPLY, COUNT * SIZE)
+    );
+    let client = [
+        ("workload", "client"),
+        ("role", "client"),
+        ("port", port.as_str()),
+    ];
+    let server = [
+        ("workload", "server"),
+        ("role", "server"),
+        ("port", port.as_str()),
+    ];
     let m = agent.wait_until(Duration::from_secs(20), "exact UDP bytes", |m: &Metrics| {
         m.sum("sockscope_udp_sent_bytes_total", &client) == c_sent as f64
             && m.sum("sockscope_udp_received_bytes_total", &client) == c_recv as f64
@@ -44,7 +95,10 @@ fn exchange(name: &str, net: Option<&NetPair>, v6: bool) {
     assert_eq!(m.sum("sockscope_tcp_sent_bytes_total", &[]), 0.0);
     std::thread::sleep(Duration::from_millis(800));
     let again = Metrics::parse(&agent.scrape());
-    assert_eq!(again.sum("sockscope_udp_sent_bytes_total", &client), c_sent as f64);
+    assert_eq!(
+        again.sum("sockscope_udp_sent_bytes_total", &client),
+        c_sent as f64
+    );
 }
 
 #[test]

@@ -196,7 +196,9 @@ mod tests {
     #[test]
     fn v4_mapping_matches_std() {
         let mapped = v4_mapped([10, 1, 2, 3]);
-        let std = core::net::Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets();
+        let std = core::net::Ipv4Addr::new(10, 1, 2, 3)
+            .to_ipv6_mapped()
+            .octets();
         assert_eq!(mapped, std);
     }
 
@@ -204,7 +206,11 @@ mod tests {
     fn stats_add_and_zero() {
         let mut a = FlowStats::default();
         assert!(a.is_zero());
-        let b = FlowStats { sent_bytes: 5, opened: 1, ..Default::default() };
+        let b = FlowStats {
+            sent_bytes: 5,
+            opened: 1,
+            ..Default::default()
+        };
         a.add(&b);
         a.add(&b);
         assert_eq!(a.sent_bytes, 10);

@@ -42,7 +42,12 @@ impl Drainer {
     /// Wraps the maps; `config` is what the loader wrote into CONFIG.
     pub fn new(maps: Maps) -> Self {
         let config = maps.config.get(&0, 0).unwrap_or_default();
-        Drainer { generation: config.generation & 1, config, maps, events_seen: [0; EVENT_COUNT as usize] }
+        Drainer {
+            generation: config.generation & 1,
+            config,
+            maps,
+            events_seen: [0; EVENT_COUNT as usize],
+        }
     }
 
     /// One drain: flip, wait for writers, read and empty the previous generation.
@@ -55,7 +60,10 @@ impl Drainer {
             warn!("cannot flip the flow-map generation: {e}; skipping this drain");
             self.generation ^= 1;
             self.config.generation = self.generation;
-            return Batch { errors: 1, ..Default::default() };
+            return Batch {
+                errors: 1,
+                ..Default::default()
+            };
         }
         wait_for_programs();
         let mut batch = self.take(previous);
@@ -66,7 +74,10 @@ impl Drainer {
     /// Reads and deletes every entry of flow map `index`. Only call when no program writes it.
     fn take(&mut self, index: usize) -> Batch {
         let map = &mut self.maps.flows[index];
-        let mut batch = Batch { drained_generation: index, ..Default::default() };
+        let mut batch = Batch {
+            drained_generation: index,
+            ..Default::default()
+        };
         let keys: Vec<FlowKey> = map.keys().filter_map(|k| k.ok()).collect();
         batch.drained_entries = keys.len();
         let mut sums: HashMap<FlowKey, FlowStats> = HashMap::with_capacity(keys.len());
@@ -95,7 +106,9 @@ impl Drainer {
 
     fn read_events(&mut self, batch: &mut Batch) {
         for i in 0..EVENT_COUNT {
-            let Ok(values) = self.maps.events.get(&i, 0) else { continue };
+            let Ok(values) = self.maps.events.get(&i, 0) else {
+                continue;
+            };
             let total: u64 = values.iter().fold(0u64, |a, v| a.wrapping_add(*v));
             let idx = i as usize;
             batch.events[idx] = total.wrapping_sub(self.events_seen[idx]);
@@ -128,7 +141,11 @@ fn wait_for_programs() {
     let start = Instant::now();
     // SAFETY: membarrier takes no pointers.
     let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
-    if rc != 0 || std::thread::available_parallelism().map(|n| n.get() == 1).unwrap_or(false) {
+    if rc != 0
+        || std::thread::available_parallelism()
+            .map(|n| n.get() == 1)
+            .unwrap_or(false)
+    {
         // Unavailable (nohz_full) or skipped by the kernel on one CPU: fall back to a pause
         // far longer than any program runs.
         std::thread::sleep(std::time::Duration::from_millis(50));

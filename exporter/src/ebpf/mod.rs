@@ -27,8 +27,12 @@ const VERIFIER_LOG_TAIL: usize = 20;
 /// The programs, in attach order. sock_create first so sockets created while the others attach
 /// already carry their creator; sock_ops before cgroup_skb so new connections are tracked by
 /// sock_ops rather than adopted by cgroup_skb.
-pub const PROGRAMS: [&str; 4] =
-    ["sockscope_sock_create", "sockscope_sockops", "sockscope_egress", "sockscope_ingress"];
+pub const PROGRAMS: [&str; 4] = [
+    "sockscope_sock_create",
+    "sockscope_sockops",
+    "sockscope_egress",
+    "sockscope_ingress",
+];
 
 /// What happened to one program.
 #[derive(Debug, Clone)]
@@ -78,23 +82,38 @@ impl Kernel {
     /// which always coexist with other programs on the same cgroup (a CNI's, another agent's). A program the kernel
     /// refuses (verifier, missing hook) is reported and skipped; the others keep working.
     pub fn load_and_attach(root: &CgroupRoot, options: KernelOptions) -> Result<(Self, Maps)> {
-        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(|e| Error::Load(Box::new(e)))?;
+        let mut ebpf = EbpfLoader::new()
+            .load(OBJECT)
+            .map_err(|e| Error::Load(Box::new(e)))?;
 
         // Maps first: programs read CONFIG from their first packet on.
         let mut config: Array<MapData, Config> = take_map(&mut ebpf, "CONFIG")?;
         let (ephemeral_low, ephemeral_high) = preflight::ephemeral_port_range();
         let cfg = Config {
             generation: 0,
-            flags: if options.process_label { CONFIG_PROCESS_LABEL } else { 0 },
+            flags: if options.process_label {
+                CONFIG_PROCESS_LABEL
+            } else {
+                0
+            },
             ephemeral_low,
             ephemeral_high,
             _pad: 0,
         };
-        config.set(0, cfg, 0).map_err(|source| Error::Map { name: "CONFIG", source })?;
-        let flows = [take_map(&mut ebpf, FLOW_MAP_NAMES[0])?, take_map(&mut ebpf, FLOW_MAP_NAMES[1])?];
+        config.set(0, cfg, 0).map_err(|source| Error::Map {
+            name: "CONFIG",
+            source,
+        })?;
+        let flows = [
+            take_map(&mut ebpf, FLOW_MAP_NAMES[0])?,
+            take_map(&mut ebpf, FLOW_MAP_NAMES[1])?,
+        ];
         let events = take_map(&mut ebpf, "EVENTS")?;
 
-        let cgroup = File::open(&root.attach).map_err(|source| Error::Read { path: root.attach.clone(), source })?;
+        let cgroup = File::open(&root.attach).map_err(|source| Error::Read {
+            path: root.attach.clone(),
+            source,
+        })?;
         let mut programs = Vec::with_capacity(PROGRAMS.len());
         for name in PROGRAMS {
             let attached = match attach_one(&mut ebpf, name, &cgroup) {
@@ -103,11 +122,17 @@ impl Kernel {
                     true
                 }
                 Err(AttachError::Verifier { error, log_tail }) => {
-                    error!(program = name, "program {name} rejected by the verifier: {error}; verifier log tail:\n{log_tail}");
+                    error!(
+                        program = name,
+                        "program {name} rejected by the verifier: {error}; verifier log tail:\n{log_tail}"
+                    );
                     false
                 }
                 Err(AttachError::Other(e)) => {
-                    warn!(program = name, "program {name} not attached (hook unavailable on this kernel?): {e}");
+                    warn!(
+                        program = name,
+                        "program {name} not attached (hook unavailable on this kernel?): {e}"
+                    );
                     false
                 }
             };
@@ -116,7 +141,14 @@ impl Kernel {
         if !programs.iter().any(|p| p.attached) {
             return Err(Error::NothingAttached);
         }
-        Ok((Kernel { ebpf, programs }, Maps { config, flows, events }))
+        Ok((
+            Kernel { ebpf, programs },
+            Maps {
+                config,
+                flows,
+                events,
+            },
+        ))
     }
 
     /// Run-time statistics per program, in [`PROGRAMS`] order.
@@ -128,7 +160,10 @@ impl Kernel {
                     .ebpf
                     .program(name)
                     .and_then(|p| p.info().ok())
-                    .map(|info| ProgramRunStats { run_time: info.run_time(), run_count: info.run_count() })
+                    .map(|info| ProgramRunStats {
+                        run_time: info.run_time(),
+                        run_count: info.run_count(),
+                    })
                     .unwrap_or_default();
                 (name, stats)
             })
@@ -156,24 +191,35 @@ where
 {
     let map = ebpf.take_map(name).ok_or(Error::Map {
         name,
-        source: aya::maps::MapError::InvalidName { name: name.to_string() },
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_string(),
+        },
     })?;
     T::try_from(map).map_err(|source| Error::Map { name, source })
 }
 
 enum AttachError {
-    Verifier { error: std::io::Error, log_tail: String },
+    Verifier {
+        error: std::io::Error,
+        log_tail: String,
+    },
     Other(String),
 }
 
 impl From<ProgramError> for AttachError {
     fn from(e: ProgramError) -> Self {
         match e {
-            ProgramError::LoadError { io_error, verifier_log } => {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
                 let log = verifier_log.to_string();
                 let lines: Vec<&str> = log.lines().collect();
                 let tail = lines[lines.len().saturating_sub(VERIFIER_LOG_TAIL)..].join("\n");
-                AttachError::Verifier { error: io_error, log_tail: tail }
+                AttachError::Verifier {
+                    error: io_error,
+                    log_tail: tail,
+                }
             }
             other => AttachError::Other(error_chain(&other)),
         }
@@ -193,9 +239,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn attach_one(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), AttachError> {
-    let program = ebpf
-        .program_mut(name)
-        .ok_or_else(|| AttachError::Other(format!("program {name} missing from the eBPF object")))?;
+    let program = ebpf.program_mut(name).ok_or_else(|| {
+        AttachError::Other(format!("program {name} missing from the eBPF object"))
+    })?;
     match program {
         Program::SockOps(p) => {
             let p: &mut SockOps = p;
@@ -204,7 +250,11 @@ fn attach_one(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), 
         }
         Program::CgroupSkb(p) => {
             let p: &mut CgroupSkb = p;
-            let attach_type = if name.ends_with("egress") { CgroupSkbAttachType::Egress } else { CgroupSkbAttachType::Ingress };
+            let attach_type = if name.ends_with("egress") {
+                CgroupSkbAttachType::Egress
+            } else {
+                CgroupSkbAttachType::Ingress
+            };
             p.load()?;
             p.attach(cgroup, attach_type, CgroupAttachMode::Single)?;
         }
@@ -213,7 +263,12 @@ fn attach_one(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), 
             p.load()?;
             p.attach(cgroup, CgroupAttachMode::Single)?;
         }
-        other => return Err(AttachError::Other(format!("unexpected program type {:?}", other.prog_type()))),
+        other => {
+            return Err(AttachError::Other(format!(
+                "unexpected program type {:?}",
+                other.prog_type()
+            )));
+        }
     }
     Ok(())
 }

@@ -32,7 +32,11 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
 
 /// Fails unless the kernel exposes BTF.
 pub fn check_btf() -> Result<()> {
-    if Path::new("/sys/kernel/btf/vmlinux").exists() { Ok(()) } else { Err(Error::NoBtf) }
+    if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Ok(())
+    } else {
+        Err(Error::NoBtf)
+    }
 }
 
 /// A cgroup v2 mount and the directory inside it sockscope attaches to.
@@ -62,12 +66,14 @@ pub fn cgroup_root(requested: Option<&Path>) -> Result<CgroupRoot> {
                             .into(),
                     )
                 })?;
-            Ok(CgroupRoot { attach: mount.clone(), mount })
+            Ok(CgroupRoot {
+                attach: mount.clone(),
+                mount,
+            })
         }
         Some(path) => {
-            let attach = fs::canonicalize(path).map_err(|e| {
-                Error::NoCgroupV2(format!("--cgroup-root {}: {e}", path.display()))
-            })?;
+            let attach = fs::canonicalize(path)
+                .map_err(|e| Error::NoCgroupV2(format!("--cgroup-root {}: {e}", path.display())))?;
             let mount = mounts
                 .iter()
                 .filter(|m| attach.starts_with(m))
@@ -80,7 +86,11 @@ pub fn cgroup_root(requested: Option<&Path>) -> Result<CgroupRoot> {
                         if mounts.is_empty() {
                             "none".to_string()
                         } else {
-                            mounts.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", ")
+                            mounts
+                                .iter()
+                                .map(|m| m.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         }
                     ))
                 })?;
@@ -112,7 +122,12 @@ fn unescape_mountinfo(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v as char);
             i += 4;
@@ -139,7 +154,10 @@ pub fn ephemeral_port_range() -> (u16, u16) {
 }
 
 fn read(path: &str) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })
+    fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.into(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -163,7 +181,10 @@ mod tests {
 ";
         assert_eq!(
             cgroup2_mounts(mi),
-            vec![PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::from("/mnt/with space")]
+            vec![
+                PathBuf::from("/sys/fs/cgroup/unified"),
+                PathBuf::from("/mnt/with space")
+            ]
         );
         assert!(cgroup2_mounts("").is_empty());
     }

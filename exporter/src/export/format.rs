@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use prometheus_client::{encoding::text::encode, registry::Registry};
 
 /// `Content-Type` of the OpenMetrics exposition.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// `Content-Type` of the classic Prometheus text exposition.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -29,7 +30,10 @@ pub fn render(registry: &Registry) -> Exposition {
         openmetrics.push_str("# EOF\n");
     }
     let prometheus = to_prometheus_text(&openmetrics);
-    Exposition { openmetrics, prometheus }
+    Exposition {
+        openmetrics,
+        prometheus,
+    }
 }
 
 /// Converts an OpenMetrics exposition into Prometheus text 0.0.4.
@@ -47,7 +51,9 @@ pub fn to_prometheus_text(om: &str) -> String {
         let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
             let rest = line.strip_prefix(prefix)?;
             let (name, tail) = rest.split_once(' ')?;
-            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
         });
         match renamed {
             Some(l) => out.push_str(&l),
@@ -71,12 +77,17 @@ mod tests {
     fn converts_counters_and_drops_eof() {
         let om = "# HELP a_bytes Bytes.\n# TYPE a_bytes counter\na_bytes_total{x=\"1\"} 5\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
         let p = to_prometheus_text(om);
-        assert_eq!(p, "# HELP a_bytes_total Bytes.\n# TYPE a_bytes_total counter\na_bytes_total{x=\"1\"} 5\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n");
+        assert_eq!(
+            p,
+            "# HELP a_bytes_total Bytes.\n# TYPE a_bytes_total counter\na_bytes_total{x=\"1\"} 5\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n"
+        );
     }
 
     #[test]
     fn negotiates() {
-        assert!(wants_openmetrics(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")));
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+        )));
         assert!(!wants_openmetrics(Some("text/plain")));
         assert!(!wants_openmetrics(None));
     }

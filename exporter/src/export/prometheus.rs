@@ -14,7 +14,9 @@ use axum::{
     routing::get,
 };
 
-use super::format::{Exposition, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, wants_openmetrics};
+use super::format::{
+    Exposition, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, wants_openmetrics,
+};
 
 /// State shared between the drain loop and the HTTP handlers.
 #[derive(Default)]
@@ -52,7 +54,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/", get(|| async { "sockscope: see /metrics, /healthz, /readyz\n" }))
+        .route(
+            "/",
+            get(|| async { "sockscope: see /metrics, /healthz, /readyz\n" }),
+        )
         .with_state(shared)
 }
 
@@ -60,9 +65,17 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     let exposition = shared.current();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     if wants_openmetrics(accept) {
-        ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], exposition.openmetrics.clone()).into_response()
+        (
+            [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+            exposition.openmetrics.clone(),
+        )
+            .into_response()
     } else {
-        ([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], exposition.prometheus.clone()).into_response()
+        (
+            [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
+            exposition.prometheus.clone(),
+        )
+            .into_response()
     }
 }
 
@@ -70,6 +83,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: programs not attached or first drain pending\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: programs not attached or first drain pending\n",
+        )
+            .into_response()
     }
 }

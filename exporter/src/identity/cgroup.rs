@@ -38,7 +38,13 @@ pub struct Resolver {
 impl Resolver {
     /// `mount` is the cgroup2 mount point, `root` the directory sockscope is attached to.
     pub fn new(mount: PathBuf, root: PathBuf, min_rescan: Duration) -> Self {
-        Resolver { mount, root, cache: HashMap::new(), misses: HashMap::new(), min_rescan }
+        Resolver {
+            mount,
+            root,
+            cache: HashMap::new(),
+            misses: HashMap::new(),
+            min_rescan,
+        }
     }
 
     /// The owner of cgroup `id`. Unknown ids (cgroup already removed) resolve to an empty owner
@@ -47,7 +53,11 @@ impl Resolver {
         if let Some(o) = self.cache.get(&id) {
             return o.clone();
         }
-        if self.misses.get(&id).is_some_and(|t| t.elapsed() < self.min_rescan) {
+        if self
+            .misses
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < self.min_rescan)
+        {
             return Owner::default();
         }
         let found = self.by_handle(id).or_else(|| {
@@ -80,7 +90,11 @@ impl Resolver {
             id: u64,
         }
         let mount = fs::File::open(&self.mount).ok()?;
-        let mut handle = Handle { bytes: 8, kind: FILEID_KERNFS, id };
+        let mut handle = Handle {
+            bytes: 8,
+            kind: FILEID_KERNFS,
+            id,
+        };
         // SAFETY: `handle` is a valid file_handle with 8 bytes of payload; the returned fd is
         // owned and closed below.
         let fd = unsafe {
@@ -102,17 +116,27 @@ impl Resolver {
             return None;
         }
         let rel = relative_path(&self.mount, &path);
-        Some(Owner { workload: workload_of(&rel), path: rel })
+        Some(Owner {
+            workload: workload_of(&rel),
+            path: rel,
+        })
     }
 
     /// Walks the tree below the attach point and records every cgroup's id.
     pub fn scan(&mut self) {
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
-            let Ok(meta) = fs::metadata(&dir) else { continue };
+            let Ok(meta) = fs::metadata(&dir) else {
+                continue;
+            };
             let rel = relative_path(&self.mount, &dir);
-            self.cache.entry(meta.ino()).or_insert_with(|| Owner { workload: workload_of(&rel), path: rel });
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            self.cache.entry(meta.ino()).or_insert_with(|| Owner {
+                workload: workload_of(&rel),
+                path: rel,
+            });
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     stack.push(entry.path());
@@ -131,7 +155,13 @@ fn relative_path(mount: &Path, dir: &Path) -> String {
 }
 
 /// Container runtimes' scope names: `<prefix><64 hex>.scope` (systemd driver).
-const CONTAINER_SCOPE_PREFIXES: [&str; 5] = ["docker-", "cri-containerd-", "crio-", "libpod-", "containerd-"];
+const CONTAINER_SCOPE_PREFIXES: [&str; 5] = [
+    "docker-",
+    "cri-containerd-",
+    "crio-",
+    "libpod-",
+    "containerd-",
+];
 
 /// Derives the workload from a cgroup path:
 /// - a container id (first 12 hex digits, as `docker ps` shows) when a path component is a
@@ -148,10 +178,17 @@ pub fn workload_of(path: &str) -> String {
             return id.chars().take(12).collect();
         }
     }
-    if let Some(unit) = components.iter().rev().find(|c| c.ends_with(".service") || c.ends_with(".scope")) {
+    if let Some(unit) = components
+        .iter()
+        .rev()
+        .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
+    {
         return (*unit).to_string();
     }
-    components.last().map(|c| (*c).to_string()).unwrap_or_default()
+    components
+        .last()
+        .map(|c| (*c).to_string())
+        .unwrap_or_default()
 }
 
 fn container_id(component: &str) -> Option<&str> {
@@ -160,7 +197,10 @@ fn container_id(component: &str) -> Option<&str> {
         return Some(component);
     }
     let stem = component.strip_suffix(".scope")?;
-    CONTAINER_SCOPE_PREFIXES.iter().find_map(|p| stem.strip_prefix(p)).filter(|id| is_id(id))
+    CONTAINER_SCOPE_PREFIXES
+        .iter()
+        .find_map(|p| stem.strip_prefix(p))
+        .filter(|id| is_id(id))
 }
 
 #[cfg(test)]
@@ -172,8 +212,14 @@ mod tests {
     #[test]
     fn systemd_units() {
         assert_eq!(workload_of("/system.slice/nginx.service"), "nginx.service");
-        assert_eq!(workload_of("/system.slice/nginx.service/worker"), "nginx.service");
-        assert_eq!(workload_of("/user.slice/user-1000.slice/session-3.scope"), "session-3.scope");
+        assert_eq!(
+            workload_of("/system.slice/nginx.service/worker"),
+            "nginx.service"
+        );
+        assert_eq!(
+            workload_of("/user.slice/user-1000.slice/session-3.scope"),
+            "session-3.scope"
+        );
         assert_eq!(
             workload_of("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service"),
             "foo.service"
@@ -182,21 +228,33 @@ mod tests {
 
     #[test]
     fn container_scopes() {
-        assert_eq!(workload_of(&format!("/system.slice/docker-{ID}.scope")), "0123456789ab");
+        assert_eq!(
+            workload_of(&format!("/system.slice/docker-{ID}.scope")),
+            "0123456789ab"
+        );
         assert_eq!(
             workload_of(&format!(
                 "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{ID}.scope"
             )),
             "0123456789ab"
         );
-        assert_eq!(workload_of(&format!("/machine.slice/libpod-{ID}.scope/container")), "0123456789ab");
-        assert_eq!(workload_of(&format!("/kubepods.slice/crio-{ID}.scope")), "0123456789ab");
+        assert_eq!(
+            workload_of(&format!("/machine.slice/libpod-{ID}.scope/container")),
+            "0123456789ab"
+        );
+        assert_eq!(
+            workload_of(&format!("/kubepods.slice/crio-{ID}.scope")),
+            "0123456789ab"
+        );
     }
 
     #[test]
     fn cgroupfs_driver() {
         assert_eq!(workload_of(&format!("/docker/{ID}")), "0123456789ab");
-        assert_eq!(workload_of(&format!("/kubepods/burstable/pod5678/{ID}")), "0123456789ab");
+        assert_eq!(
+            workload_of(&format!("/kubepods/burstable/pod5678/{ID}")),
+            "0123456789ab"
+        );
     }
 
     #[test]
@@ -205,13 +263,22 @@ mod tests {
         assert_eq!(workload_of(""), "");
         assert_eq!(workload_of("/mytest/child"), "child");
         // Not a container id: wrong length.
-        assert_eq!(workload_of("/system.slice/docker-abc.scope"), "docker-abc.scope");
+        assert_eq!(
+            workload_of("/system.slice/docker-abc.scope"),
+            "docker-abc.scope"
+        );
     }
 
     #[test]
     fn relative_paths() {
-        assert_eq!(relative_path(Path::new("/sys/fs/cgroup"), Path::new("/sys/fs/cgroup")), "/");
-        assert_eq!(relative_path(Path::new("/sys/fs/cgroup"), Path::new("/sys/fs/cgroup/a/b")), "/a/b");
+        assert_eq!(
+            relative_path(Path::new("/sys/fs/cgroup"), Path::new("/sys/fs/cgroup")),
+            "/"
+        );
+        assert_eq!(
+            relative_path(Path::new("/sys/fs/cgroup"), Path::new("/sys/fs/cgroup/a/b")),
+            "/a/b"
+        );
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub fn classify(ip: IpAddr) -> RemoteClass {
             let o = v4.octets();
             if v4.is_loopback() || v4.is_unspecified() {
                 RemoteClass::Loopback
-            } else if v4.is_private() || v4.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
+            } else if v4.is_private() || v4.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64)
+            {
                 RemoteClass::Private
             } else {
                 RemoteClass::Public
@@ -89,7 +90,10 @@ mod tests {
     #[test]
     fn mapped_addresses_unify() {
         let mapped = sockscope_common::v4_mapped([10, 0, 0, 1]);
-        assert_eq!(ip_from_key(mapped), "10.0.0.1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            ip_from_key(mapped),
+            "10.0.0.1".parse::<IpAddr>().expect("ip")
+        );
         let v6: [u8; 16] = "fd00::1".parse::<Ipv6Addr>().expect("ip").octets();
         assert_eq!(ip_from_key(v6), "fd00::1".parse::<IpAddr>().expect("ip"));
     }

@@ -75,24 +75,56 @@ impl AgentMetrics {
             map_entries: Family::default(),
             map_capacity: Family::default(),
             events_lost: Family::default(),
-            drain_duration: Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            drain_duration: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
             drain_errors: Counter::default(),
         };
-        registry.register(BPF_PROGRAM_ATTACHED, "1 if the eBPF program is attached, 0 if loading or attaching it failed", m.attached.clone());
+        registry.register(
+            BPF_PROGRAM_ATTACHED,
+            "1 if the eBPF program is attached, 0 if loading or attaching it failed",
+            m.attached.clone(),
+        );
         registry.register(
             BPF_PROGRAM_RUN_SECONDS,
             "Time spent in the eBPF program (counts only while kernel.bpf_stats_enabled=1)",
             m.run_seconds.clone(),
         );
-        registry.register(BPF_PROGRAM_RUNS, "Invocations of the eBPF program (counts only while kernel.bpf_stats_enabled=1)", m.runs.clone());
-        registry.register(BPF_MAP_ENTRIES, "Entries in the eBPF map at the last drain", m.map_entries.clone());
-        registry.register(BPF_MAP_CAPACITY, "Maximum entries of the eBPF map", m.map_capacity.clone());
-        registry.register(EVENTS_LOST, "Events the kernel side could not record, by source", m.events_lost.clone());
-        registry.register(DRAIN_DURATION, "Time to drain the kernel maps and fold the deltas", m.drain_duration.clone());
-        registry.register(DRAIN_ERRORS, "Map entries that could not be read or deleted while draining", m.drain_errors.clone());
+        registry.register(
+            BPF_PROGRAM_RUNS,
+            "Invocations of the eBPF program (counts only while kernel.bpf_stats_enabled=1)",
+            m.runs.clone(),
+        );
+        registry.register(
+            BPF_MAP_ENTRIES,
+            "Entries in the eBPF map at the last drain",
+            m.map_entries.clone(),
+        );
+        registry.register(
+            BPF_MAP_CAPACITY,
+            "Maximum entries of the eBPF map",
+            m.map_capacity.clone(),
+        );
+        registry.register(
+            EVENTS_LOST,
+            "Events the kernel side could not record, by source",
+            m.events_lost.clone(),
+        );
+        registry.register(
+            DRAIN_DURATION,
+            "Time to drain the kernel maps and fold the deltas",
+            m.drain_duration.clone(),
+        );
+        registry.register(
+            DRAIN_ERRORS,
+            "Map entries that could not be read or deleted while draining",
+            m.drain_errors.clone(),
+        );
         for name in EVENT_NAMES {
             // Present from the start so alerts on increase() see the zero.
-            let _ = m.events_lost.get_or_create(&SourceLabels { source: name.to_string() });
+            let _ = m.events_lost.get_or_create(&SourceLabels {
+                source: name.to_string(),
+            });
         }
         m
     }
@@ -100,23 +132,37 @@ impl AgentMetrics {
     /// Records which programs are attached.
     pub fn set_attached<'a>(&self, programs: impl IntoIterator<Item = (&'a str, bool)>) {
         for (name, attached) in programs {
-            self.attached.get_or_create(&ProgramLabels { program: name.to_string() }).set(i64::from(attached));
+            self.attached
+                .get_or_create(&ProgramLabels {
+                    program: name.to_string(),
+                })
+                .set(i64::from(attached));
         }
     }
 
     /// Records the capacity of a map.
     pub fn set_map_capacity(&self, map: &str, capacity: u32) {
-        self.map_capacity.get_or_create(&MapLabels { map: map.to_string() }).set(i64::from(capacity));
+        self.map_capacity
+            .get_or_create(&MapLabels {
+                map: map.to_string(),
+            })
+            .set(i64::from(capacity));
     }
 
     /// Records what one drain did.
     pub fn record_drain(&self, batch: &Batch, map_name: &str, elapsed: Duration) {
         self.map_entries
-            .get_or_create(&MapLabels { map: map_name.to_string() })
+            .get_or_create(&MapLabels {
+                map: map_name.to_string(),
+            })
             .set(batch.drained_entries as i64);
         for (i, &n) in batch.events.iter().enumerate() {
             if n > 0 {
-                self.events_lost.get_or_create(&SourceLabels { source: EVENT_NAMES[i].to_string() }).inc_by(n);
+                self.events_lost
+                    .get_or_create(&SourceLabels {
+                        source: EVENT_NAMES[i].to_string(),
+                    })
+                    .inc_by(n);
             }
         }
         if batch.errors > 0 {
@@ -128,12 +174,16 @@ impl AgentMetrics {
     /// Folds the kernel's cumulative program statistics into counters.
     pub fn record_run_stats(&mut self, stats: &[(&'static str, ProgramRunStats)]) {
         for &(name, s) in stats {
-            let labels = ProgramLabels { program: name.to_string() };
+            let labels = ProgramLabels {
+                program: name.to_string(),
+            };
             let last = self.last_run.entry(name).or_default();
             // A program reloaded or stats toggled can make the kernel's numbers go backwards.
             let dt = s.run_time.saturating_sub(last.run_time);
             let dn = s.run_count.saturating_sub(last.run_count);
-            self.run_seconds.get_or_create(&labels).inc_by(dt.as_secs_f64());
+            self.run_seconds
+                .get_or_create(&labels)
+                .inc_by(dt.as_secs_f64());
             self.runs.get_or_create(&labels).inc_by(dn);
             *last = s;
         }

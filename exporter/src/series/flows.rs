@@ -50,14 +50,42 @@ impl FlowMetrics {
             udp_received: Family::default(),
         };
         let fams: [(&str, &str, &CounterFamily); 8] = [
-            (TCP_SENT_BYTES, "TCP payload bytes sent and acknowledged by the peer", &m.tcp_sent),
-            (TCP_RECEIVED_BYTES, "TCP payload bytes received", &m.tcp_received),
-            (TCP_CONNECTIONS_OPENED, "TCP connections established", &m.tcp_opened),
-            (TCP_CONNECTIONS_CLOSED, "TCP connections closed", &m.tcp_closed),
-            (TCP_CONNECT_FAILURES, "Client TCP connects that failed (refused, timed out, reset, aborted)", &m.tcp_failures),
-            (TCP_RETRANSMITS, "Retransmitted TCP segments", &m.tcp_retransmits),
+            (
+                TCP_SENT_BYTES,
+                "TCP payload bytes sent and acknowledged by the peer",
+                &m.tcp_sent,
+            ),
+            (
+                TCP_RECEIVED_BYTES,
+                "TCP payload bytes received",
+                &m.tcp_received,
+            ),
+            (
+                TCP_CONNECTIONS_OPENED,
+                "TCP connections established",
+                &m.tcp_opened,
+            ),
+            (
+                TCP_CONNECTIONS_CLOSED,
+                "TCP connections closed",
+                &m.tcp_closed,
+            ),
+            (
+                TCP_CONNECT_FAILURES,
+                "Client TCP connects that failed (refused, timed out, reset, aborted)",
+                &m.tcp_failures,
+            ),
+            (
+                TCP_RETRANSMITS,
+                "Retransmitted TCP segments",
+                &m.tcp_retransmits,
+            ),
             (UDP_SENT_BYTES, "UDP payload bytes sent", &m.udp_sent),
-            (UDP_RECEIVED_BYTES, "UDP payload bytes received", &m.udp_received),
+            (
+                UDP_RECEIVED_BYTES,
+                "UDP payload bytes received",
+                &m.udp_received,
+            ),
         ];
         for (name, help, family) in fams {
             registry.register(name, help, family.clone());
@@ -70,7 +98,9 @@ impl FlowMetrics {
     pub fn fold(&self, flows: &[(FlowKey, FlowStats)], resolver: &mut Resolver) {
         let mut owners = HashMap::new();
         for (key, stats) in flows {
-            let owner = owners.entry(key.cgroup_id).or_insert_with(|| resolver.resolve(key.cgroup_id));
+            let owner = owners
+                .entry(key.cgroup_id)
+                .or_insert_with(|| resolver.resolve(key.cgroup_id));
             let labels = flow_labels(key, owner, self.options);
             let add = |family: &CounterFamily, v: u64| {
                 if v != 0 {
@@ -121,20 +151,41 @@ mod tests {
     fn deltas_accumulate_across_drains() {
         let mut registry = Registry::default();
         let m = FlowMetrics::register(&mut registry, LabelOptions::default());
-        let mut resolver = Resolver::new("/nonexistent".into(), "/nonexistent".into(), Duration::from_secs(3600));
-        let tcp = FlowStats { sent_bytes: 100, received_bytes: 7, opened: 1, ..Default::default() };
+        let mut resolver = Resolver::new(
+            "/nonexistent".into(),
+            "/nonexistent".into(),
+            Duration::from_secs(3600),
+        );
+        let tcp = FlowStats {
+            sent_bytes: 100,
+            received_bytes: 7,
+            opened: 1,
+            ..Default::default()
+        };
         m.fold(&[(key(PROTO_TCP, ROLE_CLIENT, 1), tcp)], &mut resolver);
         // Second drain: another loopback peer folds into the same series (remote_ip off).
         m.fold(&[(key(PROTO_TCP, ROLE_CLIENT, 2), tcp)], &mut resolver);
-        let udp = FlowStats { sent_bytes: 3, ..Default::default() };
+        let udp = FlowStats {
+            sent_bytes: 3,
+            ..Default::default()
+        };
         m.fold(&[(key(PROTO_UDP, ROLE_SERVER, 1), udp)], &mut resolver);
 
         let mut out = String::new();
         encode(&mut out, &registry).expect("encode");
         assert!(out.contains("sockscope_tcp_sent_bytes_total{namespace=\"\",workload=\"\",pod=\"\",container=\"\",remote_namespace=\"\",remote_workload=\"\",remote_host=\"\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 200"), "{out}");
-        assert!(out.contains("sockscope_tcp_received_bytes_total{") && out.contains("} 14"), "{out}");
-        assert!(out.contains("sockscope_tcp_connections_opened_total{") && out.contains("} 2"), "{out}");
-        assert!(out.contains("sockscope_udp_sent_bytes_total{") && out.contains("role=\"server\"} 3"), "{out}");
+        assert!(
+            out.contains("sockscope_tcp_received_bytes_total{") && out.contains("} 14"),
+            "{out}"
+        );
+        assert!(
+            out.contains("sockscope_tcp_connections_opened_total{") && out.contains("} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("sockscope_udp_sent_bytes_total{") && out.contains("role=\"server\"} 3"),
+            "{out}"
+        );
         // Zero deltas create no series.
         assert!(!out.contains("sockscope_tcp_retransmits_total{"), "{out}");
     }

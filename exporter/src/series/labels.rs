@@ -19,7 +19,9 @@ pub struct LabelOptions {
 
 /// Labels of every TCP/UDP series. The Kubernetes and DNS columns are present (empty on a
 /// plain host) so dashboards and rules keep working when later stages fill them.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, prometheus_client::encoding::EncodeLabelSet)]
+#[derive(
+    Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, prometheus_client::encoding::EncodeLabelSet,
+)]
 pub struct FlowLabels {
     /// Kubernetes namespace of the socket owner.
     pub namespace: String,
@@ -80,7 +82,12 @@ pub fn flow_labels(key: &FlowKey, owner: &Owner, options: LabelOptions) -> FlowL
         remote_host: String::new(),
         remote_class: classify(ip).as_str().to_string(),
         port: key.port.to_string(),
-        role: if key.role == ROLE_CLIENT { "client" } else { "server" }.to_string(),
+        role: if key.role == ROLE_CLIENT {
+            "client"
+        } else {
+            "server"
+        }
+        .to_string(),
         optional: OptionalLabels {
             process: options.process.then(|| comm_string(&key.comm)),
             remote_ip: options.remote_ip.then(|| ip.to_string()),
@@ -103,20 +110,38 @@ mod tests {
     fn key(addr: [u8; 16], port: u16, role: u8) -> FlowKey {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"curl");
-        FlowKey { cgroup_id: 7, remote_addr: addr, comm, port, role, proto: PROTO_TCP, _pad: 0 }
+        FlowKey {
+            cgroup_id: 7,
+            remote_addr: addr,
+            comm,
+            port,
+            role,
+            proto: PROTO_TCP,
+            _pad: 0,
+        }
     }
 
     #[test]
     fn builds_labels() {
-        let owner = Owner { path: "/system.slice/a.service".into(), workload: "a.service".into() };
-        let l = flow_labels(&key(v4_mapped([127, 0, 0, 1]), 8080, ROLE_CLIENT), &owner, LabelOptions::default());
+        let owner = Owner {
+            path: "/system.slice/a.service".into(),
+            workload: "a.service".into(),
+        };
+        let l = flow_labels(
+            &key(v4_mapped([127, 0, 0, 1]), 8080, ROLE_CLIENT),
+            &owner,
+            LabelOptions::default(),
+        );
         assert_eq!(l.workload, "a.service");
         assert_eq!(l.remote_class, "loopback");
         assert_eq!(l.port, "8080");
         assert_eq!(l.role, "client");
         assert_eq!(l.optional, OptionalLabels::default());
 
-        let opts = LabelOptions { process: true, remote_ip: true };
+        let opts = LabelOptions {
+            process: true,
+            remote_ip: true,
+        };
         let l = flow_labels(&key(v4_mapped([8, 8, 4, 4]), 53, ROLE_SERVER), &owner, opts);
         assert_eq!(l.role, "server");
         assert_eq!(l.remote_class, "public");
@@ -127,8 +152,15 @@ mod tests {
     #[test]
     fn v4_and_mapped_v6_give_one_series() {
         let owner = Owner::default();
-        let opts = LabelOptions { process: false, remote_ip: true };
-        let a = flow_labels(&key(v4_mapped([10, 0, 0, 1]), 80, ROLE_CLIENT), &owner, opts);
+        let opts = LabelOptions {
+            process: false,
+            remote_ip: true,
+        };
+        let a = flow_labels(
+            &key(v4_mapped([10, 0, 0, 1]), 80, ROLE_CLIENT),
+            &owner,
+            opts,
+        );
         let mapped: std::net::Ipv6Addr = "::ffff:10.0.0.1".parse().expect("ip");
         let b = flow_labels(&key(mapped.octets(), 80, ROLE_CLIENT), &owner, opts);
         assert_eq!(a, b);

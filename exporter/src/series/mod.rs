@@ -22,6 +22,10 @@ impl Series {
         let mut registry = Registry::default();
         let flows = flows::FlowMetrics::register(&mut registry, options);
         let agent = agent::AgentMetrics::register(&mut registry);
-        Series { registry, flows, agent }
+        Series {
+            registry,
+            flows,
+            agent,
+        }
     }
 }

@@ -11,6 +11,7 @@
 //!   sockscope-peer udp-server <bind addr> <datagrams> <reply size>
 //!   sockscope-peer udp-client <addr> <datagrams> <size>
 //!   sockscope-peer connect-refused <addr>
+//!   sockscope-peer http-server <bind addr> <threads>   (benchmarks: one response per connection)
 //!
 //! Servers print `ready <port>` once listening. Everyone prints `sent <n> received <m>` at the end.
 //! With a hold file, each client keeps its connections open after the exchange until the file
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         Some("udp-server") => udp_server(&args[1..]),
         Some("udp-client") => udp_client(&args[1..]),
         Some("connect-refused") => connect_refused(&args[1..]),
+        Some("http-server") => http_server(&args[1..]),
         _ => Err("usage: see the source header".into()),
     };
     match result {
@@ -51,7 +53,10 @@ fn main() -> ExitCode {
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Res<T> {
-    args.get(i).ok_or(format!("missing {what}"))?.parse().map_err(|_| format!("bad {what}"))
+    args.get(i)
+        .ok_or(format!("missing {what}"))?
+        .parse()
+        .map_err(|_| format!("bad {what}"))
 }
 
 fn say(line: &str) {
@@ -107,9 +112,15 @@ fn tcp_server(args: &[String]) -> Res<()> {
                     let mut hdr = [0u8; 16];
                     let mut got = 0;
                     while got < 16 {
-                        let k = s.read(&mut hdr[got..]).map_err(|e| format!("header: {e}"))?;
+                        let k = s
+                            .read(&mut hdr[got..])
+                            .map_err(|e| format!("header: {e}"))?;
                         if k == 0 {
-                            return if got == 0 { Ok(()) } else { Err("eof in header".into()) };
+                            return if got == 0 {
+                                Ok(())
+                            } else {
+                                Err("eof in header".into())
+                            };
                         }
                         got += k;
                     }
@@ -134,8 +145,16 @@ fn tcp_server(args: &[String]) -> Res<()> {
     for h in handles {
         let _ = h.join();
     }
-    say(&format!("sent {} received {}", sent.load(Ordering::SeqCst), received.load(Ordering::SeqCst)));
-    if failed.load(Ordering::SeqCst) > 0 { Err("some connections failed".into()) } else { Ok(()) }
+    say(&format!(
+        "sent {} received {}",
+        sent.load(Ordering::SeqCst),
+        received.load(Ordering::SeqCst)
+    ));
+    if failed.load(Ordering::SeqCst) > 0 {
+        Err("some connections failed".into())
+    } else {
+        Ok(())
+    }
 }
 
 fn tcp_client(args: &[String]) -> Res<()> {
@@ -146,7 +165,10 @@ fn tcp_client(args: &[String]) -> Res<()> {
     let reply: u64 = arg(args, 4, "reply bytes")?;
     let hold = args.get(5).cloned();
     let second: Option<(u64, u64)> = match (args.get(6), args.get(7)) {
-        (Some(a), Some(b)) => Some((a.parse().map_err(|_| "bad send2")?, b.parse().map_err(|_| "bad reply2")?)),
+        (Some(a), Some(b)) => Some((
+            a.parse().map_err(|_| "bad send2")?,
+            b.parse().map_err(|_| "bad reply2")?,
+        )),
         _ => None,
     };
     let next = Arc::new(AtomicUsize::new(0));
@@ -156,13 +178,20 @@ fn tcp_client(args: &[String]) -> Res<()> {
     let first_done = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (next, sent, received, failed, hold, first_done) =
-                (next.clone(), sent.clone(), received.clone(), failed.clone(), hold.clone(), first_done.clone());
+            let (next, sent, received, failed, hold, first_done) = (
+                next.clone(),
+                sent.clone(),
+                received.clone(),
+                failed.clone(),
+                hold.clone(),
+                first_done.clone(),
+            );
             thread::spawn(move || {
                 let mut kept = Vec::new();
                 while next.fetch_add(1, Ordering::SeqCst) < conns {
                     let r = (|| -> Res<TcpStream> {
-                        let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+                        let mut s =
+                            TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
                         exchange(&mut s, send, reply, &sent, &received)?;
                         Ok(s)
                     })();
@@ -202,17 +231,35 @@ fn tcp_client(args: &[String]) -> Res<()> {
         while first_done.load(Ordering::SeqCst) < conns {
             thread::sleep(Duration::from_millis(5));
         }
-        say(&format!("exchanged sent {} received {}", sent.load(Ordering::SeqCst), received.load(Ordering::SeqCst)));
+        say(&format!(
+            "exchanged sent {} received {}",
+            sent.load(Ordering::SeqCst),
+            received.load(Ordering::SeqCst)
+        ));
     }
     for w in workers {
         let _ = w.join();
     }
-    say(&format!("sent {} received {}", sent.load(Ordering::SeqCst), received.load(Ordering::SeqCst)));
-    if failed.load(Ordering::SeqCst) > 0 { Err("some connections failed".into()) } else { Ok(()) }
+    say(&format!(
+        "sent {} received {}",
+        sent.load(Ordering::SeqCst),
+        received.load(Ordering::SeqCst)
+    ));
+    if failed.load(Ordering::SeqCst) > 0 {
+        Err("some connections failed".into())
+    } else {
+        Ok(())
+    }
 }
 
 /// One request: header + `send` bytes out, `reply` bytes back.
-fn exchange(s: &mut TcpStream, send: u64, reply: u64, sent: &AtomicU64, received: &AtomicU64) -> Res<()> {
+fn exchange(
+    s: &mut TcpStream,
+    send: u64,
+    reply: u64,
+    sent: &AtomicU64,
+    received: &AtomicU64,
+) -> Res<()> {
     let mut hdr = [0u8; 16];
     hdr[..8].copy_from_slice(&send.to_be_bytes());
     hdr[8..].copy_from_slice(&reply.to_be_bytes());
@@ -227,8 +274,12 @@ fn udp_server(args: &[String]) -> Res<()> {
     let count: usize = arg(args, 1, "datagram count")?;
     let reply: usize = arg(args, 2, "reply size")?;
     let s = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
-    say(&format!("ready {}", s.local_addr().map_err(|e| e.to_string())?.port()));
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    say(&format!(
+        "ready {}",
+        s.local_addr().map_err(|e| e.to_string())?.port()
+    ));
     let mut buf = vec![0u8; 65536];
     let out = vec![0x33u8; reply];
     let (mut sent, mut received) = (0u64, 0u64);
@@ -245,9 +296,16 @@ fn udp_client(args: &[String]) -> Res<()> {
     let addr: SocketAddr = arg(args, 0, "address")?;
     let count: usize = arg(args, 1, "datagram count")?;
     let size: usize = arg(args, 2, "size")?;
-    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| "bind")?;
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .map_err(|_| "bind")?;
     let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
     let out = vec![0x44u8; size];
     let mut buf = vec![0u8; 65536];
     let (mut sent, mut received) = (0u64, 0u64);
@@ -271,4 +329,36 @@ fn connect_refused(args: &[String]) -> Res<()> {
         Err(e) => Err(format!("expected refusal, got {e}")),
         Ok(_) => Err("expected refusal, but connected".into()),
     }
+}
+
+/// Minimal HTTP/1.1 server for connection-churn benchmarks: answers every request with a tiny
+/// response and closes the connection. Runs until killed.
+fn http_server(args: &[String]) -> Res<()> {
+    let bind: SocketAddr = arg(args, 0, "bind address")?;
+    let threads: usize = arg(args, 1, "threads")?;
+    let listener = Arc::new(TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?);
+    say(&format!("ready {}", listener.local_addr().map_err(|e| e.to_string())?.port()));
+    let workers: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let listener = listener.clone();
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok((mut s, _)) = listener.accept() else { continue };
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
 }
