@@ -5,7 +5,9 @@ use sockscope_common::{
     PHASE_CONNECTING, SockState,
 };
 
-use crate::maps::{FLOWS_0, FLOWS_1, config, count_event};
+use sockscope_common::Config;
+
+use crate::maps::{FLOWS_0, FLOWS_1, count_event};
 
 /// BPF_NOEXIST: insert only if absent.
 const NOEXIST: u64 = 1;
@@ -13,9 +15,9 @@ const NOEXIST: u64 = 1;
 /// Adds `delta` to the flow `key` in the map of the current generation.
 /// Returns false if the flow could not be created (map full).
 #[inline(always)]
-pub fn flow_add(key: &FlowKey, delta: &FlowStats) -> bool {
+pub fn flow_add(cfg: &Config, key: &FlowKey, delta: &FlowStats) -> bool {
     // Both generations get their own call sites so the verifier sees a constant map per call.
-    if config().generation & 1 == 0 {
+    if cfg.generation & 1 == 0 {
         add_into(&FLOWS_0, key, delta)
     } else {
         add_into(&FLOWS_1, key, delta)
@@ -74,8 +76,8 @@ unsafe fn atomic_add(v: *mut FlowStats, delta: &FlowStats) {
 
 /// The flow key of a socket's state.
 #[inline(always)]
-pub fn key_of(st: &SockState, proto: u8) -> FlowKey {
-    let comm = if config().flags & CONFIG_PROCESS_LABEL != 0 {
+pub fn key_of(cfg: &Config, st: &SockState, proto: u8) -> FlowKey {
+    let comm = if cfg.flags & CONFIG_PROCESS_LABEL != 0 {
         st.comm
     } else {
         [0; 16]
@@ -122,6 +124,7 @@ pub fn payload_totals(st: &SockState, c: &TcpCounters) -> (u64, u64) {
 /// retried at the next flush; only at close (`closing`) are they lost, and counted as lost.
 #[inline(always)]
 pub fn flush_tcp(
+    cfg: &Config,
     st: &mut SockState,
     counters: Option<&TcpCounters>,
     events: &FlowStats,
@@ -147,8 +150,8 @@ pub fn flush_tcp(
     if delta.is_zero() {
         return;
     }
-    let key = key_of(st, sockscope_common::PROTO_TCP);
-    if flow_add(&key, &delta) {
+    let key = key_of(cfg, st, sockscope_common::PROTO_TCP);
+    if flow_add(cfg, &key, &delta) {
         if totals.0 > st.sent_reported {
             st.sent_reported = totals.0;
         }

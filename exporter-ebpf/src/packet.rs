@@ -1,13 +1,30 @@
 //! Bounded reads of IP/TCP/UDP headers from a cgroup_skb context.
 //!
 //! cgroup_skb programs see the packet from the network header on, in both directions
-//! (`__cgroup_bpf_run_filter_skb()` pushes back to it, kernel/bpf/cgroup.c).
+//! (`__cgroup_bpf_run_filter_skb()` pushes back to it, kernel/bpf/cgroup.c). Headers are read
+//! with direct packet access (a bounds check and a load, no helper call); if they are not in the
+//! linear part of the skb, `bpf_skb_load_bytes` is the fallback.
+
+use core::mem::size_of;
 
 use aya_ebpf::programs::SkBuffContext;
 use sockscope_common::v4_mapped;
 
 const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86DD;
+
+/// Reads a `T` at `off` bytes from the network header.
+#[inline(always)]
+pub fn read<T: Copy>(ctx: &SkBuffContext, off: usize) -> Option<T> {
+    let skb = ctx.skb.skb;
+    let (start, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    if start + off + size_of::<T>() <= end {
+        // SAFETY: the bounds check above is the one the verifier needs for packet pointers.
+        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+    } else {
+        ctx.load::<T>(off).ok()
+    }
+}
 
 /// Addresses, ports and header sizes of one packet.
 pub struct Headers {
@@ -19,66 +36,66 @@ pub struct Headers {
     pub proto: u8,
 }
 
-/// Parses the IP header. `None` for non-IP packets and IPv6 packets whose next header is an
-/// extension header (the transport header is then not at a fixed offset).
+/// Parses the IP header with one read of the fixed header. `None` for non-IP packets; IPv6
+/// packets whose next header is an extension header report that header as `proto` (the
+/// transport header is then not at a fixed offset, and callers skip the packet).
+///
+/// Reads are whole headers, never single bytes: LLVM turns `p + 1 <= end` into `p < end`,
+/// which the verifier does not accept as a bounds check.
 #[inline(always)]
 pub fn ip_headers(ctx: &SkBuffContext) -> Option<Headers> {
     let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16) as u32;
     if protocol == ETH_P_IP {
-        let vihl: u8 = ctx.load(0).ok()?;
-        let ihl = ((vihl & 0x0f) as u32) * 4;
+        let h: [u8; 20] = read(ctx, 0)?;
+        let ihl = ((h[0] & 0x0f) as u32) * 4;
         if ihl < 20 {
             return None;
         }
-        let proto: u8 = ctx.load(9).ok()?;
-        let src: [u8; 4] = ctx.load(12).ok()?;
-        let dst: [u8; 4] = ctx.load(16).ok()?;
         Some(Headers {
-            src_addr: v4_mapped(src),
-            dst_addr: v4_mapped(dst),
+            src_addr: v4_mapped([h[12], h[13], h[14], h[15]]),
+            dst_addr: v4_mapped([h[16], h[17], h[18], h[19]]),
             l4_offset: ihl,
-            proto,
+            proto: h[9],
         })
     } else if protocol == ETH_P_IPV6 {
-        let proto: u8 = ctx.load(6).ok()?;
-        let src: [u8; 16] = ctx.load(8).ok()?;
-        let dst: [u8; 16] = ctx.load(24).ok()?;
+        let h: [u8; 40] = read(ctx, 0)?;
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src.copy_from_slice(&h[8..24]);
+        dst.copy_from_slice(&h[24..40]);
         Some(Headers {
             src_addr: src,
             dst_addr: dst,
             l4_offset: 40,
-            proto,
+            proto: h[6],
         })
     } else {
         None
     }
 }
 
-/// The fields of a TCP header sockscope needs.
-pub struct TcpHeader {
-    pub seq: u32,
-    pub flags: u8,
-    pub header_len: u32,
-}
-
 pub const TCP_FIN: u8 = 0x01;
 
+/// For a FIN segment whose TCP header starts at `l4_offset`: the sequence number just past the
+/// FIN (seq + payload + 1). `None` for segments without FIN.
 #[inline(always)]
-pub fn tcp_header(ctx: &SkBuffContext, l4_offset: u32) -> Option<TcpHeader> {
-    // seq at 4..8, data offset at 12, flags at 13.
-    let raw: [u8; 14] = ctx.load(l4_offset as usize).ok()?;
-    let seq = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
-    Some(TcpHeader {
-        seq,
-        flags: raw[13],
-        header_len: ((raw[12] >> 4) as u32) * 4,
-    })
+pub fn fin_end(ctx: &SkBuffContext, l4_offset: u32) -> Option<u32> {
+    let t: [u8; 14] = read(ctx, l4_offset as usize)?;
+    if t[13] & TCP_FIN == 0 {
+        return None;
+    }
+    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    let payload = ctx
+        .skb
+        .len()
+        .saturating_sub(l4_offset + ((t[12] >> 4) as u32) * 4);
+    Some(seq.wrapping_add(payload).wrapping_add(1))
 }
 
 /// Source and destination ports of a UDP (or TCP) header, host byte order.
 #[inline(always)]
 pub fn ports(ctx: &SkBuffContext, l4_offset: u32) -> Option<(u16, u16)> {
-    let raw: [u8; 4] = ctx.load(l4_offset as usize).ok()?;
+    let raw: [u8; 4] = read(ctx, l4_offset as usize)?;
     Some((
         u16::from_be_bytes([raw[0], raw[1]]),
         u16::from_be_bytes([raw[2], raw[3]]),

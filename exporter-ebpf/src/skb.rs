@@ -19,14 +19,14 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP,
-    PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState,
+    Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED,
+    PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState,
 };
 
 use crate::{
     flow::{TcpCounters, flow_add, flush_tcp, key_of},
     maps::{config, count_event, sock_state},
-    packet::{TCP_FIN, ip_headers, ports, tcp_header},
+    packet::{fin_end, ip_headers, ports},
 };
 
 #[cgroup_skb(ingress)]
@@ -66,29 +66,43 @@ fn cgroup_id(ctx: &SkBuffContext) -> u64 {
     unsafe { bpf_skb_cgroup_id(ctx.skb.skb) }
 }
 
+/// The socket's state; created (owner cgroup filled in) on its first packet.
 #[inline(always)]
-fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
+fn state_of(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<&'static mut SockState> {
+    // Plain lookup first: the common case, and it avoids building the initial value.
+    if let Some(st) = unsafe { sock_state(sk.cast(), None) } {
+        if st.cgroup_id == 0 {
+            // Created by sock_create or sock_ops, which do not know the owner cgroup.
+            st.cgroup_id = cgroup_id(ctx);
+        }
+        return Some(st);
+    }
     let mut init = SockState {
         cgroup_id: cgroup_id(ctx),
         ..Default::default()
     };
-    let Some(st) = (unsafe { sock_state(sk.cast(), Some(&mut init)) }) else {
-        return;
-    };
-    if st.cgroup_id == 0 {
-        // Created by sock_create or sock_ops, which cannot see the owner cgroup.
-        st.cgroup_id = cgroup_id(ctx);
-    }
-    let phase = st.phase;
-    if phase == PHASE_NEW {
+    unsafe { sock_state(sk.cast(), Some(&mut init)) }
+}
+
+#[inline(always)]
+fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
+    let Some(st) = state_of(ctx, sk) else { return };
+    let state = unsafe { (*sk).state };
+    if st.phase == PHASE_NEW {
         // Adopt on the first packet either way: ingress runs before the segment is processed,
         // so its baseline excludes this packet's payload, which is then counted.
-        adopt(ctx, sk, st, egress);
+        let cfg = config();
+        adopt(ctx, sk, st, &cfg, state, egress);
     }
     if st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED {
         return;
     }
-    record_fin(ctx, st, egress);
+    // We only send a FIN after leaving ESTABLISHED (tcp_close_state() runs before
+    // tcp_send_fin()), so established egress skips the header read. A FIN from the peer arrives
+    // while we are still ESTABLISHED, so ingress always looks.
+    if !egress || state != BPF_TCP_ESTABLISHED {
+        record_fin(ctx, st, egress);
+    }
     if !egress {
         return;
     }
@@ -103,7 +117,16 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         snd_una: tp.snd_una,
         rcv_nxt: tp.rcv_nxt,
     };
-    flush_tcp(st, Some(&c), &FlowStats::default(), false);
+    // Skip the flow update when nothing moved since the last flush (most data segments of a
+    // sender, whose acks are flushed by sock_ops right after each ACK).
+    if c.bytes_acked == st.sent_reported
+        && c.bytes_received == st.received_reported
+        && st.open_pending == 0
+    {
+        return;
+    }
+    let cfg = config();
+    flush_tcp(&cfg, st, Some(&c), &FlowStats::default(), false);
 }
 
 /// Remembers where a FIN ends in sequence space (seq + payload + 1).
@@ -113,14 +136,9 @@ fn record_fin(ctx: &SkBuffContext, st: &mut SockState, egress: bool) {
     if h.proto != PROTO_TCP {
         return;
     }
-    let Some(t) = tcp_header(ctx, h.l4_offset) else {
+    let Some(end) = fin_end(ctx, h.l4_offset) else {
         return;
     };
-    if t.flags & TCP_FIN == 0 {
-        return;
-    }
-    let payload = ctx.skb.len().saturating_sub(h.l4_offset + t.header_len);
-    let end = t.seq.wrapping_add(payload).wrapping_add(1);
     if egress {
         st.fin_out_end = end;
         st.fin_out_seen = 1;
@@ -137,9 +155,14 @@ fn record_fin(ctx: &SkBuffContext, st: &mut SockState, egress: bool) {
 /// another CPU; both write the same key and near-identical baselines, and it happens once per
 /// pre-existing connection.
 #[inline(always)]
-fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, egress: bool) {
-    let s = unsafe { &*sk };
-    let state = s.state;
+fn adopt(
+    ctx: &SkBuffContext,
+    sk: *mut bpf_sock,
+    st: &mut SockState,
+    cfg: &Config,
+    state: u32,
+    egress: bool,
+) {
     if state != BPF_TCP_ESTABLISHED
         && state != BPF_TCP_FIN_WAIT1
         && state != BPF_TCP_FIN_WAIT2
@@ -167,7 +190,6 @@ fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, egress: boo
     st.remote_addr = if egress { h.dst_addr } else { h.src_addr };
     // Which side connected is not recorded on an established socket; the side whose port the
     // kernel picked from the ephemeral range is the client.
-    let cfg = config();
     let ephemeral = |p: u16| p >= cfg.ephemeral_low && p <= cfg.ephemeral_high;
     let client = match (ephemeral(local), ephemeral(remote)) {
         (true, false) => true,
@@ -191,13 +213,7 @@ fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, egress: boo
 
 #[inline(always)]
 fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
-    let mut init = SockState {
-        cgroup_id: cgroup_id(ctx),
-        ..Default::default()
-    };
-    let Some(st) = (unsafe { sock_state(sk.cast(), Some(&mut init)) }) else {
-        return;
-    };
+    let Some(st) = state_of(ctx, sk) else { return };
     if st.role == 0 {
         // The side that sends first is the client (a resolver asking a DNS server, a client
         // probing a service); a socket that first receives is serving.
@@ -221,10 +237,10 @@ fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         (h.src_addr, dst_port, src_port)
     };
     let payload = ctx.skb.len().saturating_sub(h.l4_offset + 8) as u64;
+    let cfg = config();
     let role = st.role;
-    let base = key_of(st, PROTO_UDP);
+    let base = key_of(&cfg, st, PROTO_UDP);
     let key = FlowKey {
-        cgroup_id: cgroup_id(ctx),
         remote_addr,
         port: if role == ROLE_CLIENT {
             remote_port
@@ -244,5 +260,5 @@ fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
             ..Default::default()
         }
     };
-    flow_add(&key, &delta);
+    flow_add(&cfg, &key, &delta);
 }

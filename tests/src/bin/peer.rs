@@ -337,14 +337,19 @@ fn http_server(args: &[String]) -> Res<()> {
     let bind: SocketAddr = arg(args, 0, "bind address")?;
     let threads: usize = arg(args, 1, "threads")?;
     let listener = Arc::new(TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?);
-    say(&format!("ready {}", listener.local_addr().map_err(|e| e.to_string())?.port()));
+    say(&format!(
+        "ready {}",
+        listener.local_addr().map_err(|e| e.to_string())?.port()
+    ));
     let workers: Vec<_> = (0..threads.max(1))
         .map(|_| {
             let listener = listener.clone();
             thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 loop {
-                    let Ok((mut s, _)) = listener.accept() else { continue };
+                    let Ok((mut s, _)) = listener.accept() else {
+                        continue;
+                    };
                     let mut seen = Vec::new();
                     while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
                         match s.read(&mut buf) {
@@ -352,7 +357,9 @@ fn http_server(args: &[String]) -> Res<()> {
                             Ok(n) => seen.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
                 }
             })
         })
