@@ -7,4 +7,12 @@ bash scripts/setup.sh
 # The end-to-end tests run the sockscope binary next to their peer binary. Default members
 # only: the eBPF crate builds for the BPF target, through exporter/build.rs.
 cargo build --bins
-cargo test -- --test-threads="$(nproc)"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test -- --test-threads="$(nproc)" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one "test result" per test binary, the last
+# of which is the doc-tests' often empty one).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
