@@ -91,18 +91,22 @@ fn endpoints_and_formats() {
 
     let m = Metrics::parse(&body);
     assert_eq!(m.sum("sockscope_build_info", &[]), 1.0);
-    for p in [
-        "sockscope_sock_create",
-        "sockscope_sockops",
-        "sockscope_egress",
-        "sockscope_ingress",
-    ] {
+    for p in ["sockscope_sockops", "sockscope_egress", "sockscope_ingress"] {
         assert_eq!(
             m.sum("sockscope_bpf_program_attached", &[("program", p)]),
             1.0,
             "{p}"
         );
     }
+    // The socket-creator program only runs when the process label needs it.
+    assert_eq!(
+        m.matching(
+            "sockscope_bpf_program_attached",
+            &[("program", "sockscope_sock_create")]
+        )
+        .count(),
+        0
+    );
     assert_eq!(
         m.sum("sockscope_bpf_map_capacity", &[("map", "FLOWS_0")]),
         16384.0
@@ -149,6 +153,22 @@ fn process_label_for_connected_and_accepted_sockets() {
     let agent = Agent::start(PEER, &cg.root, &["--label-process"]);
     let (s, c) = (srv_bin.to_str().expect("p"), cli_bin.to_str().expect("p"));
     tcp_traffic(&cg, &[s], &[c]);
+    let attached = Metrics::parse(&agent.scrape());
+    assert_eq!(
+        attached.sum(
+            "sockscope_bpf_program_attached",
+            &[("program", "sockscope_sock_create")]
+        ),
+        1.0
+    );
+    let attached = Metrics::parse(&agent.scrape());
+    assert_eq!(
+        attached.sum(
+            "sockscope_bpf_program_attached",
+            &[("program", "sockscope_sock_create")]
+        ),
+        1.0
+    );
     let m = agent.wait_until(Duration::from_secs(20), "process labels", |m| {
         m.sum(
             "sockscope_tcp_received_bytes_total",

@@ -127,12 +127,6 @@ impl Drainer {
         self.read_events(&mut batch);
         batch
     }
-
-    /// The last drain's duration and entry counts are reported by the caller; this exposes the
-    /// capacity for the map self-metrics.
-    pub fn flow_map_capacity(&self) -> u32 {
-        sockscope_common::FLOW_MAP_CAPACITY
-    }
 }
 
 /// Returns once every eBPF program that started before the call has finished.

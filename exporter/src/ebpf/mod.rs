@@ -34,6 +34,9 @@ pub const PROGRAMS: [&str; 4] = [
     "sockscope_ingress",
 ];
 
+/// The program that records socket creators, needed only for the `process` label.
+pub const SOCK_CREATE: &str = "sockscope_sock_create";
+
 /// What happened to one program.
 #[derive(Debug, Clone)]
 pub struct ProgramStatus {
@@ -116,6 +119,11 @@ impl Kernel {
         })?;
         let mut programs = Vec::with_capacity(PROGRAMS.len());
         for name in PROGRAMS {
+            if name == SOCK_CREATE && !options.process_label {
+                // Only the process label needs the creator; without it, skip a program run on
+                // every socket() call (every DNS lookup creates a UDP socket).
+                continue;
+            }
             let attached = match attach_one(&mut ebpf, name, &cgroup) {
                 Ok(()) => {
                     info!(program = name, cgroup = %root.attach.display(), "attached");
@@ -151,11 +159,12 @@ impl Kernel {
         ))
     }
 
-    /// Run-time statistics per program, in [`PROGRAMS`] order.
+    /// Run-time statistics of the programs sockscope tried to attach.
     pub fn run_stats(&self) -> Vec<(&'static str, ProgramRunStats)> {
-        PROGRAMS
+        self.programs
             .iter()
-            .map(|&name| {
+            .map(|p| {
+                let name = p.name;
                 let stats = self
                     .ebpf
                     .program(name)
