@@ -257,6 +257,48 @@ impl Default for NetPair {
     }
 }
 
+/// Where a test's server and client run: loopback, or the two ends of a veth pair.
+pub struct Placement<'a> {
+    /// Network namespace of the server (None: this one).
+    pub server_ns: Option<&'a str>,
+    /// Network namespace of the client.
+    pub client_ns: Option<&'a str>,
+    /// Server bind address with port 0.
+    pub bind: String,
+    /// Host part of the address the client connects to (brackets for IPv6).
+    pub host: String,
+    /// Expected `remote_class` on both ends.
+    pub class: &'static str,
+}
+
+impl<'a> Placement<'a> {
+    pub fn new(net: Option<&'a NetPair>, v6: bool) -> Self {
+        let (server_ns, client_ns, host, class) = match net {
+            None if v6 => (None, None, "[::1]".to_string(), "loopback"),
+            None => (None, None, "127.0.0.1".to_string(), "loopback"),
+            Some(n) if v6 => (
+                Some(n.b.as_str()),
+                Some(n.a.as_str()),
+                format!("[{}]", n.b6),
+                "private",
+            ),
+            Some(n) => (
+                Some(n.b.as_str()),
+                Some(n.a.as_str()),
+                n.b4.clone(),
+                "private",
+            ),
+        };
+        Placement {
+            server_ns,
+            client_ns,
+            bind: format!("{host}:0"),
+            host,
+            class,
+        }
+    }
+}
+
 /// A running sockscope agent.
 pub struct Agent {
     pub child: Child,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sockscope_tests::{Agent, Metrics, NetPair, TestCgroup, peer_cmd};
+use sockscope_tests::{Agent, Metrics, NetPair, Placement, TestCgroup, peer_cmd};
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
 const UP: u64 = 10 * 1024 * 1024;
@@ -17,36 +17,13 @@ fn series<'a>(workload: &'a str, role: &'a str) -> Vec<(&'a str, &'a str)> {
 fn exchange(name: &str, net: Option<&NetPair>, v6: bool) {
     let cg = TestCgroup::new(name);
     let agent = Agent::start(PEER, &cg.root, &[]);
-    let (server_ns, client_ns, bind, connect_host, class) = match net {
-        None if v6 => (
-            None,
-            None,
-            "[::1]:0".to_string(),
-            "[::1]".to_string(),
-            "loopback",
-        ),
-        None => (
-            None,
-            None,
-            "127.0.0.1:0".to_string(),
-            "127.0.0.1".to_string(),
-            "loopback",
-        ),
-        Some(n) if v6 => (
-            Some(n.b.as_str()),
-            Some(n.a.as_str()),
-            format!("[{}]:0", n.b6),
-            format!("[{}]", n.b6),
-            "private",
-        ),
-        Some(n) => (
-            Some(n.b.as_str()),
-            Some(n.a.as_str()),
-            format!("{}:0", n.b4),
-            n.b4.clone(),
-            "private",
-        ),
-    };
+    let Placement {
+        server_ns,
+        client_ns,
+        bind,
+        host: connect_host,
+        class,
+    } = Placement::new(net, v6);
     let mut srv = cg.spawn(
         "server",
         &mut peer_cmd(PEER, server_ns, &["tcp-server", &bind, "1"]),
