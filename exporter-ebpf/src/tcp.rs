@@ -88,7 +88,6 @@ fn try_sockops(ctx: &SockOpsContext) {
         return;
     }
     let sk = sk.cast();
-    let cfg = config();
     match op {
         BPF_SOCK_OPS_TCP_CONNECT_CB => {
             let mut init = SockState::default();
@@ -123,14 +122,20 @@ fn try_sockops(ctx: &SockOpsContext) {
             st.open_pending = 1;
             st.phase = PHASE_TRACKED;
             let _ = ctx.set_cb_flags(CB_FLAGS);
-            flush_tcp(&cfg, st, Some(&c), &FlowStats::default(), false);
+            flush_tcp(&config(), st, Some(&c), &FlowStats::default(), false);
         }
         BPF_SOCK_OPS_RTT_CB => {
             let Some(st) = (unsafe { sock_state(sk, None) }) else {
                 return;
             };
             if st.phase == PHASE_TRACKED || st.phase == PHASE_ADOPTED {
-                flush_tcp(&cfg, st, Some(&counters(ctx)), &FlowStats::default(), false);
+                flush_tcp(
+                    &config(),
+                    st,
+                    Some(&counters(ctx)),
+                    &FlowStats::default(),
+                    false,
+                );
             }
         }
         BPF_SOCK_OPS_RETRANS_CB => {
@@ -149,7 +154,7 @@ fn try_sockops(ctx: &SockOpsContext) {
                     retransmits: ctx.arg(1) as u64,
                     ..Default::default()
                 };
-                flush_tcp(&cfg, st, Some(&counters(ctx)), &events, false);
+                flush_tcp(&config(), st, Some(&counters(ctx)), &events, false);
             }
         }
         BPF_SOCK_OPS_STATE_CB => {
@@ -171,7 +176,7 @@ fn try_sockops(ctx: &SockOpsContext) {
                 },
                 _ => return,
             };
-            flush_tcp(&cfg, st, Some(&counters(ctx)), &events, true);
+            flush_tcp(&config(), st, Some(&counters(ctx)), &events, true);
             st.phase = PHASE_CLOSED;
         }
         _ => {}
