@@ -6,6 +6,8 @@
 //! - `cgroup_skb` ([`skb`]): every packet of every socket under the attach cgroup. TCP: the
 //!   receiver's byte counts on its outgoing packets, FIN tracking, adoption of connections that
 //!   predate the agent. UDP: datagram payload bytes.
+//! - [`dns`], called from cgroup_skb for UDP port 53: DNS queries, responses, latency and parse
+//!   errors, and answers forwarded to the agent's hostname cache.
 //! - `cgroup/sock_create` ([`sock`]): remembers which process created a socket.
 //!
 //! TCP bytes come from the kernel's own per-socket counters (`bytes_acked`, `bytes_received`),
@@ -18,6 +20,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod dns;
 mod flow;
 mod maps;
 mod packet;

@@ -4,9 +4,15 @@ use aya_ebpf::{
     bindings::{BPF_F_CLONE, BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
     helpers::generated::bpf_sk_storage_get,
     macros::map,
-    maps::{Array, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use sockscope_common::{Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey, FlowStats, SockState};
+use sockscope_common::{
+    Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey, FlowStats, SockState,
+    dns::{
+        DNS_ANSWERS_BYTES, DNS_MAP_CAPACITY, DNS_PENDING_CAPACITY, DnsKey, DnsStats, PendingKey,
+        PendingQuery,
+    },
+};
 
 /// Agent settings; element 0 only.
 #[map]
@@ -22,6 +28,44 @@ pub static FLOWS_0: PerCpuHashMap<FlowKey, FlowStats> =
 #[map]
 pub static FLOWS_1: PerCpuHashMap<FlowKey, FlowStats> =
     PerCpuHashMap::with_max_entries(FLOW_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// DNS counts, generation 0. A shared (not per-CPU) hash: keys are 272 bytes and DNS packets
+/// are rare next to data packets, so one copy per key beats one per CPU; updates are atomic.
+#[map]
+pub static DNS_0: HashMap<DnsKey, DnsStats> =
+    HashMap::with_max_entries(DNS_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// DNS counts, generation 1.
+#[map]
+pub static DNS_1: HashMap<DnsKey, DnsStats> =
+    HashMap::with_max_entries(DNS_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Queries waiting for their response, for latency; the agent removes the ones that time out.
+#[map]
+pub static DNS_PENDING: HashMap<PendingKey, PendingQuery> =
+    HashMap::with_max_entries(DNS_PENDING_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// When a response for a {cgroup, name, qtype} (hashed) was last forwarded to userspace.
+#[map]
+pub static DNS_FORWARDED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// Answers (A/AAAA/CNAME carrying responses) for the agent's hostname cache.
+#[map]
+pub static DNS_ANSWERS: RingBuf = RingBuf::with_byte_size(DNS_ANSWERS_BYTES, 0);
+
+/// Per-CPU work area of the DNS parser: the 272-byte key does not fit the 512-byte stack next
+/// to the rest, and map values can serve as keys.
+#[repr(C)]
+pub struct DnsScratch {
+    /// The question section, copied from the packet. 512 bytes so that an index masked with
+    /// 511 always stays inside.
+    pub raw: [u8; 512],
+    /// The key being built, with the time a query left.
+    pub pending: PendingQuery,
+}
+
+#[map]
+pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Dropped/failed event counters, indexed by `EVENT_*`.
 #[map]

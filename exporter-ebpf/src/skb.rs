@@ -7,7 +7,8 @@
 //! (open before sockscope started, or sock_ops unavailable) are adopted with their current
 //! counters as baseline, so only bytes from that moment on count.
 //!
-//! UDP: every datagram's payload is added to its flow.
+//! UDP: every datagram's payload is added to its flow; datagrams to or from port 53 are also
+//! parsed as DNS ([`crate::dns`]).
 
 use aya_ebpf::{
     bindings::{
@@ -20,10 +21,11 @@ use aya_ebpf::{
 };
 use sockscope_common::{
     Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED,
-    PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState,
+    PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState, dns::DNS_PORT,
 };
 
 use crate::{
+    dns::dns_packet,
     flow::{TcpCounters, flow_add, flush_tcp, key_of},
     maps::{config, count_event, sock_state},
     packet::{fin_end, ip_headers, ports},
@@ -261,4 +263,8 @@ fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         }
     };
     flow_add(&cfg, &key, &delta);
+    if remote_port == DNS_PORT {
+        // To port 53 on egress, from port 53 on ingress: the client side of DNS.
+        dns_packet(ctx, &cfg, key.cgroup_id, h.l4_offset + 8, egress);
+    }
 }

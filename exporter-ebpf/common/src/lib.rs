@@ -156,14 +156,24 @@ pub const EVENT_SOCK_STORAGE_FAILED: u32 = 1;
 pub const EVENT_CLOSE_FLUSH_LOST: u32 = 2;
 /// A packet whose headers could not be read (truncated, IPv6 extension headers).
 pub const EVENT_PACKET_UNPARSED: u32 = 3;
+/// A DNS count could not be added because the DNS map was full.
+pub const EVENT_DNS_MAP_FULL: u32 = 4;
+/// A DNS query could not be remembered for latency matching (pending map full); its response
+/// gets no latency sample and it cannot time out.
+pub const EVENT_DNS_PENDING_FULL: u32 = 5;
+/// A DNS answer could not be forwarded to userspace (ring buffer full).
+pub const EVENT_DNS_RINGBUF: u32 = 6;
 /// Number of event counters.
-pub const EVENT_COUNT: u32 = 4;
+pub const EVENT_COUNT: u32 = 7;
 /// `source` label of each event counter, by index.
 pub const EVENT_NAMES: [&str; EVENT_COUNT as usize] = [
     "flow_map_full",
     "sock_storage_failed",
     "close_flush_lost",
     "packet_unparsed",
+    "dns_map_full",
+    "dns_pending_full",
+    "dns_ringbuf",
 ];
 
 /// Maps a v4 address (as the four bytes on the wire) into the v4-mapped IPv6 form.
@@ -173,14 +183,20 @@ pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
     ]
 }
 
+pub mod dns;
+
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all four are repr(C), made only of integers with explicit padding fields, so every
+    // SAFETY: all of them are repr(C), made only of integers with explicit padding fields, so every
     // bit pattern is valid and there are no implicit padding bytes.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::SockState {}
+    unsafe impl aya::Pod for super::dns::DnsKey {}
+    unsafe impl aya::Pod for super::dns::DnsStats {}
+    unsafe impl aya::Pod for super::dns::PendingKey {}
+    unsafe impl aya::Pod for super::dns::PendingQuery {}
 }
 
 // Layout checks: a size change here is a kernel/userspace ABI change.
