@@ -25,8 +25,7 @@ use sockscope_common::{
 
 use crate::{
     maps::{
-        DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_PENDING, DNS_SCRATCH, DnsScratch,
-        count_event,
+        DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_PENDING, DNS_SCRATCH, DnsScratch, count_event,
     },
     packet::read,
 };
@@ -93,7 +92,13 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
     s.pending.key.code = q.rcode;
     dns_add(cfg, &s.pending.key, 0);
     if q.rcode == 0 && q.ancount > 0 {
-        forward(ctx, cgroup_id, dns_off, q.name_hash ^ s.pending.key.qtype as u64, now);
+        forward(
+            ctx,
+            cgroup_id,
+            dns_off,
+            q.name_hash ^ s.pending.key.qtype as u64,
+            now,
+        );
     }
     // SAFETY: the value is copied out before the entry is removed.
     let sent = unsafe { DNS_PENDING.get(&pending) }.map(|p| p.sent_ns);
@@ -112,7 +117,12 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
 
 /// Parses header and question into `s.pending.key` (name, qtype).
 #[inline(always)]
-fn parse(ctx: &SkBuffContext, s: &mut DnsScratch, dns_off: u32, egress: bool) -> Result<Question, u8> {
+fn parse(
+    ctx: &SkBuffContext,
+    s: &mut DnsScratch,
+    dns_off: u32,
+    egress: bool,
+) -> Result<Question, u8> {
     let h: [u8; 12] = read(ctx, dns_off as usize).ok_or(DNS_ERR_SHORT_HEADER)?;
     let response = h[2] & 0x80 != 0;
     if response == egress {
@@ -127,14 +137,7 @@ fn parse(ctx: &SkBuffContext, s: &mut DnsScratch, dns_off: u32, egress: bool) ->
     let n = clamp_len(ctx.skb.len().saturating_sub(qoff), QUESTION_MAX);
     // SAFETY: `raw` is 512 bytes and n is in 1..=259 (0 available bytes became a read of 259
     // that fails).
-    let rc = unsafe {
-        bpf_skb_load_bytes(
-            ctx.skb.skb.cast(),
-            qoff,
-            s.raw.as_mut_ptr().cast(),
-            n,
-        )
-    };
+    let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), qoff, s.raw.as_mut_ptr().cast(), n) };
     if rc != 0 {
         return Err(DNS_ERR_LABEL_PAST_PACKET);
     }

@@ -1,9 +1,13 @@
 //! Wiring: preflight -> load/attach -> drain loop -> HTTP; shutdown on SIGTERM/SIGINT.
 
 use std::{
-    sync::{Arc, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -11,6 +15,7 @@ use tracing::{error, info};
 
 use crate::{
     config::Config,
+    dns::{Answers, lock, spawn_reader},
     drain::Drainer,
     ebpf::{Kernel, KernelOptions, preflight},
     error::{Error, Result},
@@ -18,12 +23,13 @@ use crate::{
         format::render,
         prometheus::{Shared, router},
     },
-    identity::cgroup::Resolver,
-    series::{Series, labels::LabelOptions},
+    identity::{Identity, hosts::HostCache},
+    series::{Budgets, Series, labels::LabelOptions},
 };
 
 /// Runs the agent until SIGTERM or SIGINT, then detaches, drains one last time and returns.
 pub async fn run(config: Config) -> Result<()> {
+    crate::config::check(&config).map_err(Error::Config)?;
     preflight::check_privileges()?;
     preflight::check_btf()?;
     let root = preflight::cgroup_root(config.cgroup_root.as_deref())?;
@@ -36,17 +42,23 @@ pub async fn run(config: Config) -> Result<()> {
             source,
         })?;
 
-    let (kernel, maps) = Kernel::load_and_attach(
+    let (kernel, mut maps) = Kernel::load_and_attach(
         &root,
         KernelOptions {
             process_label: config.label_process,
         },
     )?;
     let shared = Arc::new(Shared::default());
-    let series = Series::new(LabelOptions {
-        process: config.label_process,
-        remote_ip: config.label_remote_ip,
-    });
+    let series = Series::new(
+        LabelOptions {
+            process: config.label_process,
+            remote_ip: config.label_remote_ip,
+        },
+        Budgets {
+            qnames: config.max_qnames_per_workload as usize,
+            remote_hosts: config.max_remote_hosts_per_workload as usize,
+        },
+    );
     series
         .agent
         .set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));
@@ -55,31 +67,59 @@ pub async fn run(config: Config) -> Result<()> {
             .agent
             .set_map_capacity(name, sockscope_common::FLOW_MAP_CAPACITY);
     }
+    for name in sockscope_common::dns::DNS_MAP_NAMES {
+        series
+            .agent
+            .set_map_capacity(name, sockscope_common::dns::DNS_MAP_CAPACITY);
+    }
+    series.agent.set_map_capacity(
+        sockscope_common::dns::DNS_PENDING_MAP,
+        sockscope_common::dns::DNS_PENDING_CAPACITY,
+    );
     shared.publish(render(&series.registry));
 
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let resolver = Resolver::new(
+    let identity = Arc::new(Mutex::new(Identity::new(
         root.mount.clone(),
         root.attach.clone(),
-        Duration::from_secs(1),
-    );
+        HostCache::new(
+            config.dns_cache_size as usize,
+            config.dns_ttl_min,
+            config.dns_ttl_max,
+        ),
+    )));
+    let answers = maps
+        .dns_answers
+        .take()
+        .map(|ring| Arc::new(Answers::new(ring, identity.clone())));
+    let reader_stop = Arc::new(AtomicBool::new(false));
+    let reader = match &answers {
+        Some(a) => Some(
+            spawn_reader(a.clone(), reader_stop.clone()).map_err(|source| Error::Thread {
+                name: "dns-answers",
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let drain_shared = shared.clone();
     let interval = config.interval;
+    let drainer = Drainer::new(maps, config.dns_timeout);
     let drain_thread = thread::Builder::new()
         .name("drain".into())
         .spawn(move || {
             drain_loop(
                 kernel,
-                Drainer::new(maps),
+                drainer,
                 series,
-                resolver,
+                Labelling { identity, answers },
                 drain_shared,
                 interval,
                 stop_rx,
             )
         })
-        .map_err(|source| Error::Read {
-            path: "drain thread".into(),
+        .map_err(|source| Error::Thread {
+            name: "drain",
             source,
         })?;
 
@@ -98,6 +138,12 @@ pub async fn run(config: Config) -> Result<()> {
     let joined = tokio::task::spawn_blocking(move || drain_thread.join()).await;
     if !matches!(joined, Ok(Ok(()))) {
         error!("drain thread ended abnormally");
+    }
+    reader_stop.store(true, Ordering::Relaxed);
+    if let Some(r) = reader
+        && r.join().is_err()
+    {
+        error!("DNS answer thread ended abnormally");
     }
     server.abort();
     Ok(())
@@ -118,16 +164,44 @@ async fn wait_for_signal() {
     }
 }
 
+/// What the drain thread labels with.
+struct Labelling {
+    identity: Arc<Mutex<Identity>>,
+    answers: Option<Arc<Answers>>,
+}
+
+impl Labelling {
+    /// Folds one batch into the series: DNS answers first (already applied by the drain),
+    /// then flows and DNS counts.
+    fn fold(&self, series: &mut Series, batch: &crate::drain::Batch) {
+        let mut identity = lock(&self.identity);
+        series.flows.fold(&batch.flows, &mut identity);
+        series
+            .dns
+            .fold(&batch.dns, &batch.dns_timeouts, &mut identity);
+        drop(identity);
+        if let Some(a) = &self.answers {
+            series.dns.record_answers(&a.stats);
+        }
+    }
+
+    fn catch_up(&self) {
+        if let Some(a) = &self.answers {
+            a.catch_up();
+        }
+    }
+}
+
 fn drain_loop(
     mut kernel: Kernel,
     mut drainer: Drainer,
     mut series: Series,
-    mut resolver: Resolver,
+    labelling: Labelling,
     shared: Arc<Shared>,
-    interval: Duration,
+    interval: std::time::Duration,
     stop: mpsc::Receiver<()>,
 ) {
-    resolver.scan();
+    lock(&labelling.identity).cgroups.scan();
     // The first drain runs right away so /readyz turns ready without waiting one interval.
     let mut next = Instant::now();
     loop {
@@ -143,10 +217,9 @@ fn drain_loop(
             next = Instant::now() + interval;
         }
         let start = Instant::now();
-        let batch = drainer.drain();
-        series.flows.fold(&batch.flows, &mut resolver);
-        let name = sockscope_common::FLOW_MAP_NAMES[batch.drained_generation];
-        series.agent.record_drain(&batch, name, start.elapsed());
+        let batch = drainer.drain(|| labelling.catch_up());
+        labelling.fold(&mut series, &batch);
+        series.agent.record_drain(&batch, start.elapsed());
         series.agent.record_run_stats(&kernel.run_stats());
         shared.publish(render(&series.registry));
         shared.set_ready(kernel.programs.iter().any(|p| p.attached));
@@ -156,11 +229,14 @@ fn drain_loop(
         .agent
         .set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));
     let start = Instant::now();
+    labelling.catch_up();
     let batch = drainer.drain_all();
-    series.flows.fold(&batch.flows, &mut resolver);
-    series
-        .agent
-        .record_drain(&batch, sockscope_common::FLOW_MAP_NAMES[0], start.elapsed());
+    labelling.fold(&mut series, &batch);
+    series.agent.record_drain(&batch, start.elapsed());
     shared.publish(render(&series.registry));
-    info!(flows = batch.flows.len(), "final drain done");
+    info!(
+        flows = batch.flows.len(),
+        dns = batch.dns.len(),
+        "final drain done"
+    );
 }

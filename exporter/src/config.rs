@@ -33,6 +33,37 @@ pub struct Config {
     #[arg(long, env = "SOCKSCOPE_LABEL_REMOTE_IP", default_value_t = false)]
     pub label_remote_ip: bool,
 
+    /// A DNS query without a response after this long counts in sockscope_dns_timeouts_total
+    /// (a late response then gives no latency sample).
+    #[arg(long, env = "SOCKSCOPE_DNS_TIMEOUT", default_value = "5s", value_parser = parse_interval)]
+    pub dns_timeout: Duration,
+
+    /// Shortest time a resolved hostname labels its address, whatever the record's TTL (client
+    /// libraries keep answers longer than short TTLs).
+    #[arg(long, env = "SOCKSCOPE_DNS_TTL_MIN", default_value = "60s", value_parser = parse_ttl)]
+    pub dns_ttl_min: Duration,
+
+    /// Longest time a resolved hostname labels its address, whatever the record's TTL.
+    #[arg(long, env = "SOCKSCOPE_DNS_TTL_MAX", default_value = "1h", value_parser = parse_ttl)]
+    pub dns_ttl_max: Duration,
+
+    /// Entries (network namespace, IP) of the hostname cache; least recently used go first.
+    #[arg(long, env = "SOCKSCOPE_DNS_CACHE_SIZE", default_value_t = 65536,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub dns_cache_size: u32,
+
+    /// Distinct `qname` values per local workload; further names are counted as `~other`.
+    #[arg(long, env = "SOCKSCOPE_MAX_QNAMES_PER_WORKLOAD", default_value_t = 50)]
+    pub max_qnames_per_workload: u32,
+
+    /// Distinct `remote_host` values per local workload; further hosts are counted as `~other`.
+    #[arg(
+        long,
+        env = "SOCKSCOPE_MAX_REMOTE_HOSTS_PER_WORKLOAD",
+        default_value_t = 50
+    )]
+    pub max_remote_hosts_per_workload: u32,
+
     /// Log filter (tracing EnvFilter syntax), e.g. info, debug, sockscope=debug.
     #[arg(long, env = "SOCKSCOPE_LOG", default_value = "info")]
     pub log: String,
@@ -50,6 +81,28 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err(format!("{s} is too long: the maximum is 1h"));
     }
     Ok(d)
+}
+
+/// Parses a TTL bound: a duration between 0s and 1 week.
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 30s, 5m, 1h)"))?;
+    if d > Duration::from_secs(7 * 24 * 3600) {
+        return Err(format!("{s} is too long: the maximum is 1 week"));
+    }
+    Ok(d)
+}
+
+/// Refuses a TTL floor above the ceiling.
+pub fn check(config: &Config) -> Result<(), String> {
+    if config.dns_ttl_min > config.dns_ttl_max {
+        return Err(format!(
+            "--dns-ttl-min ({}) is above --dns-ttl-max ({})",
+            humantime::format_duration(config.dns_ttl_min),
+            humantime::format_duration(config.dns_ttl_max)
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -75,5 +128,14 @@ mod tests {
         assert!(!c.label_process);
         assert!(Config::try_parse_from(["sockscope", "--interval", "nope"]).is_err());
         assert!(Config::try_parse_from(["sockscope", "--listen-address", "nope"]).is_err());
+        assert_eq!(c.dns_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_qnames_per_workload, 50);
+        assert!(check(&c).is_ok());
+        let bad =
+            Config::try_parse_from(["sockscope", "--dns-ttl-min", "2h", "--dns-ttl-max", "1h"])
+                .expect("parses");
+        assert!(check(&bad).is_err());
+        assert!(Config::try_parse_from(["sockscope", "--dns-cache-size", "0"]).is_err());
+        assert!(Config::try_parse_from(["sockscope", "--dns-ttl-max", "30d"]).is_err());
     }
 }

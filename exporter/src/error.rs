@@ -48,6 +48,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Flags that parse one by one but do not fit together.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A worker thread could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// Thread name.
+        name: &'static str,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A file under /proc or /sys could not be read.
     #[error("reading {path}: {source}")]
     Read {

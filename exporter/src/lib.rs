@@ -1,11 +1,13 @@
 //! sockscope: eBPF network metrics exporter.
 //!
 //! The data path, in module order: [`ebpf`] loads and attaches the kernel programs, [`drain`]
-//! reads their maps each interval, [`identity`] names the socket owner and the peer, [`series`]
-//! folds the deltas into labelled counters, [`export`] serves them.
+//! reads their maps each interval, [`identity`] names the socket owner and the peer (with the
+//! hostnames [`dns`] decodes from forwarded answers), [`series`] folds the deltas into labelled
+//! counters, [`export`] serves them.
 
 pub mod agent;
 pub mod config;
+pub mod dns;
 pub mod drain;
 pub mod ebpf;
 pub mod error;

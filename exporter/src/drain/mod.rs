@@ -7,10 +7,21 @@
 //! (kernel/sched/membarrier.c); cgroup_skb and sock_ops programs run inside an RCU read-side
 //! section (`bpf_prog_run_array_cg()`, kernel/bpf/cgroup.c), so once it returns every program
 //! that read the old generation has finished.
+//!
+//! The DNS maps follow the same generation. Queries still waiting for a response after the DNS
+//! timeout are removed from the pending map here and reported as timeouts; the kernel removes
+//! answered ones, and only the side whose delete succeeds counts the query, so each query ends
+//! as exactly one latency sample or one timeout.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
-use sockscope_common::{Config, EVENT_COUNT, FlowKey, FlowStats};
+use sockscope_common::{
+    Config, EVENT_COUNT, FlowKey, FlowStats,
+    dns::{DnsKey, DnsStats},
+};
 use tracing::warn;
 
 use crate::ebpf::Maps;
@@ -22,8 +33,16 @@ pub struct Batch {
     pub flows: Vec<(FlowKey, FlowStats)>,
     /// Event counter deltas since the previous drain, by `EVENT_*` index.
     pub events: [u64; EVENT_COUNT as usize],
-    /// Entries the drained map held.
+    /// DNS count deltas since the previous drain.
+    pub dns: Vec<(DnsKey, DnsStats)>,
+    /// Queries that timed out since the previous drain (their query keys).
+    pub dns_timeouts: Vec<DnsKey>,
+    /// Entries the drained flow map held.
     pub drained_entries: usize,
+    /// Entries the drained DNS map held.
+    pub drained_dns_entries: usize,
+    /// Queries still waiting for a response after the sweep.
+    pub dns_pending: usize,
     /// Which map was drained.
     pub drained_generation: usize,
     /// Entries that could not be read or deleted (logged).
@@ -36,22 +55,27 @@ pub struct Drainer {
     generation: u32,
     config: Config,
     events_seen: [u64; EVENT_COUNT as usize],
+    dns_timeout: Duration,
 }
 
 impl Drainer {
     /// Wraps the maps; `config` is what the loader wrote into CONFIG.
-    pub fn new(maps: Maps) -> Self {
+    /// A query unanswered for `dns_timeout` counts as timed out.
+    pub fn new(maps: Maps, dns_timeout: Duration) -> Self {
         let config = maps.config.get(&0, 0).unwrap_or_default();
         Drainer {
             generation: config.generation & 1,
             config,
             maps,
             events_seen: [0; EVENT_COUNT as usize],
+            dns_timeout,
         }
     }
 
-    /// One drain: flip, wait for writers, read and empty the previous generation.
-    pub fn drain(&mut self) -> Batch {
+    /// One drain: flip, wait for writers, run `quiesced` (which applies the DNS answers
+    /// forwarded so far, so the flows read next find their names), then read and empty the
+    /// previous generation and sweep timed-out DNS queries.
+    pub fn drain(&mut self, quiesced: impl FnOnce()) -> Batch {
         let previous = (self.generation & 1) as usize;
         self.generation ^= 1;
         self.config.generation = self.generation;
@@ -66,9 +90,53 @@ impl Drainer {
             };
         }
         wait_for_programs();
+        quiesced();
         let mut batch = self.take(previous);
+        self.take_dns(previous, &mut batch);
+        self.sweep_pending(&mut batch);
         self.read_events(&mut batch);
         batch
+    }
+
+    /// Reads and deletes every entry of DNS map `index`. Only call when no program writes it.
+    fn take_dns(&mut self, index: usize, batch: &mut Batch) {
+        let map = &mut self.maps.dns[index];
+        let keys: Vec<DnsKey> = map.keys().filter_map(|k| k.ok()).collect();
+        batch.drained_dns_entries += keys.len();
+        for key in keys {
+            match map.get(&key, 0) {
+                Ok(v) if v.count != 0 => batch.dns.push((key, v)),
+                Ok(_) => {}
+                Err(e) => {
+                    batch.errors += 1;
+                    warn!("reading a DNS entry failed: {e}");
+                }
+            }
+            if let Err(e) = map.remove(&key) {
+                batch.errors += 1;
+                warn!("deleting a DNS entry failed: {e}");
+            }
+        }
+    }
+
+    /// Removes queries older than the DNS timeout; each one removed here is a timeout.
+    fn sweep_pending(&mut self, batch: &mut Batch) {
+        let now = monotonic_ns();
+        let limit = self.dns_timeout.as_nanos() as u64;
+        let map = &mut self.maps.dns_pending;
+        let entries: Vec<_> = map.iter().filter_map(|e| e.ok()).collect();
+        let mut left = entries.len();
+        for (key, query) in entries {
+            if now.saturating_sub(query.sent_ns) < limit {
+                continue;
+            }
+            // Fails when the response removed it first: then it was answered, not timed out.
+            if map.remove(&key).is_ok() {
+                batch.dns_timeouts.push(query.key);
+                left -= 1;
+            }
+        }
+        batch.dns_pending = left;
     }
 
     /// Reads and deletes every entry of flow map `index`. Only call when no program writes it.
@@ -124,9 +192,23 @@ impl Drainer {
         batch.flows.extend(other.flows);
         batch.drained_entries += other.drained_entries;
         batch.errors += other.errors;
+        self.take_dns(0, &mut batch);
+        self.take_dns(1, &mut batch);
+        self.sweep_pending(&mut batch);
         self.read_events(&mut batch);
         batch
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
 /// Returns once every eBPF program that started before the call has finished.

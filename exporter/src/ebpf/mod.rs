@@ -6,13 +6,18 @@ use std::{fs::File, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, Program, ProgramError,
         SockOps,
     },
 };
-use sockscope_common::{CONFIG_PROCESS_LABEL, Config, FLOW_MAP_NAMES, FlowKey, FlowStats};
+use sockscope_common::{
+    CONFIG_PROCESS_LABEL, Config, FLOW_MAP_NAMES, FlowKey, FlowStats,
+    dns::{
+        DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_PENDING_MAP, DnsKey, DnsStats, PendingKey, PendingQuery,
+    },
+};
 use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
@@ -71,6 +76,12 @@ pub struct Maps {
     pub flows: [PerCpuHashMap<MapData, FlowKey, FlowStats>; 2],
     /// Per-CPU event counters.
     pub events: PerCpuArray<MapData, u64>,
+    /// The two DNS-count generations.
+    pub dns: [HashMap<MapData, DnsKey, DnsStats>; 2],
+    /// DNS queries waiting for their response.
+    pub dns_pending: HashMap<MapData, PendingKey, PendingQuery>,
+    /// DNS answers for the hostname cache; taken by the answer reader.
+    pub dns_answers: Option<RingBuf<MapData>>,
 }
 
 /// Options that change what the kernel side records.
@@ -112,6 +123,12 @@ impl Kernel {
             take_map(&mut ebpf, FLOW_MAP_NAMES[1])?,
         ];
         let events = take_map(&mut ebpf, "EVENTS")?;
+        let dns = [
+            take_map(&mut ebpf, DNS_MAP_NAMES[0])?,
+            take_map(&mut ebpf, DNS_MAP_NAMES[1])?,
+        ];
+        let dns_pending = take_map(&mut ebpf, DNS_PENDING_MAP)?;
+        let dns_answers = Some(take_map(&mut ebpf, DNS_ANSWERS_MAP)?);
 
         let cgroup = File::open(&root.attach).map_err(|source| Error::Read {
             path: root.attach.clone(),
@@ -155,6 +172,9 @@ impl Kernel {
                 config,
                 flows,
                 events,
+                dns,
+                dns_pending,
+                dns_answers,
             },
         ))
     }

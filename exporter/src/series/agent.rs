@@ -7,7 +7,10 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use sockscope_common::EVENT_NAMES;
+use sockscope_common::{
+    EVENT_NAMES, FLOW_MAP_NAMES,
+    dns::{DNS_MAP_NAMES, DNS_PENDING_MAP},
+};
 use std::sync::atomic::AtomicU64;
 
 use crate::{drain::Batch, ebpf::ProgramRunStats};
@@ -150,12 +153,20 @@ impl AgentMetrics {
     }
 
     /// Records what one drain did.
-    pub fn record_drain(&self, batch: &Batch, map_name: &str, elapsed: Duration) {
-        self.map_entries
-            .get_or_create(&MapLabels {
-                map: map_name.to_string(),
-            })
-            .set(batch.drained_entries as i64);
+    pub fn record_drain(&self, batch: &Batch, elapsed: Duration) {
+        let g = batch.drained_generation & 1;
+        let entries = [
+            (FLOW_MAP_NAMES[g], batch.drained_entries),
+            (DNS_MAP_NAMES[g], batch.drained_dns_entries),
+            (DNS_PENDING_MAP, batch.dns_pending),
+        ];
+        for (map, n) in entries {
+            self.map_entries
+                .get_or_create(&MapLabels {
+                    map: map.to_string(),
+                })
+                .set(n as i64);
+        }
         for (i, &n) in batch.events.iter().enumerate() {
             if n > 0 {
                 self.events_lost

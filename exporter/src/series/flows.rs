@@ -1,6 +1,6 @@
 //! TCP and UDP flow families and the folding of drained deltas into them.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Instant};
 
 use prometheus_client::{
     metrics::{counter::Counter, family::Family},
@@ -8,8 +8,11 @@ use prometheus_client::{
 };
 use sockscope_common::{FlowKey, FlowStats, PROTO_TCP, PROTO_UDP};
 
-use super::labels::{FlowLabels, LabelOptions, flow_labels};
-use crate::identity::cgroup::Resolver;
+use super::{
+    budget::{Budget, Overflow, OverflowLabels},
+    labels::{FlowLabels, LabelOptions, LocalLabels, flow_labels},
+};
+use crate::identity::{Identity, remote::ip_from_key};
 
 pub const TCP_SENT_BYTES: &str = "sockscope_tcp_sent_bytes";
 pub const TCP_RECEIVED_BYTES: &str = "sockscope_tcp_received_bytes";
@@ -25,6 +28,8 @@ type CounterFamily = Family<FlowLabels, Counter>;
 /// The flow counter families.
 pub struct FlowMetrics {
     options: LabelOptions,
+    hosts: Budget,
+    overflow: Overflow,
     tcp_sent: CounterFamily,
     tcp_received: CounterFamily,
     tcp_opened: CounterFamily,
@@ -36,10 +41,18 @@ pub struct FlowMetrics {
 }
 
 impl FlowMetrics {
-    /// Registers the families (names get `_total` in the exposition).
-    pub fn register(registry: &mut Registry, options: LabelOptions) -> Self {
+    /// Registers the families (names get `_total` in the exposition). `max_remote_hosts` is
+    /// the per-workload `remote_host` budget.
+    pub fn register(
+        registry: &mut Registry,
+        options: LabelOptions,
+        max_remote_hosts: usize,
+        overflow: Overflow,
+    ) -> Self {
         let m = FlowMetrics {
             options,
+            hosts: Budget::new(max_remote_hosts),
+            overflow,
             tcp_sent: Family::default(),
             tcp_received: Family::default(),
             tcp_opened: Family::default(),
@@ -95,30 +108,52 @@ impl FlowMetrics {
 
     /// Adds drained deltas to the cumulative counters. Flow keys that map to the same labels
     /// (e.g. several peers of one class when `remote_ip` is off) add up in one series.
-    pub fn fold(&self, flows: &[(FlowKey, FlowStats)], resolver: &mut Resolver) {
+    ///
+    /// `remote_host` is looked up here, at drain time, after the drain has applied every DNS
+    /// answer the kernel forwarded before these flows were counted.
+    pub fn fold(&mut self, flows: &[(FlowKey, FlowStats)], identity: &mut Identity) {
+        let now = Instant::now();
         let mut owners = HashMap::new();
         for (key, stats) in flows {
             let owner = owners
                 .entry(key.cgroup_id)
-                .or_insert_with(|| resolver.resolve(key.cgroup_id));
-            let labels = flow_labels(key, owner, self.options);
-            let add = |family: &CounterFamily, v: u64| {
+                .or_insert_with(|| identity.owner(key.cgroup_id))
+                .clone();
+            let host = identity
+                .remote_host(key.cgroup_id, ip_from_key(key.remote_addr), now)
+                .unwrap_or_default();
+            let scope = LocalLabels::of(&owner).budget_scope();
+            let (host, folded) = self.hosts.label(&scope, host);
+            let labels = flow_labels(key, &owner, host, self.options);
+            let overflow = &self.overflow;
+            let add = |family: &CounterFamily, name: &str, v: u64| {
                 if v != 0 {
                     family.get_or_create(&labels).inc_by(v);
+                    if folded {
+                        overflow
+                            .get_or_create(&OverflowLabels {
+                                metric: format!("{name}_total"),
+                            })
+                            .inc();
+                    }
                 }
             };
             match key.proto {
                 PROTO_TCP => {
-                    add(&self.tcp_sent, stats.sent_bytes);
-                    add(&self.tcp_received, stats.received_bytes);
-                    add(&self.tcp_opened, stats.opened);
-                    add(&self.tcp_closed, stats.closed);
-                    add(&self.tcp_failures, stats.connect_failures);
-                    add(&self.tcp_retransmits, stats.retransmits);
+                    add(&self.tcp_sent, TCP_SENT_BYTES, stats.sent_bytes);
+                    add(&self.tcp_received, TCP_RECEIVED_BYTES, stats.received_bytes);
+                    add(&self.tcp_opened, TCP_CONNECTIONS_OPENED, stats.opened);
+                    add(&self.tcp_closed, TCP_CONNECTIONS_CLOSED, stats.closed);
+                    add(
+                        &self.tcp_failures,
+                        TCP_CONNECT_FAILURES,
+                        stats.connect_failures,
+                    );
+                    add(&self.tcp_retransmits, TCP_RETRANSMITS, stats.retransmits);
                 }
                 PROTO_UDP => {
-                    add(&self.udp_sent, stats.sent_bytes);
-                    add(&self.udp_received, stats.received_bytes);
+                    add(&self.udp_sent, UDP_SENT_BYTES, stats.sent_bytes);
+                    add(&self.udp_received, UDP_RECEIVED_BYTES, stats.received_bytes);
                 }
                 _ => {}
             }
@@ -134,6 +169,7 @@ mod tests {
     use sockscope_common::{ROLE_CLIENT, ROLE_SERVER, v4_mapped};
 
     use super::*;
+    use crate::identity::hosts::HostCache;
 
     fn key(proto: u8, role: u8, last: u8) -> FlowKey {
         FlowKey {
@@ -147,15 +183,99 @@ mod tests {
         }
     }
 
+    fn identity(dir: std::path::PathBuf) -> Identity {
+        Identity::new(
+            dir.clone(),
+            dir,
+            HostCache::new(64, Duration::from_secs(30), Duration::from_secs(3600)),
+        )
+    }
+
+    #[test]
+    fn remote_host_from_the_owners_namespace_within_budget() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("sockscope-flows-{}", std::process::id()));
+        let cg = dir.join("app.service");
+        std::fs::create_dir_all(&cg).expect("mkdir");
+        std::fs::write(cg.join("cgroup.procs"), format!("{}\n", std::process::id()))
+            .expect("procs");
+        let cgroup_id = std::fs::metadata(&cg).expect("stat").ino();
+        let mut id = identity(dir.clone());
+        let ns = crate::identity::netns::own_netns().expect("netns");
+        let now = std::time::Instant::now();
+        for i in 1..=3u8 {
+            id.hosts.insert(
+                ns,
+                std::net::IpAddr::from([127, 0, 0, i]),
+                &format!("h{i}.test"),
+                60,
+                now,
+            );
+        }
+        let mut registry = Registry::default();
+        let overflow = Overflow::default();
+        let mut m =
+            FlowMetrics::register(&mut registry, LabelOptions::default(), 2, overflow.clone());
+        registry.register("sockscope_series_overflow", "x", overflow);
+        let tcp = FlowStats {
+            sent_bytes: 10,
+            ..Default::default()
+        };
+        let flows: Vec<_> = (1..=4u8)
+            .map(|i| {
+                (
+                    FlowKey {
+                        cgroup_id,
+                        ..key(PROTO_TCP, ROLE_CLIENT, i)
+                    },
+                    tcp,
+                )
+            })
+            .collect();
+        m.fold(&flows, &mut id);
+        let mut out = String::new();
+        encode(&mut out, &registry).expect("encode");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.contains("workload=\"app.service\""), "{out}");
+        assert!(
+            out.contains(
+                "remote_host=\"h1.test\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 10"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("remote_host=\"h2.test\""), "{out}");
+        // Third name: over the budget of 2.
+        assert!(
+            out.contains(
+                "remote_host=\"~other\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 10"
+            ),
+            "{out}"
+        );
+        // 127.0.0.4 was never resolved: empty, not folded.
+        assert!(
+            out.contains(
+                "remote_host=\"\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 10"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "sockscope_series_overflow_total{metric=\"sockscope_tcp_sent_bytes_total\"} 1"
+            ),
+            "{out}"
+        );
+    }
+
     #[test]
     fn deltas_accumulate_across_drains() {
         let mut registry = Registry::default();
-        let m = FlowMetrics::register(&mut registry, LabelOptions::default());
-        let mut resolver = Resolver::new(
-            "/nonexistent".into(),
-            "/nonexistent".into(),
-            Duration::from_secs(3600),
+        let mut m = FlowMetrics::register(
+            &mut registry,
+            LabelOptions::default(),
+            50,
+            Overflow::default(),
         );
+        let mut resolver = identity("/nonexistent".into());
         let tcp = FlowStats {
             sent_bytes: 100,
             received_bytes: 7,

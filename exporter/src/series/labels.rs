@@ -69,17 +69,56 @@ impl EncodeLabelSet for OptionalLabels {
     }
 }
 
-/// Builds the labels of a flow from its kernel key and resolved owner.
-pub fn flow_labels(key: &FlowKey, owner: &Owner, options: LabelOptions) -> FlowLabels {
+/// Local identity labels, shared by every family.
+#[derive(
+    Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, prometheus_client::encoding::EncodeLabelSet,
+)]
+pub struct LocalLabels {
+    /// Kubernetes namespace of the socket owner.
+    pub namespace: String,
+    /// Workload: systemd unit or container id on a plain host.
+    pub workload: String,
+    /// Kubernetes pod.
+    pub pod: String,
+    /// Container name (or id).
+    pub container: String,
+}
+
+impl LocalLabels {
+    /// The labels of a resolved owner.
+    pub fn of(owner: &Owner) -> Self {
+        LocalLabels {
+            namespace: String::new(),
+            workload: owner.workload.clone(),
+            pod: String::new(),
+            container: String::new(),
+        }
+    }
+
+    /// The scope of cardinality budgets: the workload within its namespace.
+    pub fn budget_scope(&self) -> String {
+        format!("{}/{}", self.namespace, self.workload)
+    }
+}
+
+/// Builds the labels of a flow from its kernel key, resolved owner and the hostname the
+/// owner resolved for the peer ("" when unknown).
+pub fn flow_labels(
+    key: &FlowKey,
+    owner: &Owner,
+    remote_host: String,
+    options: LabelOptions,
+) -> FlowLabels {
     let ip = ip_from_key(key.remote_addr);
+    let local = LocalLabels::of(owner);
     FlowLabels {
-        namespace: String::new(),
-        workload: owner.workload.clone(),
-        pod: String::new(),
-        container: String::new(),
+        namespace: local.namespace,
+        workload: local.workload,
+        pod: local.pod,
+        container: local.container,
         remote_namespace: String::new(),
         remote_workload: String::new(),
-        remote_host: String::new(),
+        remote_host,
         remote_class: classify(ip).as_str().to_string(),
         port: key.port.to_string(),
         role: if key.role == ROLE_CLIENT {
@@ -130,6 +169,7 @@ mod tests {
         let l = flow_labels(
             &key(v4_mapped([127, 0, 0, 1]), 8080, ROLE_CLIENT),
             &owner,
+            String::new(),
             LabelOptions::default(),
         );
         assert_eq!(l.workload, "a.service");
@@ -142,7 +182,13 @@ mod tests {
             process: true,
             remote_ip: true,
         };
-        let l = flow_labels(&key(v4_mapped([8, 8, 4, 4]), 53, ROLE_SERVER), &owner, opts);
+        let l = flow_labels(
+            &key(v4_mapped([8, 8, 4, 4]), 53, ROLE_SERVER),
+            &owner,
+            "dns.google".into(),
+            opts,
+        );
+        assert_eq!(l.remote_host, "dns.google");
         assert_eq!(l.role, "server");
         assert_eq!(l.remote_class, "public");
         assert_eq!(l.optional.process.as_deref(), Some("curl"));
@@ -159,10 +205,16 @@ mod tests {
         let a = flow_labels(
             &key(v4_mapped([10, 0, 0, 1]), 80, ROLE_CLIENT),
             &owner,
+            String::new(),
             opts,
         );
         let mapped: std::net::Ipv6Addr = "::ffff:10.0.0.1".parse().expect("ip");
-        let b = flow_labels(&key(mapped.octets(), 80, ROLE_CLIENT), &owner, opts);
+        let b = flow_labels(
+            &key(mapped.octets(), 80, ROLE_CLIENT),
+            &owner,
+            String::new(),
+            opts,
+        );
         assert_eq!(a, b);
     }
 

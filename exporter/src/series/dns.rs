@@ -1,0 +1,264 @@
+//! DNS families: queries, responses, latency, timeouts and parse errors per local workload.
+
+use std::{collections::HashMap, sync::atomic::Ordering};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use sockscope_common::dns::{
+    DNS_ERR_NAMES, DNS_KIND_ERROR, DNS_KIND_LATENCY, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DnsKey,
+    DnsStats,
+};
+
+use super::{
+    budget::{Budget, Overflow, OverflowLabels},
+    histogram::KernelHistogram,
+    labels::LocalLabels,
+};
+use crate::{
+    dns::{
+        AnswerStats,
+        name::{presentation, qtype_name, rcode_name},
+    },
+    identity::Identity,
+};
+
+pub const DNS_QUERIES: &str = "sockscope_dns_queries";
+pub const DNS_RESPONSES: &str = "sockscope_dns_responses";
+pub const DNS_LATENCY: &str = "sockscope_dns_latency_seconds";
+pub const DNS_TIMEOUTS: &str = "sockscope_dns_timeouts";
+pub const DNS_PARSE_ERRORS: &str = "sockscope_dns_parse_errors";
+pub const DNS_ANSWERS: &str = "sockscope_dns_answers";
+pub const DNS_HOST_CACHE_ENTRIES: &str = "sockscope_dns_host_cache_entries";
+pub const DNS_HOST_CACHE_EVICTIONS: &str = "sockscope_dns_host_cache_evictions";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    #[prometheus(flatten)]
+    local: LocalLabels,
+    qname: String,
+    qtype: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    #[prometheus(flatten)]
+    local: LocalLabels,
+    qname: String,
+    qtype: String,
+    rcode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    #[prometheus(flatten)]
+    local: LocalLabels,
+    rcode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    #[prometheus(flatten)]
+    local: LocalLabels,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+/// The DNS families and the `qname` budget.
+pub struct DnsMetrics {
+    queries: Family<QueryLabels, Counter>,
+    responses: Family<ResponseLabels, Counter>,
+    latency: Family<LatencyLabels, KernelHistogram>,
+    timeouts: Family<QueryLabels, Counter>,
+    parse_errors: Family<ErrorLabels, Counter>,
+    answers: Family<ResultLabels, Counter>,
+    answers_seen: HashMap<&'static str, u64>,
+    cache_entries: Gauge,
+    cache_evictions: Counter,
+    cache_evictions_seen: u64,
+    qnames: Budget,
+    overflow: Overflow,
+}
+
+impl DnsMetrics {
+    /// Registers the families; `max_qnames` is the per-workload `qname` budget.
+    pub fn register(registry: &mut Registry, max_qnames: usize, overflow: Overflow) -> Self {
+        let m = DnsMetrics {
+            queries: Family::default(),
+            responses: Family::default(),
+            latency: Family::default(),
+            timeouts: Family::default(),
+            parse_errors: Family::default(),
+            answers: Family::default(),
+            answers_seen: HashMap::new(),
+            cache_entries: Gauge::default(),
+            cache_evictions: Counter::default(),
+            cache_evictions_seen: 0,
+            qnames: Budget::new(max_qnames),
+            overflow,
+        };
+        registry.register(
+            DNS_QUERIES,
+            "DNS queries sent over UDP to port 53, by question name and type",
+            m.queries.clone(),
+        );
+        registry.register(
+            DNS_RESPONSES,
+            "DNS responses received over UDP from port 53, by question name, type and response code",
+            m.responses.clone(),
+        );
+        registry.register(
+            DNS_LATENCY,
+            "Time from a DNS query leaving the socket to its response arriving, measured in the kernel",
+            m.latency.clone(),
+        );
+        registry.register(
+            DNS_TIMEOUTS,
+            "DNS queries that got no response within the DNS timeout",
+            m.timeouts.clone(),
+        );
+        registry.register(
+            DNS_PARSE_ERRORS,
+            "Packets to or from port 53 that are not a parseable single-question DNS message, by reason",
+            m.parse_errors.clone(),
+        );
+        registry.register(
+            DNS_ANSWERS,
+            "DNS responses forwarded to the agent for the hostname cache, by outcome",
+            m.answers.clone(),
+        );
+        registry.register(
+            DNS_HOST_CACHE_ENTRIES,
+            "(network namespace, IP) entries in the hostname cache",
+            m.cache_entries.clone(),
+        );
+        registry.register(
+            DNS_HOST_CACHE_EVICTIONS,
+            "Hostname cache entries evicted to make room for newer ones",
+            m.cache_evictions.clone(),
+        );
+        m
+    }
+
+    /// Adds one drain's DNS deltas and timeouts.
+    pub fn fold(
+        &mut self,
+        deltas: &[(DnsKey, DnsStats)],
+        timeouts: &[DnsKey],
+        identity: &mut Identity,
+    ) {
+        let mut owners: HashMap<u64, LocalLabels> = HashMap::new();
+        let mut local_of = |id: u64, identity: &mut Identity| {
+            owners
+                .entry(id)
+                .or_insert_with(|| LocalLabels::of(&identity.owner(id)))
+                .clone()
+        };
+        for (key, stats) in deltas {
+            if stats.count == 0 {
+                continue;
+            }
+            let local = local_of(key.cgroup_id, identity);
+            match key.kind {
+                DNS_KIND_QUERY => {
+                    let qname = self.qname(&local, key, DNS_QUERIES);
+                    self.queries
+                        .get_or_create(&QueryLabels {
+                            local,
+                            qname,
+                            qtype: qtype_name(key.qtype),
+                        })
+                        .inc_by(stats.count);
+                }
+                DNS_KIND_RESPONSE => {
+                    let qname = self.qname(&local, key, DNS_RESPONSES);
+                    self.responses
+                        .get_or_create(&ResponseLabels {
+                            local,
+                            qname,
+                            qtype: qtype_name(key.qtype),
+                            rcode: rcode_name(key.code).to_string(),
+                        })
+                        .inc_by(stats.count);
+                }
+                DNS_KIND_LATENCY => {
+                    self.latency
+                        .get_or_create(&LatencyLabels {
+                            local,
+                            rcode: rcode_name(key.code).to_string(),
+                        })
+                        .add(key.qtype as usize, stats.count, stats.sum_ns);
+                }
+                DNS_KIND_ERROR => {
+                    let reason = DNS_ERR_NAMES
+                        .get(key.code as usize)
+                        .copied()
+                        .unwrap_or("unknown");
+                    self.parse_errors
+                        .get_or_create(&ErrorLabels {
+                            local,
+                            reason: reason.to_string(),
+                        })
+                        .inc_by(stats.count);
+                }
+                _ => {}
+            }
+        }
+        for key in timeouts {
+            let local = local_of(key.cgroup_id, identity);
+            let qname = self.qname(&local, key, DNS_TIMEOUTS);
+            self.timeouts
+                .get_or_create(&QueryLabels {
+                    local,
+                    qname,
+                    qtype: qtype_name(key.qtype),
+                })
+                .inc();
+        }
+        self.cache_entries.set(identity.hosts.len() as i64);
+        let evictions = identity.hosts.evictions();
+        self.cache_evictions
+            .inc_by(evictions.saturating_sub(self.cache_evictions_seen));
+        self.cache_evictions_seen = evictions;
+    }
+
+    /// Publishes the answer reader's counters (cumulative there, deltas here).
+    pub fn record_answers(&mut self, stats: &AnswerStats) {
+        let now = [
+            ("cached", stats.cached.load(Ordering::Relaxed)),
+            ("no_addresses", stats.no_addresses.load(Ordering::Relaxed)),
+            ("undecodable", stats.undecodable.load(Ordering::Relaxed)),
+            ("no_namespace", stats.no_namespace.load(Ordering::Relaxed)),
+        ];
+        for (result, total) in now {
+            let seen = self.answers_seen.entry(result).or_insert(0);
+            self.answers
+                .get_or_create(&ResultLabels {
+                    result: result.to_string(),
+                })
+                .inc_by(total.saturating_sub(*seen));
+            *seen = total;
+        }
+    }
+
+    /// The `qname` label of a key within the workload's budget.
+    fn qname(&mut self, local: &LocalLabels, key: &DnsKey, family: &str) -> String {
+        let (name, folded) = self
+            .qnames
+            .label(&local.budget_scope(), presentation(&key.qname));
+        if folded {
+            self.overflow
+                .get_or_create(&OverflowLabels {
+                    metric: format!("{family}_total"),
+                })
+                .inc();
+        }
+        name
+    }
+}
