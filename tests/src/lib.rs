@@ -4,6 +4,8 @@
 //! Every test makes its own cgroup subtree under `<cgroup2>/sockscope-e2e/`, runs its own agent
 //! attached there, and only ever sees series of its own processes, so tests run in parallel.
 
+pub mod dns;
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -503,6 +505,8 @@ impl Metrics {
                 n.starts_with("sockscope_tcp")
                     || n.starts_with("sockscope_udp")
                     || n.starts_with("sockscope_events")
+                    || (n.starts_with("sockscope_dns") && !n.contains("_bucket"))
+                    || n.starts_with("sockscope_series")
             })
             .map(|(n, l, v)| format!("{n}{l:?} {v}"))
             .collect::<Vec<_>>()

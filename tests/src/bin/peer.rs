@@ -12,6 +12,11 @@
 //!   sockscope-peer udp-client <addr> <datagrams> <size>
 //!   sockscope-peer connect-refused <addr>
 //!   sockscope-peer http-server <bind addr> <threads>   (benchmarks: one response per connection)
+//!   sockscope-peer resolve <name> [port send reply [family]]
+//!       getaddrinfo() through the system resolver, then (with a port) one TCP exchange with
+//!       the first address of `family` (4, 6 or any); prints `resolved <ip>` and `connected <ip>`
+//!   sockscope-peer dns-junk <server addr>       malformed DNS payloads to port 53, one by one
+//!   sockscope-peer dns-junk-server <bind addr> <count>   echoes them with the QR bit flipped
 //!
 //! Servers print `ready <port>` once listening. Everyone prints `sent <n> received <m>` at the end.
 //! With a hold file, each client keeps its connections open after the exchange until the file
@@ -19,7 +24,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket},
     path::Path,
     process::ExitCode,
     sync::{
@@ -41,6 +46,9 @@ fn main() -> ExitCode {
         Some("udp-client") => udp_client(&args[1..]),
         Some("connect-refused") => connect_refused(&args[1..]),
         Some("http-server") => http_server(&args[1..]),
+        Some("resolve") => resolve(&args[1..]),
+        Some("dns-junk") => dns_junk(&args[1..]),
+        Some("dns-junk-server") => dns_junk_server(&args[1..]),
         _ => Err("usage: see the source header".into()),
     };
     match result {
@@ -367,5 +375,101 @@ fn http_server(args: &[String]) -> Res<()> {
     for w in workers {
         let _ = w.join();
     }
+    Ok(())
+}
+
+fn resolve(args: &[String]) -> Res<()> {
+    let name = args.first().ok_or("missing name")?;
+    let port: u16 = if args.len() > 1 {
+        arg(args, 1, "port")?
+    } else {
+        0
+    };
+    // ToSocketAddrs on (host, port) is getaddrinfo(3) with AF_UNSPEC: the system resolver,
+    // /etc/resolv.conf, A and AAAA queries.
+    let addrs: Vec<SocketAddr> = (name.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolve {name}: {e}"))?
+        .collect();
+    for a in &addrs {
+        say(&format!("resolved {}", a.ip()));
+    }
+    if port == 0 {
+        return Ok(());
+    }
+    let send: u64 = arg(args, 2, "send bytes")?;
+    let reply: u64 = arg(args, 3, "reply bytes")?;
+    let family = args.get(4).map(String::as_str).unwrap_or("any");
+    let addr = addrs
+        .iter()
+        .find(|a| match family {
+            "4" => a.is_ipv4(),
+            "6" => a.is_ipv6(),
+            _ => true,
+        })
+        .ok_or(format!("no {family} address for {name}"))?;
+    let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
+    // Connect at once, as an application does right after its lookup.
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    say(&format!("connected {}", addr.ip()));
+    exchange(&mut s, send, reply, &sent, &received)?;
+    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    let mut rest = [0u8; 1];
+    let _ = s.read(&mut rest);
+    say(&format!(
+        "sent {} received {}",
+        sent.load(Ordering::SeqCst),
+        received.load(Ordering::SeqCst)
+    ));
+    Ok(())
+}
+
+fn dns_junk(args: &[String]) -> Res<()> {
+    let server: SocketAddr = arg(args, 0, "server address")?;
+    let bind = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
+    s.connect(server)
+        .map_err(|e| format!("connect {server}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    let (mut sent, mut replies) = (0, 0);
+    for (_, payload) in sockscope_tests::dns::malformed() {
+        s.send(&payload).map_err(|e| format!("send: {e}"))?;
+        sent += 1;
+        // One at a time, so each reply is read before the next datagram leaves.
+        let n = s.recv(&mut buf).map_err(|e| format!("no echo: {e}"))?;
+        if n == payload.len() {
+            replies += 1;
+        }
+    }
+    say(&format!("datagrams {sent} replies {replies}"));
+    Ok(())
+}
+
+fn dns_junk_server(args: &[String]) -> Res<()> {
+    let bind: SocketAddr = arg(args, 0, "bind address")?;
+    let count: usize = arg(args, 1, "datagram count")?;
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    say(&format!(
+        "ready {}",
+        s.local_addr().map_err(|e| e.to_string())?.port()
+    ));
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..count {
+        let (n, from) = s.recv_from(&mut buf).map_err(|e| format!("recv: {e}"))?;
+        if n > 2 {
+            buf[2] ^= 0x80;
+        }
+        s.send_to(&buf[..n], from)
+            .map_err(|e| format!("send: {e}"))?;
+    }
+    say("done");
     Ok(())
 }

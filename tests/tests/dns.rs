@@ -1,0 +1,446 @@
+//! DNS, end to end: a real unbound in its own network namespace, real resolvers (glibc's
+//! getaddrinfo, kdig, dnsperf) in the test's cgroups, exact counts from sockscope.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use sockscope_tests::{
+    Agent, Metrics, NetPair, TestCgroup,
+    dns::{DnsServer, malformed},
+    peer_cmd,
+};
+
+const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
+const WAIT: Duration = Duration::from_secs(20);
+const QUERIES: &str = "sockscope_dns_queries_total";
+const RESPONSES: &str = "sockscope_dns_responses_total";
+
+fn zone() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        ("web", "A", "{server4}"),
+        ("web", "AAAA", "{server6}"),
+        ("alias", "CNAME", "web"),
+        ("deep", "CNAME", "alias"),
+    ]
+}
+
+fn q<'a>(workload: &'a str, qname: &'a str, qtype: &'a str) -> [(&'a str, &'a str); 3] {
+    [("workload", workload), ("qname", qname), ("qtype", qtype)]
+}
+
+fn r<'a>(
+    workload: &'a str,
+    qname: &'a str,
+    qtype: &'a str,
+    rcode: &'a str,
+) -> [(&'a str, &'a str); 4] {
+    [
+        ("workload", workload),
+        ("qname", qname),
+        ("qtype", qtype),
+        ("rcode", rcode),
+    ]
+}
+
+/// Real lookups: glibc for A+AAAA, kdig for a CNAME chain asked in mixed case and in lower case
+/// (one name), NXDOMAIN, SERVFAIL from an unreachable upstream, AAAA through a CNAME.
+fn resolver_counts(name: &str, v6: bool) {
+    let dns = DnsServer::start(&zone(), v6);
+    let cg = TestCgroup::new(name);
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let ns = Some(dns.net.a.as_str());
+    let mut glibc = cg.spawn(
+        "client",
+        &mut peer_cmd(PEER, ns, &["resolve", "web.sockscope.test."]),
+    );
+    let resolved = glibc.line("resolved ");
+    glibc.wait_ok();
+    assert!(!resolved.is_empty());
+    for (qname, qtype) in [
+        ("DEEP.SockScope.TEST.", "A"),
+        ("deep.sockscope.test.", "A"),
+        ("nope.sockscope.test.", "A"),
+        ("x.broken.test.", "A"),
+        ("alias.sockscope.test.", "AAAA"),
+    ] {
+        let mut c = cg.spawn("client", &mut dns.kdig(qname, qtype));
+        c.wait_ok();
+    }
+    let queries = [
+        (q("client", "web.sockscope.test", "A"), 1.0),
+        (q("client", "web.sockscope.test", "AAAA"), 1.0),
+        (q("client", "deep.sockscope.test", "A"), 2.0),
+        (q("client", "nope.sockscope.test", "A"), 1.0),
+        (q("client", "x.broken.test", "A"), 1.0),
+        (q("client", "alias.sockscope.test", "AAAA"), 1.0),
+    ];
+    let responses = [
+        (r("client", "web.sockscope.test", "A", "NOERROR"), 1.0),
+        (r("client", "web.sockscope.test", "AAAA", "NOERROR"), 1.0),
+        (r("client", "deep.sockscope.test", "A", "NOERROR"), 2.0),
+        (r("client", "nope.sockscope.test", "A", "NXDOMAIN"), 1.0),
+        (r("client", "x.broken.test", "A", "SERVFAIL"), 1.0),
+        (r("client", "alias.sockscope.test", "AAAA", "NOERROR"), 1.0),
+    ];
+    let m = agent.wait_until(WAIT, "exact DNS counts", |m: &Metrics| {
+        queries.iter().all(|(l, n)| m.sum(QUERIES, l) == *n)
+            && responses.iter().all(|(l, n)| m.sum(RESPONSES, l) == *n)
+            && m.sum(
+                "sockscope_dns_latency_seconds_count",
+                &[("workload", "client")],
+            ) == 7.0
+    });
+    // Nothing else: totals match, mixed case folded, no errors or timeouts.
+    assert_eq!(
+        m.sum(QUERIES, &[("workload", "client")]),
+        7.0,
+        "{}",
+        m.dump()
+    );
+    assert_eq!(
+        m.sum(RESPONSES, &[("workload", "client")]),
+        7.0,
+        "{}",
+        m.dump()
+    );
+    for (labels, _) in m.matching(QUERIES, &[("workload", "client")]) {
+        assert_eq!(labels["qname"], labels["qname"].to_lowercase());
+    }
+    let latency = |rcode: &str| {
+        m.sum(
+            "sockscope_dns_latency_seconds_count",
+            &[("workload", "client"), ("rcode", rcode)],
+        )
+    };
+    assert_eq!(
+        (latency("NOERROR"), latency("NXDOMAIN"), latency("SERVFAIL")),
+        (5.0, 1.0, 1.0)
+    );
+    let le_inf = m.sum(
+        "sockscope_dns_latency_seconds_bucket",
+        &[("workload", "client"), ("le", "+Inf")],
+    );
+    assert_eq!(le_inf, 7.0);
+    assert_eq!(
+        m.sum("sockscope_dns_timeouts_total", &[("workload", "client")]),
+        0.0
+    );
+    assert_eq!(
+        m.sum(
+            "sockscope_dns_parse_errors_total",
+            &[("workload", "client")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        m.sum("sockscope_events_lost_total", &[]),
+        0.0,
+        "{}",
+        m.dump()
+    );
+}
+
+#[test]
+fn resolvers_over_ipv4_are_counted_exactly() {
+    resolver_counts("dns-v4", false);
+}
+
+#[test]
+fn resolvers_over_ipv6_are_counted_exactly() {
+    resolver_counts("dns-v6", true);
+}
+
+/// getaddrinfo() then an immediate connect(): the TCP series carries the name the application
+/// asked for (the CNAME's owner for a chain), from the first drain on, for both families. (The
+/// two names resolve to different addresses: one namespace resolving two names to one address
+/// labels with the most recent, which is not what this test is about.)
+#[test]
+fn connection_after_lookup_carries_remote_host() {
+    let dns = DnsServer::start(
+        &[
+            ("web4", "A", "{server4}"),
+            ("alias", "CNAME", "web4"),
+            ("web6", "AAAA", "{server6}"),
+        ],
+        false,
+    );
+    let cg = TestCgroup::new("dns-remote-host");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(PEER, Some(&dns.net.b), &["tcp-server", "[::]:0", "2"]),
+    );
+    let port = srv.line("ready ");
+    let mut runs = Vec::new();
+    for (workload, name, family) in [
+        ("client4", "alias.sockscope.test.", "4"),
+        ("client6", "web6.sockscope.test.", "6"),
+    ] {
+        let mut c = cg.spawn(
+            workload,
+            &mut peer_cmd(
+                PEER,
+                Some(&dns.net.a),
+                &["resolve", name, &port, "1000", "500", family],
+            ),
+        );
+        let connected = c.line("connected ");
+        let totals = c.totals("");
+        c.wait_ok();
+        runs.push((workload, name.trim_end_matches('.'), connected, totals));
+    }
+    srv.wait_ok();
+    for (workload, host, connected, (sent, received)) in runs {
+        let want = [
+            ("workload", workload),
+            ("role", "client"),
+            ("port", port.as_str()),
+        ];
+        let m = agent.wait_until(WAIT, "TCP bytes of the named connection", |m: &Metrics| {
+            m.sum("sockscope_tcp_sent_bytes_total", &want) == sent as f64
+                && m.sum("sockscope_tcp_received_bytes_total", &want) == received as f64
+        });
+        let series: Vec<_> = m
+            .matching("sockscope_tcp_sent_bytes_total", &want)
+            .collect();
+        assert_eq!(
+            series.len(),
+            1,
+            "one series, never an unnamed one first: {series:?}"
+        );
+        assert_eq!(
+            series[0].0["remote_host"], host,
+            "connected to {connected}: {series:?}"
+        );
+        for name in [
+            "sockscope_tcp_connections_opened_total",
+            "sockscope_tcp_received_bytes_total",
+        ] {
+            for (labels, _) in m.matching(name, &want) {
+                assert_eq!(labels["remote_host"], host, "{name}: {labels:?}");
+            }
+        }
+    }
+}
+
+/// The same IP (each namespace's own 127.0.0.1) resolved to different names in two network
+/// namespaces: each namespace's connections carry its own name.
+#[test]
+fn each_namespace_sees_its_own_name() {
+    let a = DnsServer::start(&[("alpha", "A", "127.0.0.1")], false);
+    let b = DnsServer::start(&[("beta", "A", "127.0.0.1")], false);
+    let cg = TestCgroup::new("dns-netns");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let mut expect = Vec::new();
+    for (dns, workload, name) in [
+        (&a, "in-a", "alpha.sockscope.test."),
+        (&b, "in-b", "beta.sockscope.test."),
+    ] {
+        let mut srv = cg.spawn(
+            &format!("{workload}-server"),
+            &mut peer_cmd(PEER, Some(&dns.net.a), &["tcp-server", "127.0.0.1:0", "1"]),
+        );
+        let port = srv.line("ready ");
+        let mut c = cg.spawn(
+            workload,
+            &mut peer_cmd(
+                PEER,
+                Some(&dns.net.a),
+                &["resolve", name, &port, "300", "200", "4"],
+            ),
+        );
+        let (sent, _) = c.totals("");
+        c.wait_ok();
+        srv.wait_ok();
+        expect.push((workload, name.trim_end_matches('.'), port, sent));
+    }
+    for (workload, host, port, sent) in expect {
+        let want = [
+            ("workload", workload),
+            ("role", "client"),
+            ("port", port.as_str()),
+        ];
+        let m = agent.wait_until(WAIT, "named loopback connection", |m: &Metrics| {
+            m.sum("sockscope_tcp_sent_bytes_total", &want) == sent as f64
+        });
+        let hosts: BTreeSet<String> = m
+            .matching("sockscope_tcp_sent_bytes_total", &want)
+            .map(|(l, _)| l["remote_host"].clone())
+            .collect();
+        assert_eq!(hosts, BTreeSet::from([host.to_string()]), "{workload}");
+    }
+}
+
+/// Crafted packets that are not a parseable single-question DNS message: counted by reason on
+/// the way out and on the way back, and nothing else about DNS changes.
+#[test]
+fn malformed_packets_are_counted_by_reason() {
+    let net = NetPair::new();
+    let cg = TestCgroup::new("dns-malformed");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let cases = malformed();
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(
+            PEER,
+            Some(&net.b),
+            &[
+                "dns-junk-server",
+                &format!("{}:53", net.b4),
+                &cases.len().to_string(),
+            ],
+        ),
+    );
+    srv.line("ready ");
+    let mut cli = cg.spawn(
+        "client",
+        &mut peer_cmd(PEER, Some(&net.a), &["dns-junk", &format!("{}:53", net.b4)]),
+    );
+    let echoed = cli.line("datagrams ");
+    cli.wait_ok();
+    srv.wait_ok();
+    assert_eq!(echoed, format!("{n} replies {n}", n = cases.len()));
+    let m = agent.wait_until(WAIT, "parse errors by reason", |m: &Metrics| {
+        cases.iter().all(|(reason, _)| {
+            m.sum(
+                "sockscope_dns_parse_errors_total",
+                &[("workload", "client"), ("reason", reason)],
+            ) == 2.0
+        })
+    });
+    assert_eq!(
+        m.sum("sockscope_dns_parse_errors_total", &[]),
+        2.0 * cases.len() as f64,
+        "{}",
+        m.dump()
+    );
+    for name in [
+        QUERIES,
+        RESPONSES,
+        "sockscope_dns_latency_seconds_count",
+        "sockscope_dns_timeouts_total",
+    ] {
+        assert_eq!(m.sum(name, &[]), 0.0, "{name}: {}", m.dump());
+    }
+    // Still plain UDP traffic: its bytes are counted as such.
+    assert!(m.sum("sockscope_udp_sent_bytes_total", &[("workload", "client")]) > 0.0);
+}
+
+/// A query nobody answers times out after --dns-timeout; it gives no latency sample.
+#[test]
+fn unanswered_queries_time_out() {
+    let net = NetPair::new();
+    let cg = TestCgroup::new("dns-timeout");
+    let agent = Agent::start(PEER, &cg.root, &["--dns-timeout", "1s"]);
+    // Nothing listens on port 53 there.
+    let mut c = cg.spawn(
+        "client",
+        std::process::Command::new("ip").args([
+            "netns",
+            "exec",
+            &net.a,
+            "kdig",
+            "+retry=0",
+            "+timeout=1",
+            &format!("@{}", net.b4),
+            "lost.sockscope.test.",
+            "A",
+        ]),
+    );
+    let _ = c.child.wait();
+    let m = agent.wait_until(WAIT, "a DNS timeout", |m: &Metrics| {
+        m.sum(
+            "sockscope_dns_timeouts_total",
+            &q("client", "lost.sockscope.test", "A"),
+        ) == 1.0
+    });
+    assert_eq!(
+        m.sum(QUERIES, &q("client", "lost.sockscope.test", "A")),
+        1.0
+    );
+    assert_eq!(m.sum(RESPONSES, &[]), 0.0);
+    assert_eq!(m.sum("sockscope_dns_latency_seconds_count", &[]), 0.0);
+}
+
+/// With a budget of 3 names per workload, 5 names give 3 named series and `~other`.
+#[test]
+fn qname_budget_folds_into_other() {
+    let dns = DnsServer::start(&zone(), false);
+    let cg = TestCgroup::new("dns-budget");
+    let agent = Agent::start(PEER, &cg.root, &["--max-qnames-per-workload", "3"]);
+    for i in 1..=5 {
+        let mut c = cg.spawn(
+            "client",
+            &mut dns.kdig(&format!("n{i}.sockscope.test."), "A"),
+        );
+        c.wait_ok();
+    }
+    let m = agent.wait_until(WAIT, "five queries and responses", |m: &Metrics| {
+        m.sum(QUERIES, &[("workload", "client")]) == 5.0
+            && m.sum(RESPONSES, &[("workload", "client")]) == 5.0
+    });
+    let names: BTreeSet<String> = m
+        .matching(QUERIES, &[("workload", "client")])
+        .map(|(l, _)| l["qname"].clone())
+        .collect();
+    assert_eq!(names.len(), 4, "3 names and ~other: {names:?}");
+    assert!(names.contains("~other"));
+    assert_eq!(
+        m.sum(QUERIES, &[("workload", "client"), ("qname", "~other")]),
+        2.0
+    );
+    assert_eq!(
+        m.sum(RESPONSES, &[("workload", "client"), ("qname", "~other")]),
+        2.0
+    );
+    let resp_names: BTreeSet<String> = m
+        .matching(RESPONSES, &[("workload", "client")])
+        .map(|(l, _)| l["qname"].clone())
+        .collect();
+    assert_eq!(names, resp_names, "one budget for all DNS families");
+    let overflow = |metric: &str| m.sum("sockscope_series_overflow_total", &[("metric", metric)]);
+    assert_eq!((overflow(QUERIES), overflow(RESPONSES)), (2.0, 2.0));
+}
+
+/// dnsperf at a fixed rate: sockscope's query count is dnsperf's sent count, its response
+/// count dnsperf's completed count.
+#[test]
+fn dnsperf_counts_match() {
+    let dns = DnsServer::start(&zone(), false);
+    let cg = TestCgroup::new("dns-perf");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let file = std::env::temp_dir().join(format!("sockscope-dnsperf-{}", dns.net.a));
+    std::fs::write(
+        &file,
+        "web.sockscope.test A\nweb.sockscope.test AAAA\ndeep.sockscope.test A\nnope.sockscope.test A\n",
+    )
+    .expect("query file");
+    let mut perf = cg.spawn(
+        "dnsperf",
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &dns.net.a, "dnsperf", "-s", &dns.addr, "-Q", "400", "-l", "3",
+                "-d",
+            ])
+            .arg(&file),
+    );
+    let sent: f64 = perf.line("  Queries sent:").parse().expect("sent");
+    let completed: f64 = perf
+        .line("  Queries completed:")
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("completed");
+    perf.wait_ok();
+    let _ = std::fs::remove_file(&file);
+    assert!(sent >= 1000.0, "dnsperf sent only {sent}");
+    let want = [("workload", "dnsperf")];
+    let m = agent.wait_until(WAIT, "dnsperf's counts", |m: &Metrics| {
+        m.sum(QUERIES, &want) == sent && m.sum(RESPONSES, &want) == completed
+    });
+    assert_eq!(
+        m.sum("sockscope_events_lost_total", &[]),
+        0.0,
+        "{}",
+        m.dump()
+    );
+}
