@@ -16,6 +16,7 @@ BPF_LINKER_VERSION=0.13.0
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
   iproute2 util-linux bpftool iperf3 wrk prometheus curl procps
+  unbound knot-dnsutils dnsperf
 )
 
 missing=()
@@ -31,6 +32,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if apt-cache show "$p" >/dev/null 2>&1; then avail+=("$p"); else log "not in archive, skipped: $p"; fi
   done
   apt-get install -y -qq --no-install-recommends "${avail[@]}" >/dev/null
+  # The DNS tests run their own unbound in a network namespace; the packaged service that
+  # installing it may have started is not needed.
+  if [[ " ${avail[*]} " == *" unbound "* ]] && command -v systemctl >/dev/null \
+    && systemctl is-active --quiet unbound 2>/dev/null; then
+    log "stopping the packaged unbound service (tests start their own)"
+    systemctl disable --now unbound >/dev/null 2>&1 || true
+  fi
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"

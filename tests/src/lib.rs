@@ -543,3 +543,27 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
     }
     out
 }
+
+/// Runs `promtool check metrics` on an exposition and fails the test on any complaint.
+pub fn promtool_check_metrics(body: &str) {
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(body.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("run promtool (installed by scripts/setup.sh)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
+}

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, time::Duration};
 use sockscope_tests::{
     Agent, Metrics, NetPair, TestCgroup,
     dns::{DnsServer, malformed},
-    peer_cmd,
+    peer_cmd, promtool_check_metrics,
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
@@ -137,6 +137,7 @@ fn resolver_counts(name: &str, v6: bool) {
         "{}",
         m.dump()
     );
+    promtool_check_metrics(&agent.scrape());
 }
 
 #[test]
