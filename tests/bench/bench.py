@@ -5,11 +5,12 @@ Measures, with and without sockscope attached to the benchmark's cgroup, in inte
   - iperf3 TCP throughput over loopback and over a veth pair between two network namespaces;
   - connection churn: wrk without keep-alive (one TCP connection per request) against a small
     HTTP server;
+  - DNS: dnsperf at its maximum rate against unbound in the other namespace (queries/s);
 and, from the runs with sockscope:
   - kernel ns per program invocation (BPF run-time stats, kernel.bpf_stats_enabled=1);
   - the agent's CPU seconds and peak RSS.
 
-Usage (root): python3 tests/bench/bench.py [--reps 5] [--seconds 5]
+Usage (root): python3 tests/bench/bench.py [--reps 5] [--seconds 5] [--only iperf3,churn,dns]
 Run scripts/setup.sh and `cargo build --release --bins` first (bench.sh does both).
 """
 
@@ -143,6 +144,80 @@ def churn(setup, seconds):
     return float(m.group(1)) if m else 0.0
 
 
+DNS_NAMES = [f"n{i}.bench.test" for i in range(20)]
+
+
+class Unbound:
+    """unbound in the server namespace, outside the measured cgroup: only the client's side is
+    what sockscope counts, as on a node whose resolver runs elsewhere."""
+
+    def __init__(self, setup):
+        self.dir = f"/tmp/sockscope-bench-dns-{os.getpid()}"
+        os.makedirs(self.dir, exist_ok=True)
+        zone = "$ORIGIN bench.test.\n$TTL 300\n@ IN SOA ns admin 1 3600 600 86400 300\n@ IN NS ns\nns IN A 10.252.0.2\n"
+        zone += "".join(f"{n.split('.')[0]} IN A 10.252.0.{10 + i}\n" for i, n in enumerate(DNS_NAMES))
+        open(f"{self.dir}/zone", "w").write(zone)
+        open(f"{self.dir}/unbound.conf", "w").write(f"""server:
+  interface: 10.252.0.2
+  port: 53
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{self.dir}"
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  access-control: 0.0.0.0/0 allow
+  module-config: "iterator"
+  num-threads: 1
+  local-zone: "test." nodefault
+auth-zone:
+  name: "bench.test."
+  zonefile: "{self.dir}/zone"
+  for-downstream: yes
+  for-upstream: no
+remote-control:
+  control-enable: no
+""")
+        self.queries = f"{self.dir}/queries"
+        open(self.queries, "w").write("".join(f"{n} A\n" for n in DNS_NAMES))
+        self.p = subprocess.Popen(["ip", "netns", "exec", setup.b, "unbound", "-d", "-c", f"{self.dir}/unbound.conf"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if "NOERROR" in sh(f"ip netns exec {setup.a} kdig +retry=0 +timeout=1 @10.252.0.2 ns.bench.test A", check=False).stdout:
+                return
+            time.sleep(0.1)
+        sys.exit("unbound did not start")
+
+    def close(self):
+        self.p.kill()
+        self.p.wait()
+        sh(f"rm -rf {self.dir}", check=False)
+
+
+def dnsperf(setup, unbound, seconds):
+    """Maximum rate: 2 sockets, up to 200 queries in flight. Returns (queries/s, sent, lost)."""
+    cli = setup.spawn(f"ip netns exec {setup.a} dnsperf -s 10.252.0.2 -d {unbound.queries} -l {seconds} -c 2 -q 200",
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out, _ = cli.communicate(timeout=seconds + 30)
+    qps = re.search(r"Queries per second:\s+([\d.]+)", out)
+    sent = re.search(r"Queries sent:\s+(\d+)", out)
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    return (float(qps.group(1)) if qps else 0.0, int(sent.group(1)) if sent else 0, int(lost.group(1)) if lost else 0)
+
+
+def metric_sum(text, name, label_filter=""):
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and label_filter in line:
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                pass
+    return total
+
+
 def run_stats(text):
     secs, runs = {}, {}
     for line in text.splitlines():
@@ -156,40 +231,85 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--only", default="iperf3,churn,dns", help="comma-separated: iperf3, churn, dns")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     if os.geteuid() != 0:
         sys.exit("run as root")
     old_stats = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
     setup = Setup()
-    results = {k: {"without": [], "with": []} for k in ("iperf3 loopback Gbit/s", "iperf3 veth Gbit/s", "churn conn/s")}
-    ns, cpu, rss = {}, 0.0, 0.0
+    unbound = Unbound(setup) if "dns" in only else None
+    keys = []
+    if "iperf3" in only:
+        keys += ["iperf3 loopback Gbit/s", "iperf3 veth Gbit/s"]
+    if "churn" in only:
+        keys += ["churn conn/s"]
+    if "dns" in only:
+        keys += ["dnsperf queries/s"]
+    results = {k: {"without": [], "with": []} for k in keys}
+    ns, dns_ns, cpu, rss = {}, {}, 0.0, 0.0
+    dns_check = None
+    load_seconds = 0
+
+    def loads(mode):
+        if "iperf3" in only:
+            results["iperf3 loopback Gbit/s"][mode].append(iperf(setup, False, args.seconds))
+            results["iperf3 veth Gbit/s"][mode].append(iperf(setup, True, args.seconds))
+        if "churn" in only:
+            results["churn conn/s"][mode].append(churn(setup, args.seconds))
+        if "dns" in only:
+            results["dnsperf queries/s"][mode].append(dnsperf(setup, unbound, args.seconds)[0])
+
     try:
         # Throughput runs with run-time stats off: stats add two clock reads per invocation.
         open("/proc/sys/kernel/bpf_stats_enabled", "w").write("0")
         for rep in range(args.reps):
             for mode in ("without", "with"):
                 agent = Agent(setup.cg) if mode == "with" else None
-                results["iperf3 loopback Gbit/s"][mode].append(iperf(setup, False, args.seconds))
-                results["iperf3 veth Gbit/s"][mode].append(iperf(setup, True, args.seconds))
-                results["churn conn/s"][mode].append(churn(setup, args.seconds))
+                loads(mode)
                 if agent:
                     cpu += agent.cpu() - agent.cpu0
                     rss = max(rss, agent.rss_peak_mb())
                     agent.stop()
+            load_seconds += len(keys) * args.seconds
             print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
-        # One more pass with stats on, for kernel ns per invocation.
         open("/proc/sys/kernel/bpf_stats_enabled", "w").write("1")
-        agent = Agent(setup.cg)
-        iperf(setup, False, args.seconds)
-        iperf(setup, True, args.seconds)
-        churn(setup, args.seconds)
-        time.sleep(1.2)  # one more drain so run stats are current
-        for p, (v, n) in run_stats(agent.metrics()).items():
-            ns.setdefault(p, []).append((v, n))
-        rss = max(rss, agent.rss_peak_mb())
-        agent.stop()
+        if "iperf3" in only or "churn" in only:
+            # One more pass with stats on, for kernel ns per invocation.
+            agent = Agent(setup.cg)
+            if "iperf3" in only:
+                iperf(setup, False, args.seconds)
+                iperf(setup, True, args.seconds)
+            if "churn" in only:
+                churn(setup, args.seconds)
+            time.sleep(1.2)  # one more drain so run stats are current
+            for p, (v, n) in run_stats(agent.metrics()).items():
+                ns.setdefault(p, []).append((v, n))
+            rss = max(rss, agent.rss_peak_mb())
+            agent.stop()
+        if "dns" in only:
+            # DNS alone, stats on: every packet the programs see is a DNS query or response.
+            agent = Agent(setup.cg)
+            qps, sent, lost = dnsperf(setup, unbound, args.seconds)
+            time.sleep(2.5)  # drains, and the answer sweep for queries dnsperf gave up on
+            text = agent.metrics()
+            for p, (v, n) in run_stats(text).items():
+                dns_ns[p] = (v, n)
+            dns_check = {
+                "qps": qps, "sent": sent, "lost": lost,
+                "counted": metric_sum(text, "sockscope_dns_queries_total{"),
+                "responses": metric_sum(text, "sockscope_dns_responses_total{"),
+                "ringbuf_drops": metric_sum(text, "sockscope_events_lost_total{", 'source="dns_ringbuf"'),
+                "forwarded": metric_sum(text, "sockscope_dns_answers_total{"),
+                "map_full": metric_sum(text, "sockscope_events_lost_total{", 'source="dns_map_full"')
+                + metric_sum(text, "sockscope_events_lost_total{", 'source="dns_pending_full"'),
+            }
+            rss = max(rss, agent.rss_peak_mb())
+            agent.stop()
     finally:
         open("/proc/sys/kernel/bpf_stats_enabled", "w").write(old_stats)
+        if unbound:
+            unbound.close()
         setup.close()
 
     print(f"\nsockscope benchmark: {args.reps} interleaved reps x {args.seconds}s, {os.cpu_count()} CPUs, kernel {os.uname().release}")
@@ -197,11 +317,22 @@ def main():
     for k, v in results.items():
         a, b = statistics.median(v["without"]), statistics.median(v["with"])
         print(f"{k:28} {a:18.2f} {b:16.2f} {b / a * 100 if a else 0:7.1f}%")
-    print("\nkernel time per program invocation (one pass of all three loads, bpf stats on):")
-    for p, vals in sorted(ns.items()):
-        print(f"  {p:26} {statistics.median(v for v, _ in vals):8.1f} ns   ({sum(n for _, n in vals)} invocations)")
-    total_time = args.reps * (3 * args.seconds)
-    print(f"\nagent CPU: {cpu:.3f} s over ~{total_time} s of load ({cpu / total_time * 100:.3f}% of one core); peak RSS {rss:.1f} MB")
+    if ns:
+        print("\nkernel time per program invocation (one pass of the TCP loads, bpf stats on):")
+        for p, vals in sorted(ns.items()):
+            print(f"  {p:26} {statistics.median(v for v, _ in vals):8.1f} ns   ({sum(n for _, n in vals)} invocations)")
+    if dns_check:
+        print("\nDNS path (dnsperf at max rate alone, bpf stats on; every invocation is a DNS packet):")
+        for p in ("sockscope_egress", "sockscope_ingress"):
+            if p in dns_ns:
+                v, n = dns_ns[p]
+                print(f"  {p:26} {v:8.1f} ns   ({n} invocations)")
+        d = dns_check
+        print(f"  {d['qps']:.0f} queries/s; dnsperf sent {d['sent']} (lost {d['lost']}), sockscope counted "
+              f"{d['counted']:.0f} queries and {d['responses']:.0f} responses")
+        print(f"  answers forwarded to userspace: {d['forwarded']:.0f}; ring buffer drops: {d['ringbuf_drops']:.0f}; "
+              f"DNS map/pending full: {d['map_full']:.0f}")
+    print(f"\nagent CPU: {cpu:.3f} s over ~{load_seconds} s of load ({cpu / max(load_seconds, 1) * 100:.3f}% of one core); peak RSS {rss:.1f} MB")
 
 
 if __name__ == "__main__":
