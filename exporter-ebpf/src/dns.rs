@@ -19,13 +19,15 @@ use sockscope_common::{
         DNS_ERR_NO_QUESTION, DNS_ERR_SHORT_HEADER, DNS_ERR_TRUNCATED_QUESTION,
         DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_KIND_ERROR, DNS_KIND_LATENCY,
         DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_LATENCY_BOUNDS_NS, DNS_NAME_MAX, DnsAnswerEvent,
-        DnsKey, DnsStats, PendingKey,
+        DnsKey, DnsStats, HASH_SEED, PendingKey, PendingQuery, hash_finish, hash_step,
+        to_lower_word,
     },
 };
 
 use crate::{
     maps::{
-        DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_PENDING, DNS_SCRATCH, DnsScratch, count_event,
+        DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_NAMES, DNS_PENDING, DNS_SCRATCH,
+        DnsScratch, count_event,
     },
     packet::read,
 };
@@ -42,7 +44,7 @@ struct Question {
     id: u16,
     rcode: u8,
     ancount: u16,
-    /// Hash of {cgroup, folded name}, for the forwarding rate limit.
+    qtype: u16,
     name_hash: u64,
 }
 
@@ -52,22 +54,25 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
     let Some(s) = DNS_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: this CPU's slot of a live per-CPU array; programs do not nest on one CPU for the
-    // same hook, and a nested run of the other direction would only garble a key it rebuilds.
+    // SAFETY: this CPU's slot of a live per-CPU array. A program of the other direction nesting
+    // on this CPU (softirq over process context) could overwrite the buffer mid-parse; the
+    // worst outcome is one misfiled name, never an out-of-bounds access.
     let s = unsafe { &mut *s };
-    s.pending.key.cgroup_id = cgroup_id;
-    s.pending.key._pad = 0;
+    let mut key = DnsKey {
+        cgroup_id,
+        ..Default::default()
+    };
     let q = match parse(ctx, s, dns_off, egress) {
         Ok(q) => q,
         Err(reason) => {
-            clear_name(&mut s.pending.key);
-            s.pending.key.kind = DNS_KIND_ERROR;
-            s.pending.key.qtype = 0;
-            s.pending.key.code = reason;
-            dns_add(cfg, &s.pending.key, 0);
+            key.kind = DNS_KIND_ERROR;
+            key.code = reason;
+            dns_add(cfg, &key, 0);
             return;
         }
     };
+    key.name_hash = q.name_hash;
+    key.qtype = q.qtype;
     let now = unsafe { bpf_ktime_get_ns() };
     let pending = PendingKey {
         socket_cookie: unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) },
@@ -75,12 +80,11 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
         _pad: [0; 6],
     };
     if egress {
-        s.pending.key.kind = DNS_KIND_QUERY;
-        s.pending.key.code = 0;
-        dns_add(cfg, &s.pending.key, 0);
-        s.pending.sent_ns = now;
+        key.kind = DNS_KIND_QUERY;
+        dns_add(cfg, &key, 0);
+        let query = PendingQuery { sent_ns: now, key };
         // NOEXIST: a retransmission keeps the first send time.
-        if let Err(e) = DNS_PENDING.insert(&pending, &s.pending, NOEXIST)
+        if let Err(e) = DNS_PENDING.insert(&pending, &query, NOEXIST)
             && e as i32 == E2BIG
         {
             count_event(EVENT_DNS_PENDING_FULL);
@@ -88,17 +92,12 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
         return;
     }
 
-    s.pending.key.kind = DNS_KIND_RESPONSE;
-    s.pending.key.code = q.rcode;
-    dns_add(cfg, &s.pending.key, 0);
+    key.kind = DNS_KIND_RESPONSE;
+    key.code = q.rcode;
+    dns_add(cfg, &key, 0);
     if q.rcode == 0 && q.ancount > 0 {
-        forward(
-            ctx,
-            cgroup_id,
-            dns_off,
-            q.name_hash ^ s.pending.key.qtype as u64,
-            now,
-        );
+        let limit_key = q.name_hash ^ cgroup_id.rotate_left(17) ^ ((q.qtype as u64) << 48);
+        forward(ctx, cgroup_id, dns_off, limit_key, now);
     }
     // SAFETY: the value is copied out before the entry is removed.
     let sent = unsafe { DNS_PENDING.get(&pending) }.map(|p| p.sent_ns);
@@ -108,21 +107,21 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
         && DNS_PENDING.remove(&pending).is_ok()
     {
         let latency = now.saturating_sub(sent);
-        clear_name(&mut s.pending.key);
-        s.pending.key.kind = DNS_KIND_LATENCY;
-        s.pending.key.qtype = bucket(latency);
-        dns_add(cfg, &s.pending.key, latency);
+        let sample = DnsKey {
+            cgroup_id,
+            name_hash: 0,
+            qtype: bucket(latency),
+            kind: DNS_KIND_LATENCY,
+            code: q.rcode,
+            _pad: 0,
+        };
+        dns_add(cfg, &sample, latency);
     }
 }
 
-/// Parses header and question into `s.pending.key` (name, qtype).
+/// Parses header and question; makes sure the name is in `DNS_NAMES`.
 #[inline(always)]
-fn parse(
-    ctx: &SkBuffContext,
-    s: &mut DnsScratch,
-    dns_off: u32,
-    egress: bool,
-) -> Result<Question, u8> {
+fn parse(ctx: &SkBuffContext, s: &mut DnsScratch, dns_off: u32, egress: bool) -> Result<Question, u8> {
     let h: [u8; 12] = read(ctx, dns_off as usize).ok_or(DNS_ERR_SHORT_HEADER)?;
     let response = h[2] & 0x80 != 0;
     if response == egress {
@@ -173,65 +172,51 @@ fn parse(
     if name_len + 4 > n {
         return Err(DNS_ERR_TRUNCATED_QUESTION);
     }
-    let key = &mut s.pending.key;
-    key.qtype = u16::from_be_bytes([s.raw[name_len & 511], s.raw[(name_len + 1) & 511]]);
-    let name_hash = fold_name(&s.raw, name_len, key);
+    let qtype = u16::from_be_bytes([s.raw[name_len & 511], s.raw[(name_len + 1) & 511]]);
+    let name_hash = fold_name(ctx, qoff, name_len as u32, &mut s.name.wire)?;
+    // SAFETY: looked up and copied at once.
+    if unsafe { DNS_NAMES.get(&name_hash) }.is_none() {
+        let _ = DNS_NAMES.insert(&name_hash, &s.name, 0);
+    }
     Ok(Question {
         id: u16::from_be_bytes([h[0], h[1]]),
         rcode: h[3] & 0x0f,
         ancount: u16::from_be_bytes([h[6], h[7]]),
+        qtype,
         name_hash,
     })
 }
 
-/// Copies the first `name_len` bytes of `raw` into `key.qname` eight at a time, folding ASCII
-/// letters to lower case and zeroing the rest (stale bytes would split one name into several
-/// keys). Label length bytes are at most 63, below 'A', so folding never touches them.
-/// Returns a hash of {cgroup, name}.
+/// Copies the name (its `name_len` bytes at `qoff`) into `out`, zero-padded and folded to
+/// lower case, and returns its hash over all 32 words.
+///
+/// The name is loaded a second time, into a zeroed buffer, instead of masking the first copy
+/// word by word: branches on the name length in a 32-step loop multiply the verifier's states
+/// by every length the label walk can end with, past the 1M instruction limit. Label length
+/// bytes are at most 63, below 'A', so folding never touches them.
 #[inline(always)]
-fn fold_name(raw: &[u8; 512], name_len: usize, key: &mut DnsKey) -> u64 {
-    const WORDS: usize = DNS_NAME_MAX / 8;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ key.cgroup_id;
-    let src = raw.as_ptr() as *const u64;
-    let dst = key.qname.as_mut_ptr() as *mut u64;
-    for w in 0..WORDS {
-        let start = w * 8;
-        // SAFETY: w < 32, so both words are inside their 512- and 256-byte arrays; the scratch
-        // map value and the key are 8-byte aligned.
-        let mut word = unsafe { core::ptr::read_unaligned(src.add(w)) };
-        if start >= name_len {
-            word = 0;
-        } else if start + 8 > name_len {
-            // Little endian: the first bytes in memory are the low ones.
-            word &= (1u64 << ((name_len - start) * 8)) - 1;
-        }
-        word = to_lower(word);
-        unsafe { core::ptr::write_unaligned(dst.add(w), word) };
-        hash = (hash ^ word).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-/// ASCII upper case to lower case in all eight bytes at once.
-#[inline(always)]
-fn to_lower(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let low7 = w & !HIGH;
-    // Per byte, the high bit is set where the byte is >= 'A' / > 'Z'; no carry crosses bytes.
-    let ge_a = low7 + ONES * (0x80 - b'A' as u64);
-    let gt_z = low7 + ONES * (0x7f - b'Z' as u64);
-    let upper = ge_a & !gt_z & !w & HIGH;
-    w | (upper >> 2)
-}
-
-#[inline(always)]
-fn clear_name(key: &mut DnsKey) {
-    let dst = key.qname.as_mut_ptr() as *mut u64;
+fn fold_name(ctx: &SkBuffContext, qoff: u32, name_len: u32, out: &mut [u8; DNS_NAME_MAX]) -> Result<u64, u8> {
+    let words = out.as_mut_ptr() as *mut u64;
     for w in 0..DNS_NAME_MAX / 8 {
         // SAFETY: inside the 256-byte array.
-        unsafe { core::ptr::write_unaligned(dst.add(w), 0) };
+        unsafe { core::ptr::write_unaligned(words.add(w), 0) };
     }
+    let len = clamp_len(name_len, DNS_NAME_MAX as u32 - 1);
+    // SAFETY: `out` is 256 bytes and len is in 1..=255.
+    let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), qoff, out.as_mut_ptr().cast(), len) };
+    if rc != 0 {
+        return Err(DNS_ERR_LABEL_PAST_PACKET);
+    }
+    let mut h = HASH_SEED;
+    for w in 0..DNS_NAME_MAX / 8 {
+        // SAFETY: inside the 256-byte array.
+        unsafe {
+            let word = to_lower_word(core::ptr::read_unaligned(words.add(w)));
+            core::ptr::write_unaligned(words.add(w), word);
+            h = hash_step(h, word);
+        }
+    }
+    Ok(hash_finish(h))
 }
 
 /// Index of the latency bucket (`DNS_LATENCY_BOUNDS_NS.len()` for +Inf).

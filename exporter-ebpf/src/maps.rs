@@ -9,8 +9,8 @@ use aya_ebpf::{
 use sockscope_common::{
     Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey, FlowStats, SockState,
     dns::{
-        DNS_ANSWERS_BYTES, DNS_MAP_CAPACITY, DNS_PENDING_CAPACITY, DnsKey, DnsStats, PendingKey,
-        PendingQuery,
+        DNS_ANSWERS_BYTES, DNS_MAP_CAPACITY, DNS_NAMES_CAPACITY, DNS_PENDING_CAPACITY, DnsKey,
+        DnsName, DnsStats, PendingKey, PendingQuery,
     },
 };
 
@@ -29,8 +29,8 @@ pub static FLOWS_0: PerCpuHashMap<FlowKey, FlowStats> =
 pub static FLOWS_1: PerCpuHashMap<FlowKey, FlowStats> =
     PerCpuHashMap::with_max_entries(FLOW_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
-/// DNS counts, generation 0. A shared (not per-CPU) hash: keys are 272 bytes and DNS packets
-/// are rare next to data packets, so one copy per key beats one per CPU; updates are atomic.
+/// DNS counts, generation 0. A shared (not per-CPU) hash with atomic adds: one 16-byte value
+/// per key whatever the number of CPUs.
 #[map]
 pub static DNS_0: HashMap<DnsKey, DnsStats> =
     HashMap::with_max_entries(DNS_MAP_CAPACITY, BPF_F_NO_PREALLOC);
@@ -40,10 +40,15 @@ pub static DNS_0: HashMap<DnsKey, DnsStats> =
 pub static DNS_1: HashMap<DnsKey, DnsStats> =
     HashMap::with_max_entries(DNS_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
+/// Question names by hash, written on first sight; the agent reads the names it does not know.
+#[map]
+pub static DNS_NAMES: LruHashMap<u64, DnsName> = LruHashMap::with_max_entries(DNS_NAMES_CAPACITY, 0);
+
 /// Queries waiting for their response, for latency; the agent removes the ones that time out.
+/// Preallocated: an insert and a delete per query come from per-CPU free lists, not kmalloc.
 #[map]
 pub static DNS_PENDING: HashMap<PendingKey, PendingQuery> =
-    HashMap::with_max_entries(DNS_PENDING_CAPACITY, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(DNS_PENDING_CAPACITY, 0);
 
 /// When a response for a {cgroup, name, qtype} (hashed) was last forwarded to userspace.
 #[map]
@@ -53,15 +58,14 @@ pub static DNS_FORWARDED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(81
 #[map]
 pub static DNS_ANSWERS: RingBuf = RingBuf::with_byte_size(DNS_ANSWERS_BYTES, 0);
 
-/// Per-CPU work area of the DNS parser: the 272-byte key does not fit the 512-byte stack next
-/// to the rest, and map values can serve as keys.
+/// Per-CPU work area of the DNS parser (the stack is 512 bytes).
 #[repr(C)]
 pub struct DnsScratch {
     /// The question section, copied from the packet. 512 bytes so that an index masked with
     /// 511 always stays inside.
     pub raw: [u8; 512],
-    /// The key being built, with the time a query left.
-    pub pending: PendingQuery,
+    /// A folded, zero-padded name for `DNS_NAMES`.
+    pub name: DnsName,
 }
 
 #[map]

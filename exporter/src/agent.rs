@@ -178,7 +178,7 @@ impl Labelling {
         series.flows.fold(&batch.flows, &mut identity);
         series
             .dns
-            .fold(&batch.dns, &batch.dns_timeouts, &mut identity);
+            .fold(&batch.dns, &batch.dns_timeouts, &batch.qnames, &mut identity);
         drop(identity);
         if let Some(a) = &self.answers {
             series.dns.record_answers(&a.stats);

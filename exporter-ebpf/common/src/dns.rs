@@ -82,6 +82,10 @@ pub const DNS_ERR_NAMES: [&str; DNS_ERR_COUNT] = [
 pub const DNS_MAP_NAMES: [&str; 2] = ["DNS_0", "DNS_1"];
 /// Distinct DNS keys each DNS map holds between two drains.
 pub const DNS_MAP_CAPACITY: u32 = 8192;
+/// Name of the map from name hash to question name.
+pub const DNS_NAMES_MAP: &str = "DNS_NAMES";
+/// Question names the kernel remembers (LRU); the agent keeps its own copy of those it has seen.
+pub const DNS_NAMES_CAPACITY: u32 = 8192;
 /// Name of the map of queries waiting for their response.
 pub const DNS_PENDING_MAP: &str = "DNS_PENDING";
 /// Queries waiting for a response, node-wide.
@@ -96,15 +100,16 @@ pub const DNS_ANSWER_MAX: usize = 2048;
 /// A response for the same {cgroup, name, qtype} is forwarded at most once per this interval.
 pub const DNS_FORWARD_INTERVAL_NS: u64 = 2_000_000_000;
 
-/// Aggregation key of the DNS maps.
+/// Aggregation key of the DNS maps. The question name is represented by its hash, so the
+/// per-packet map operations hash and compare 24 bytes, not 256; the name itself is stored once
+/// in the `DNS_NAMES` map under that hash.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DnsKey {
     /// cgroup v2 id of the socket's owner.
     pub cgroup_id: u64,
-    /// Question name in wire format (length-prefixed labels, terminating zero), ASCII letters
-    /// folded to lower case, zero-padded. All zero for latency and error keys.
-    pub qname: [u8; DNS_NAME_MAX],
+    /// [`name_hash`] of the question name; 0 for latency and error keys.
+    pub name_hash: u64,
     /// QTYPE; for [`DNS_KIND_LATENCY`] the bucket index.
     pub qtype: u16,
     /// One of the `DNS_KIND_*` values.
@@ -115,15 +120,19 @@ pub struct DnsKey {
     pub _pad: u32,
 }
 
-impl Default for DnsKey {
+/// A question name in wire format (length-prefixed labels, terminating zero), ASCII letters
+/// folded to lower case, zero-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsName {
+    /// The name's bytes.
+    pub wire: [u8; DNS_NAME_MAX],
+}
+
+impl Default for DnsName {
     fn default() -> Self {
-        DnsKey {
-            cgroup_id: 0,
-            qname: [0; DNS_NAME_MAX],
-            qtype: 0,
-            kind: 0,
-            code: 0,
-            _pad: 0,
+        DnsName {
+            wire: [0; DNS_NAME_MAX],
         }
     }
 }
@@ -161,6 +170,60 @@ pub struct PendingQuery {
     pub key: DnsKey,
 }
 
+/// ASCII upper case to lower case in all eight bytes of a word at once.
+#[inline(always)]
+pub const fn to_lower_word(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = w & !HIGH;
+    // Per byte, the high bit is set where the byte is >= 'A' / > 'Z'; no carry crosses bytes.
+    let ge_a = low7 + ONES * (0x80 - b'A' as u64);
+    let gt_z = low7 + ONES * (0x7f - b'Z' as u64);
+    let upper = ge_a & !gt_z & !w & HIGH;
+    w | (upper >> 2)
+}
+
+/// Step of the name hash over one (folded, zero-masked) 8-byte word.
+#[inline(always)]
+pub const fn hash_step(h: u64, word: u64) -> u64 {
+    (h ^ word).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+/// Start value of the name hash.
+pub const HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Final mixing of the name hash (splitmix64's finaliser), so names differing in one byte
+/// differ in every bit. Never 0: 0 means "no name".
+#[inline(always)]
+pub const fn hash_finish(h: u64) -> u64 {
+    let mut z = h;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    if z == 0 { 1 } else { z }
+}
+
+/// The hash of a folded wire name of `len` bytes, as the kernel computes it: all 32 words of
+/// the zero-padded name. The agent only needs it in tests.
+pub fn name_hash(wire: &[u8], len: usize) -> u64 {
+    let mut h = HASH_SEED;
+    let mut w = 0;
+    while w < DNS_NAME_MAX / 8 {
+        let mut bytes = [0u8; 8];
+        let mut i = 0;
+        while i < 8 {
+            let at = w * 8 + i;
+            if at < len && at < wire.len() {
+                bytes[i] = wire[at];
+            }
+            i += 1;
+        }
+        h = hash_step(h, to_lower_word(u64::from_le_bytes(bytes)));
+        w += 1;
+    }
+    hash_finish(h)
+}
+
 /// Header of a response forwarded through the ring buffer; `len` bytes of the DNS message
 /// (from its header on) follow.
 #[repr(C)]
@@ -179,8 +242,36 @@ pub struct DnsAnswerEvent {
 /// Size of the fixed part of [`DnsAnswerEvent`] before `data`.
 pub const DNS_ANSWER_HEADER: usize = 16;
 
-const _: () = assert!(core::mem::size_of::<DnsKey>() == 272);
+const _: () = assert!(core::mem::size_of::<DnsKey>() == 24);
+const _: () = assert!(core::mem::size_of::<DnsName>() == 256);
 const _: () = assert!(core::mem::size_of::<DnsStats>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingKey>() == 16);
-const _: () = assert!(core::mem::size_of::<PendingQuery>() == 280);
+const _: () = assert!(core::mem::size_of::<PendingQuery>() == 32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lower_case_words() {
+        let w = u64::from_le_bytes(*b"AbZ@[az\x03");
+        assert_eq!(to_lower_word(w).to_le_bytes(), *b"abz@[az\x03");
+        // Bytes above 0x7f (and label lengths, all below 'A') are left alone.
+        let w = u64::from_le_bytes([0xc1, 0xda, 0x3f, b'Q', 0, 0x80, b'M', 0x7f]);
+        assert_eq!(to_lower_word(w).to_le_bytes(), [0xc1, 0xda, 0x3f, b'q', 0, 0x80, b'm', 0x7f]);
+        for b in 0u8..=255 {
+            let got = to_lower_word(b as u64) as u8;
+            assert_eq!(got, b.to_ascii_lowercase(), "byte {b:#x}");
+        }
+    }
+
+    #[test]
+    fn hashes_fold_case_and_ignore_padding() {
+        let a = b"\x03WWW\x07Example\x03com\x00";
+        let b = b"\x03www\x07example\x03com\x00garbage";
+        assert_eq!(name_hash(a, a.len()), name_hash(b, a.len()));
+        assert_ne!(name_hash(a, a.len()), name_hash(b"\x03www\x07example\x03org\x00", a.len()));
+        assert_ne!(name_hash(b"\x00", 1), 0);
+    }
+}
 const _: () = assert!(core::mem::size_of::<DnsAnswerEvent>() == DNS_ANSWER_HEADER + DNS_ANSWER_MAX);

@@ -194,6 +194,7 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::SockState {}
     unsafe impl aya::Pod for super::dns::DnsKey {}
+    unsafe impl aya::Pod for super::dns::DnsName {}
     unsafe impl aya::Pod for super::dns::DnsStats {}
     unsafe impl aya::Pod for super::dns::PendingKey {}
     unsafe impl aya::Pod for super::dns::PendingQuery {}

@@ -22,9 +22,9 @@ use sockscope_common::{
     Config, EVENT_COUNT, FlowKey, FlowStats,
     dns::{DnsKey, DnsStats},
 };
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::ebpf::Maps;
+use crate::{dns::name::presentation, ebpf::Maps};
 
 /// Everything one drain took out of the kernel.
 #[derive(Debug, Default)]
@@ -37,6 +37,8 @@ pub struct Batch {
     pub dns: Vec<(DnsKey, DnsStats)>,
     /// Queries that timed out since the previous drain (their query keys).
     pub dns_timeouts: Vec<DnsKey>,
+    /// Question names (presentation form) of the name hashes in `dns` and `dns_timeouts`.
+    pub qnames: HashMap<u64, String>,
     /// Entries the drained flow map held.
     pub drained_entries: usize,
     /// Entries the drained DNS map held.
@@ -56,7 +58,12 @@ pub struct Drainer {
     config: Config,
     events_seen: [u64; EVENT_COUNT as usize],
     dns_timeout: Duration,
+    /// Names learnt from the kernel's LRU name map, by hash.
+    names: HashMap<u64, String>,
 }
+
+/// Names kept by the agent; beyond this the table starts over (names are re-read on use).
+const MAX_NAMES: usize = 65536;
 
 impl Drainer {
     /// Wraps the maps; `config` is what the loader wrote into CONFIG.
@@ -69,6 +76,7 @@ impl Drainer {
             maps,
             events_seen: [0; EVENT_COUNT as usize],
             dns_timeout,
+            names: HashMap::new(),
         }
     }
 
@@ -94,8 +102,45 @@ impl Drainer {
         let mut batch = self.take(previous);
         self.take_dns(previous, &mut batch);
         self.sweep_pending(&mut batch);
+        self.name_batch(&mut batch);
         self.read_events(&mut batch);
         batch
+    }
+
+    /// Fills `batch.qnames` with the names of the hashes the batch uses, reading the ones the
+    /// agent has not seen from the kernel's name map. A name evicted from that map before the
+    /// agent read it stays unknown (labelled `~other`).
+    fn name_batch(&mut self, batch: &mut Batch) {
+        let hashes: Vec<u64> = batch
+            .dns
+            .iter()
+            .map(|(k, _)| k.name_hash)
+            .chain(batch.dns_timeouts.iter().map(|k| k.name_hash))
+            .filter(|h| *h != 0)
+            .collect();
+        for h in hashes {
+            if batch.qnames.contains_key(&h) {
+                continue;
+            }
+            let name = match self.names.get(&h) {
+                Some(n) => n.clone(),
+                None => match self.maps.dns_names.get(&h, 0) {
+                    Ok(wire) => {
+                        let n = presentation(&wire.wire);
+                        if self.names.len() >= MAX_NAMES {
+                            self.names.clear();
+                        }
+                        self.names.insert(h, n.clone());
+                        n
+                    }
+                    Err(e) => {
+                        debug!(hash = h, "DNS name not in the kernel's name map: {e}");
+                        continue;
+                    }
+                },
+            };
+            batch.qnames.insert(h, name);
+        }
     }
 
     /// Reads and deletes every entry of DNS map `index`. Only call when no program writes it.
@@ -195,6 +240,7 @@ impl Drainer {
         self.take_dns(0, &mut batch);
         self.take_dns(1, &mut batch);
         self.sweep_pending(&mut batch);
+        self.name_batch(&mut batch);
         self.read_events(&mut batch);
         batch
     }

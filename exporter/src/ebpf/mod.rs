@@ -15,7 +15,8 @@ use aya::{
 use sockscope_common::{
     CONFIG_PROCESS_LABEL, Config, FLOW_MAP_NAMES, FlowKey, FlowStats,
     dns::{
-        DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_PENDING_MAP, DnsKey, DnsStats, PendingKey, PendingQuery,
+        DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_NAMES_MAP, DNS_PENDING_MAP, DnsKey, DnsName, DnsStats,
+        PendingKey, PendingQuery,
     },
 };
 use tracing::{error, info, warn};
@@ -78,6 +79,8 @@ pub struct Maps {
     pub events: PerCpuArray<MapData, u64>,
     /// The two DNS-count generations.
     pub dns: [HashMap<MapData, DnsKey, DnsStats>; 2],
+    /// Question names by hash (an LRU map).
+    pub dns_names: HashMap<MapData, u64, DnsName>,
     /// DNS queries waiting for their response.
     pub dns_pending: HashMap<MapData, PendingKey, PendingQuery>,
     /// DNS answers for the hostname cache; taken by the answer reader.
@@ -128,6 +131,7 @@ impl Kernel {
             take_map(&mut ebpf, DNS_MAP_NAMES[1])?,
         ];
         let dns_pending = take_map(&mut ebpf, DNS_PENDING_MAP)?;
+        let dns_names = take_map(&mut ebpf, DNS_NAMES_MAP)?;
         let dns_answers = Some(take_map(&mut ebpf, DNS_ANSWERS_MAP)?);
 
         let cgroup = File::open(&root.attach).map_err(|source| Error::Read {
@@ -173,6 +177,7 @@ impl Kernel {
                 flows,
                 events,
                 dns,
+                dns_names,
                 dns_pending,
                 dns_answers,
             },

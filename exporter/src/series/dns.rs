@@ -13,14 +13,14 @@ use sockscope_common::dns::{
 };
 
 use super::{
-    budget::{Budget, Overflow, OverflowLabels},
+    budget::{Budget, OTHER, Overflow, OverflowLabels},
     histogram::KernelHistogram,
     labels::LocalLabels,
 };
 use crate::{
     dns::{
         AnswerStats,
-        name::{presentation, qtype_name, rcode_name},
+        name::{qtype_name, rcode_name},
     },
     identity::Identity,
 };
@@ -151,6 +151,7 @@ impl DnsMetrics {
         &mut self,
         deltas: &[(DnsKey, DnsStats)],
         timeouts: &[DnsKey],
+        qnames: &HashMap<u64, String>,
         identity: &mut Identity,
     ) {
         let mut owners: HashMap<u64, LocalLabels> = HashMap::new();
@@ -167,7 +168,7 @@ impl DnsMetrics {
             let local = local_of(key.cgroup_id, identity);
             match key.kind {
                 DNS_KIND_QUERY => {
-                    let qname = self.qname(&local, key, DNS_QUERIES);
+                    let qname = self.qname(&local, key, qnames, DNS_QUERIES);
                     self.queries
                         .get_or_create(&QueryLabels {
                             local,
@@ -177,7 +178,7 @@ impl DnsMetrics {
                         .inc_by(stats.count);
                 }
                 DNS_KIND_RESPONSE => {
-                    let qname = self.qname(&local, key, DNS_RESPONSES);
+                    let qname = self.qname(&local, key, qnames, DNS_RESPONSES);
                     self.responses
                         .get_or_create(&ResponseLabels {
                             local,
@@ -212,7 +213,7 @@ impl DnsMetrics {
         }
         for key in timeouts {
             let local = local_of(key.cgroup_id, identity);
-            let qname = self.qname(&local, key, DNS_TIMEOUTS);
+            let qname = self.qname(&local, key, qnames, DNS_TIMEOUTS);
             self.timeouts
                 .get_or_create(&QueryLabels {
                     local,
@@ -247,11 +248,19 @@ impl DnsMetrics {
         }
     }
 
-    /// The `qname` label of a key within the workload's budget.
-    fn qname(&mut self, local: &LocalLabels, key: &DnsKey, family: &str) -> String {
-        let (name, folded) = self
-            .qnames
-            .label(&local.budget_scope(), presentation(&key.qname));
+    /// The `qname` label of a key within the workload's budget; a name the agent could not
+    /// learn (evicted from the kernel's name map first) counts as `~other` too.
+    fn qname(
+        &mut self,
+        local: &LocalLabels,
+        key: &DnsKey,
+        qnames: &HashMap<u64, String>,
+        family: &str,
+    ) -> String {
+        let (name, folded) = match qnames.get(&key.name_hash) {
+            Some(n) => self.qnames.label(&local.budget_scope(), n.clone()),
+            None => (OTHER.to_string(), true),
+        };
         if folded {
             self.overflow
                 .get_or_create(&OverflowLabels {
