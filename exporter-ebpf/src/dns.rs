@@ -17,8 +17,8 @@ use sockscope_common::{
         DNS_ANSWER_HEADER, DNS_ANSWER_MAX, DNS_ERR_BAD_LABEL, DNS_ERR_COMPRESSION,
         DNS_ERR_LABEL_PAST_PACKET, DNS_ERR_MULTIPLE_QUESTIONS, DNS_ERR_NAME_TOO_LONG,
         DNS_ERR_NO_QUESTION, DNS_ERR_SHORT_HEADER, DNS_ERR_TRUNCATED_QUESTION,
-        DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_KIND_ERROR, DNS_KIND_LATENCY,
-        DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_LATENCY_BOUNDS_NS, DNS_NAME_MAX, DnsAnswerEvent,
+        DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_KIND_ERROR, DNS_KIND_QUERY,
+        DNS_KIND_RESPONSE, DNS_LATENCY_BOUNDS_NS, DNS_NAME_MAX, DNS_NO_LATENCY, DnsAnswerEvent,
         DnsKey, DnsStats, HASH_SEED, PendingKey, PendingQuery, hash_finish, hash_step,
         to_lower_word,
     },
@@ -26,8 +26,8 @@ use sockscope_common::{
 
 use crate::{
     maps::{
-        DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_NAMES, DNS_PENDING, DNS_SCRATCH,
-        DnsScratch, count_event,
+        DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_NAMES, DNS_PENDING, DNS_SCRATCH, DnsScratch,
+        count_event,
     },
     packet::read,
 };
@@ -67,7 +67,7 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
         Err(reason) => {
             key.kind = DNS_KIND_ERROR;
             key.code = reason;
-            dns_add(cfg, &key, 0);
+            let _ = dns_add(cfg, &key, 0);
             return;
         }
     };
@@ -81,7 +81,7 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
     };
     if egress {
         key.kind = DNS_KIND_QUERY;
-        dns_add(cfg, &key, 0);
+        let _ = dns_add(cfg, &key, 0);
         let query = PendingQuery { sent_ns: now, key };
         // NOEXIST: a retransmission keeps the first send time.
         if let Err(e) = DNS_PENDING.insert(&pending, &query, NOEXIST)
@@ -94,11 +94,8 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
 
     key.kind = DNS_KIND_RESPONSE;
     key.code = q.rcode;
-    dns_add(cfg, &key, 0);
-    if q.rcode == 0 && q.ancount > 0 {
-        let limit_key = q.name_hash ^ cgroup_id.rotate_left(17) ^ ((q.qtype as u64) << 48);
-        forward(ctx, cgroup_id, dns_off, limit_key, now);
-    }
+    key.bucket = DNS_NO_LATENCY;
+    let mut latency = 0;
     // SAFETY: the value is copied out before the entry is removed.
     let sent = unsafe { DNS_PENDING.get(&pending) }.map(|p| p.sent_ns);
     if let Some(sent) = sent
@@ -106,22 +103,27 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
         // entries too, and a query must end as either a latency sample or a timeout.
         && DNS_PENDING.remove(&pending).is_ok()
     {
-        let latency = now.saturating_sub(sent);
-        let sample = DnsKey {
-            cgroup_id,
-            name_hash: 0,
-            qtype: bucket(latency),
-            kind: DNS_KIND_LATENCY,
-            code: q.rcode,
-            _pad: 0,
-        };
-        dns_add(cfg, &sample, latency);
+        latency = now.saturating_sub(sent);
+        key.bucket = bucket(latency);
+    }
+    let first = dns_add(cfg, &key, latency);
+    // Forward answers on the first response of a key in this drain interval only (and then at
+    // most once per DNS_FORWARD_INTERVAL_NS per {cgroup, name, qtype}): repeats of a hot name
+    // cost no ring buffer work at all.
+    if first && q.rcode == 0 && q.ancount > 0 {
+        let limit_key = q.name_hash ^ cgroup_id.rotate_left(17) ^ ((q.qtype as u64) << 48);
+        forward(ctx, cgroup_id, dns_off, limit_key, now);
     }
 }
 
 /// Parses header and question; makes sure the name is in `DNS_NAMES`.
 #[inline(always)]
-fn parse(ctx: &SkBuffContext, s: &mut DnsScratch, dns_off: u32, egress: bool) -> Result<Question, u8> {
+fn parse(
+    ctx: &SkBuffContext,
+    s: &mut DnsScratch,
+    dns_off: u32,
+    egress: bool,
+) -> Result<Question, u8> {
     let h: [u8; 12] = read(ctx, dns_off as usize).ok_or(DNS_ERR_SHORT_HEADER)?;
     let response = h[2] & 0x80 != 0;
     if response == egress {
@@ -173,9 +175,28 @@ fn parse(ctx: &SkBuffContext, s: &mut DnsScratch, dns_off: u32, egress: bool) ->
         return Err(DNS_ERR_TRUNCATED_QUESTION);
     }
     let qtype = u16::from_be_bytes([s.raw[name_len & 511], s.raw[(name_len + 1) & 511]]);
-    let name_hash = fold_name(ctx, qoff, name_len as u32, &mut s.name.wire)?;
+    // Launder the length through memory: the label walk can end in any of ~128 states with
+    // different length bounds, and the word loops below would be verified once for each.
+    s.name_len = name_len as u32;
+    // SAFETY: a field of this CPU's scratch value, just written.
+    let name_len = unsafe { core::ptr::read_volatile(&s.name_len) } as usize;
+    if name_len == 0 || name_len > DNS_NAME_MAX - 1 {
+        return Err(DNS_ERR_NAME_TOO_LONG);
+    }
+    let words = name_len.div_ceil(8);
+    let name_hash = fold_name(s, name_len, words);
+    // Names are registered by queries: a response repeats its query's name, and the agent
+    // reads names right after the queries that use them.
     // SAFETY: looked up and copied at once.
-    if unsafe { DNS_NAMES.get(&name_hash) }.is_none() {
+    if egress && unsafe { DNS_NAMES.get(&name_hash) }.is_none() {
+        // First sight of this name (or evicted): zero the words past it and store it.
+        let dst = s.name.wire.as_mut_ptr() as *mut u64;
+        for w in 0..DNS_NAME_MAX / 8 {
+            if w >= words {
+                // SAFETY: w < 32: inside the 256-byte array.
+                unsafe { core::ptr::write_unaligned(dst.add(w), 0) };
+            }
+        }
         let _ = DNS_NAMES.insert(&name_hash, &s.name, 0);
     }
     Ok(Question {
@@ -187,42 +208,37 @@ fn parse(ctx: &SkBuffContext, s: &mut DnsScratch, dns_off: u32, egress: bool) ->
     })
 }
 
-/// Copies the name (its `name_len` bytes at `qoff`) into `out`, zero-padded and folded to
-/// lower case, and returns its hash over all 32 words.
-///
-/// The name is loaded a second time, into a zeroed buffer, instead of masking the first copy
-/// word by word: branches on the name length in a 32-step loop multiply the verifier's states
-/// by every length the label walk can end with, past the 1M instruction limit. Label length
-/// bytes are at most 63, below 'A', so folding never touches them.
+/// Copies the `name_len` bytes of the name from `s.raw` into `s.name`, folded to lower case
+/// (the last word zero-masked), and returns the hash of those `words` words. Only the words the
+/// name covers are touched: most names are a few words of the 32. Label length bytes are at most
+/// 63, below 'A', so folding never touches them.
 #[inline(always)]
-fn fold_name(ctx: &SkBuffContext, qoff: u32, name_len: u32, out: &mut [u8; DNS_NAME_MAX]) -> Result<u64, u8> {
-    let words = out.as_mut_ptr() as *mut u64;
-    for w in 0..DNS_NAME_MAX / 8 {
-        // SAFETY: inside the 256-byte array.
-        unsafe { core::ptr::write_unaligned(words.add(w), 0) };
-    }
-    let len = clamp_len(name_len, DNS_NAME_MAX as u32 - 1);
-    // SAFETY: `out` is 256 bytes and len is in 1..=255.
-    let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), qoff, out.as_mut_ptr().cast(), len) };
-    if rc != 0 {
-        return Err(DNS_ERR_LABEL_PAST_PACKET);
-    }
+fn fold_name(s: &mut DnsScratch, name_len: usize, words: usize) -> u64 {
+    let src = s.raw.as_ptr() as *const u64;
+    let dst = s.name.wire.as_mut_ptr() as *mut u64;
     let mut h = HASH_SEED;
     for w in 0..DNS_NAME_MAX / 8 {
-        // SAFETY: inside the 256-byte array.
-        unsafe {
-            let word = to_lower_word(core::ptr::read_unaligned(words.add(w)));
-            core::ptr::write_unaligned(words.add(w), word);
-            h = hash_step(h, word);
+        if w >= words {
+            break;
         }
+        // SAFETY: w < 32: inside both arrays (512 and 256 bytes), 8-byte aligned map value.
+        let mut word = unsafe { core::ptr::read_unaligned(src.add(w)) };
+        let end = w * 8 + 8;
+        if end > name_len {
+            // Little endian: the first bytes in memory are the low ones.
+            word &= u64::MAX >> ((end - name_len) * 8);
+        }
+        let word = to_lower_word(word);
+        unsafe { core::ptr::write_unaligned(dst.add(w), word) };
+        h = hash_step(h, word);
     }
-    Ok(hash_finish(h))
+    hash_finish(h)
 }
 
 /// Index of the latency bucket (`DNS_LATENCY_BOUNDS_NS.len()` for +Inf).
 #[inline(always)]
-fn bucket(latency_ns: u64) -> u16 {
-    let mut i = 0u16;
+fn bucket(latency_ns: u64) -> u8 {
+    let mut i = 0u8;
     for bound in DNS_LATENCY_BOUNDS_NS {
         if latency_ns > bound {
             i += 1;
@@ -241,15 +257,15 @@ fn clamp_len(avail: u32, max: u32) -> u32 {
     m + 1
 }
 
-/// Adds one packet (and `sum_ns`) to `key` in the current generation's DNS map.
+/// Adds one packet (and `sum_ns`) to `key` in the current generation's DNS map. Returns true
+/// when this created the key (its first packet in this drain interval).
 #[inline(always)]
-fn dns_add(cfg: &Config, key: &DnsKey, sum_ns: u64) {
+fn dns_add(cfg: &Config, key: &DnsKey, sum_ns: u64) -> bool {
     let map = if cfg.generation & 1 == 0 {
         &DNS_0
     } else {
         &DNS_1
     };
-    let one = DnsStats { count: 1, sum_ns };
     for _ in 0..2 {
         if let Some(v) = map.get_ptr_mut(key) {
             use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
@@ -263,14 +279,18 @@ fn dns_add(cfg: &Config, key: &DnsKey, sum_ns: u64) {
                     );
                 }
             }
-            return;
+            return false;
         }
         // NOEXIST: losing the race to another CPU's insert falls back to the add above.
-        if map.insert(key, &one, NOEXIST).is_ok() {
-            return;
+        if map
+            .insert(key, &DnsStats { count: 1, sum_ns }, NOEXIST)
+            .is_ok()
+        {
+            return true;
         }
     }
     count_event(EVENT_DNS_MAP_FULL);
+    false
 }
 
 /// Sends the DNS message to the agent, at most once per interval per {cgroup, name, qtype}.

@@ -42,7 +42,8 @@ pub static DNS_1: HashMap<DnsKey, DnsStats> =
 
 /// Question names by hash, written on first sight; the agent reads the names it does not know.
 #[map]
-pub static DNS_NAMES: LruHashMap<u64, DnsName> = LruHashMap::with_max_entries(DNS_NAMES_CAPACITY, 0);
+pub static DNS_NAMES: LruHashMap<u64, DnsName> =
+    LruHashMap::with_max_entries(DNS_NAMES_CAPACITY, 0);
 
 /// Queries waiting for their response, for latency; the agent removes the ones that time out.
 /// Preallocated: an insert and a delete per query come from per-CPU free lists, not kmalloc.
@@ -66,6 +67,10 @@ pub struct DnsScratch {
     pub raw: [u8; 512],
     /// A folded, zero-padded name for `DNS_NAMES`.
     pub name: DnsName,
+    /// Length of the name in `raw`, passed through memory (see `dns::parse`).
+    pub name_len: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
 
 #[map]

@@ -176,9 +176,12 @@ impl Labelling {
     fn fold(&self, series: &mut Series, batch: &crate::drain::Batch) {
         let mut identity = lock(&self.identity);
         series.flows.fold(&batch.flows, &mut identity);
-        series
-            .dns
-            .fold(&batch.dns, &batch.dns_timeouts, &batch.qnames, &mut identity);
+        series.dns.fold(
+            &batch.dns,
+            &batch.dns_timeouts,
+            &batch.qnames,
+            &mut identity,
+        );
         drop(identity);
         if let Some(a) = &self.answers {
             series.dns.record_answers(&a.stats);

@@ -13,15 +13,16 @@ pub const DNS_NAME_MAX: usize = 256;
 
 /// [`DnsKey::kind`]: a query left a socket; `code` is 0.
 pub const DNS_KIND_QUERY: u8 = 1;
-/// A response arrived; `code` is its RCODE.
+/// A response arrived; `code` is its RCODE, `bucket` its latency bucket (index into
+/// [`DNS_LATENCY_BOUNDS_NS`], `DNS_LATENCY_BUCKETS - 1` for +Inf) or [`DNS_NO_LATENCY`], and
+/// [`DnsStats::sum_ns`] the summed latency. One key carries both the response count and the
+/// latency sample, so a response costs one map update.
 pub const DNS_KIND_RESPONSE: u8 = 2;
-/// A latency sample: `qname` is empty, `qtype` is the bucket index into
-/// [`DNS_LATENCY_BOUNDS_NS`] (`DNS_LATENCY_BUCKETS - 1` for +Inf), `code` the RCODE, and
-/// [`DnsStats::sum_ns`] the summed latency.
-pub const DNS_KIND_LATENCY: u8 = 3;
-/// A packet to or from port 53 that could not be parsed; `qname` is empty and `code` one of the
+/// A packet to or from port 53 that could not be parsed; `name_hash` is 0 and `code` one of the
 /// `DNS_ERR_*` reasons.
 pub const DNS_KIND_ERROR: u8 = 4;
+/// [`DnsKey::bucket`] of a response whose query was not seen (or already timed out).
+pub const DNS_NO_LATENCY: u8 = 0xff;
 
 /// Upper bounds (inclusive, nanoseconds) of the latency buckets, as in the Prometheus histogram.
 pub const DNS_LATENCY_BOUNDS_NS: [u64; 15] = [
@@ -108,16 +109,18 @@ pub const DNS_FORWARD_INTERVAL_NS: u64 = 2_000_000_000;
 pub struct DnsKey {
     /// cgroup v2 id of the socket's owner.
     pub cgroup_id: u64,
-    /// [`name_hash`] of the question name; 0 for latency and error keys.
+    /// [`name_hash`] of the question name; 0 for error keys.
     pub name_hash: u64,
-    /// QTYPE; for [`DNS_KIND_LATENCY`] the bucket index.
+    /// QTYPE.
     pub qtype: u16,
     /// One of the `DNS_KIND_*` values.
     pub kind: u8,
-    /// RCODE for responses and latency samples, reason for errors, 0 for queries.
+    /// RCODE for responses, reason for errors, 0 for queries.
     pub code: u8,
+    /// Latency bucket of responses (see [`DNS_KIND_RESPONSE`]); 0 otherwise.
+    pub bucket: u8,
     /// Explicit padding, always zero.
-    pub _pad: u32,
+    pub _pad: [u8; 3],
 }
 
 /// A question name in wire format (length-prefixed labels, terminating zero), ASCII letters
@@ -141,9 +144,9 @@ impl Default for DnsName {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsStats {
-    /// Packets (or latency samples) counted under the key.
+    /// Packets counted under the key.
     pub count: u64,
-    /// Summed latency in nanoseconds (latency keys only).
+    /// Summed latency in nanoseconds (responses with a latency bucket).
     pub sum_ns: u64,
 }
 
@@ -203,12 +206,12 @@ pub const fn hash_finish(h: u64) -> u64 {
     if z == 0 { 1 } else { z }
 }
 
-/// The hash of a folded wire name of `len` bytes, as the kernel computes it: all 32 words of
-/// the zero-padded name. The agent only needs it in tests.
+/// The hash of a folded wire name of `len` bytes, as the kernel computes it: the words covering
+/// the name, the last one zero-masked. The agent only needs it in tests.
 pub fn name_hash(wire: &[u8], len: usize) -> u64 {
     let mut h = HASH_SEED;
     let mut w = 0;
-    while w < DNS_NAME_MAX / 8 {
+    while w * 8 < len {
         let mut bytes = [0u8; 8];
         let mut i = 0;
         while i < 8 {
@@ -258,7 +261,10 @@ mod tests {
         assert_eq!(to_lower_word(w).to_le_bytes(), *b"abz@[az\x03");
         // Bytes above 0x7f (and label lengths, all below 'A') are left alone.
         let w = u64::from_le_bytes([0xc1, 0xda, 0x3f, b'Q', 0, 0x80, b'M', 0x7f]);
-        assert_eq!(to_lower_word(w).to_le_bytes(), [0xc1, 0xda, 0x3f, b'q', 0, 0x80, b'm', 0x7f]);
+        assert_eq!(
+            to_lower_word(w).to_le_bytes(),
+            [0xc1, 0xda, 0x3f, b'q', 0, 0x80, b'm', 0x7f]
+        );
         for b in 0u8..=255 {
             let got = to_lower_word(b as u64) as u8;
             assert_eq!(got, b.to_ascii_lowercase(), "byte {b:#x}");
@@ -270,7 +276,10 @@ mod tests {
         let a = b"\x03WWW\x07Example\x03com\x00";
         let b = b"\x03www\x07example\x03com\x00garbage";
         assert_eq!(name_hash(a, a.len()), name_hash(b, a.len()));
-        assert_ne!(name_hash(a, a.len()), name_hash(b"\x03www\x07example\x03org\x00", a.len()));
+        assert_ne!(
+            name_hash(a, a.len()),
+            name_hash(b"\x03www\x07example\x03org\x00", a.len())
+        );
         assert_ne!(name_hash(b"\x00", 1), 0);
     }
 }

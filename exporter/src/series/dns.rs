@@ -8,7 +8,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use sockscope_common::dns::{
-    DNS_ERR_NAMES, DNS_KIND_ERROR, DNS_KIND_LATENCY, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DnsKey,
+    DNS_ERR_NAMES, DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_NO_LATENCY, DnsKey,
     DnsStats,
 };
 
@@ -178,23 +178,24 @@ impl DnsMetrics {
                         .inc_by(stats.count);
                 }
                 DNS_KIND_RESPONSE => {
+                    let rcode = rcode_name(key.code).to_string();
+                    if key.bucket != DNS_NO_LATENCY {
+                        self.latency
+                            .get_or_create(&LatencyLabels {
+                                local: local.clone(),
+                                rcode: rcode.clone(),
+                            })
+                            .add(key.bucket as usize, stats.count, stats.sum_ns);
+                    }
                     let qname = self.qname(&local, key, qnames, DNS_RESPONSES);
                     self.responses
                         .get_or_create(&ResponseLabels {
                             local,
                             qname,
                             qtype: qtype_name(key.qtype),
-                            rcode: rcode_name(key.code).to_string(),
+                            rcode,
                         })
                         .inc_by(stats.count);
-                }
-                DNS_KIND_LATENCY => {
-                    self.latency
-                        .get_or_create(&LatencyLabels {
-                            local,
-                            rcode: rcode_name(key.code).to_string(),
-                        })
-                        .add(key.qtype as usize, stats.count, stats.sum_ns);
                 }
                 DNS_KIND_ERROR => {
                     let reason = DNS_ERR_NAMES
@@ -269,5 +270,96 @@ impl DnsMetrics {
                 .inc();
         }
         name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prometheus_client::encoding::text::encode;
+    use sockscope_common::dns::name_hash;
+
+    use super::*;
+    use crate::identity::hosts::HostCache;
+
+    fn key(name: u64, kind: u8, code: u8, bucket: u8) -> DnsKey {
+        DnsKey {
+            cgroup_id: 9,
+            name_hash: name,
+            qtype: 1,
+            kind,
+            code,
+            bucket,
+            _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn folds_counts_latency_errors_and_timeouts() {
+        let mut registry = Registry::default();
+        let overflow = Overflow::default();
+        let mut m = DnsMetrics::register(&mut registry, 1, overflow.clone());
+        registry.register("sockscope_series_overflow", "x", overflow);
+        let mut id = Identity::new(
+            "/nonexistent".into(),
+            "/nonexistent".into(),
+            HostCache::new(4, Duration::from_secs(1), Duration::from_secs(2)),
+        );
+        let (a, b) = (name_hash(b"\x01a\x00", 3), name_hash(b"\x01b\x00", 3));
+        let qnames = HashMap::from([(a, "a".to_string()), (b, "b".to_string())]);
+        let one = |n| DnsStats {
+            count: n,
+            sum_ns: 0,
+        };
+        let deltas = [
+            (key(a, DNS_KIND_QUERY, 0, 0), one(3)),
+            // Budget of 1: b folds into ~other.
+            (key(b, DNS_KIND_QUERY, 0, 0), one(2)),
+            // 2 responses in the 1ms bucket (index 3), 1.5ms in total; 1 without a query seen.
+            (
+                key(a, DNS_KIND_RESPONSE, 3, 3),
+                DnsStats {
+                    count: 2,
+                    sum_ns: 1_500_000,
+                },
+            ),
+            (key(a, DNS_KIND_RESPONSE, 3, DNS_NO_LATENCY), one(1)),
+            // A name the agent never learnt.
+            (key(77, DNS_KIND_QUERY, 0, 0), one(1)),
+            (key(0, DNS_KIND_ERROR, 4, 0), one(5)),
+        ];
+        m.fold(&deltas, &[key(a, DNS_KIND_QUERY, 0, 0)], &qnames, &mut id);
+        let mut out = String::new();
+        encode(&mut out, &registry).expect("encode");
+        let has = |s: &str| assert!(out.contains(s), "{s} missing in\n{out}");
+        has(
+            r#"sockscope_dns_queries_total{namespace="",workload="",pod="",container="",qname="a",qtype="A"} 3"#,
+        );
+        has(
+            r#"sockscope_dns_queries_total{namespace="",workload="",pod="",container="",qname="~other",qtype="A"} 3"#,
+        );
+        has(
+            r#"sockscope_dns_responses_total{namespace="",workload="",pod="",container="",qname="a",qtype="A",rcode="NXDOMAIN"} 3"#,
+        );
+        has(
+            r#"sockscope_dns_latency_seconds_count{namespace="",workload="",pod="",container="",rcode="NXDOMAIN"} 2"#,
+        );
+        has(
+            r#"sockscope_dns_latency_seconds_sum{namespace="",workload="",pod="",container="",rcode="NXDOMAIN"} 0.0015"#,
+        );
+        has(
+            r#"sockscope_dns_latency_seconds_bucket{le="0.0005",namespace="",workload="",pod="",container="",rcode="NXDOMAIN"} 0"#,
+        );
+        has(
+            r#"sockscope_dns_latency_seconds_bucket{le="0.001",namespace="",workload="",pod="",container="",rcode="NXDOMAIN"} 2"#,
+        );
+        has(
+            r#"sockscope_dns_parse_errors_total{namespace="",workload="",pod="",container="",reason="compression_in_question"} 5"#,
+        );
+        has(
+            r#"sockscope_dns_timeouts_total{namespace="",workload="",pod="",container="",qname="a",qtype="A"} 1"#,
+        );
+        has(r#"sockscope_series_overflow_total{metric="sockscope_dns_queries_total"} 2"#);
     }
 }
