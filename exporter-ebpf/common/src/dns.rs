@@ -250,6 +250,7 @@ const _: () = assert!(core::mem::size_of::<DnsName>() == 256);
 const _: () = assert!(core::mem::size_of::<DnsStats>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingKey>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingQuery>() == 32);
+const _: () = assert!(core::mem::size_of::<DnsAnswerEvent>() == DNS_ANSWER_HEADER + DNS_ANSWER_MAX);
 
 #[cfg(test)]
 mod tests {
@@ -283,4 +284,3 @@ mod tests {
         assert_ne!(name_hash(b"\x00", 1), 0);
     }
 }
-const _: () = assert!(core::mem::size_of::<DnsAnswerEvent>() == DNS_ANSWER_HEADER + DNS_ANSWER_MAX);
