@@ -125,11 +125,21 @@ def iperf(setup, veth, seconds):
     ns_c = f"ip netns exec {setup.a} " if veth else ""
     host = "10.252.0.2" if veth else "127.0.0.1"
     srv = setup.spawn(f"{ns_s}iperf3 -s -1 -p {port}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
-    cli = setup.spawn(f"{ns_c}iperf3 -c {host} -p {port} -t {seconds} -J", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out, _ = cli.communicate(timeout=seconds + 30)
-    srv.wait(timeout=10)
-    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+    try:
+        # The server may take a moment to listen: retry a refused client.
+        for _ in range(20):
+            time.sleep(0.2)
+            cli = setup.spawn(f"{ns_c}iperf3 -c {host} -p {port} -t {seconds} -J",
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            out, _ = cli.communicate(timeout=seconds + 30)
+            if cli.returncode == 0:
+                srv.wait(timeout=10)
+                return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+        sys.exit("iperf3 client could not run")
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
 
 
 def churn(setup, seconds):

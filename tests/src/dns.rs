@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::NetPair;
+use crate::{NetPair, TestCgroup};
 
 /// The zone every server serves.
 pub const ZONE: &str = "sockscope.test";
@@ -32,6 +32,12 @@ impl DnsServer {
     /// In the data, `{server4}` and `{server6}` stand for the server's addresses. Clients use
     /// IPv6 transport when `v6`.
     pub fn start(records: &[(&str, &str, &str)], v6: bool) -> Self {
+        Self::start_in(records, v6, None)
+    }
+
+    /// Like [`DnsServer::start`], with unbound running in child cgroup `resolver` of `cgroup`
+    /// (a resolver workload on the node sockscope watches).
+    pub fn start_in(records: &[(&str, &str, &str)], v6: bool, cgroup: Option<&TestCgroup>) -> Self {
         let net = NetPair::new();
         let dir = std::env::temp_dir().join(format!("sockscope-dns-{}", net.b));
         fs::create_dir_all(&dir).expect("dns dir");
@@ -84,13 +90,19 @@ remote-control:
         );
         fs::write(dir.join("unbound.conf"), conf).expect("unbound.conf");
         let log = fs::File::create(dir.join("unbound.log")).expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &net.b, "unbound", "-d", "-c"])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &net.b, "unbound", "-d", "-c"])
             .arg(dir.join("unbound.conf"))
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn unbound (apt-get install unbound)");
+            .stderr(log);
+        let child = match cgroup {
+            Some(cg) => {
+                cg.move_before_exec(&mut cmd, "resolver");
+                cmd.spawn()
+            }
+            None => cmd.spawn(),
+        }
+        .expect("spawn unbound (apt-get install unbound)");
         let addr = if v6 { net.b6.clone() } else { net.b4.clone() };
         let etc = PathBuf::from("/etc/netns").join(&net.a);
         fs::create_dir_all(&etc).expect("/etc/netns");

@@ -82,6 +82,12 @@ impl TestCgroup {
 
     /// Spawns `cmd` inside child cgroup `child` (moved there before exec).
     pub fn spawn(&self, child: &str, cmd: &mut Command) -> Proc {
+        self.move_before_exec(cmd, child);
+        Proc::spawn(cmd)
+    }
+
+    /// Makes `cmd` move itself into child cgroup `child` between fork and exec.
+    pub fn move_before_exec(&self, cmd: &mut Command, child: &str) {
         let procs = self.child(child).join("cgroup.procs");
         let procs_c = std::ffi::CString::new(procs.to_string_lossy().as_bytes()).expect("path");
         // SAFETY: only async-signal-safe libc calls between fork and exec.
@@ -100,7 +106,6 @@ impl TestCgroup {
                 }
             });
         }
-        Proc::spawn(cmd)
     }
 }
 

@@ -43,10 +43,13 @@ fn r<'a>(
 
 /// Real lookups: glibc for A+AAAA, kdig for a CNAME chain asked in mixed case and in lower case
 /// (one name), NXDOMAIN, SERVFAIL from an unreachable upstream, AAAA through a CNAME.
+///
+/// The resolver (unbound) runs in the same watched cgroup tree, as a node-local resolver does:
+/// only the client side counts, so its served queries and sent responses count nowhere.
 fn resolver_counts(name: &str, v6: bool) {
-    let dns = DnsServer::start(&zone(), v6);
     let cg = TestCgroup::new(name);
     let agent = Agent::start(PEER, &cg.root, &[]);
+    let dns = DnsServer::start_in(&zone(), v6, Some(&cg));
     let ns = Some(dns.net.a.as_str());
     let mut glibc = cg.spawn(
         "client",
@@ -94,6 +97,17 @@ fn resolver_counts(name: &str, v6: bool) {
         m.sum(QUERIES, &[("workload", "client")]),
         7.0,
         "{}",
+        m.dump()
+    );
+    // Not counted a second time at the resolver, which is watched too.
+    assert_eq!(m.sum(QUERIES, &[]), 7.0, "{}", m.dump());
+    assert_eq!(m.sum(RESPONSES, &[]), 7.0, "{}", m.dump());
+    assert!(
+        m.sum(
+            "sockscope_udp_received_bytes_total",
+            &[("workload", "resolver")]
+        ) > 0.0,
+        "the resolver's traffic is seen: {}",
         m.dump()
     );
     assert_eq!(
