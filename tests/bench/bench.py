@@ -169,6 +169,7 @@ class Unbound:
         open(f"{self.dir}/zone", "w").write(zone)
         open(f"{self.dir}/unbound.conf", "w").write(f"""server:
   interface: 10.252.0.2
+  interface: 10.252.0.2@5353
   port: 53
   do-daemonize: no
   username: ""
@@ -206,11 +207,11 @@ remote-control:
         sh(f"rm -rf {self.dir}", check=False)
 
 
-def dnsperf(setup, unbound, seconds, rate=None):
+def dnsperf(setup, unbound, seconds, rate=None, port=53):
     """Maximum rate (2 sockets, up to 200 queries in flight), or a fixed rate.
     Returns (queries/s, sent, lost)."""
     limit = f" -Q {rate}" if rate else ""
-    cli = setup.spawn(f"ip netns exec {setup.a} dnsperf -s 10.252.0.2 -d {unbound.queries} -l {seconds} -c 2 -q 200{limit}",
+    cli = setup.spawn(f"ip netns exec {setup.a} dnsperf -s 10.252.0.2 -p {port} -d {unbound.queries} -l {seconds} -c 2 -q 200{limit}",
                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     out, _ = cli.communicate(timeout=seconds + 30)
     qps = re.search(r"Queries per second:\s+([\d.]+)", out)
@@ -259,7 +260,7 @@ def main():
     if "dns" in only:
         keys += ["dnsperf queries/s"]
     results = {k: {"without": [], "with": []} for k in keys}
-    ns, dns_ns, cpu, rss = {}, {}, 0.0, 0.0
+    ns, dns_ns, udp_ns, cpu, rss = {}, {}, {}, 0.0, 0.0
     dns_check = None
     load_seconds = 0
 
@@ -309,6 +310,13 @@ def main():
             for p, (v, n) in run_stats(agent.metrics()).items():
                 dns_ns[p] = (v, n)
             agent.stop()
+            # The same packets to port 5353: the UDP byte accounting alone, no DNS parsing.
+            agent = Agent(setup.cg)
+            dnsperf(setup, unbound, args.seconds, rate=20000, port=5353)
+            time.sleep(1.2)
+            for p, (v, n) in run_stats(agent.metrics()).items():
+                udp_ns[p] = (v, n)
+            agent.stop()
             # And at the maximum rate: exact counts, forwarding and drops.
             agent = Agent(setup.cg)
             qps, sent, lost = dnsperf(setup, unbound, args.seconds)
@@ -345,7 +353,9 @@ def main():
         for p in ("sockscope_egress", "sockscope_ingress"):
             if p in dns_ns:
                 v, n = dns_ns[p]
-                print(f"  {p:26} {v:8.1f} ns   ({n} invocations)")
+                base = udp_ns.get(p, (0.0, 0))[0]
+                print(f"  {p:26} {v:8.1f} ns   ({n} invocations); same packets to port 5353 (UDP bytes only): "
+                      f"{base:.1f} ns, so DNS adds {v - base:.1f} ns")
         d = dns_check
         print(f"  max rate, bpf stats on: {d['qps']:.0f} queries/s; dnsperf sent {d['sent']} (lost {d['lost']}), sockscope counted "
               f"{d['counted']:.0f} queries and {d['responses']:.0f} responses")
