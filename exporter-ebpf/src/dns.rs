@@ -12,15 +12,15 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    Config, EVENT_DNS_MAP_FULL, EVENT_DNS_PENDING_FULL, EVENT_DNS_RINGBUF,
+    Config, EVENT_DNS_MAP_FULL, EVENT_DNS_PENDING_EVICTED, EVENT_DNS_RINGBUF,
     dns::{
         DNS_ANSWER_HEADER, DNS_ANSWER_MAX, DNS_ERR_BAD_LABEL, DNS_ERR_COMPRESSION,
         DNS_ERR_LABEL_PAST_PACKET, DNS_ERR_MULTIPLE_QUESTIONS, DNS_ERR_NAME_TOO_LONG,
         DNS_ERR_NO_QUESTION, DNS_ERR_SHORT_HEADER, DNS_ERR_TRUNCATED_QUESTION,
         DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_KIND_ERROR, DNS_KIND_QUERY,
-        DNS_KIND_RESPONSE, DNS_LATENCY_BOUNDS_NS, DNS_NAME_MAX, DNS_NO_LATENCY, DnsAnswerEvent,
-        DnsKey, DnsStats, HASH_SEED, PendingKey, PendingQuery, hash_finish, hash_step,
-        to_lower_word,
+        DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT, DNS_LATENCY_BOUNDS_NS, DNS_NAME_MAX, DNS_NO_LATENCY,
+        DnsAnswerEvent, DnsKey, DnsStats, HASH_SEED, PendingSlot, hash_finish, hash_step,
+        pending_slot, to_lower_word,
     },
 };
 
@@ -36,8 +36,6 @@ use crate::{
 const QUESTION_MAX: u32 = 255 + 4;
 /// BPF_NOEXIST.
 const NOEXIST: u64 = 1;
-/// -E2BIG: what a full hash map returns on insert.
-const E2BIG: i32 = -7;
 
 /// What the header and question of a packet say.
 struct Question {
@@ -74,21 +72,17 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
     key.name_hash = q.name_hash;
     key.qtype = q.qtype;
     let now = unsafe { bpf_ktime_get_ns() };
-    let pending = PendingKey {
-        socket_cookie: unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) },
-        id: q.id,
-        _pad: [0; 6],
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+    let Some(slot) = DNS_PENDING.get_ptr_mut(pending_slot(cookie, q.id)) else {
+        return;
     };
+    // SAFETY: an element of a live array map; shared with other CPUs and the agent, so the
+    // ownership word is only changed with atomics.
+    let slot = unsafe { &mut *slot };
     if egress {
         key.kind = DNS_KIND_QUERY;
         let _ = dns_add(cfg, &key, 0);
-        let query = PendingQuery { sent_ns: now, key };
-        // NOEXIST: a retransmission keeps the first send time.
-        if let Err(e) = DNS_PENDING.insert(&pending, &query, NOEXIST)
-            && e as i32 == E2BIG
-        {
-            count_event(EVENT_DNS_PENDING_FULL);
-        }
+        remember(cfg, slot, cookie, q.id, &key, now);
         return;
     }
 
@@ -96,13 +90,10 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
     key.code = q.rcode;
     key.bucket = DNS_NO_LATENCY;
     let mut latency = 0;
-    // SAFETY: the value is copied out before the entry is removed.
-    let sent = unsafe { DNS_PENDING.get(&pending) }.map(|p| p.sent_ns);
-    if let Some(sent) = sent
-        // Only the side that removes the entry counts it: the agent's timeout sweep removes
-        // entries too, and a query must end as either a latency sample or a timeout.
-        && DNS_PENDING.remove(&pending).is_ok()
-    {
+    let sent = unsafe { core::ptr::read_volatile(&slot.sent_ns) };
+    // Only the side whose swap succeeds ends the query: the agent's timeout sweep and newer
+    // queries swap too, and a query must end as one latency sample or one timeout.
+    if slot.socket_cookie == cookie && slot.id == q.id && take(slot, sent) {
         latency = now.saturating_sub(sent);
         key.bucket = bucket(latency);
     }
@@ -114,6 +105,70 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
         let limit_key = q.name_hash ^ cgroup_id.rotate_left(17) ^ ((q.qtype as u64) << 48);
         forward(ctx, cgroup_id, dns_off, limit_key, now);
     }
+}
+
+/// `sent_ns` of a slot a writer is filling.
+const BUSY: u64 = u64::MAX;
+
+/// Swaps the slot's `sent_ns` from `expected` to `new`; true if this call made the swap.
+#[inline(always)]
+fn swap(slot: &mut PendingSlot, expected: u64, new: u64) -> bool {
+    use core::intrinsics::{AtomicOrdering::SeqCst, atomic_cxchg};
+    // SAFETY: an aligned u64 of a map value.
+    let (_, ok) =
+        unsafe { atomic_cxchg::<u64, { SeqCst }, { SeqCst }>(&mut slot.sent_ns, expected, new) };
+    ok
+}
+
+/// Takes the query sent at `sent` out of its slot (response or eviction); true if this call
+/// ended it.
+#[inline(always)]
+fn take(slot: &mut PendingSlot, sent: u64) -> bool {
+    sent != 0 && sent != BUSY && swap(slot, sent, 0)
+}
+
+/// Records a query in its slot. A retransmission (same socket and id, still pending) keeps the
+/// first send time. A different query in the slot is taken over: counted as a timeout if it is
+/// older than the DNS timeout, else as an eviction.
+#[inline(always)]
+fn remember(cfg: &Config, slot: &mut PendingSlot, cookie: u64, id: u16, key: &DnsKey, now: u64) {
+    let sent = unsafe { core::ptr::read_volatile(&slot.sent_ns) };
+    if sent == BUSY {
+        // Another CPU is filling it this instant.
+        return;
+    }
+    if sent != 0 {
+        if slot.socket_cookie == cookie && slot.id == id {
+            return;
+        }
+        let old = slot.key;
+        // Claim it from its current query; losing means the response or the sweep ended that
+        // query a moment ago, or another writer won: leave the slot to them.
+        if !swap(slot, sent, BUSY) {
+            return;
+        }
+        if now.saturating_sub(sent) >= cfg.dns_timeout_ms as u64 * 1_000_000 {
+            let _ = dns_add(
+                cfg,
+                &DnsKey {
+                    kind: DNS_KIND_TIMEOUT,
+                    ..old
+                },
+                0,
+            );
+        } else {
+            count_event(EVENT_DNS_PENDING_EVICTED);
+        }
+    } else if !swap(slot, 0, BUSY) {
+        return;
+    }
+    slot.socket_cookie = cookie;
+    slot.id = id;
+    slot.key = *key;
+    use core::intrinsics::{AtomicOrdering::SeqCst, atomic_xchg};
+    // Publish last, with a full barrier, so whoever sees `sent_ns` sees the fields.
+    // SAFETY: an aligned u64 of a map value.
+    unsafe { atomic_xchg::<u64, { SeqCst }>(&mut slot.sent_ns, now) };
 }
 
 /// Parses header and question; makes sure the name is in `DNS_NAMES`.

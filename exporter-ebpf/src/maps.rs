@@ -9,8 +9,8 @@ use aya_ebpf::{
 use sockscope_common::{
     Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey, FlowStats, SockState,
     dns::{
-        DNS_ANSWERS_BYTES, DNS_MAP_CAPACITY, DNS_NAMES_CAPACITY, DNS_PENDING_CAPACITY, DnsKey,
-        DnsName, DnsStats, PendingKey, PendingQuery,
+        DNS_ANSWERS_BYTES, DNS_MAP_CAPACITY, DNS_NAMES_CAPACITY, DNS_PENDING_SLOTS, DnsKey,
+        DnsName, DnsStats, PendingSlot,
     },
 };
 
@@ -45,11 +45,15 @@ pub static DNS_1: HashMap<DnsKey, DnsStats> =
 pub static DNS_NAMES: LruHashMap<u64, DnsName> =
     LruHashMap::with_max_entries(DNS_NAMES_CAPACITY, 0);
 
-/// Queries waiting for their response, for latency; the agent removes the ones that time out.
-/// Preallocated: an insert and a delete per query come from per-CPU free lists, not kmalloc.
+/// `BPF_F_MMAPABLE`: the agent maps the array and sweeps it with atomics, no syscalls.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Queries waiting for their response, direct-mapped by {socket, id} (see `PendingSlot`). An
+/// array element is a pointer computation the verifier inlines, where a hash map costs a
+/// lookup, an insert and a delete per query.
 #[map]
-pub static DNS_PENDING: HashMap<PendingKey, PendingQuery> =
-    HashMap::with_max_entries(DNS_PENDING_CAPACITY, 0);
+pub static DNS_PENDING: Array<PendingSlot> =
+    Array::with_max_entries(DNS_PENDING_SLOTS, BPF_F_MMAPABLE);
 
 /// When a response for a {cgroup, name, qtype} (hashed) was last forwarded to userspace.
 #[map]

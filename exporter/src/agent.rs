@@ -46,6 +46,7 @@ pub async fn run(config: Config) -> Result<()> {
         &root,
         KernelOptions {
             process_label: config.label_process,
+            dns_timeout: config.dns_timeout,
         },
     )?;
     let shared = Arc::new(Shared::default());
@@ -74,7 +75,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     series.agent.set_map_capacity(
         sockscope_common::dns::DNS_PENDING_MAP,
-        sockscope_common::dns::DNS_PENDING_CAPACITY,
+        sockscope_common::dns::DNS_PENDING_SLOTS,
     );
     shared.publish(render(&series.registry));
 

@@ -48,6 +48,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The DNS pending-query table could not be mapped into the agent.
+    #[error("{0}")]
+    Pending(String),
     /// Flags that parse one by one but do not fit together.
     #[error("invalid configuration: {0}")]
     Config(String),

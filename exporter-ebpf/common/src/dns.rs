@@ -11,6 +11,9 @@ pub const DNS_PORT: u16 = 53;
 /// rounded up to a whole number of 8-byte words.
 pub const DNS_NAME_MAX: usize = 256;
 
+/// [`DnsKey::kind`] of a query that timed out (counted by the kernel when a newer query takes
+/// its expired slot; the agent's sweep reports the others).
+pub const DNS_KIND_TIMEOUT: u8 = 3;
 /// [`DnsKey::kind`]: a query left a socket; `code` is 0.
 pub const DNS_KIND_QUERY: u8 = 1;
 /// A response arrived; `code` is its RCODE, `bucket` its latency bucket (index into
@@ -87,10 +90,12 @@ pub const DNS_MAP_CAPACITY: u32 = 8192;
 pub const DNS_NAMES_MAP: &str = "DNS_NAMES";
 /// Question names the kernel remembers (LRU); the agent keeps its own copy of those it has seen.
 pub const DNS_NAMES_CAPACITY: u32 = 8192;
-/// Name of the map of queries waiting for their response.
+/// Name of the table of queries waiting for their response.
 pub const DNS_PENDING_MAP: &str = "DNS_PENDING";
-/// Queries waiting for a response, node-wide.
-pub const DNS_PENDING_CAPACITY: u32 = 16384;
+/// Slots of that table (a power of two). A query goes to the slot its {socket, id} hashes to; a
+/// colliding query evicts a live one (counted), so this is the number of queries that can be in
+/// flight node-wide before some go without latency or timeout.
+pub const DNS_PENDING_SLOTS: u32 = 16384;
 /// Name of the ring buffer carrying answers to userspace.
 pub const DNS_ANSWERS_MAP: &str = "DNS_ANSWERS";
 /// Ring buffer size in bytes (a power-of-two number of pages).
@@ -150,27 +155,36 @@ pub struct DnsStats {
     pub sum_ns: u64,
 }
 
-/// A query waiting for its response: which socket sent it, with which transaction id.
+/// A slot of the pending-query table: a direct-mapped array shared (mmap) with the agent.
+///
+/// Ownership of a slot's query is taken by swapping `sent_ns` from its value to 0 with a
+/// compare-and-exchange: the response (latency sample), the agent's timeout sweep, and a newer
+/// query evicting it all race for that swap, so each query ends exactly once. Writers claim the
+/// slot the same way, fill the other fields, and publish by storing `sent_ns` last.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PendingKey {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingSlot {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the query left; 0 for a free slot. A
+    /// retransmission (same socket and id) keeps the first time: latency is what the
+    /// application waited.
+    pub sent_ns: u64,
     /// `bpf_get_socket_cookie()` of the sending socket.
     pub socket_cookie: u64,
     /// DNS transaction id.
     pub id: u16,
     /// Explicit padding, always zero.
     pub _pad: [u8; 6],
-}
-
-/// What is remembered about a pending query.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PendingQuery {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the query left; a retransmission with the
-    /// same id keeps the first time, so latency is what the application waited.
-    pub sent_ns: u64,
     /// The query's key (kind [`DNS_KIND_QUERY`]); timeouts are labelled with its name and type.
     pub key: DnsKey,
+}
+
+/// Slot index of a query: the top bits of a multiplicative (Fibonacci) hash of {socket, id}.
+/// Top bits, because a product's low bits depend only on the factors' low bits.
+#[inline(always)]
+pub const fn pending_slot(socket_cookie: u64, id: u16) -> u32 {
+    let x = socket_cookie.rotate_left(16) ^ id as u64;
+    let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> (64 - DNS_PENDING_SLOTS.trailing_zeros())) as u32
 }
 
 /// ASCII upper case to lower case in all eight bytes of a word at once.
@@ -248,8 +262,8 @@ pub const DNS_ANSWER_HEADER: usize = 16;
 const _: () = assert!(core::mem::size_of::<DnsKey>() == 24);
 const _: () = assert!(core::mem::size_of::<DnsName>() == 256);
 const _: () = assert!(core::mem::size_of::<DnsStats>() == 16);
-const _: () = assert!(core::mem::size_of::<PendingKey>() == 16);
-const _: () = assert!(core::mem::size_of::<PendingQuery>() == 32);
+const _: () = assert!(core::mem::size_of::<PendingSlot>() == 48);
+const _: () = assert!(DNS_PENDING_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<DnsAnswerEvent>() == DNS_ANSWER_HEADER + DNS_ANSWER_MAX);
 
 #[cfg(test)]
@@ -270,6 +284,25 @@ mod tests {
             let got = to_lower_word(b as u64) as u8;
             assert_eq!(got, b.to_ascii_lowercase(), "byte {b:#x}");
         }
+    }
+
+    #[test]
+    fn pending_slots_spread_ids_and_sockets() {
+        // One socket with many queries in flight (a resolver, dnsperf), and many sockets with
+        // the same id: no slot holds more than a few.
+        let mut hits = [0u32; DNS_PENDING_SLOTS as usize];
+        for id in 0..4096u16 {
+            hits[pending_slot(7, id) as usize] += 1;
+        }
+        for cookie in 1..4096u64 {
+            hits[pending_slot(cookie, 0x1234) as usize] += 1;
+        }
+        assert!(
+            hits.iter().all(|&n| n <= 4),
+            "max {}",
+            hits.iter().max().unwrap_or(&0)
+        );
+        assert!(pending_slot(u64::MAX, u16::MAX) < DNS_PENDING_SLOTS);
     }
 
     #[test]

@@ -93,8 +93,9 @@ pub struct Config {
     pub ephemeral_low: u16,
     /// Highest local port the kernel hands out for connect().
     pub ephemeral_high: u16,
-    /// Explicit padding, always zero.
-    pub _pad: u32,
+    /// DNS timeout in milliseconds: a pending query older than this that a newer one evicts is
+    /// counted as timed out.
+    pub dns_timeout_ms: u32,
 }
 
 /// Socket seen, nothing known about its connection yet (listeners, fresh sockets).
@@ -158,9 +159,9 @@ pub const EVENT_CLOSE_FLUSH_LOST: u32 = 2;
 pub const EVENT_PACKET_UNPARSED: u32 = 3;
 /// A DNS count could not be added because the DNS map was full.
 pub const EVENT_DNS_MAP_FULL: u32 = 4;
-/// A DNS query could not be remembered for latency matching (pending map full); its response
-/// gets no latency sample and it cannot time out.
-pub const EVENT_DNS_PENDING_FULL: u32 = 5;
+/// A pending DNS query was evicted by a newer one whose {socket, id} hashes to the same slot:
+/// its response gets no latency sample and it cannot time out.
+pub const EVENT_DNS_PENDING_EVICTED: u32 = 5;
 /// A DNS answer could not be forwarded to userspace (ring buffer full).
 pub const EVENT_DNS_RINGBUF: u32 = 6;
 /// Number of event counters.
@@ -172,7 +173,7 @@ pub const EVENT_NAMES: [&str; EVENT_COUNT as usize] = [
     "close_flush_lost",
     "packet_unparsed",
     "dns_map_full",
-    "dns_pending_full",
+    "dns_pending_evicted",
     "dns_ringbuf",
 ];
 
@@ -196,8 +197,7 @@ mod user {
     unsafe impl aya::Pod for super::dns::DnsKey {}
     unsafe impl aya::Pod for super::dns::DnsName {}
     unsafe impl aya::Pod for super::dns::DnsStats {}
-    unsafe impl aya::Pod for super::dns::PendingKey {}
-    unsafe impl aya::Pod for super::dns::PendingQuery {}
+    unsafe impl aya::Pod for super::dns::PendingSlot {}
 }
 
 // Layout checks: a size change here is a kernel/userspace ABI change.

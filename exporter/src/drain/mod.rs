@@ -24,6 +24,8 @@ use sockscope_common::{
 };
 use tracing::{debug, warn};
 
+pub mod pending;
+
 use crate::{dns::name::presentation, ebpf::Maps};
 
 /// Everything one drain took out of the kernel.
@@ -164,24 +166,13 @@ impl Drainer {
         }
     }
 
-    /// Removes queries older than the DNS timeout; each one removed here is a timeout.
+    /// Takes queries older than the DNS timeout out of the pending table: each one is a
+    /// timeout.
     fn sweep_pending(&mut self, batch: &mut Batch) {
-        let now = monotonic_ns();
         let limit = self.dns_timeout.as_nanos() as u64;
-        let map = &mut self.maps.dns_pending;
-        let entries: Vec<_> = map.iter().filter_map(|e| e.ok()).collect();
-        let mut left = entries.len();
-        for (key, query) in entries {
-            if now.saturating_sub(query.sent_ns) < limit {
-                continue;
-            }
-            // Fails when the response removed it first: then it was answered, not timed out.
-            if map.remove(&key).is_ok() {
-                batch.dns_timeouts.push(query.key);
-                left -= 1;
-            }
-        }
-        batch.dns_pending = left;
+        let (expired, live) = self.maps.dns_pending.sweep(monotonic_ns(), limit);
+        batch.dns_timeouts.extend(expired);
+        batch.dns_pending = live;
     }
 
     /// Reads and deletes every entry of flow map `index`. Only call when no program writes it.

@@ -16,7 +16,6 @@ use sockscope_common::{
     CONFIG_PROCESS_LABEL, Config, FLOW_MAP_NAMES, FlowKey, FlowStats,
     dns::{
         DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_NAMES_MAP, DNS_PENDING_MAP, DnsKey, DnsName, DnsStats,
-        PendingKey, PendingQuery,
     },
 };
 use tracing::{error, info, warn};
@@ -82,7 +81,7 @@ pub struct Maps {
     /// Question names by hash (an LRU map).
     pub dns_names: HashMap<MapData, u64, DnsName>,
     /// DNS queries waiting for their response.
-    pub dns_pending: HashMap<MapData, PendingKey, PendingQuery>,
+    pub dns_pending: crate::drain::pending::PendingTable,
     /// DNS answers for the hostname cache; taken by the answer reader.
     pub dns_answers: Option<RingBuf<MapData>>,
 }
@@ -92,6 +91,8 @@ pub struct Maps {
 pub struct KernelOptions {
     /// Record the creating process's comm in flow keys.
     pub process_label: bool,
+    /// Age at which the kernel counts an evicted pending DNS query as timed out.
+    pub dns_timeout: Duration,
 }
 
 impl Kernel {
@@ -115,7 +116,7 @@ impl Kernel {
             },
             ephemeral_low,
             ephemeral_high,
-            _pad: 0,
+            dns_timeout_ms: options.dns_timeout.as_millis().min(u32::MAX as u128) as u32,
         };
         config.set(0, cfg, 0).map_err(|source| Error::Map {
             name: "CONFIG",
@@ -130,7 +131,18 @@ impl Kernel {
             take_map(&mut ebpf, DNS_MAP_NAMES[0])?,
             take_map(&mut ebpf, DNS_MAP_NAMES[1])?,
         ];
-        let dns_pending = take_map(&mut ebpf, DNS_PENDING_MAP)?;
+        let dns_pending = match ebpf.take_map(DNS_PENDING_MAP) {
+            Some(aya::maps::Map::Array(data)) => crate::drain::pending::PendingTable::new(data)
+                .map_err(|e| Error::Pending(e.to_string()))?,
+            _ => {
+                return Err(Error::Map {
+                    name: DNS_PENDING_MAP,
+                    source: aya::maps::MapError::InvalidName {
+                        name: DNS_PENDING_MAP.to_string(),
+                    },
+                });
+            }
+        };
         let dns_names = take_map(&mut ebpf, DNS_NAMES_MAP)?;
         let dns_answers = Some(take_map(&mut ebpf, DNS_ANSWERS_MAP)?);
 

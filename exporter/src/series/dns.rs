@@ -8,8 +8,8 @@ use prometheus_client::{
     registry::Registry,
 };
 use sockscope_common::dns::{
-    DNS_ERR_NAMES, DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_NO_LATENCY, DnsKey,
-    DnsStats,
+    DNS_ERR_NAMES, DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT,
+    DNS_NO_LATENCY, DnsKey, DnsStats,
 };
 
 use super::{
@@ -194,6 +194,16 @@ impl DnsMetrics {
                             qname,
                             qtype: qtype_name(key.qtype),
                             rcode,
+                        })
+                        .inc_by(stats.count);
+                }
+                DNS_KIND_TIMEOUT => {
+                    let qname = self.qname(&local, key, qnames, DNS_TIMEOUTS);
+                    self.timeouts
+                        .get_or_create(&QueryLabels {
+                            local,
+                            qname,
+                            qtype: qtype_name(key.qtype),
                         })
                         .inc_by(stats.count);
                 }
