@@ -242,8 +242,9 @@ fn parse(
     let name_hash = fold_name(s, name_len, words);
     // Names are registered by queries: a response repeats its query's name, and the agent
     // reads names right after the queries that use them.
+    let seen = (name_hash >> 58) as usize & 63;
     // SAFETY: looked up and copied at once.
-    if egress && unsafe { DNS_NAMES.get(&name_hash) }.is_none() {
+    if egress && s.seen[seen] != name_hash && unsafe { DNS_NAMES.get(&name_hash) }.is_none() {
         // First sight of this name (or evicted): zero the words past it and store it.
         let dst = s.name.wire.as_mut_ptr() as *mut u64;
         for w in 0..DNS_NAME_MAX / 8 {
@@ -253,6 +254,9 @@ fn parse(
             }
         }
         let _ = DNS_NAMES.insert(&name_hash, &s.name, 0);
+    }
+    if egress {
+        s.seen[seen] = name_hash;
     }
     Ok(Question {
         id: u16::from_be_bytes([h[0], h[1]]),

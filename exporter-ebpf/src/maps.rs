@@ -75,6 +75,9 @@ pub struct DnsScratch {
     pub name_len: u32,
     /// Explicit padding.
     pub _pad: u32,
+    /// Name hashes this CPU recently registered in `DNS_NAMES`, direct-mapped by their top
+    /// bits: a hot name skips the LRU map lookup (and its cache misses) on every query.
+    pub seen: [u64; 64],
 }
 
 #[map]

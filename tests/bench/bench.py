@@ -329,7 +329,7 @@ def main():
                 "ringbuf_drops": metric_sum(text, "sockscope_events_lost_total{", 'source="dns_ringbuf"'),
                 "forwarded": metric_sum(text, "sockscope_dns_answers_total{"),
                 "map_full": metric_sum(text, "sockscope_events_lost_total{", 'source="dns_map_full"')
-                + metric_sum(text, "sockscope_events_lost_total{", 'source="dns_pending_full"'),
+                + metric_sum(text, "sockscope_events_lost_total{", 'source="dns_pending_evicted"'),
             }
             rss = max(rss, agent.rss_peak_mb())
             agent.stop()
@@ -360,7 +360,7 @@ def main():
         print(f"  max rate, bpf stats on: {d['qps']:.0f} queries/s; dnsperf sent {d['sent']} (lost {d['lost']}), sockscope counted "
               f"{d['counted']:.0f} queries and {d['responses']:.0f} responses")
         print(f"  answers forwarded to userspace: {d['forwarded']:.0f}; ring buffer drops: {d['ringbuf_drops']:.0f}; "
-              f"DNS map/pending full: {d['map_full']:.0f}")
+              f"DNS map full/pending evicted: {d['map_full']:.0f}")
     print(f"\nagent CPU: {cpu:.3f} s over ~{load_seconds} s of load ({cpu / max(load_seconds, 1) * 100:.3f}% of one core); peak RSS {rss:.1f} MB")
 
 
