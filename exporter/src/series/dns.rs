@@ -197,16 +197,7 @@ impl DnsMetrics {
                         })
                         .inc_by(stats.count);
                 }
-                DNS_KIND_TIMEOUT => {
-                    let qname = self.qname(&local, key, qnames, DNS_TIMEOUTS);
-                    self.timeouts
-                        .get_or_create(&QueryLabels {
-                            local,
-                            qname,
-                            qtype: qtype_name(key.qtype),
-                        })
-                        .inc_by(stats.count);
-                }
+                DNS_KIND_TIMEOUT => self.timeout(local, key, qnames, stats.count),
                 DNS_KIND_ERROR => {
                     let reason = DNS_ERR_NAMES
                         .get(key.code as usize)
@@ -224,14 +215,7 @@ impl DnsMetrics {
         }
         for key in timeouts {
             let local = local_of(key.cgroup_id, identity);
-            let qname = self.qname(&local, key, qnames, DNS_TIMEOUTS);
-            self.timeouts
-                .get_or_create(&QueryLabels {
-                    local,
-                    qname,
-                    qtype: qtype_name(key.qtype),
-                })
-                .inc();
+            self.timeout(local, key, qnames, 1);
         }
         self.cache_entries.set(identity.hosts.len() as i64);
         let evictions = identity.hosts.evictions();
@@ -257,6 +241,18 @@ impl DnsMetrics {
                 .inc_by(total.saturating_sub(*seen));
             *seen = total;
         }
+    }
+
+    /// Counts `n` timed-out queries of `key` (from the kernel or the agent's sweep).
+    fn timeout(&mut self, local: LocalLabels, key: &DnsKey, qnames: &HashMap<u64, String>, n: u64) {
+        let qname = self.qname(&local, key, qnames, DNS_TIMEOUTS);
+        self.timeouts
+            .get_or_create(&QueryLabels {
+                local,
+                qname,
+                qtype: qtype_name(key.qtype),
+            })
+            .inc_by(n);
     }
 
     /// The `qname` label of a key within the workload's budget; a name the agent could not

@@ -277,10 +277,8 @@ fn exchange(
     Ok(())
 }
 
-fn udp_server(args: &[String]) -> Res<()> {
-    let bind: SocketAddr = arg(args, 0, "bind address")?;
-    let count: usize = arg(args, 1, "datagram count")?;
-    let reply: usize = arg(args, 2, "reply size")?;
+/// A bound UDP server socket (20 s receive timeout), announced with `ready <port>`.
+fn udp_listen(bind: SocketAddr) -> Res<UdpSocket> {
     let s = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .map_err(|e| e.to_string())?;
@@ -288,6 +286,14 @@ fn udp_server(args: &[String]) -> Res<()> {
         "ready {}",
         s.local_addr().map_err(|e| e.to_string())?.port()
     ));
+    Ok(s)
+}
+
+fn udp_server(args: &[String]) -> Res<()> {
+    let bind: SocketAddr = arg(args, 0, "bind address")?;
+    let count: usize = arg(args, 1, "datagram count")?;
+    let reply: usize = arg(args, 2, "reply size")?;
+    let s = udp_listen(bind)?;
     let mut buf = vec![0u8; 65536];
     let out = vec![0x33u8; reply];
     let (mut sent, mut received) = (0u64, 0u64);
@@ -454,13 +460,7 @@ fn dns_junk(args: &[String]) -> Res<()> {
 fn dns_junk_server(args: &[String]) -> Res<()> {
     let bind: SocketAddr = arg(args, 0, "bind address")?;
     let count: usize = arg(args, 1, "datagram count")?;
-    let s = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .map_err(|e| e.to_string())?;
-    say(&format!(
-        "ready {}",
-        s.local_addr().map_err(|e| e.to_string())?.port()
-    ));
+    let s = udp_listen(bind)?;
     let mut buf = vec![0u8; 65536];
     for _ in 0..count {
         let (n, from) = s.recv_from(&mut buf).map_err(|e| format!("recv: {e}"))?;
