@@ -285,6 +285,17 @@ fn clear_errors() {
     );
     assert!(err.contains("needs root"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // DNS settings that parse but do not fit together, or out of range.
+    let err = fails(&["--dns-ttl-min", "2h", "--dns-ttl-max", "1h"], None);
+    assert!(
+        err.contains("--dns-ttl-min") && err.contains("above"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let err = fails(&["--dns-cache-size", "0"], None);
+    assert!(err.contains("--dns-cache-size"), "{err}");
+    let err = fails(&["--max-qnames-per-workload=lots"], None);
+    assert!(err.contains("--max-qnames-per-workload"), "{err}");
 }
 
 #[test]
@@ -301,6 +312,12 @@ fn help_explains_every_flag() {
         "--cgroup-root",
         "--label-process",
         "--label-remote-ip",
+        "--max-qnames-per-workload",
+        "--max-remote-hosts-per-workload",
+        "--dns-timeout",
+        "--dns-ttl-min",
+        "--dns-ttl-max",
+        "--dns-cache-size",
         "--log",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
@@ -310,6 +327,14 @@ fn help_explains_every_flag() {
         "SOCKSCOPE_INTERVAL",
         "SOCKSCOPE_CGROUP_ROOT",
         "SOCKSCOPE_LABEL_PROCESS",
+        "SOCKSCOPE_LABEL_REMOTE_IP",
+        "SOCKSCOPE_MAX_QNAMES_PER_WORKLOAD",
+        "SOCKSCOPE_MAX_REMOTE_HOSTS_PER_WORKLOAD",
+        "SOCKSCOPE_DNS_TIMEOUT",
+        "SOCKSCOPE_DNS_TTL_MIN",
+        "SOCKSCOPE_DNS_TTL_MAX",
+        "SOCKSCOPE_DNS_CACHE_SIZE",
+        "SOCKSCOPE_LOG",
     ] {
         assert!(help.contains(env), "{env} missing from --help");
     }
