@@ -328,7 +328,8 @@ fn dns_add(cfg: &Config, key: &DnsKey, sum_ns: u64) -> bool {
     for _ in 0..2 {
         if let Some(v) = map.get_ptr_mut(key) {
             use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
-            // SAFETY: a live value of a shared map; atomic adds because every CPU writes it.
+            // SAFETY: this CPU's slot of a live value. Atomic adds all the same: egress in
+            // process context can be interrupted by ingress in softirq on the same CPU.
             unsafe {
                 atomic_xadd::<u64, u64, { Relaxed }>(core::ptr::addr_of_mut!((*v).count), 1);
                 if sum_ns != 0 {

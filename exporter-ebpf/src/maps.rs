@@ -29,16 +29,16 @@ pub static FLOWS_0: PerCpuHashMap<FlowKey, FlowStats> =
 pub static FLOWS_1: PerCpuHashMap<FlowKey, FlowStats> =
     PerCpuHashMap::with_max_entries(FLOW_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
-/// DNS counts, generation 0. A shared (not per-CPU) hash with atomic adds: one 16-byte value
-/// per key whatever the number of CPUs.
+/// DNS counts, generation 0. Per-CPU like the flow maps: a hot name's counters are then never
+/// shared between CPUs (a query leaves on one CPU, its response lands on another).
 #[map]
-pub static DNS_0: HashMap<DnsKey, DnsStats> =
-    HashMap::with_max_entries(DNS_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+pub static DNS_0: PerCpuHashMap<DnsKey, DnsStats> =
+    PerCpuHashMap::with_max_entries(DNS_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// DNS counts, generation 1.
 #[map]
-pub static DNS_1: HashMap<DnsKey, DnsStats> =
-    HashMap::with_max_entries(DNS_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+pub static DNS_1: PerCpuHashMap<DnsKey, DnsStats> =
+    PerCpuHashMap::with_max_entries(DNS_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// Question names by hash, written on first sight; the agent reads the names it does not know.
 #[map]

@@ -176,6 +176,8 @@ pub struct PendingSlot {
     pub _pad: [u8; 6],
     /// The query's key (kind [`DNS_KIND_QUERY`]); timeouts are labelled with its name and type.
     pub key: DnsKey,
+    /// Explicit padding to a 64-byte cache line: a slot never straddles two lines.
+    pub _line: [u64; 2],
 }
 
 /// Slot index of a query: the top bits of a multiplicative (Fibonacci) hash of {socket, id}.
@@ -262,7 +264,7 @@ pub const DNS_ANSWER_HEADER: usize = 16;
 const _: () = assert!(core::mem::size_of::<DnsKey>() == 24);
 const _: () = assert!(core::mem::size_of::<DnsName>() == 256);
 const _: () = assert!(core::mem::size_of::<DnsStats>() == 16);
-const _: () = assert!(core::mem::size_of::<PendingSlot>() == 48);
+const _: () = assert!(core::mem::size_of::<PendingSlot>() == 64);
 const _: () = assert!(DNS_PENDING_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<DnsAnswerEvent>() == DNS_ANSWER_HEADER + DNS_ANSWER_MAX);
 

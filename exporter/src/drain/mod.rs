@@ -152,8 +152,16 @@ impl Drainer {
         batch.drained_dns_entries += keys.len();
         for key in keys {
             match map.get(&key, 0) {
-                Ok(v) if v.count != 0 => batch.dns.push((key, v)),
-                Ok(_) => {}
+                Ok(values) => {
+                    let mut total = DnsStats::default();
+                    for v in values.iter() {
+                        total.count = total.count.wrapping_add(v.count);
+                        total.sum_ns = total.sum_ns.wrapping_add(v.sum_ns);
+                    }
+                    if total.count != 0 {
+                        batch.dns.push((key, total));
+                    }
+                }
                 Err(e) => {
                     batch.errors += 1;
                     warn!("reading a DNS entry failed: {e}");

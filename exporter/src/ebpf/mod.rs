@@ -77,7 +77,7 @@ pub struct Maps {
     /// Per-CPU event counters.
     pub events: PerCpuArray<MapData, u64>,
     /// The two DNS-count generations.
-    pub dns: [HashMap<MapData, DnsKey, DnsStats>; 2],
+    pub dns: [PerCpuHashMap<MapData, DnsKey, DnsStats>; 2],
     /// Question names by hash (an LRU map).
     pub dns_names: HashMap<MapData, u64, DnsName>,
     /// DNS queries waiting for their response.
