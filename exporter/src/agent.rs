@@ -50,7 +50,7 @@ pub async fn run(config: Config) -> Result<()> {
         },
     )?;
     let shared = Arc::new(Shared::default());
-    let series = Series::new(
+    let mut series = Series::new(
         LabelOptions {
             process: config.label_process,
             remote_ip: config.label_remote_ip,
@@ -60,6 +60,7 @@ pub async fn run(config: Config) -> Result<()> {
             remote_hosts: config.max_remote_hosts_per_workload as usize,
         },
     );
+    series.flows.set_sticky_for(config.dns_ttl_max);
     series
         .agent
         .set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));

@@ -1,6 +1,9 @@
 //! TCP and UDP flow families and the folding of drained deltas into them.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use prometheus_client::{
     metrics::{counter::Counter, family::Family},
@@ -25,10 +28,18 @@ pub const UDP_RECEIVED_BYTES: &str = "sockscope_udp_received_bytes";
 
 type CounterFamily = Family<FlowLabels, Counter>;
 
+/// A flow as far as its peer's name goes: owner, peer address, service port, role, protocol.
+type StickyKey = (u64, [u8; 16], u16, u8, u8);
+
 /// The flow counter families.
 pub struct FlowMetrics {
     options: LabelOptions,
     hosts: Budget,
+    /// The name each active flow was labelled with, so a long-lived connection keeps its
+    /// `remote_host` after the DNS answer's TTL ends instead of splitting into a second,
+    /// unnamed series. Entries idle for `sticky_for` are dropped.
+    sticky: HashMap<StickyKey, (String, Instant)>,
+    sticky_for: Duration,
     overflow: Overflow,
     tcp_sent: CounterFamily,
     tcp_received: CounterFamily,
@@ -52,6 +63,8 @@ impl FlowMetrics {
         let m = FlowMetrics {
             options,
             hosts: Budget::new(max_remote_hosts),
+            sticky: HashMap::new(),
+            sticky_for: Duration::from_secs(3600),
             overflow,
             tcp_sent: Family::default(),
             tcp_received: Family::default(),
@@ -119,9 +132,27 @@ impl FlowMetrics {
                 .entry(key.cgroup_id)
                 .or_insert_with(|| identity.owner(key.cgroup_id))
                 .clone();
-            let host = identity
-                .remote_host(key.cgroup_id, ip_from_key(key.remote_addr), now)
-                .unwrap_or_default();
+            let sticky_key = (
+                key.cgroup_id,
+                key.remote_addr,
+                key.port,
+                key.role,
+                key.proto,
+            );
+            let host = match identity.remote_host(key.cgroup_id, ip_from_key(key.remote_addr), now)
+            {
+                Some(h) => {
+                    self.sticky.insert(sticky_key, (h.clone(), now));
+                    h
+                }
+                None => match self.sticky.get_mut(&sticky_key) {
+                    Some((h, seen)) => {
+                        *seen = now;
+                        h.clone()
+                    }
+                    None => String::new(),
+                },
+            };
             let scope = LocalLabels::of(&owner).budget_scope();
             let (host, folded) = self.hosts.label(&scope, host);
             let labels = flow_labels(key, &owner, host, self.options);
@@ -158,6 +189,14 @@ impl FlowMetrics {
                 _ => {}
             }
         }
+        let keep = self.sticky_for;
+        self.sticky
+            .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < keep);
+    }
+
+    /// How long an idle flow keeps its name (the DNS TTL ceiling).
+    pub fn set_sticky_for(&mut self, d: Duration) {
+        self.sticky_for = d;
     }
 }
 
@@ -264,6 +303,23 @@ mod tests {
             ),
             "{out}"
         );
+
+        // The answer expires (here: the cache is emptied); the same flow keeps its name.
+        id.hosts = HostCache::new(64, Duration::from_secs(30), Duration::from_secs(3600));
+        m.fold(&flows[..1], &mut id);
+        let mut out = String::new();
+        encode(&mut out, &registry).expect("encode");
+        let h1 =
+            "remote_host=\"h1.test\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 20";
+        assert!(out.contains(h1), "{out}");
+        // Idle past the ceiling: forgotten.
+        m.set_sticky_for(Duration::ZERO);
+        m.fold(&[], &mut id);
+        m.fold(&flows[..1], &mut id);
+        let mut out = String::new();
+        encode(&mut out, &registry).expect("encode");
+        let unnamed = "remote_host=\"\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 20";
+        assert!(out.contains(h1) && out.contains(unnamed), "{out}");
     }
 
     #[test]
