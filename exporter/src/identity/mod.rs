@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod hosts;
+pub mod kubepods;
 pub mod netns;
 pub mod remote;
 
