@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use sockscope_common::{
-    Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey, FlowStats, SockState,
+    CGROUP_NETNS_CAPACITY, Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey, FlowStats, SockState,
     dns::{
         DNS_ANSWERS_BYTES, DNS_MAP_CAPACITY, DNS_NAMES_CAPACITY, DNS_PENDING_SLOTS, DnsKey,
         DnsName, DnsStats, PendingSlot,
@@ -82,6 +82,11 @@ pub struct DnsScratch {
 
 #[map]
 pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// cgroup id -> network namespace cookie of the sockets its processes last created.
+#[map]
+pub static CGROUP_NETNS: LruHashMap<u64, u64> =
+    LruHashMap::with_max_entries(CGROUP_NETNS_CAPACITY, 0);
 
 /// Dropped/failed event counters, indexed by `EVENT_*`.
 #[map]

@@ -1,13 +1,25 @@
-//! cgroup/sock_create: remember which process created each TCP/UDP socket.
+//! cgroup/sock_create: which network namespace each cgroup's sockets live in, and (with the
+//! process label) which process created each TCP/UDP socket.
 //!
 //! This runs in the creating process's context, the only place its `comm` is reliable: a
 //! connected socket is established in softirq context, and an accepted socket is created by the
 //! kernel. Accepted sockets inherit their listener's state through `BPF_F_CLONE`.
+//!
+//! The namespace is what the agent's hostname cache is keyed by. Recording it here, from the
+//! kernel, works from a container without the host's PID namespace (where the pids of other
+//! pods' cgroups are invisible) and costs one map lookup per socket() call.
 
-use aya_ebpf::{helpers::bpf_get_current_comm, macros::cgroup_sock, programs::SockContext};
-use sockscope_common::{PROTO_TCP, PROTO_UDP, SockState};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm,
+        generated::{bpf_get_current_cgroup_id, bpf_get_netns_cookie},
+    },
+    macros::cgroup_sock,
+    programs::SockContext,
+};
+use sockscope_common::{CONFIG_PROCESS_LABEL, PROTO_TCP, PROTO_UDP, SockState};
 
-use crate::maps::sock_state;
+use crate::maps::{CGROUP_NETNS, config, sock_state};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -26,6 +38,15 @@ fn try_sock_create(ctx: &SockContext) {
     if (family != AF_INET && family != AF_INET6)
         || (protocol != PROTO_TCP as u32 && protocol != PROTO_UDP as u32)
     {
+        return;
+    }
+    // SAFETY: helpers allowed for cgroup sock programs; the context pointer is the socket.
+    let (cgroup, netns) = unsafe { (bpf_get_current_cgroup_id(), bpf_get_netns_cookie(sk.cast())) };
+    // SAFETY: copied out at once.
+    if unsafe { CGROUP_NETNS.get(&cgroup) }.copied() != Some(netns) {
+        let _ = CGROUP_NETNS.insert(&cgroup, &netns, 0);
+    }
+    if config().flags & CONFIG_PROCESS_LABEL == 0 {
         return;
     }
     let mut init = SockState::default();

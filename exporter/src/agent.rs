@@ -84,6 +84,7 @@ pub async fn run(config: Config) -> Result<()> {
     let identity = Arc::new(Mutex::new(Identity::new(
         root.mount.clone(),
         root.attach.clone(),
+        maps.cgroup_netns.take(),
         HostCache::new(
             config.dns_cache_size as usize,
             config.dns_ttl_min,

@@ -572,3 +572,41 @@ pub fn promtool_check_metrics(body: &str) {
         "promtool check metrics:\n{report}"
     );
 }
+
+/// Network namespace cookies the kernel recorded for the cgroup at `dir` in the `CGROUP_NETNS`
+/// maps of the running agents (`bpftool map dump`), as raw values.
+pub fn kernel_cgroup_netns(dir: &Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let id = fs::metadata(dir).expect("cgroup dir").ino();
+    let out = Command::new("bpftool")
+        .args(["map", "dump", "name", "CGROUP_NETNS", "-j"])
+        .output()
+        .expect("bpftool (installed by scripts/setup.sh)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // [{"key":["0x39",...],"value":["0x03",...]}, ...]: 8 little-endian bytes each.
+    let bytes = |s: &str| -> u64 {
+        let v: Vec<u8> = s
+            .split(',')
+            .filter_map(|b| {
+                u8::from_str_radix(b.trim().trim_matches('"').trim_start_matches("0x"), 16).ok()
+            })
+            .collect();
+        v.iter().rev().fold(0u64, |a, b| (a << 8) | *b as u64)
+    };
+    let mut found = Vec::new();
+    for entry in text.split("{\"key\":[").skip(1) {
+        let Some((key, rest)) = entry.split_once(']') else {
+            continue;
+        };
+        let Some(value) = rest
+            .split_once("\"value\":[")
+            .and_then(|(_, v)| v.split_once(']'))
+        else {
+            continue;
+        };
+        if bytes(key) == id {
+            found.push(bytes(value.0));
+        }
+    }
+    found
+}

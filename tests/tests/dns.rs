@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, time::Duration};
 use sockscope_tests::{
     Agent, Metrics, NetPair, TestCgroup,
     dns::{DnsServer, malformed},
-    peer_cmd, promtool_check_metrics,
+    kernel_cgroup_netns, peer_cmd, promtool_check_metrics,
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
@@ -268,6 +268,16 @@ fn each_namespace_sees_its_own_name() {
         srv.wait_ok();
         expect.push((workload, name.trim_end_matches('.'), port, sent));
     }
+    // The namespaces come from the kernel (cgroup/sock_create), not from /proc: each client
+    // cgroup is recorded with its own namespace.
+    let recorded: Vec<Vec<u64>> = ["in-a", "in-b"]
+        .iter()
+        .map(|w| kernel_cgroup_netns(&cg.child(w)))
+        .collect();
+    assert!(
+        recorded.iter().all(|r| r.len() == 1) && recorded[0] != recorded[1],
+        "{recorded:?}"
+    );
     for (workload, host, port, sent) in expect {
         let want = [
             ("workload", workload),

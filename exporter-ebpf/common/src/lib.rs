@@ -78,6 +78,11 @@ impl FlowStats {
     }
 }
 
+/// Name of the map from cgroup id to the network namespace cookie of its sockets.
+pub const CGROUP_NETNS_MAP: &str = "CGROUP_NETNS";
+/// cgroups whose namespace the kernel remembers (LRU).
+pub const CGROUP_NETNS_CAPACITY: u32 = 65536;
+
 /// Include the creating process's `comm` in flow keys.
 pub const CONFIG_PROCESS_LABEL: u32 = 1;
 

@@ -13,7 +13,7 @@ use aya::{
     },
 };
 use sockscope_common::{
-    CONFIG_PROCESS_LABEL, Config, FLOW_MAP_NAMES, FlowKey, FlowStats,
+    CGROUP_NETNS_MAP, CONFIG_PROCESS_LABEL, Config, FLOW_MAP_NAMES, FlowKey, FlowStats,
     dns::{
         DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_NAMES_MAP, DNS_PENDING_MAP, DnsKey, DnsName, DnsStats,
     },
@@ -39,7 +39,8 @@ pub const PROGRAMS: [&str; 4] = [
     "sockscope_ingress",
 ];
 
-/// The program that records socket creators, needed only for the `process` label.
+/// The program that records each cgroup's network namespace and, for the `process` label,
+/// socket creators.
 pub const SOCK_CREATE: &str = "sockscope_sock_create";
 
 /// What happened to one program.
@@ -84,6 +85,8 @@ pub struct Maps {
     pub dns_pending: crate::drain::pending::PendingTable,
     /// DNS answers for the hostname cache; taken by the answer reader.
     pub dns_answers: Option<RingBuf<MapData>>,
+    /// cgroup id -> network namespace cookie; taken by the identity resolver.
+    pub cgroup_netns: Option<HashMap<MapData, u64, u64>>,
 }
 
 /// Options that change what the kernel side records.
@@ -145,6 +148,7 @@ impl Kernel {
         };
         let dns_names = take_map(&mut ebpf, DNS_NAMES_MAP)?;
         let dns_answers = Some(take_map(&mut ebpf, DNS_ANSWERS_MAP)?);
+        let cgroup_netns = Some(take_map(&mut ebpf, CGROUP_NETNS_MAP)?);
 
         let cgroup = File::open(&root.attach).map_err(|source| Error::Read {
             path: root.attach.clone(),
@@ -152,11 +156,6 @@ impl Kernel {
         })?;
         let mut programs = Vec::with_capacity(PROGRAMS.len());
         for name in PROGRAMS {
-            if name == SOCK_CREATE && !options.process_label {
-                // Only the process label needs the creator; without it, skip a program run on
-                // every socket() call (every DNS lookup creates a UDP socket).
-                continue;
-            }
             let attached = match attach_one(&mut ebpf, name, &cgroup) {
                 Ok(()) => {
                     info!(program = name, cgroup = %root.attach.display(), "attached");
@@ -192,6 +191,7 @@ impl Kernel {
                 dns_names,
                 dns_pending,
                 dns_answers,
+                cgroup_netns,
             },
         ))
     }

@@ -28,11 +28,17 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Resolvers for cgroups below `root` in the cgroup2 mount `mount`, and a hostname cache.
-    pub fn new(mount: PathBuf, root: PathBuf, hosts: HostCache) -> Self {
+    /// Resolvers for cgroups below `root` in the cgroup2 mount `mount`, the kernel's
+    /// `CGROUP_NETNS` map (when loaded), and a hostname cache.
+    pub fn new(
+        mount: PathBuf,
+        root: PathBuf,
+        cgroup_netns: Option<aya::maps::HashMap<aya::maps::MapData, u64, u64>>,
+        hosts: HostCache,
+    ) -> Self {
         Identity {
             cgroups: Resolver::new(mount.clone(), root, Duration::from_secs(1)),
-            netns: NetnsResolver::new(mount),
+            netns: NetnsResolver::new(mount, cgroup_netns),
             hosts,
         }
     }

@@ -310,6 +310,7 @@ mod tests {
         let mut id = Identity::new(
             "/nonexistent".into(),
             "/nonexistent".into(),
+            None,
             HostCache::new(4, Duration::from_secs(1), Duration::from_secs(2)),
         );
         let (a, b) = (name_hash(b"\x01a\x00", 3), name_hash(b"\x01b\x00", 3));

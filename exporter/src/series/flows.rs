@@ -226,6 +226,7 @@ mod tests {
         Identity::new(
             dir.clone(),
             dir,
+            None,
             HostCache::new(64, Duration::from_secs(30), Duration::from_secs(3600)),
         )
     }
@@ -240,7 +241,7 @@ mod tests {
             .expect("procs");
         let cgroup_id = std::fs::metadata(&cg).expect("stat").ino();
         let mut id = identity(dir.clone());
-        let ns = crate::identity::netns::own_netns().expect("netns");
+        let ns = crate::identity::netns::current_netns_cookie().expect("netns");
         let now = std::time::Instant::now();
         for i in 1..=3u8 {
             id.hosts.insert(
