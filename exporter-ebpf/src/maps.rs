@@ -88,6 +88,10 @@ pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(
 pub static CGROUP_NETNS: LruHashMap<u64, u64> =
     LruHashMap::with_max_entries(CGROUP_NETNS_CAPACITY, 0);
 
+/// Per CPU, the last {cgroup, netns cookie} pair recorded in `CGROUP_NETNS`.
+#[map]
+pub static LAST_NETNS: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Dropped/failed event counters, indexed by `EVENT_*`.
 #[map]
 pub static EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVENT_COUNT, 0);

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use sockscope_common::{CONFIG_PROCESS_LABEL, PROTO_TCP, PROTO_UDP, SockState};
 
-use crate::maps::{CGROUP_NETNS, config, sock_state};
+use crate::maps::{CGROUP_NETNS, LAST_NETNS, config, sock_state};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -42,9 +42,17 @@ fn try_sock_create(ctx: &SockContext) {
     }
     // SAFETY: helpers allowed for cgroup sock programs; the context pointer is the socket.
     let (cgroup, netns) = unsafe { (bpf_get_current_cgroup_id(), bpf_get_netns_cookie(sk.cast())) };
+    // This CPU's last record first: a busy cgroup (a client opening connection after
+    // connection) then costs no map lookup per socket.
+    let last = LAST_NETNS.get_ptr_mut(0);
+    let seen = last.is_some_and(|l| unsafe { (*l)[0] == cgroup && (*l)[1] == netns });
     // SAFETY: copied out at once.
-    if unsafe { CGROUP_NETNS.get(&cgroup) }.copied() != Some(netns) {
+    if !seen && unsafe { CGROUP_NETNS.get(&cgroup) }.copied() != Some(netns) {
         let _ = CGROUP_NETNS.insert(&cgroup, &netns, 0);
+    }
+    if let Some(l) = last {
+        // SAFETY: this CPU's slot of a live per-CPU array.
+        unsafe { *l = [cgroup, netns] };
     }
     if config().flags & CONFIG_PROCESS_LABEL == 0 {
         return;
