@@ -4,7 +4,9 @@
 //! - TCP_CONNECT_CB: a client connect starts; enable state/retransmit/RTT callbacks.
 //! - ACTIVE/PASSIVE_ESTABLISHED_CB: build the flow key, take the byte counters as baseline.
 //! - RTT_CB: runs in `tcp_ack()` after `bytes_acked` moved, so the sender's count is flushed
-//!   right after each ACK instead of waiting for the next outgoing packet.
+//!   without waiting for its next outgoing packet. It fires once per RTT window, not per ACK
+//!   (`tcp_rtt_estimator()` calls it only when `snd_una` passes `rtt_seq`, net/ipv4/tcp_input.c):
+//!   ACKs after the last callback of an idle sender are flushed by its next packet or at close.
 //! - RETRANS_CB: retransmitted segments.
 //! - STATE_CB to TCP_CLOSE: final flush; SYN_SENT -> CLOSE is a failed connect.
 
