@@ -24,6 +24,8 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 
 /// Cached cgroups beyond this are forgotten at once (re-learnt on use).
 const MAX_KNOWN: usize = 65536;
+/// A known cgroup's namespace is re-read from the kernel's record after this long.
+const RECHECK: Duration = Duration::from_secs(10);
 /// A cgroup whose namespace could not be found is not looked at again for this long.
 const MISS_RETRY: Duration = Duration::from_secs(1);
 /// `SO_NETNS_COOKIE` (include/uapi/asm-generic/socket.h), Linux 5.14+.
@@ -53,6 +55,12 @@ impl NetnsResolver {
     /// namespace found once is kept otherwise, so flows a cgroup left behind after its processes
     /// exited are still labelled with the names it resolved.
     pub fn netns_of(&mut self, id: u64, path: &str) -> Option<u64> {
+        // Fresh enough: no syscall (this runs for every flow of every drain).
+        if let Some((ns, at)) = self.known.get(&id)
+            && at.elapsed() < RECHECK
+        {
+            return Some(*ns);
+        }
         if let Some(ns) = self.kernel.as_ref().and_then(|m| m.get(&id, 0).ok()) {
             self.remember(id, ns);
             return Some(ns);
