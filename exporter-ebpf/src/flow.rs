@@ -137,6 +137,28 @@ pub fn flush_tcp(
         }
         return;
     }
+    // Exclusive with ingress's ACK accounting (see `ack_ingress`). Under the socket lock no
+    // other flush runs; ingress holds the lock for one map update, so a short wait suffices.
+    // Not getting it leaves everything pending for the next flush, except at close, where the
+    // flush goes ahead: ingress only counts before our FIN, long before the close.
+    let locked = seq_lock(st, if closing { 64 } else { 8 });
+    if !locked && !closing {
+        return;
+    }
+    flush_locked(cfg, st, counters, events, closing);
+    if locked {
+        seq_unlock(st);
+    }
+}
+
+#[inline(always)]
+fn flush_locked(
+    cfg: &Config,
+    st: &mut SockState,
+    counters: Option<&TcpCounters>,
+    events: &FlowStats,
+    closing: bool,
+) {
     let mut delta = *events;
     let mut totals = (st.sent_reported, st.received_reported);
     if let Some(c) = counters
@@ -154,6 +176,9 @@ pub fn flush_tcp(
     if flow_add(cfg, &key, &delta) {
         if totals.0 > st.sent_reported {
             st.sent_reported = totals.0;
+            if let Some(c) = counters {
+                st.sent_una = c.snd_una;
+            }
         }
         if totals.1 > st.received_reported {
             st.received_reported = totals.1;
@@ -162,4 +187,68 @@ pub fn flush_tcp(
     } else if closing {
         count_event(EVENT_CLOSE_FLUSH_LOST);
     }
+}
+
+/// Takes the socket state's sequence lock (even -> odd), checking up to `tries` times.
+#[inline(always)]
+pub fn seq_lock(st: &mut SockState, tries: u32) -> bool {
+    use core::intrinsics::{AtomicOrdering::SeqCst, atomic_cxchg};
+    for _ in 0..tries {
+        // SAFETY: an aligned u64 of a live socket-storage value.
+        let cur = unsafe { core::ptr::read_volatile(&st.seq) };
+        if cur & 1 == 0 {
+            let (_, ok) = unsafe {
+                atomic_cxchg::<u64, { SeqCst }, { SeqCst }>(&mut st.seq, cur, cur.wrapping_add(1))
+            };
+            if ok {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Releases the sequence lock (odd -> even), publishing the fields written under it.
+#[inline(always)]
+pub fn seq_unlock(st: &mut SockState) {
+    use core::intrinsics::{AtomicOrdering::SeqCst, atomic_xadd};
+    // SAFETY: as in seq_lock; a full-barrier add makes the writes visible first.
+    unsafe { atomic_xadd::<u64, u64, { SeqCst }>(&mut st.seq, 1) };
+}
+
+/// Counts the bytes an incoming ACK acknowledges, before TCP processes it.
+///
+/// The sender's own counter (`bytes_acked`) is flushed by the RTT callback, which fires once
+/// per RTT window, not per ACK (`tcp_rtt_estimator()`, net/ipv4/tcp_input.c): the ACKs after
+/// its last callback would wait for the sender's next packet. So ingress maps the ACK number to
+/// a total through the last flush's {`sent_reported`, `sent_una`} and counts up to it. Only
+/// established connections before our FIN (the FIN's sequence number is not payload), only
+/// ACKs inside what was sent (the kernel ignores others). Whoever moves `sent_reported` counts
+/// the difference, under the sequence lock, so no byte is counted twice; a later flush from
+/// the kernel's counters finds nothing new.
+#[inline(always)]
+pub fn ack_ingress(cfg: &Config, st: &mut SockState, ack: u32, snd_nxt: u32) {
+    if (ack.wrapping_sub(snd_nxt) as i32) > 0 || st.cgroup_id == 0 {
+        return;
+    }
+    // Quick check without the lock: most ACKs were already counted by the RTT callback.
+    if (ack.wrapping_sub(st.sent_una) as i32) <= 0 {
+        return;
+    }
+    if !seq_lock(st, 1) {
+        return;
+    }
+    let d = ack.wrapping_sub(st.sent_una) as i32;
+    if d > 0 {
+        let delta = FlowStats {
+            sent_bytes: d as u64,
+            ..Default::default()
+        };
+        let key = key_of(cfg, st, sockscope_common::PROTO_TCP);
+        if flow_add(cfg, &key, &delta) {
+            st.sent_reported = st.sent_reported.wrapping_add(d as u64);
+            st.sent_una = ack;
+        }
+    }
+    seq_unlock(st);
 }

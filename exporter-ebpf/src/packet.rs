@@ -92,6 +92,19 @@ pub fn fin_end(ctx: &SkBuffContext, l4_offset: u32) -> Option<u32> {
     Some(seq.wrapping_add(payload).wrapping_add(1))
 }
 
+pub const TCP_ACK: u8 = 0x10;
+
+/// The acknowledgment number of a TCP segment with the ACK flag, whose header starts at
+/// `l4_offset`.
+#[inline(always)]
+pub fn ack_number(ctx: &SkBuffContext, l4_offset: u32) -> Option<u32> {
+    let t: [u8; 14] = read(ctx, l4_offset as usize)?;
+    if t[13] & TCP_ACK == 0 {
+        return None;
+    }
+    Some(u32::from_be_bytes([t[8], t[9], t[10], t[11]]))
+}
+
 /// Source and destination ports of a UDP (or TCP) header, host byte order.
 #[inline(always)]
 pub fn ports(ctx: &SkBuffContext, l4_offset: u32) -> Option<(u16, u16)> {

@@ -26,9 +26,9 @@ use sockscope_common::{
 
 use crate::{
     dns::dns_packet,
-    flow::{TcpCounters, flow_add, flush_tcp, key_of},
+    flow::{TcpCounters, ack_ingress, flow_add, flush_tcp, key_of},
     maps::{config, count_event, sock_state},
-    packet::{fin_end, ip_headers, ports},
+    packet::{ack_number, fin_end, ip_headers, ports},
 };
 
 #[cgroup_skb(ingress)]
@@ -106,6 +106,9 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         record_fin(ctx, st, egress);
     }
     if !egress {
+        if st.phase == PHASE_TRACKED && st.fin_out_seen == 0 {
+            ack_on_ingress(ctx, sk, st);
+        }
         return;
     }
     let tp = unsafe { bpf_tcp_sock(sk) };
@@ -129,6 +132,24 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
     }
     let cfg = config();
     flush_tcp(&cfg, st, Some(&c), &FlowStats::default(), false);
+}
+
+/// Counts what an incoming ACK acknowledges (see [`ack_ingress`]).
+#[inline(always)]
+fn ack_on_ingress(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
+    let Some(h) = ip_headers(ctx) else { return };
+    if h.proto != PROTO_TCP {
+        return;
+    }
+    let Some(ack) = ack_number(ctx, h.l4_offset) else {
+        return;
+    };
+    let tp = unsafe { bpf_tcp_sock(sk) };
+    if tp.is_null() {
+        return;
+    }
+    let snd_nxt = unsafe { (*tp).snd_nxt };
+    ack_ingress(&config(), st, ack, snd_nxt);
 }
 
 /// Remembers where a FIN ends in sequence space (seq + payload + 1).

@@ -118,6 +118,7 @@ fn try_sockops(ctx: &SockOpsContext) {
             // Baseline: handshake sequence numbers (SYN) are already in the counters.
             let c = counters(ctx);
             st.sent_reported = c.bytes_acked;
+            st.sent_una = c.snd_una;
             st.received_reported = c.bytes_received;
             st.fin_out_seen = 0;
             st.fin_in_seen = 0;

@@ -151,6 +151,15 @@ pub struct SockState {
     pub open_pending: u8,
     /// Explicit padding, always zero.
     pub _pad: u8,
+    /// `snd_una` when `sent_reported` was taken from the kernel's counters (or the ACK number
+    /// ingress counted up to): maps an ACK number to a sent-bytes total.
+    pub sent_una: u32,
+    /// Explicit padding, always zero.
+    pub _pad2: u32,
+    /// Sequence lock over {`sent_reported`, `sent_una`}: odd while a writer updates them.
+    /// Flushes under the socket lock and ingress (which runs without it) both take it. 64 bits:
+    /// BPF has no 32-bit compare-and-exchange before cpu v3.
+    pub seq: u64,
 }
 
 /// Index into the `EVENTS` per-CPU array: a flow update failed because the flow map was full
@@ -209,7 +218,7 @@ mod user {
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
-const _: () = assert!(core::mem::size_of::<SockState>() == 72);
+const _: () = assert!(core::mem::size_of::<SockState>() == 88);
 
 #[cfg(test)]
 mod tests {
