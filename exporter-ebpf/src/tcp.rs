@@ -5,8 +5,8 @@
 //! - ACTIVE/PASSIVE_ESTABLISHED_CB: build the flow key, take the byte counters as baseline.
 //! - RTT_CB: runs in `tcp_ack()` after `bytes_acked` moved, so the sender's count is flushed
 //!   without waiting for its next outgoing packet. It fires once per RTT window, not per ACK
-//!   (`tcp_rtt_estimator()` calls it only when `snd_una` passes `rtt_seq`, net/ipv4/tcp_input.c):
-//!   ACKs after the last callback of an idle sender are flushed by its next packet or at close.
+//!   (`tcp_rtt_estimator()` calls it only when `snd_una` passes `rtt_seq`, net/ipv4/tcp_input.c),
+//!   so cgroup_skb ingress also counts what each ACK acknowledges (`flow::ack_ingress`).
 //! - RETRANS_CB: retransmitted segments.
 //! - STATE_CB to TCP_CLOSE: final flush; SYN_SENT -> CLOSE is a failed connect.
 
