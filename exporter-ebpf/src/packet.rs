@@ -81,6 +81,12 @@ pub const TCP_FIN: u8 = 0x01;
 #[inline(always)]
 pub fn fin_end(ctx: &SkBuffContext, l4_offset: u32) -> Option<u32> {
     let t: [u8; 14] = read(ctx, l4_offset as usize)?;
+    fin_end_of(ctx, l4_offset, &t)
+}
+
+/// [`fin_end`] for a TCP header already read.
+#[inline(always)]
+pub fn fin_end_of(ctx: &SkBuffContext, l4_offset: u32, t: &[u8; 14]) -> Option<u32> {
     if t[13] & TCP_FIN == 0 {
         return None;
     }
@@ -93,17 +99,6 @@ pub fn fin_end(ctx: &SkBuffContext, l4_offset: u32) -> Option<u32> {
 }
 
 pub const TCP_ACK: u8 = 0x10;
-
-/// The acknowledgment number of a TCP segment with the ACK flag, whose header starts at
-/// `l4_offset`.
-#[inline(always)]
-pub fn ack_number(ctx: &SkBuffContext, l4_offset: u32) -> Option<u32> {
-    let t: [u8; 14] = read(ctx, l4_offset as usize)?;
-    if t[13] & TCP_ACK == 0 {
-        return None;
-    }
-    Some(u32::from_be_bytes([t[8], t[9], t[10], t[11]]))
-}
 
 /// Source and destination ports of a UDP (or TCP) header, host byte order.
 #[inline(always)]

@@ -28,7 +28,7 @@ use crate::{
     dns::dns_packet,
     flow::{TcpCounters, ack_ingress, flow_add, flush_tcp, key_of},
     maps::{config, count_event, sock_state},
-    packet::{ack_number, fin_end, ip_headers, ports},
+    packet::{TCP_ACK, fin_end, fin_end_of, ip_headers, ports, read},
 };
 
 #[cgroup_skb(ingress)]
@@ -99,17 +99,14 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
     if st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED {
         return;
     }
-    // We only send a FIN after leaving ESTABLISHED (tcp_close_state() runs before
-    // tcp_send_fin()), so established egress skips the header read. A FIN from the peer arrives
-    // while we are still ESTABLISHED, so ingress always looks.
-    if !egress || state != BPF_TCP_ESTABLISHED {
-        record_fin(ctx, st, egress);
-    }
     if !egress {
-        if st.phase == PHASE_TRACKED && st.fin_out_seen == 0 {
-            ack_on_ingress(ctx, sk, st);
-        }
+        tcp_ingress(ctx, sk, st);
         return;
+    }
+    // We only send a FIN after leaving ESTABLISHED (tcp_close_state() runs before
+    // tcp_send_fin()), so established egress skips the header read.
+    if state != BPF_TCP_ESTABLISHED {
+        record_fin_out(ctx, st);
     }
     let tp = unsafe { bpf_tcp_sock(sk) };
     if tp.is_null() {
@@ -123,7 +120,7 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         rcv_nxt: tp.rcv_nxt,
     };
     // Skip the flow update when nothing moved since the last flush (most data segments of a
-    // sender, whose acks are flushed by sock_ops right after each ACK).
+    // sender, whose acks are counted on ingress and by sock_ops).
     if c.bytes_acked == st.sent_reported
         && c.bytes_received == st.received_reported
         && st.open_pending == 0
@@ -134,40 +131,44 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
     flush_tcp(&cfg, st, Some(&c), &FlowStats::default(), false);
 }
 
-/// Counts what an incoming ACK acknowledges (see [`ack_ingress`]).
+/// An incoming segment, with one read of its TCP header: a FIN from the peer is remembered
+/// (a FIN arrives while we are still ESTABLISHED, so every segment is looked at), and what its
+/// ACK acknowledges is counted (see [`ack_ingress`]).
 #[inline(always)]
-fn ack_on_ingress(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
+fn tcp_ingress(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
     let Some(h) = ip_headers(ctx) else { return };
     if h.proto != PROTO_TCP {
         return;
     }
-    let Some(ack) = ack_number(ctx, h.l4_offset) else {
+    let Some(t) = read::<[u8; 14]>(ctx, h.l4_offset as usize) else {
         return;
     };
+    if let Some(end) = fin_end_of(ctx, h.l4_offset, &t) {
+        st.fin_in_end = end;
+        st.fin_in_seen = 1;
+    }
+    if st.phase != PHASE_TRACKED || st.fin_out_seen != 0 || t[13] & TCP_ACK == 0 {
+        return;
+    }
     let tp = unsafe { bpf_tcp_sock(sk) };
     if tp.is_null() {
         return;
     }
     let snd_nxt = unsafe { (*tp).snd_nxt };
+    let ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
     ack_ingress(&config(), st, ack, snd_nxt);
 }
 
-/// Remembers where a FIN ends in sequence space (seq + payload + 1).
+/// Remembers where our FIN ends in sequence space (seq + payload + 1).
 #[inline(always)]
-fn record_fin(ctx: &SkBuffContext, st: &mut SockState, egress: bool) {
+fn record_fin_out(ctx: &SkBuffContext, st: &mut SockState) {
     let Some(h) = ip_headers(ctx) else { return };
     if h.proto != PROTO_TCP {
         return;
     }
-    let Some(end) = fin_end(ctx, h.l4_offset) else {
-        return;
-    };
-    if egress {
+    if let Some(end) = fin_end(ctx, h.l4_offset) {
         st.fin_out_end = end;
         st.fin_out_seen = 1;
-    } else {
-        st.fin_in_end = end;
-        st.fin_in_seen = 1;
     }
 }
 
