@@ -27,15 +27,13 @@ use sockscope_common::{
 use crate::{
     maps::{
         DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_NAMES, DNS_PENDING, DNS_SCRATCH, DnsScratch,
-        count_event,
+        Upsert, add_u64, count_event, upsert,
     },
     packet::read,
 };
 
 /// Bytes of the question section copied: the longest name plus QTYPE and QCLASS.
 const QUESTION_MAX: u32 = 255 + 4;
-/// BPF_NOEXIST.
-const NOEXIST: u64 = 1;
 
 /// What the header and question of a packet say.
 struct Question {
@@ -325,32 +323,18 @@ fn dns_add(cfg: &Config, key: &DnsKey, sum_ns: u64) -> bool {
     } else {
         &DNS_1
     };
-    for _ in 0..2 {
-        if let Some(v) = map.get_ptr_mut(key) {
-            use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
-            // SAFETY: this CPU's slot of a live value. Atomic adds all the same: egress in
-            // process context can be interrupted by ingress in softirq on the same CPU.
-            unsafe {
-                atomic_xadd::<u64, u64, { Relaxed }>(core::ptr::addr_of_mut!((*v).count), 1);
-                if sum_ns != 0 {
-                    atomic_xadd::<u64, u64, { Relaxed }>(
-                        core::ptr::addr_of_mut!((*v).sum_ns),
-                        sum_ns,
-                    );
-                }
-            }
-            return false;
+    let init = DnsStats { count: 1, sum_ns };
+    let done = upsert(map, key, &init, |v| {
+        // SAFETY: `v` is this CPU's slot of a live map value.
+        unsafe {
+            add_u64(core::ptr::addr_of_mut!((*v).count), 1);
+            add_u64(core::ptr::addr_of_mut!((*v).sum_ns), sum_ns);
         }
-        // NOEXIST: losing the race to another CPU's insert falls back to the add above.
-        if map
-            .insert(key, &DnsStats { count: 1, sum_ns }, NOEXIST)
-            .is_ok()
-        {
-            return true;
-        }
+    });
+    if done == Upsert::Full {
+        count_event(EVENT_DNS_MAP_FULL);
     }
-    count_event(EVENT_DNS_MAP_FULL);
-    false
+    done == Upsert::Created
 }
 
 /// Sends the DNS message to the agent, at most once per interval per {cgroup, name, qtype}.

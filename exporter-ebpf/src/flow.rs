@@ -7,10 +7,9 @@ use sockscope_common::{
 
 use sockscope_common::Config;
 
-use crate::maps::{FLOWS_0, FLOWS_1, count_event};
+use core::ptr::addr_of_mut;
 
-/// BPF_NOEXIST: insert only if absent.
-const NOEXIST: u64 = 1;
+use crate::maps::{FLOWS_0, FLOWS_1, Upsert, add_u64, count_event, upsert};
 
 /// Adds `delta` to the flow `key` in the map of the current generation.
 /// Returns false if the flow could not be created (map full).
@@ -30,48 +29,22 @@ fn add_into(
     key: &FlowKey,
     delta: &FlowStats,
 ) -> bool {
-    // Two tries: the insert can lose a race with another CPU creating the same key, after
-    // which the lookup finds it.
-    for _ in 0..2 {
-        if let Some(v) = map.get_ptr_mut(key) {
-            // SAFETY: the pointer is this CPU's slot of a live map value.
-            unsafe { atomic_add(v, delta) };
-            return true;
+    let added = upsert(map, key, delta, |v| {
+        // SAFETY: `v` is this CPU's slot of a live map value.
+        unsafe {
+            add_u64(addr_of_mut!((*v).sent_bytes), delta.sent_bytes);
+            add_u64(addr_of_mut!((*v).received_bytes), delta.received_bytes);
+            add_u64(addr_of_mut!((*v).opened), delta.opened);
+            add_u64(addr_of_mut!((*v).closed), delta.closed);
+            add_u64(addr_of_mut!((*v).connect_failures), delta.connect_failures);
+            add_u64(addr_of_mut!((*v).retransmits), delta.retransmits);
         }
-        if map.insert(key, delta, NOEXIST).is_ok() {
-            return true;
-        }
+    });
+    if added == Upsert::Full {
+        count_event(EVENT_FLOW_MAP_FULL);
+        return false;
     }
-    count_event(EVENT_FLOW_MAP_FULL);
-    false
-}
-
-/// Adds `delta` into this CPU's slot with atomic instructions. The slot is per-CPU, but a
-/// program running in process context (egress from sendmsg) can be interrupted by a softirq
-/// whose program updates the same slot; a plain load/add/store would lose one of the updates.
-#[inline(always)]
-unsafe fn atomic_add(v: *mut FlowStats, delta: &FlowStats) {
-    // `AtomicU64::fetch_add` is not available on bpfel (no atomic CAS loop support); the
-    // intrinsic lowers to the BPF atomic add instruction.
-    use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
-    macro_rules! add {
-        ($field:ident) => {
-            if delta.$field != 0 {
-                unsafe {
-                    atomic_xadd::<u64, u64, { Relaxed }>(
-                        core::ptr::addr_of_mut!((*v).$field),
-                        delta.$field,
-                    )
-                };
-            }
-        };
-    }
-    add!(sent_bytes);
-    add!(received_bytes);
-    add!(opened);
-    add!(closed);
-    add!(connect_failures);
-    add!(retransmits);
+    true
 }
 
 /// The flow key of a socket's state.

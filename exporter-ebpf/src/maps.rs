@@ -166,3 +166,49 @@ pub fn count_event(index: u32) {
         unsafe { *v += 1 };
     }
 }
+
+/// `BPF_NOEXIST`: insert only if absent.
+const NOEXIST: u64 = 1;
+
+/// What [`upsert`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// The key existed; `add` ran on this CPU's slot.
+    Added,
+    /// The key was created with `init`.
+    Created,
+    /// The map is full.
+    Full,
+}
+
+/// Adds into `key` of a per-CPU hash of counters: `add` on this CPU's slot if the key exists,
+/// else an insert of `init`. Two tries: the insert can lose a race with another CPU creating
+/// the same key, after which the lookup finds it.
+#[inline(always)]
+pub fn upsert<K, V>(map: &PerCpuHashMap<K, V>, key: &K, init: &V, add: impl Fn(*mut V)) -> Upsert {
+    for _ in 0..2 {
+        if let Some(v) = map.get_ptr_mut(key) {
+            add(v);
+            return Upsert::Added;
+        }
+        if map.insert(key, init, NOEXIST).is_ok() {
+            return Upsert::Created;
+        }
+    }
+    Upsert::Full
+}
+
+/// Atomically adds `delta` to a counter in a map value. The slots are per-CPU, but a program
+/// running in process context (egress from sendmsg) can be interrupted by a softirq whose
+/// program updates the same slot; a plain load/add/store would lose one of the updates.
+/// `AtomicU64::fetch_add` is not available on bpfel; the intrinsic lowers to the BPF atomic add.
+///
+/// # Safety
+/// `counter` must point into a live map value.
+#[inline(always)]
+pub unsafe fn add_u64(counter: *mut u64, delta: u64) {
+    use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
+    if delta != 0 {
+        unsafe { atomic_xadd::<u64, u64, { Relaxed }>(counter, delta) };
+    }
+}
