@@ -19,8 +19,8 @@ use sockscope_common::{
         DNS_ERR_NO_QUESTION, DNS_ERR_SHORT_HEADER, DNS_ERR_TRUNCATED_QUESTION,
         DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_KIND_ERROR, DNS_KIND_QUERY,
         DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT, DNS_LATENCY_BOUNDS_NS, DNS_NAME_MAX, DNS_NO_LATENCY,
-        DnsAnswerEvent, DnsKey, DnsStats, HASH_SEED, PendingSlot, hash_finish, hash_step,
-        pending_slot, to_lower_word,
+        DnsAnswerEvent, DnsKey, DnsStats, HASH_SEED, PENDING_BUSY, PendingSlot, hash_finish,
+        hash_step, pending_slot, to_lower_word,
     },
 };
 
@@ -105,9 +105,6 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
     }
 }
 
-/// `sent_ns` of a slot a writer is filling.
-const BUSY: u64 = u64::MAX;
-
 /// Swaps the slot's `sent_ns` from `expected` to `new`; true if this call made the swap.
 #[inline(always)]
 fn swap(slot: &mut PendingSlot, expected: u64, new: u64) -> bool {
@@ -122,7 +119,7 @@ fn swap(slot: &mut PendingSlot, expected: u64, new: u64) -> bool {
 /// ended it.
 #[inline(always)]
 fn take(slot: &mut PendingSlot, sent: u64) -> bool {
-    sent != 0 && sent != BUSY && swap(slot, sent, 0)
+    sent != 0 && sent != PENDING_BUSY && swap(slot, sent, 0)
 }
 
 /// Records a query in its slot. A retransmission (same socket and id, still pending) keeps the
@@ -131,7 +128,7 @@ fn take(slot: &mut PendingSlot, sent: u64) -> bool {
 #[inline(always)]
 fn remember(cfg: &Config, slot: &mut PendingSlot, cookie: u64, id: u16, key: &DnsKey, now: u64) {
     let sent = unsafe { core::ptr::read_volatile(&slot.sent_ns) };
-    if sent == BUSY {
+    if sent == PENDING_BUSY {
         // Another CPU is filling it this instant.
         return;
     }
@@ -142,7 +139,7 @@ fn remember(cfg: &Config, slot: &mut PendingSlot, cookie: u64, id: u16, key: &Dn
         let old = slot.key;
         // Claim it from its current query; losing means the response or the sweep ended that
         // query a moment ago, or another writer won: leave the slot to them.
-        if !swap(slot, sent, BUSY) {
+        if !swap(slot, sent, PENDING_BUSY) {
             return;
         }
         if now.saturating_sub(sent) >= cfg.dns_timeout_ms as u64 * 1_000_000 {
@@ -157,7 +154,7 @@ fn remember(cfg: &Config, slot: &mut PendingSlot, cookie: u64, id: u16, key: &Dn
         } else {
             count_event(EVENT_DNS_PENDING_EVICTED);
         }
-    } else if !swap(slot, 0, BUSY) {
+    } else if !swap(slot, 0, PENDING_BUSY) {
         return;
     }
     slot.socket_cookie = cookie;

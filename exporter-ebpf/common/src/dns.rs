@@ -180,6 +180,9 @@ pub struct PendingSlot {
     pub _line: [u64; 2],
 }
 
+/// [`PendingSlot::sent_ns`] of a slot a writer is filling (claimed, fields not yet valid).
+pub const PENDING_BUSY: u64 = u64::MAX;
+
 /// Slot index of a query: the top bits of a multiplicative (Fibonacci) hash of {socket, id}.
 /// Top bits, because a product's low bits depend only on the factors' low bits.
 #[inline(always)]

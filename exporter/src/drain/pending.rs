@@ -12,10 +12,7 @@ use std::{
 };
 
 use aya::maps::MapData;
-use sockscope_common::dns::{DNS_PENDING_SLOTS, DnsKey, PendingSlot};
-
-/// `sent_ns` of a slot a program is filling.
-const BUSY: u64 = u64::MAX;
+use sockscope_common::dns::{DNS_PENDING_SLOTS, DnsKey, PENDING_BUSY, PendingSlot};
 
 /// Why the table could not be mapped.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +71,7 @@ impl PendingTable {
         let mut live = 0;
         for i in 0..self.len {
             let sent = self.sent(i).load(Ordering::Acquire);
-            if sent == 0 || sent == BUSY {
+            if sent == 0 || sent == PENDING_BUSY {
                 continue;
             }
             if now_ns.saturating_sub(sent) < timeout_ns {
