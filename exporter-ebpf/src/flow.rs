@@ -189,6 +189,14 @@ pub fn seq_unlock(st: &mut SockState) {
     unsafe { atomic_xadd::<u64, u64, { SeqCst }>(&mut st.seq, 1) };
 }
 
+/// Whether `ack` acknowledges bytes not counted yet. Read without the lock, so only a hint:
+/// most ACKs were already counted (by the RTT callback or an earlier ACK), and those skip the
+/// helper call and config read [`ack_ingress`] needs.
+#[inline(always)]
+pub fn acks_new_bytes(st: &SockState, ack: u32) -> bool {
+    (ack.wrapping_sub(st.sent_una) as i32) > 0
+}
+
 /// Counts the bytes an incoming ACK acknowledges, before TCP processes it.
 ///
 /// The sender's own counter (`bytes_acked`) is flushed by the RTT callback, which fires once
@@ -202,10 +210,6 @@ pub fn seq_unlock(st: &mut SockState) {
 #[inline(always)]
 pub fn ack_ingress(cfg: &Config, st: &mut SockState, ack: u32, snd_nxt: u32) {
     if (ack.wrapping_sub(snd_nxt) as i32) > 0 || st.cgroup_id == 0 {
-        return;
-    }
-    // Quick check without the lock: most ACKs were already counted by the RTT callback.
-    if (ack.wrapping_sub(st.sent_una) as i32) <= 0 {
         return;
     }
     if !seq_lock(st, 1) {

@@ -26,7 +26,7 @@ use sockscope_common::{
 
 use crate::{
     dns::dns_packet,
-    flow::{TcpCounters, ack_ingress, flow_add, flush_tcp, key_of},
+    flow::{TcpCounters, ack_ingress, acks_new_bytes, flow_add, flush_tcp, key_of},
     maps::{config, count_event, sock_state},
     packet::{TCP_ACK, fin_end, fin_end_of, ip_headers, ports, read},
 };
@@ -150,12 +150,15 @@ fn tcp_ingress(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
     if st.phase != PHASE_TRACKED || st.fin_out_seen != 0 || t[13] & TCP_ACK == 0 {
         return;
     }
+    let ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+    if !acks_new_bytes(st, ack) {
+        return;
+    }
     let tp = unsafe { bpf_tcp_sock(sk) };
     if tp.is_null() {
         return;
     }
     let snd_nxt = unsafe { (*tp).snd_nxt };
-    let ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
     ack_ingress(&config(), st, ack, snd_nxt);
 }
 
