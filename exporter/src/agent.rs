@@ -15,7 +15,7 @@ use tracing::{error, info};
 
 use crate::{
     config::Config,
-    dns::{Answers, lock, spawn_reader},
+    dns::{Answers, spawn_reader},
     drain::Drainer,
     ebpf::{Kernel, KernelOptions, preflight},
     error::{Error, Result},
@@ -24,6 +24,7 @@ use crate::{
         prometheus::{Shared, router},
     },
     identity::{Identity, hosts::HostCache},
+    lock,
     series::{Budgets, Series, labels::LabelOptions},
 };
 

@@ -16,3 +16,10 @@ pub mod identity;
 pub mod series;
 
 pub use error::{Error, Result};
+
+/// Locks a mutex, recovering the data if another thread panicked while holding it: shared
+/// state (hostname cache, ring buffer, histograms) stays usable, and counts already taken are
+/// never thrown away.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -23,7 +23,7 @@ use aya::maps::{MapData, RingBuf};
 use sockscope_common::dns::{DNS_ANSWER_HEADER, DNS_ANSWER_MAX};
 use tracing::debug;
 
-use crate::identity::Identity;
+use crate::{identity::Identity, lock};
 
 /// What happened to forwarded responses, since start.
 #[derive(Debug, Default)]
@@ -45,12 +45,6 @@ pub struct Answers {
     identity: Arc<Mutex<Identity>>,
     /// Counters for self-metrics.
     pub stats: AnswerStats,
-}
-
-/// Locks a mutex, recovering the data if another thread panicked while holding it: the
-/// cache and the ring stay usable, and counts already taken are never thrown away.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Answers {

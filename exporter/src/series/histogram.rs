@@ -27,7 +27,7 @@ impl KernelHistogram {
     /// Adds `count` samples to bucket `index` (the last index is +Inf) and `sum_ns` to the sum.
     /// An index out of range counts in +Inf.
     pub fn add(&self, index: usize, count: u64, sum_ns: u64) {
-        let mut inner = crate::dns::lock(&self.inner);
+        let mut inner = crate::lock(&self.inner);
         let i = index.min(DNS_LATENCY_BUCKETS - 1);
         inner.buckets[i] = inner.buckets[i].wrapping_add(count);
         inner.count = inner.count.wrapping_add(count);
@@ -41,7 +41,7 @@ impl TypedMetric for KernelHistogram {
 
 impl EncodeMetric for KernelHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let inner = crate::dns::lock(&self.inner);
+        let inner = crate::lock(&self.inner);
         let buckets: Vec<(f64, u64)> = DNS_LATENCY_BOUNDS_NS
             .iter()
             .map(|ns| *ns as f64 / 1e9)
