@@ -13,7 +13,7 @@ use sockscope_common::{FlowKey, FlowStats, PROTO_TCP, PROTO_UDP};
 
 use super::{
     budget::{Budget, Overflow, OverflowLabels},
-    labels::{FlowLabels, LabelOptions, LocalLabels, flow_labels},
+    labels::{FlowLabels, LabelOptions, flow_labels},
 };
 use crate::identity::{Identity, remote::ip_from_key};
 
@@ -153,9 +153,9 @@ impl FlowMetrics {
                     None => String::new(),
                 },
             };
-            let scope = LocalLabels::of(&owner).budget_scope();
-            let (host, folded) = self.hosts.label(&scope, host);
-            let labels = flow_labels(key, &owner, host, self.options);
+            let mut labels = flow_labels(key, &owner, String::new(), self.options);
+            let (host, folded) = self.hosts.label(&labels.local.budget_scope(), host);
+            labels.remote_host = host;
             let overflow = &self.overflow;
             let add = |family: &CounterFamily, name: &str, v: u64| {
                 if v != 0 {

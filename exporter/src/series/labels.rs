@@ -23,14 +23,9 @@ pub struct LabelOptions {
     Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, prometheus_client::encoding::EncodeLabelSet,
 )]
 pub struct FlowLabels {
-    /// Kubernetes namespace of the socket owner.
-    pub namespace: String,
-    /// Workload: systemd unit or container id on a plain host.
-    pub workload: String,
-    /// Kubernetes pod.
-    pub pod: String,
-    /// Container name (or id).
-    pub container: String,
+    /// Who owns the socket.
+    #[prometheus(flatten)]
+    pub local: LocalLabels,
     /// Kubernetes namespace of the peer.
     pub remote_namespace: String,
     /// Workload of the peer.
@@ -110,12 +105,8 @@ pub fn flow_labels(
     options: LabelOptions,
 ) -> FlowLabels {
     let ip = ip_from_key(key.remote_addr);
-    let local = LocalLabels::of(owner);
     FlowLabels {
-        namespace: local.namespace,
-        workload: local.workload,
-        pod: local.pod,
-        container: local.container,
+        local: LocalLabels::of(owner),
         remote_namespace: String::new(),
         remote_workload: String::new(),
         remote_host,
@@ -172,7 +163,7 @@ mod tests {
             String::new(),
             LabelOptions::default(),
         );
-        assert_eq!(l.workload, "a.service");
+        assert_eq!(l.local.workload, "a.service");
         assert_eq!(l.remote_class, "loopback");
         assert_eq!(l.port, "8080");
         assert_eq!(l.role, "client");
