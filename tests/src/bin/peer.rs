@@ -153,16 +153,7 @@ fn tcp_server(args: &[String]) -> Res<()> {
     for h in handles {
         let _ = h.join();
     }
-    say(&format!(
-        "sent {} received {}",
-        sent.load(Ordering::SeqCst),
-        received.load(Ordering::SeqCst)
-    ));
-    if failed.load(Ordering::SeqCst) > 0 {
-        Err("some connections failed".into())
-    } else {
-        Ok(())
-    }
+    report("", &sent, &received, failed.load(Ordering::SeqCst))
 }
 
 fn tcp_client(args: &[String]) -> Res<()> {
@@ -239,28 +230,29 @@ fn tcp_client(args: &[String]) -> Res<()> {
         while first_done.load(Ordering::SeqCst) < conns {
             thread::sleep(Duration::from_millis(5));
         }
-        say(&format!(
-            "exchanged sent {} received {}",
-            sent.load(Ordering::SeqCst),
-            received.load(Ordering::SeqCst)
-        ));
+        let _ = report("exchanged ", &sent, &received, 0);
     }
     for w in workers {
         let _ = w.join();
     }
+    report("", &sent, &received, failed.load(Ordering::SeqCst))
+}
+
+/// One request: header + `send` bytes out, `reply` bytes back.
+/// Prints `<prefix>sent <n> received <m>`; an error if any connection failed.
+fn report(prefix: &str, sent: &AtomicU64, received: &AtomicU64, failed: usize) -> Res<()> {
     say(&format!(
-        "sent {} received {}",
+        "{prefix}sent {} received {}",
         sent.load(Ordering::SeqCst),
         received.load(Ordering::SeqCst)
     ));
-    if failed.load(Ordering::SeqCst) > 0 {
+    if failed > 0 {
         Err("some connections failed".into())
     } else {
         Ok(())
     }
 }
 
-/// One request: header + `send` bytes out, `reply` bytes back.
 fn exchange(
     s: &mut TcpStream,
     send: u64,
@@ -422,12 +414,7 @@ fn resolve(args: &[String]) -> Res<()> {
     s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
     let mut rest = [0u8; 1];
     let _ = s.read(&mut rest);
-    say(&format!(
-        "sent {} received {}",
-        sent.load(Ordering::SeqCst),
-        received.load(Ordering::SeqCst)
-    ));
-    Ok(())
+    report("", &sent, &received, 0)
 }
 
 fn dns_junk(args: &[String]) -> Res<()> {
