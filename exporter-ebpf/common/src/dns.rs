@@ -155,6 +155,19 @@ pub struct DnsStats {
     pub sum_ns: u64,
 }
 
+impl DnsStats {
+    /// Adds `other`, wrapping like the kernel's counters.
+    pub fn add(&mut self, other: &DnsStats) {
+        self.count = self.count.wrapping_add(other.count);
+        self.sum_ns = self.sum_ns.wrapping_add(other.sum_ns);
+    }
+
+    /// True when nothing was counted.
+    pub fn is_zero(&self) -> bool {
+        self.count == 0
+    }
+}
+
 /// A slot of the pending-query table: a direct-mapped array shared (mmap) with the agent.
 ///
 /// Ownership of a slot's query is taken by swapping `sent_ns` from its value to 0 with a

@@ -18,6 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::{
+    Pod,
+    maps::{MapData, PerCpuHashMap},
+};
+
 use sockscope_common::{
     Config, EVENT_COUNT, FlowKey, FlowStats,
     dns::{DnsKey, DnsStats},
@@ -147,31 +152,15 @@ impl Drainer {
 
     /// Reads and deletes every entry of DNS map `index`. Only call when no program writes it.
     fn take_dns(&mut self, index: usize, batch: &mut Batch) {
-        let map = &mut self.maps.dns[index];
-        let keys: Vec<DnsKey> = map.keys().filter_map(|k| k.ok()).collect();
-        batch.drained_dns_entries += keys.len();
-        for key in keys {
-            match map.get(&key, 0) {
-                Ok(values) => {
-                    let mut total = DnsStats::default();
-                    for v in values.iter() {
-                        total.count = total.count.wrapping_add(v.count);
-                        total.sum_ns = total.sum_ns.wrapping_add(v.sum_ns);
-                    }
-                    if total.count != 0 {
-                        batch.dns.push((key, total));
-                    }
-                }
-                Err(e) => {
-                    batch.errors += 1;
-                    warn!("reading a DNS entry failed: {e}");
-                }
-            }
-            if let Err(e) = map.remove(&key) {
-                batch.errors += 1;
-                warn!("deleting a DNS entry failed: {e}");
-            }
-        }
+        let taken = take_all(
+            &mut self.maps.dns[index],
+            "DNS",
+            DnsStats::add,
+            DnsStats::is_zero,
+        );
+        batch.drained_dns_entries += taken.entries;
+        batch.errors += taken.errors;
+        batch.dns.extend(taken.sums);
     }
 
     /// Takes queries older than the DNS timeout out of the pending table: each one is a
@@ -185,35 +174,19 @@ impl Drainer {
 
     /// Reads and deletes every entry of flow map `index`. Only call when no program writes it.
     fn take(&mut self, index: usize) -> Batch {
-        let map = &mut self.maps.flows[index];
-        let mut batch = Batch {
+        let taken = take_all(
+            &mut self.maps.flows[index],
+            "flow",
+            FlowStats::add,
+            FlowStats::is_zero,
+        );
+        Batch {
             drained_generation: index,
+            drained_entries: taken.entries,
+            errors: taken.errors,
+            flows: taken.sums,
             ..Default::default()
-        };
-        let keys: Vec<FlowKey> = map.keys().filter_map(|k| k.ok()).collect();
-        batch.drained_entries = keys.len();
-        let mut sums: HashMap<FlowKey, FlowStats> = HashMap::with_capacity(keys.len());
-        for key in keys {
-            match map.get(&key, 0) {
-                Ok(values) => {
-                    let mut total = FlowStats::default();
-                    for v in values.iter() {
-                        total.add(v);
-                    }
-                    sums.entry(key).or_default().add(&total);
-                }
-                Err(e) => {
-                    batch.errors += 1;
-                    warn!("reading a flow entry failed: {e}");
-                }
-            }
-            if let Err(e) = map.remove(&key) {
-                batch.errors += 1;
-                warn!("deleting a flow entry failed: {e}");
-            }
         }
-        batch.flows = sums.into_iter().filter(|(_, v)| !v.is_zero()).collect();
-        batch
     }
 
     fn read_events(&mut self, batch: &mut Batch) {
@@ -243,6 +216,54 @@ impl Drainer {
         self.read_events(&mut batch);
         batch
     }
+}
+
+/// What [`take_all`] read out of a map.
+struct Taken<K, V> {
+    /// Per-key values summed over CPUs, zero sums left out.
+    sums: Vec<(K, V)>,
+    /// Entries the map held.
+    entries: usize,
+    /// Entries that could not be read or deleted (logged).
+    errors: u64,
+}
+
+/// Reads every entry of a per-CPU hash, summing each key's CPU slots with `add`, and deletes
+/// it. Keys are listed first, so deleting never disturbs the iteration.
+fn take_all<K: Pod, V: Pod + Default>(
+    map: &mut PerCpuHashMap<MapData, K, V>,
+    what: &str,
+    add: impl Fn(&mut V, &V),
+    is_zero: impl Fn(&V) -> bool,
+) -> Taken<K, V> {
+    let keys: Vec<K> = map.keys().filter_map(|k| k.ok()).collect();
+    let mut taken = Taken {
+        sums: Vec::with_capacity(keys.len()),
+        entries: keys.len(),
+        errors: 0,
+    };
+    for key in keys {
+        match map.get(&key, 0) {
+            Ok(values) => {
+                let mut total = V::default();
+                for v in values.iter() {
+                    add(&mut total, v);
+                }
+                if !is_zero(&total) {
+                    taken.sums.push((key, total));
+                }
+            }
+            Err(e) => {
+                taken.errors += 1;
+                warn!("reading a {what} entry failed: {e}");
+            }
+        }
+        if let Err(e) = map.remove(&key) {
+            taken.errors += 1;
+            warn!("deleting a {what} entry failed: {e}");
+        }
+    }
+    taken
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
