@@ -11,7 +11,7 @@ use std::{
 };
 
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     config::Config,
@@ -24,9 +24,13 @@ use crate::{
         prometheus::{Shared, router},
     },
     identity::{Identity, hosts::HostCache},
+    kubernetes::Cluster,
     lock,
     series::{Budgets, Series, labels::LabelOptions},
 };
+
+/// Longest wait for the first list of this node's pods before draining starts.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the agent until SIGTERM or SIGINT, then detaches, drains one last time and returns.
 pub async fn run(config: Config) -> Result<()> {
@@ -42,6 +46,25 @@ pub async fn run(config: Config) -> Result<()> {
             address: config.listen_address.to_string(),
             source,
         })?;
+
+    // The API client before the kernel: bad Kubernetes settings fail before anything attaches.
+    let cluster = if config.kubernetes_on() {
+        let node = config.node().ok_or(crate::kubernetes::Error::NoNodeName)?;
+        let client = crate::kubernetes::client(config.kubeconfig.as_deref()).await?;
+        let cluster = Arc::new(Cluster::default());
+        cluster.spawn(
+            client,
+            &crate::kubernetes::Options {
+                kubeconfig: config.kubeconfig.clone(),
+                node_name: node.clone(),
+                remote_index: config.remote_index,
+            },
+        );
+        info!(node = %node, remote_index = config.remote_index, "watching the Kubernetes API");
+        Some(cluster)
+    } else {
+        None
+    };
 
     let (kernel, mut maps) = Kernel::load_and_attach(
         &root,
@@ -60,6 +83,8 @@ pub async fn run(config: Config) -> Result<()> {
             qnames: config.max_qnames_per_workload as usize,
             remote_hosts: config.max_remote_hosts_per_workload as usize,
         },
+        config.series_expiry,
+        cluster.is_some(),
     );
     series.flows.set_sticky_for(config.dns_ttl_max);
     series
@@ -82,7 +107,7 @@ pub async fn run(config: Config) -> Result<()> {
     shared.publish(render(&series.registry));
 
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let identity = Arc::new(Mutex::new(Identity::new(
+    let mut identity = Identity::new(
         root.mount.clone(),
         root.attach.clone(),
         maps.cgroup_netns.take(),
@@ -91,7 +116,11 @@ pub async fn run(config: Config) -> Result<()> {
             config.dns_ttl_min,
             config.dns_ttl_max,
         ),
-    )));
+    );
+    if let Some(c) = &cluster {
+        identity = identity.with_cluster(c.clone());
+    }
+    let identity = Arc::new(Mutex::new(identity));
     let answers = maps
         .dns_answers
         .take()
@@ -106,6 +135,21 @@ pub async fn run(config: Config) -> Result<()> {
         ),
         None => None,
     };
+    let app = router(shared.clone());
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!("HTTP server stopped: {e}");
+        }
+    });
+    // The first drain waits (briefly) for this node's pods, so it does not label every pod
+    // from its cgroup path alone; the kernel keeps counting meanwhile.
+    if let Some(c) = &cluster
+        && !c.wait_synced(SYNC_WAIT).await
+    {
+        warn!(
+            "this node's pods are not listed after {SYNC_WAIT:?}; labelling pods from cgroup paths until they are"
+        );
+    }
     let drain_shared = shared.clone();
     let interval = config.interval;
     let drainer = Drainer::new(maps, config.dns_timeout);
@@ -127,12 +171,6 @@ pub async fn run(config: Config) -> Result<()> {
             source,
         })?;
 
-    let app = router(shared.clone());
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!("HTTP server stopped: {e}");
-        }
-    });
     info!(address = %config.listen_address, interval = ?config.interval, cgroup = %root.attach.display(), "sockscope running");
 
     wait_for_signal().await;
@@ -179,13 +217,8 @@ impl Labelling {
     /// then flows and DNS counts.
     fn fold(&self, series: &mut Series, batch: &crate::drain::Batch) {
         let mut identity = lock(&self.identity);
-        series.flows.fold(&batch.flows, &mut identity);
-        series.dns.fold(
-            &batch.dns,
-            &batch.dns_timeouts,
-            &batch.qnames,
-            &mut identity,
-        );
+        series.fold(batch, &mut identity);
+        series.expire(Instant::now(), &mut identity);
         drop(identity);
         if let Some(a) = &self.answers {
             series.dns.record_answers(&a.stats);

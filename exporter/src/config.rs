@@ -64,6 +64,30 @@ pub struct Config {
     )]
     pub max_remote_hosts_per_workload: u32,
 
+    /// Kubernetes metadata: `auto` turns it on when running in a pod (KUBERNETES_SERVICE_HOST
+    /// is set) or --kubeconfig is given; `on` requires it; `off` labels by cgroup path only.
+    #[arg(long, env = "SOCKSCOPE_KUBERNETES", value_enum, default_value_t = KubernetesMode::Auto)]
+    pub kubernetes: KubernetesMode,
+
+    /// kubeconfig file for the Kubernetes API (default: the pod's service account).
+    #[arg(long, env = "SOCKSCOPE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// This node's name, to watch only its pods (default: $NODE_NAME, as the DaemonSet sets
+    /// from the downward API).
+    #[arg(long, env = "SOCKSCOPE_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Index every pod IP, Service ClusterIP and node address of the cluster, so peers get
+    /// remote_namespace, remote_workload and remote_class=pod|service|node. Turn off on very
+    /// large clusters: peers are then labelled by address class only.
+    #[arg(long, env = "SOCKSCOPE_REMOTE_INDEX", default_value_t = true, action = clap::ArgAction::Set)]
+    pub remote_index: bool,
+
+    /// Series of a deleted pod (or removed cgroup) that stay unchanged this long are removed.
+    #[arg(long, env = "SOCKSCOPE_SERIES_EXPIRY", default_value = "5m", value_parser = parse_expiry)]
+    pub series_expiry: Duration,
+
     /// Log filter (tracing EnvFilter syntax), e.g. info, debug, sockscope=debug.
     #[arg(long, env = "SOCKSCOPE_LOG", default_value = "info")]
     pub log: String,
@@ -79,6 +103,48 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     }
     if d > Duration::from_secs(3600) {
         return Err(format!("{s} is too long: the maximum is 1h"));
+    }
+    Ok(d)
+}
+
+/// Whether to read Kubernetes metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubernetesMode {
+    /// On in a pod or with --kubeconfig.
+    Auto,
+    /// Always; fail to start without API access configuration.
+    On,
+    /// Never.
+    Off,
+}
+
+impl Config {
+    /// Whether Kubernetes metadata is on, given the environment.
+    pub fn kubernetes_on(&self) -> bool {
+        match self.kubernetes {
+            KubernetesMode::On => true,
+            KubernetesMode::Off => false,
+            KubernetesMode::Auto => {
+                self.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+            }
+        }
+    }
+
+    /// This node's name: the flag, else `NODE_NAME`.
+    pub fn node(&self) -> Option<String> {
+        self.node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok())
+            .filter(|n| !n.is_empty())
+    }
+}
+
+/// Parses the series expiry grace: 1s to 1 day.
+pub fn parse_expiry(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 30s, 5m, 1h)"))?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+        return Err(format!("{s} is out of range: 1s to 24h"));
     }
     Ok(d)
 }
@@ -137,5 +203,18 @@ mod tests {
         assert!(check(&bad).is_err());
         assert!(Config::try_parse_from(["sockscope", "--dns-cache-size", "0"]).is_err());
         assert!(Config::try_parse_from(["sockscope", "--dns-ttl-max", "30d"]).is_err());
+        assert_eq!(c.series_expiry, Duration::from_secs(300));
+        assert!(c.remote_index);
+        let off = Config::try_parse_from([
+            "sockscope",
+            "--remote-index",
+            "false",
+            "--kubernetes",
+            "off",
+        ])
+        .expect("parses");
+        assert!(!off.remote_index && !off.kubernetes_on());
+        assert!(Config::try_parse_from(["sockscope", "--kubernetes", "maybe"]).is_err());
+        assert!(Config::try_parse_from(["sockscope", "--series-expiry", "0s"]).is_err());
     }
 }

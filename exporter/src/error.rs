@@ -63,6 +63,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Kubernetes metadata is on but the API client cannot be set up.
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes::Error),
     /// A file under /proc or /sys could not be read.
     #[error("reading {path}: {source}")]
     Read {

@@ -13,6 +13,7 @@ pub mod ebpf;
 pub mod error;
 pub mod export;
 pub mod identity;
+pub mod kubernetes;
 pub mod series;
 
 pub use error::{Error, Result};

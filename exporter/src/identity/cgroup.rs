@@ -33,6 +33,8 @@ pub struct Resolver {
     /// Ids that resolved to nothing, and when: not retried before `min_rescan`.
     misses: HashMap<u64, Instant>,
     min_rescan: Duration,
+    /// Cached cgroups found removed, and since when: kept a while for their last counts.
+    removed: HashMap<u64, Instant>,
 }
 
 impl Resolver {
@@ -44,6 +46,7 @@ impl Resolver {
             cache: HashMap::new(),
             misses: HashMap::new(),
             min_rescan,
+            removed: HashMap::new(),
         }
     }
 
@@ -76,6 +79,49 @@ impl Resolver {
                 Owner::default()
             }
         }
+    }
+
+    /// Whether cgroup `id` still exists (its directory is there); unknown ids do not.
+    pub fn exists(&self, id: u64) -> bool {
+        self.cache.get(&id).is_some_and(|o| {
+            let dir = self.mount.join(o.path.trim_start_matches('/'));
+            fs::metadata(dir).is_ok_and(|m| m.ino() == id)
+        })
+    }
+
+    /// Forgets a removed cgroup (the id of a removed cgroup is never reused while the
+    /// filesystem is mounted: kernfs ids are 64-bit and increase).
+    pub fn forget(&mut self, id: u64) {
+        self.cache.remove(&id);
+        self.misses.remove(&id);
+        self.removed.remove(&id);
+    }
+
+    /// Forgets cgroups removed at least `keep` ago (first seen missing by an earlier sweep),
+    /// and misses older than the retry delay, so neither cache grows with churn.
+    pub fn sweep(&mut self, keep: Duration) {
+        let now = Instant::now();
+        let ids: Vec<u64> = self.cache.keys().copied().collect();
+        for id in ids {
+            if self.exists(id) {
+                self.removed.remove(&id);
+            } else if now.saturating_duration_since(*self.removed.entry(id).or_insert(now)) >= keep
+            {
+                self.forget(id);
+            }
+        }
+        let retry = self.min_rescan;
+        self.misses.retain(|_, t| t.elapsed() < retry);
+    }
+
+    /// Cached cgroups.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Nothing cached.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
     }
 
     /// Opens the cgroup directory from its id: kernfs ids are file handles of type

@@ -92,6 +92,12 @@ impl NetnsResolver {
         }
     }
 
+    /// Forgets a removed cgroup.
+    pub fn forget(&mut self, id: u64) {
+        self.known.remove(&id);
+        self.misses.remove(&id);
+    }
+
     fn remember(&mut self, id: u64, ns: u64) {
         if self.known.len() >= MAX_KNOWN && !self.known.contains_key(&id) {
             self.known.clear();

@@ -39,6 +39,11 @@ impl Budget {
         }
     }
 
+    /// Forgets a scope (its workload's series all expired).
+    pub fn forget(&mut self, scope: &str) {
+        self.admitted.remove(scope);
+    }
+
     /// `value` if it fits the budget of `scope` (the local workload), else [`OTHER`]; the
     /// empty value ("unknown") is always allowed and never uses the budget.
     pub fn label(&mut self, scope: &str, value: String) -> (String, bool) {

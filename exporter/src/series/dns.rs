@@ -14,6 +14,7 @@ use sockscope_common::dns::{
 
 use super::{
     budget::{Budget, OTHER, Overflow, OverflowLabels},
+    expiry::{Expiry, Members},
     histogram::KernelHistogram,
     labels::LocalLabels,
 };
@@ -84,6 +85,17 @@ pub struct DnsMetrics {
     cache_evictions_seen: u64,
     qnames: Budget,
     overflow: Overflow,
+    /// Label sets in use by owner, for expiry.
+    members: DnsMembers,
+}
+
+/// Label sets of every DNS family, by owner.
+#[derive(Default)]
+struct DnsMembers {
+    queries: Members<QueryLabels>,
+    responses: Members<ResponseLabels>,
+    latency: Members<LatencyLabels>,
+    errors: Members<ErrorLabels>,
 }
 
 impl DnsMetrics {
@@ -102,6 +114,7 @@ impl DnsMetrics {
             cache_evictions_seen: 0,
             qnames: Budget::new(max_qnames),
             overflow,
+            members: DnsMembers::default(),
         };
         registry.register(
             DNS_QUERIES,
@@ -153,13 +166,14 @@ impl DnsMetrics {
         timeouts: &[DnsKey],
         qnames: &HashMap<u64, String>,
         identity: &mut Identity,
+        expiry: &mut Expiry,
     ) {
-        let mut owners: HashMap<u64, LocalLabels> = HashMap::new();
+        let now = std::time::Instant::now();
         let mut local_of = |id: u64, identity: &mut Identity| {
-            owners
-                .entry(id)
-                .or_insert_with(|| LocalLabels::of(&identity.owner(id)))
-                .clone()
+            let local = identity.local(id);
+            let labels = LocalLabels::of(&local);
+            expiry.touch(&labels, id, local.pod_uid, now);
+            labels
         };
         for (key, stats) in deltas {
             if stats.count == 0 {
@@ -169,33 +183,37 @@ impl DnsMetrics {
             match key.kind {
                 DNS_KIND_QUERY => {
                     let qname = self.qname(&local, key, qnames, DNS_QUERIES);
-                    self.queries
-                        .get_or_create(&QueryLabels {
-                            local,
-                            qname,
-                            qtype: qtype_name(key.qtype),
-                        })
-                        .inc_by(stats.count);
+                    let labels = QueryLabels {
+                        local,
+                        qname,
+                        qtype: qtype_name(key.qtype),
+                    };
+                    self.members.queries.note(&labels.local, &labels);
+                    self.queries.get_or_create(&labels).inc_by(stats.count);
                 }
                 DNS_KIND_RESPONSE => {
                     let rcode = rcode_name(key.code).to_string();
                     if key.bucket != DNS_NO_LATENCY {
-                        self.latency
-                            .get_or_create(&LatencyLabels {
-                                local: local.clone(),
-                                rcode: rcode.clone(),
-                            })
-                            .add(key.bucket as usize, stats.count, stats.sum_ns);
+                        let labels = LatencyLabels {
+                            local: local.clone(),
+                            rcode: rcode.clone(),
+                        };
+                        self.members.latency.note(&labels.local, &labels);
+                        self.latency.get_or_create(&labels).add(
+                            key.bucket as usize,
+                            stats.count,
+                            stats.sum_ns,
+                        );
                     }
                     let qname = self.qname(&local, key, qnames, DNS_RESPONSES);
-                    self.responses
-                        .get_or_create(&ResponseLabels {
-                            local,
-                            qname,
-                            qtype: qtype_name(key.qtype),
-                            rcode,
-                        })
-                        .inc_by(stats.count);
+                    let labels = ResponseLabels {
+                        local,
+                        qname,
+                        qtype: qtype_name(key.qtype),
+                        rcode,
+                    };
+                    self.members.responses.note(&labels.local, &labels);
+                    self.responses.get_or_create(&labels).inc_by(stats.count);
                 }
                 DNS_KIND_TIMEOUT => self.timeout(local, key, qnames, stats.count),
                 DNS_KIND_ERROR => {
@@ -203,12 +221,12 @@ impl DnsMetrics {
                         .get(key.code as usize)
                         .copied()
                         .unwrap_or("unknown");
-                    self.parse_errors
-                        .get_or_create(&ErrorLabels {
-                            local,
-                            reason: reason.to_string(),
-                        })
-                        .inc_by(stats.count);
+                    let labels = ErrorLabels {
+                        local,
+                        reason: reason.to_string(),
+                    };
+                    self.members.errors.note(&labels.local, &labels);
+                    self.parse_errors.get_or_create(&labels).inc_by(stats.count);
                 }
                 _ => {}
             }
@@ -246,13 +264,41 @@ impl DnsMetrics {
     /// Counts `n` timed-out queries of `key` (from the kernel or the agent's sweep).
     fn timeout(&mut self, local: LocalLabels, key: &DnsKey, qnames: &HashMap<u64, String>, n: u64) {
         let qname = self.qname(&local, key, qnames, DNS_TIMEOUTS);
-        self.timeouts
-            .get_or_create(&QueryLabels {
-                local,
-                qname,
-                qtype: qtype_name(key.qtype),
-            })
-            .inc_by(n);
+        let labels = QueryLabels {
+            local,
+            qname,
+            qtype: qtype_name(key.qtype),
+        };
+        self.members.queries.note(&labels.local, &labels);
+        self.timeouts.get_or_create(&labels).inc_by(n);
+    }
+
+    /// Removes every series of an expired owner; returns how many label sets went.
+    pub fn remove(&mut self, local: &LocalLabels) -> usize {
+        let mut n = 0;
+        for l in self.members.queries.take(local) {
+            self.queries.remove(&l);
+            self.timeouts.remove(&l);
+            n += 1;
+        }
+        for l in self.members.responses.take(local) {
+            self.responses.remove(&l);
+            n += 1;
+        }
+        for l in self.members.latency.take(local) {
+            self.latency.remove(&l);
+            n += 1;
+        }
+        for l in self.members.errors.take(local) {
+            self.parse_errors.remove(&l);
+            n += 1;
+        }
+        n
+    }
+
+    /// Forgets the `qname` budget of a scope no owner uses any more.
+    pub fn forget_scope(&mut self, scope: &str) {
+        self.qnames.forget(scope);
     }
 
     /// The `qname` label of a key within the workload's budget; a name the agent could not
@@ -336,36 +382,42 @@ mod tests {
             (key(77, DNS_KIND_QUERY, 0, 0), one(1)),
             (key(0, DNS_KIND_ERROR, 4, 0), one(5)),
         ];
-        m.fold(&deltas, &[key(a, DNS_KIND_QUERY, 0, 0)], &qnames, &mut id);
+        m.fold(
+            &deltas,
+            &[key(a, DNS_KIND_QUERY, 0, 0)],
+            &qnames,
+            &mut id,
+            &mut Expiry::new(Duration::from_secs(60)),
+        );
         let mut out = String::new();
         encode(&mut out, &registry).expect("encode");
         let has = |s: &str| assert!(out.contains(s), "{s} missing in\n{out}");
         has(
-            r#"sockscope_dns_queries_total{namespace="",workload="",pod="",container="",qname="a",qtype="A"} 3"#,
+            r#"sockscope_dns_queries_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A"} 3"#,
         );
         has(
-            r#"sockscope_dns_queries_total{namespace="",workload="",pod="",container="",qname="~other",qtype="A"} 3"#,
+            r#"sockscope_dns_queries_total{namespace="",workload="",workload_kind="",pod="",container="",qname="~other",qtype="A"} 3"#,
         );
         has(
-            r#"sockscope_dns_responses_total{namespace="",workload="",pod="",container="",qname="a",qtype="A",rcode="NXDOMAIN"} 3"#,
+            r#"sockscope_dns_responses_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A",rcode="NXDOMAIN"} 3"#,
         );
         has(
-            r#"sockscope_dns_latency_seconds_count{namespace="",workload="",pod="",container="",rcode="NXDOMAIN"} 2"#,
+            r#"sockscope_dns_latency_seconds_count{namespace="",workload="",workload_kind="",pod="",container="",rcode="NXDOMAIN"} 2"#,
         );
         has(
-            r#"sockscope_dns_latency_seconds_sum{namespace="",workload="",pod="",container="",rcode="NXDOMAIN"} 0.0015"#,
+            r#"sockscope_dns_latency_seconds_sum{namespace="",workload="",workload_kind="",pod="",container="",rcode="NXDOMAIN"} 0.0015"#,
         );
         has(
-            r#"sockscope_dns_latency_seconds_bucket{le="0.0005",namespace="",workload="",pod="",container="",rcode="NXDOMAIN"} 0"#,
+            r#"sockscope_dns_latency_seconds_bucket{le="0.0005",namespace="",workload="",workload_kind="",pod="",container="",rcode="NXDOMAIN"} 0"#,
         );
         has(
-            r#"sockscope_dns_latency_seconds_bucket{le="0.001",namespace="",workload="",pod="",container="",rcode="NXDOMAIN"} 2"#,
+            r#"sockscope_dns_latency_seconds_bucket{le="0.001",namespace="",workload="",workload_kind="",pod="",container="",rcode="NXDOMAIN"} 2"#,
         );
         has(
-            r#"sockscope_dns_parse_errors_total{namespace="",workload="",pod="",container="",reason="compression_in_question"} 5"#,
+            r#"sockscope_dns_parse_errors_total{namespace="",workload="",workload_kind="",pod="",container="",reason="compression_in_question"} 5"#,
         );
         has(
-            r#"sockscope_dns_timeouts_total{namespace="",workload="",pod="",container="",qname="a",qtype="A"} 1"#,
+            r#"sockscope_dns_timeouts_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A"} 1"#,
         );
         has(r#"sockscope_series_overflow_total{metric="sockscope_dns_queries_total"} 2"#);
     }

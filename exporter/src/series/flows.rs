@@ -13,7 +13,8 @@ use sockscope_common::{FlowKey, FlowStats, PROTO_TCP, PROTO_UDP};
 
 use super::{
     budget::{Budget, Overflow, OverflowLabels},
-    labels::{FlowLabels, LabelOptions, flow_labels},
+    expiry::{Expiry, Members},
+    labels::{FlowLabels, LabelOptions, LocalLabels, flow_labels},
 };
 use crate::identity::{Identity, remote::ip_from_key};
 
@@ -41,6 +42,8 @@ pub struct FlowMetrics {
     sticky: HashMap<StickyKey, (String, Instant)>,
     sticky_for: Duration,
     overflow: Overflow,
+    /// Every label set in use, by owner, for expiry.
+    members: Members<FlowLabels>,
     tcp_sent: CounterFamily,
     tcp_received: CounterFamily,
     tcp_opened: CounterFamily,
@@ -66,6 +69,7 @@ impl FlowMetrics {
             sticky: HashMap::new(),
             sticky_for: Duration::from_secs(3600),
             overflow,
+            members: Members::default(),
             tcp_sent: Family::default(),
             tcp_received: Family::default(),
             tcp_opened: Family::default(),
@@ -124,14 +128,19 @@ impl FlowMetrics {
     ///
     /// `remote_host` is looked up here, at drain time, after the drain has applied every DNS
     /// answer the kernel forwarded before these flows were counted.
-    pub fn fold(&mut self, flows: &[(FlowKey, FlowStats)], identity: &mut Identity) {
+    pub fn fold(
+        &mut self,
+        flows: &[(FlowKey, FlowStats)],
+        identity: &mut Identity,
+        expiry: &mut Expiry,
+    ) {
         let now = Instant::now();
-        let mut owners = HashMap::new();
         for (key, stats) in flows {
-            let owner = owners
-                .entry(key.cgroup_id)
-                .or_insert_with(|| identity.owner(key.cgroup_id))
-                .clone();
+            if stats.is_zero() {
+                continue;
+            }
+            let local = identity.local(key.cgroup_id);
+            let ip = ip_from_key(key.remote_addr);
             let sticky_key = (
                 key.cgroup_id,
                 key.remote_addr,
@@ -139,8 +148,7 @@ impl FlowMetrics {
                 key.role,
                 key.proto,
             );
-            let host = match identity.remote_host(key.cgroup_id, ip_from_key(key.remote_addr), now)
-            {
+            let host = match identity.remote_host(key.cgroup_id, ip, now) {
                 Some(h) => {
                     self.sticky.insert(sticky_key, (h.clone(), now));
                     h
@@ -153,9 +161,17 @@ impl FlowMetrics {
                     None => String::new(),
                 },
             };
-            let mut labels = flow_labels(key, &owner, String::new(), self.options);
+            let mut labels = flow_labels(
+                key,
+                &local,
+                identity.remote(ip),
+                String::new(),
+                self.options,
+            );
             let (host, folded) = self.hosts.label(&labels.local.budget_scope(), host);
             labels.remote_host = host;
+            self.members.note(&labels.local, &labels);
+            expiry.touch(&labels.local, key.cgroup_id, local.pod_uid, now);
             let overflow = &self.overflow;
             let add = |family: &CounterFamily, name: &str, v: u64| {
                 if v != 0 {
@@ -192,6 +208,31 @@ impl FlowMetrics {
         let keep = self.sticky_for;
         self.sticky
             .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < keep);
+    }
+
+    /// Removes every series of an expired owner; returns how many label sets went.
+    pub fn remove(&mut self, local: &LocalLabels) -> usize {
+        let gone = self.members.take(local);
+        for labels in &gone {
+            for family in [
+                &self.tcp_sent,
+                &self.tcp_received,
+                &self.tcp_opened,
+                &self.tcp_closed,
+                &self.tcp_failures,
+                &self.tcp_retransmits,
+                &self.udp_sent,
+                &self.udp_received,
+            ] {
+                family.remove(labels);
+            }
+        }
+        gone.len()
+    }
+
+    /// Forgets the `remote_host` budget of a scope no owner uses any more.
+    pub fn forget_scope(&mut self, scope: &str) {
+        self.hosts.forget(scope);
     }
 
     /// How long an idle flow keeps its name (the DNS TTL ceiling).
@@ -272,7 +313,7 @@ mod tests {
                 )
             })
             .collect();
-        m.fold(&flows, &mut id);
+        m.fold(&flows, &mut id, &mut Expiry::new(Duration::from_secs(60)));
         let mut out = String::new();
         encode(&mut out, &registry).expect("encode");
         let _ = std::fs::remove_dir_all(&dir);
@@ -307,7 +348,11 @@ mod tests {
 
         // The answer expires (here: the cache is emptied); the same flow keeps its name.
         id.hosts = HostCache::new(64, Duration::from_secs(30), Duration::from_secs(3600));
-        m.fold(&flows[..1], &mut id);
+        m.fold(
+            &flows[..1],
+            &mut id,
+            &mut Expiry::new(Duration::from_secs(60)),
+        );
         let mut out = String::new();
         encode(&mut out, &registry).expect("encode");
         let h1 =
@@ -315,8 +360,12 @@ mod tests {
         assert!(out.contains(h1), "{out}");
         // Idle past the ceiling: forgotten.
         m.set_sticky_for(Duration::ZERO);
-        m.fold(&[], &mut id);
-        m.fold(&flows[..1], &mut id);
+        m.fold(&[], &mut id, &mut Expiry::new(Duration::from_secs(60)));
+        m.fold(
+            &flows[..1],
+            &mut id,
+            &mut Expiry::new(Duration::from_secs(60)),
+        );
         let mut out = String::new();
         encode(&mut out, &registry).expect("encode");
         let unnamed = "remote_host=\"\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 20";
@@ -339,18 +388,30 @@ mod tests {
             opened: 1,
             ..Default::default()
         };
-        m.fold(&[(key(PROTO_TCP, ROLE_CLIENT, 1), tcp)], &mut resolver);
+        m.fold(
+            &[(key(PROTO_TCP, ROLE_CLIENT, 1), tcp)],
+            &mut resolver,
+            &mut Expiry::new(Duration::from_secs(60)),
+        );
         // Second drain: another loopback peer folds into the same series (remote_ip off).
-        m.fold(&[(key(PROTO_TCP, ROLE_CLIENT, 2), tcp)], &mut resolver);
+        m.fold(
+            &[(key(PROTO_TCP, ROLE_CLIENT, 2), tcp)],
+            &mut resolver,
+            &mut Expiry::new(Duration::from_secs(60)),
+        );
         let udp = FlowStats {
             sent_bytes: 3,
             ..Default::default()
         };
-        m.fold(&[(key(PROTO_UDP, ROLE_SERVER, 1), udp)], &mut resolver);
+        m.fold(
+            &[(key(PROTO_UDP, ROLE_SERVER, 1), udp)],
+            &mut resolver,
+            &mut Expiry::new(Duration::from_secs(60)),
+        );
 
         let mut out = String::new();
         encode(&mut out, &registry).expect("encode");
-        assert!(out.contains("sockscope_tcp_sent_bytes_total{namespace=\"\",workload=\"\",pod=\"\",container=\"\",remote_namespace=\"\",remote_workload=\"\",remote_host=\"\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 200"), "{out}");
+        assert!(out.contains("sockscope_tcp_sent_bytes_total{namespace=\"\",workload=\"\",workload_kind=\"\",pod=\"\",container=\"\",remote_namespace=\"\",remote_workload=\"\",remote_host=\"\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 200"), "{out}");
         assert!(
             out.contains("sockscope_tcp_received_bytes_total{") && out.contains("} 14"),
             "{out}"

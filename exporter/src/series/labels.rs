@@ -3,10 +3,7 @@
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use sockscope_common::{FlowKey, ROLE_CLIENT};
 
-use crate::identity::{
-    cgroup::Owner,
-    remote::{classify, ip_from_key},
-};
+use crate::identity::{Local, Remote, remote::ip_from_key};
 
 /// Which optional labels are on.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,13 +23,13 @@ pub struct FlowLabels {
     /// Who owns the socket.
     #[prometheus(flatten)]
     pub local: LocalLabels,
-    /// Kubernetes namespace of the peer.
+    /// Kubernetes namespace of the peer pod or Service.
     pub remote_namespace: String,
-    /// Workload of the peer.
+    /// Workload of the peer pod, the Service's name, or the node's name.
     pub remote_workload: String,
     /// Hostname the socket's network namespace resolved for the peer.
     pub remote_host: String,
-    /// loopback | private | public.
+    /// loopback | pod | service | node | private | public.
     pub remote_class: String,
     /// Service port.
     pub port: String,
@@ -71,22 +68,25 @@ impl EncodeLabelSet for OptionalLabels {
 pub struct LocalLabels {
     /// Kubernetes namespace of the socket owner.
     pub namespace: String,
-    /// Workload: systemd unit or container id on a plain host.
+    /// Workload: the pod's top controller; the systemd unit or container id on a plain host.
     pub workload: String,
-    /// Kubernetes pod.
+    /// Deployment, StatefulSet, DaemonSet, CronJob, Job, ReplicaSet, Pod; empty on a host.
+    pub workload_kind: String,
+    /// Kubernetes pod (its UID until the API names it).
     pub pod: String,
-    /// Container name (or id).
+    /// Container name (its short id until the API names it).
     pub container: String,
 }
 
 impl LocalLabels {
     /// The labels of a resolved owner.
-    pub fn of(owner: &Owner) -> Self {
+    pub fn of(local: &Local) -> Self {
         LocalLabels {
-            namespace: String::new(),
-            workload: owner.workload.clone(),
-            pod: String::new(),
-            container: String::new(),
+            namespace: local.namespace.clone(),
+            workload: local.workload.clone(),
+            workload_kind: local.workload_kind.clone(),
+            pod: local.pod.clone(),
+            container: local.container.clone(),
         }
     }
 
@@ -96,21 +96,22 @@ impl LocalLabels {
     }
 }
 
-/// Builds the labels of a flow from its kernel key, resolved owner and the hostname the
-/// owner resolved for the peer ("" when unknown).
+/// Builds the labels of a flow from its kernel key, resolved owner and peer, and the hostname
+/// the owner resolved for the peer ("" when unknown).
 pub fn flow_labels(
     key: &FlowKey,
-    owner: &Owner,
+    local: &Local,
+    remote: Remote,
     remote_host: String,
     options: LabelOptions,
 ) -> FlowLabels {
     let ip = ip_from_key(key.remote_addr);
     FlowLabels {
-        local: LocalLabels::of(owner),
-        remote_namespace: String::new(),
-        remote_workload: String::new(),
+        local: LocalLabels::of(local),
+        remote_namespace: remote.namespace,
+        remote_workload: remote.workload,
         remote_host,
-        remote_class: classify(ip).as_str().to_string(),
+        remote_class: remote.class.to_string(),
         port: key.port.to_string(),
         role: if key.role == ROLE_CLIENT {
             "client"
@@ -153,13 +154,18 @@ mod tests {
 
     #[test]
     fn builds_labels() {
-        let owner = Owner {
-            path: "/system.slice/a.service".into(),
+        let owner = Local {
             workload: "a.service".into(),
+            ..Local::default()
+        };
+        let class = |ip: [u8; 4]| Remote {
+            class: crate::identity::remote::classify(std::net::IpAddr::from(ip)).as_str(),
+            ..Remote::default()
         };
         let l = flow_labels(
             &key(v4_mapped([127, 0, 0, 1]), 8080, ROLE_CLIENT),
             &owner,
+            class([127, 0, 0, 1]),
             String::new(),
             LabelOptions::default(),
         );
@@ -176,6 +182,7 @@ mod tests {
         let l = flow_labels(
             &key(v4_mapped([8, 8, 4, 4]), 53, ROLE_SERVER),
             &owner,
+            class([8, 8, 4, 4]),
             "dns.google".into(),
             opts,
         );
@@ -188,7 +195,7 @@ mod tests {
 
     #[test]
     fn v4_and_mapped_v6_give_one_series() {
-        let owner = Owner::default();
+        let owner = Local::default();
         let opts = LabelOptions {
             process: false,
             remote_ip: true,
@@ -196,6 +203,7 @@ mod tests {
         let a = flow_labels(
             &key(v4_mapped([10, 0, 0, 1]), 80, ROLE_CLIENT),
             &owner,
+            Remote::default(),
             String::new(),
             opts,
         );
@@ -203,6 +211,7 @@ mod tests {
         let b = flow_labels(
             &key(mapped.octets(), 80, ROLE_CLIENT),
             &owner,
+            Remote::default(),
             String::new(),
             opts,
         );

@@ -3,11 +3,20 @@
 pub mod agent;
 pub mod budget;
 pub mod dns;
+pub mod expiry;
 pub mod flows;
 pub mod histogram;
+pub mod kubernetes;
 pub mod labels;
 
-use prometheus_client::registry::Registry;
+use std::time::{Duration, Instant};
+
+use prometheus_client::{metrics::counter::Counter, registry::Registry};
+
+use crate::identity::Identity;
+
+/// Name of the counter of series removed because their owner was gone and idle.
+pub const SERIES_EXPIRED: &str = "sockscope_series_expired";
 
 /// Name of the counter of samples folded into `~other`.
 pub const SERIES_OVERFLOW: &str = "sockscope_series_overflow";
@@ -31,11 +40,22 @@ pub struct Series {
     pub dns: dns::DnsMetrics,
     /// sockscope's own health.
     pub agent: agent::AgentMetrics,
+    /// Kubernetes metadata health (when running on a cluster).
+    pub kubernetes: Option<kubernetes::KubernetesMetrics>,
+    /// Last activity of every owner.
+    pub expiry: expiry::Expiry,
+    expired: Counter,
 }
 
 impl Series {
     /// Registers every family.
-    pub fn new(options: labels::LabelOptions, budgets: Budgets) -> Self {
+    /// `grace`: how long series of a gone owner stay after their last change.
+    pub fn new(
+        options: labels::LabelOptions,
+        budgets: Budgets,
+        grace: Duration,
+        on_kubernetes: bool,
+    ) -> Self {
         let mut registry = Registry::default();
         let overflow = budget::Overflow::default();
         let flows = flows::FlowMetrics::register(
@@ -51,11 +71,51 @@ impl Series {
             "Samples whose label value was folded into ~other by a cardinality budget, by metric",
             overflow,
         );
+        let expired = Counter::default();
+        registry.register(
+            SERIES_EXPIRED,
+            "Series removed because their pod was deleted (or cgroup removed) and they stayed unchanged for the expiry grace",
+            expired.clone(),
+        );
+        let kubernetes =
+            on_kubernetes.then(|| kubernetes::KubernetesMetrics::register(&mut registry));
         Series {
             registry,
             flows,
             dns,
             agent,
+            kubernetes,
+            expiry: expiry::Expiry::new(grace),
+            expired,
+        }
+    }
+
+    /// Folds one drain's flow and DNS deltas.
+    pub fn fold(&mut self, batch: &crate::drain::Batch, identity: &mut Identity) {
+        identity.begin_drain();
+        self.flows.fold(&batch.flows, identity, &mut self.expiry);
+        self.dns.fold(
+            &batch.dns,
+            &batch.dns_timeouts,
+            &batch.qnames,
+            identity,
+            &mut self.expiry,
+        );
+        if let (Some(k), Some(c)) = (&mut self.kubernetes, &identity.cluster) {
+            k.record(c, identity.misses);
+        }
+    }
+
+    /// Removes the series of owners that are gone and stayed idle for the grace period.
+    pub fn expire(&mut self, now: Instant, identity: &mut Identity) {
+        for local in self.expiry.expire(now, identity) {
+            let n = self.flows.remove(&local) + self.dns.remove(&local);
+            self.expired.inc_by(n as u64);
+            let scope = local.budget_scope();
+            if !self.expiry.scope_in_use(&scope) {
+                self.flows.forget_scope(&scope);
+                self.dns.forget_scope(&scope);
+            }
         }
     }
 }

@@ -1,0 +1,407 @@
+//! Kubernetes metadata: watches of the API that name pods, workloads and peers.
+//!
+//! - pods on this node (`spec.nodeName` field selector) -> [`pods::Pods`], the local side;
+//! - ReplicaSets and Jobs, metadata only -> [`workload::Owners`], Deployment and CronJob names;
+//! - pods, Services and nodes cluster-wide, trimmed -> [`peers::Peers`], the remote side
+//!   (optional: `--remote-index=false` on very large clusters).
+//!
+//! Every watch retries with capped exponential backoff and resumes from its last resource
+//! version; while the API is away, everything already known keeps labelling series.
+
+pub mod objects;
+pub mod peers;
+pub mod pods;
+pub mod workload;
+
+use std::{
+    fmt::Debug,
+    path::PathBuf,
+    sync::{
+        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::{apps::v1::ReplicaSet, batch::v1::Job};
+use kube::{
+    Api, Client, Resource,
+    config::{KubeConfigOptions, Kubeconfig},
+    core::PartialObjectMeta,
+    runtime::watcher::{self, Event},
+};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use objects::{NodeLite, PodLite, ServiceLite, cluster_ips, pod_ips, uid_of};
+use peers::{PeerClass, Peers};
+use pods::Pods;
+use workload::{OwnerKind, Owners};
+
+/// Errors setting up the API client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kubeconfig file could not be read or used.
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig {
+        /// The file from --kubeconfig.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Not running in a pod (no service account token or KUBERNETES_SERVICE_HOST).
+    #[error("no in-cluster Kubernetes configuration ({0}); pass --kubeconfig or --kubernetes=off")]
+    InCluster(String),
+    /// The HTTP client could not be built from the configuration.
+    #[error("Kubernetes client: {0}")]
+    Client(String),
+    /// The node name is needed to select this node's pods.
+    #[error(
+        "the node name is unknown: set --node-name (SOCKSCOPE_NODE_NAME) or NODE_NAME from the downward API"
+    )]
+    NoNodeName,
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to reach the API and what to watch.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// kubeconfig file; in-cluster configuration when `None`.
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name.
+    pub node_name: String,
+    /// Build the cluster-wide peer index.
+    pub remote_index: bool,
+}
+
+/// The watches, in the order of [`Health::watches`].
+pub const WATCHES: [&str; 6] = [
+    "node_pods",
+    "replicasets",
+    "jobs",
+    "pods",
+    "services",
+    "nodes",
+];
+
+/// One watch's state, for `sockscope_kubernetes_*`.
+#[derive(Debug, Default)]
+pub struct WatchHealth {
+    /// Listed at least once and no error since the last success.
+    pub up: AtomicBool,
+    /// The initial list completed (at least once).
+    pub synced: AtomicBool,
+    /// Errors (failed lists, watches, connections).
+    pub errors: AtomicU64,
+    /// Objects currently known.
+    pub objects: AtomicU64,
+    /// Whether this watch runs at all.
+    pub enabled: AtomicBool,
+}
+
+/// State of every watch.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Indexed like [`WATCHES`].
+    pub watches: [WatchHealth; 6],
+}
+
+impl Health {
+    /// Every enabled watch is up.
+    pub fn up(&self) -> bool {
+        self.watches
+            .iter()
+            .filter(|w| w.enabled.load(Ordering::Relaxed))
+            .all(|w| w.up.load(Ordering::Relaxed))
+    }
+}
+
+/// Everything the watches learned, read by identity at drain time.
+#[derive(Debug, Default)]
+pub struct Cluster {
+    /// Pods on this node.
+    pub pods: RwLock<Pods>,
+    /// ReplicaSet -> Deployment, Job -> CronJob.
+    pub owners: RwLock<Owners>,
+    /// Cluster-wide address index (empty when switched off).
+    pub peers: RwLock<Peers>,
+    /// Watch health.
+    pub health: Health,
+}
+
+/// Read access that survives a panicked writer: labels keep coming from what is known.
+pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Write access that survives a panicked writer.
+pub fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Builds the API client from a kubeconfig file or the pod's service account.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let err = |message: String| Error::Kubeconfig {
+                path: path.to_path_buf(),
+                message,
+            };
+            let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| err(e.to_string()))?
+        }
+        None => kube::Config::incluster().map_err(|e| Error::InCluster(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
+}
+
+impl Cluster {
+    /// Starts every watch on the current tokio runtime; they run until the process exits.
+    pub fn spawn(self: &Arc<Self>, client: Client, options: &Options) {
+        let enabled = |i: usize| i < 3 || options.remote_index;
+        for (i, w) in self.health.watches.iter().enumerate() {
+            w.enabled.store(enabled(i), Ordering::Relaxed);
+        }
+
+        let me = self.clone();
+        let node =
+            watcher::Config::default().fields(&format!("spec.nodeName={}", options.node_name));
+        tokio::spawn(watch(
+            Api::<PodLite>::all_with(client.clone(), &objects::pods()),
+            node,
+            0,
+            self.clone(),
+            move |ev: Event<PodLite>| {
+                let mut pods = write(&me.pods);
+                let now = Instant::now();
+                match ev {
+                    Event::Init => pods.relist_start(),
+                    Event::InitApply(p) | Event::Apply(p) => pods.apply(&p),
+                    Event::Delete(p) => pods.delete(&p, now),
+                    Event::InitDone => pods.relist_done(now),
+                }
+                pods.len()
+            },
+        ));
+
+        tokio::spawn(watch(
+            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
+            watcher::Config::default(),
+            1,
+            self.clone(),
+            self.owner_events(OwnerKind::ReplicaSet),
+        ));
+        tokio::spawn(watch(
+            Api::<PartialObjectMeta<Job>>::all(client.clone()),
+            watcher::Config::default(),
+            2,
+            self.clone(),
+            self.owner_events(OwnerKind::Job),
+        ));
+
+        if !options.remote_index {
+            info!("remote index off: peers are labelled by address class only");
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(watch(
+            Api::<PodLite>::all_with(client.clone(), &objects::pods()),
+            watcher::Config::default(),
+            3,
+            self.clone(),
+            move |ev: Event<PodLite>| {
+                let mut peers = write(&me.peers);
+                match ev {
+                    Event::Init => peers.relist_start(PeerClass::Pod),
+                    Event::InitDone => peers.relist_done(PeerClass::Pod),
+                    Event::InitApply(p) | Event::Apply(p) => {
+                        let uid = uid_of(&p.metadata);
+                        let status = p.status.as_ref();
+                        let finished = status
+                            .and_then(|s| s.phase.as_deref())
+                            .is_some_and(|ph| ph == "Succeeded" || ph == "Failed");
+                        // Host-network pods have the node's address: the node index has it.
+                        if finished || p.spec.host_network == Some(true) {
+                            peers.delete(PeerClass::Pod, uid);
+                        } else {
+                            let ips = status.map(pod_ips).unwrap_or_default();
+                            let workload = read(&me.owners).workload_of(&p.metadata);
+                            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+                            peers.apply(PeerClass::Pod, uid, ns, &workload.name, &ips);
+                        }
+                    }
+                    Event::Delete(p) => peers.delete(PeerClass::Pod, uid_of(&p.metadata)),
+                }
+                peers.len()
+            },
+        ));
+        let me = self.clone();
+        tokio::spawn(watch(
+            Api::<ServiceLite>::all_with(client.clone(), &objects::services()),
+            watcher::Config::default(),
+            4,
+            self.clone(),
+            move |ev: Event<ServiceLite>| {
+                let mut peers = write(&me.peers);
+                match ev {
+                    Event::Init => peers.relist_start(PeerClass::Service),
+                    Event::InitDone => peers.relist_done(PeerClass::Service),
+                    Event::InitApply(s) | Event::Apply(s) => {
+                        let ns = s.metadata.namespace.as_deref().unwrap_or_default();
+                        let name = s.metadata.name.as_deref().unwrap_or_default();
+                        let ips = cluster_ips(&s.spec);
+                        peers.apply(PeerClass::Service, uid_of(&s.metadata), ns, name, &ips);
+                    }
+                    Event::Delete(s) => peers.delete(PeerClass::Service, uid_of(&s.metadata)),
+                }
+                peers.len()
+            },
+        ));
+        let me = self.clone();
+        tokio::spawn(watch(
+            Api::<NodeLite>::all_with(client, &objects::nodes()),
+            watcher::Config::default(),
+            5,
+            self.clone(),
+            move |ev: Event<NodeLite>| {
+                let mut peers = write(&me.peers);
+                match ev {
+                    Event::Init => peers.relist_start(PeerClass::Node),
+                    Event::InitDone => peers.relist_done(PeerClass::Node),
+                    Event::InitApply(n) | Event::Apply(n) => {
+                        let name = n.metadata.name.as_deref().unwrap_or_default();
+                        let ips: Vec<std::net::IpAddr> = n
+                            .status
+                            .iter()
+                            .flat_map(|s| &s.addresses)
+                            .filter(|a| a.kind == "InternalIP" || a.kind == "ExternalIP")
+                            .filter_map(|a| a.address.parse().ok())
+                            .collect();
+                        peers.apply(PeerClass::Node, uid_of(&n.metadata), "", name, &ips);
+                    }
+                    Event::Delete(n) => peers.delete(PeerClass::Node, uid_of(&n.metadata)),
+                }
+                peers.len()
+            },
+        ));
+    }
+
+    /// Applies ReplicaSet or Job events to [`Owners`]; a re-list replaces the table at its end.
+    fn owner_events<K>(
+        self: &Arc<Self>,
+        kind: OwnerKind,
+    ) -> impl FnMut(Event<PartialObjectMeta<K>>) -> usize + Send + 'static
+    where
+        K: Send + 'static,
+    {
+        let me = self.clone();
+        let mut listed = Vec::new();
+        move |ev| {
+            let mut owners = write(&me.owners);
+            match ev {
+                Event::Init => listed.clear(),
+                Event::InitApply(m) => listed.push(strip(m)),
+                Event::InitDone => owners.replace(kind, std::mem::take(&mut listed)),
+                Event::Apply(m) => owners.apply(kind, &strip(m)),
+                Event::Delete(m) => owners.delete(kind, &strip(m)),
+            }
+            owners.len()
+        }
+    }
+
+    /// Waits until this node's pods have been listed once, or `timeout` passes.
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let w = &self.health.watches[0];
+        while !w.synced.load(Ordering::Relaxed) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+}
+
+/// Keeps only what [`Owners`] reads of a ReplicaSet's or Job's metadata.
+fn strip<K>(m: PartialObjectMeta<K>) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: m.metadata.name,
+        namespace: m.metadata.namespace,
+        owner_references: m.metadata.owner_references,
+        ..Default::default()
+    }
+}
+
+/// First retry delay after an error; doubles up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest delay between retries (client-go's reflector caps at 30 s).
+const BACKOFF_MAX: Duration = Duration::from_secs(16);
+/// A watch that was retried and has not failed for this long is up again (a re-established
+/// watch yields nothing until the next change, so silence is the signal).
+const RECOVERED_AFTER: Duration = Duration::from_secs(2);
+
+/// Runs one watch forever, feeding events to `on` (which returns the object count).
+async fn watch<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    index: usize,
+    cluster: Arc<Cluster>,
+    mut on: F,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    F: FnMut(Event<K>) -> usize + Send + 'static,
+{
+    let health = &cluster.health.watches[index];
+    let name = WATCHES[index];
+    let mut stream = std::pin::pin!(watcher::watcher(api, config));
+    let mut delay = BACKOFF_MIN;
+    loop {
+        let next = if health.up.load(Ordering::Relaxed) || !health.synced.load(Ordering::Relaxed) {
+            stream.next().await
+        } else {
+            // `Unfold` keeps its in-flight request across polls, so timing out here loses
+            // nothing.
+            match tokio::time::timeout(RECOVERED_AFTER, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    info!(watch = name, "Kubernetes watch recovered");
+                    health.up.store(true, Ordering::Relaxed);
+                    delay = BACKOFF_MIN;
+                    continue;
+                }
+            }
+        };
+        match next {
+            Some(Ok(ev)) => {
+                let done = matches!(ev, Event::InitDone);
+                let count = on(ev);
+                health.objects.store(count as u64, Ordering::Relaxed);
+                if done {
+                    if !health.synced.swap(true, Ordering::Relaxed) {
+                        info!(watch = name, objects = count, "Kubernetes watch synced");
+                    }
+                    health.up.store(true, Ordering::Relaxed);
+                }
+                if health.synced.load(Ordering::Relaxed) {
+                    health.up.store(true, Ordering::Relaxed);
+                }
+                delay = BACKOFF_MIN;
+            }
+            Some(Err(e)) => {
+                health.errors.fetch_add(1, Ordering::Relaxed);
+                if health.up.swap(false, Ordering::Relaxed) || delay == BACKOFF_MIN {
+                    warn!(watch = name, retry_in = ?delay, "Kubernetes watch failed: {e}");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Expiry of series whose owner is gone: a deleted pod's (or stopped unit's) series stay
+//! exported, unchanged, for a grace period so the last increase is scraped, then disappear,
+//! so memory and series count stay flat under pod churn.
+
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+use super::labels::LocalLabels;
+use crate::identity::Identity;
+
+/// The label sets each local owner has in some families, so its series can be removed.
+#[derive(Debug)]
+pub struct Members<L> {
+    by_local: HashMap<LocalLabels, HashSet<L>>,
+}
+
+impl<L> Default for Members<L> {
+    fn default() -> Self {
+        Members {
+            by_local: HashMap::new(),
+        }
+    }
+}
+
+impl<L: Hash + Eq + Clone> Members<L> {
+    /// Records that `labels` (owned by `local`) exist.
+    pub fn note(&mut self, local: &LocalLabels, labels: &L) {
+        match self.by_local.get_mut(local) {
+            Some(set) => {
+                if !set.contains(labels) {
+                    set.insert(labels.clone());
+                }
+            }
+            None => {
+                self.by_local
+                    .insert(local.clone(), HashSet::from([labels.clone()]));
+            }
+        }
+    }
+
+    /// Takes every label set of `local`.
+    pub fn take(&mut self, local: &LocalLabels) -> HashSet<L> {
+        self.by_local.remove(local).unwrap_or_default()
+    }
+
+    /// Label sets recorded, over all owners.
+    pub fn len(&self) -> usize {
+        self.by_local.values().map(HashSet::len).sum()
+    }
+
+    /// Nothing recorded.
+    pub fn is_empty(&self) -> bool {
+        self.by_local.is_empty()
+    }
+}
+
+/// What an owner was last seen as.
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    last: Instant,
+    cgroup_id: u64,
+    pod_uid: Option<u128>,
+}
+
+/// Last activity of every local owner.
+#[derive(Debug)]
+pub struct Expiry {
+    grace: Duration,
+    owners: HashMap<LocalLabels, Activity>,
+    /// How often the identity caches are swept for removed cgroups.
+    sweep_every: Duration,
+    last_sweep: Instant,
+}
+
+impl Expiry {
+    /// Series of gone owners idle for `grace` expire.
+    pub fn new(grace: Duration) -> Self {
+        Expiry {
+            grace,
+            owners: HashMap::new(),
+            sweep_every: Duration::from_secs(30).min(grace.max(Duration::from_secs(1))),
+            last_sweep: Instant::now(),
+        }
+    }
+
+    /// `local` (cgroup `cgroup_id`, pod `pod_uid`) added to a series at `now`.
+    pub fn touch(
+        &mut self,
+        local: &LocalLabels,
+        cgroup_id: u64,
+        pod_uid: Option<u128>,
+        now: Instant,
+    ) {
+        let a = Activity {
+            last: now,
+            cgroup_id,
+            pod_uid,
+        };
+        match self.owners.get_mut(local) {
+            Some(old) => *old = a,
+            None => {
+                self.owners.insert(local.clone(), a);
+            }
+        }
+    }
+
+    /// Owners idle for the grace period whose pod is deleted or cgroup removed: their series
+    /// go. Also sweeps the identity caches of removed cgroups now and then.
+    pub fn expire(&mut self, now: Instant, identity: &mut Identity) -> Vec<LocalLabels> {
+        let grace = self.grace;
+        let idle: Vec<(LocalLabels, Activity)> = self
+            .owners
+            .iter()
+            .filter(|(_, a)| now.saturating_duration_since(a.last) >= grace)
+            .map(|(l, a)| (l.clone(), *a))
+            .collect();
+        let mut gone = Vec::new();
+        for (local, a) in idle {
+            if identity.gone(a.cgroup_id, a.pod_uid) {
+                self.owners.remove(&local);
+                gone.push(local);
+            }
+        }
+        if now.saturating_duration_since(self.last_sweep) >= self.sweep_every {
+            self.last_sweep = now;
+            identity.cgroups.sweep(grace);
+            if let Some(c) = &identity.cluster {
+                crate::kubernetes::write(&c.pods).prune(now, grace * 2);
+            }
+        }
+        gone
+    }
+
+    /// Whether some tracked owner still uses budget `scope`.
+    pub fn scope_in_use(&self, scope: &str) -> bool {
+        self.owners.keys().any(|l| l.budget_scope() == scope)
+    }
+
+    /// Owners tracked.
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// No owner tracked.
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(pod: &str) -> LocalLabels {
+        LocalLabels {
+            namespace: "ns".into(),
+            workload: "w".into(),
+            workload_kind: "Deployment".into(),
+            pod: pod.into(),
+            container: "c".into(),
+        }
+    }
+
+    #[test]
+    fn members() {
+        let mut m: Members<String> = Members::default();
+        m.note(&local("a"), &"x".to_string());
+        m.note(&local("a"), &"x".to_string());
+        m.note(&local("a"), &"y".to_string());
+        m.note(&local("b"), &"x".to_string());
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.take(&local("a")).len(), 2);
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn only_gone_and_idle_owners_expire() {
+        let dir = std::env::temp_dir().join(format!("sockscope-expiry-{}", std::process::id()));
+        let live = dir.join("live");
+        let dead = dir.join("dead");
+        std::fs::create_dir_all(&live).expect("mkdir");
+        std::fs::create_dir_all(&dead).expect("mkdir");
+        use std::os::unix::fs::MetadataExt;
+        let live_id = std::fs::metadata(&live).expect("stat").ino();
+        let dead_id = std::fs::metadata(&dead).expect("stat").ino();
+        let mut identity = Identity::new(
+            dir.clone(),
+            dir.clone(),
+            None,
+            crate::identity::hosts::HostCache::new(8, Duration::ZERO, Duration::from_secs(1)),
+        );
+        identity.cgroups.scan();
+        let mut e = Expiry::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        e.touch(&local("live"), live_id, None, t0);
+        e.touch(&local("dead"), dead_id, None, t0);
+        std::fs::remove_dir(&dead).expect("rmdir");
+        // Gone but not idle long enough.
+        assert!(
+            e.expire(t0 + Duration::from_secs(30), &mut identity)
+                .is_empty()
+        );
+        // Idle long enough: only the gone one goes.
+        let gone = e.expire(t0 + Duration::from_secs(61), &mut identity);
+        assert_eq!(gone, vec![local("dead")]);
+        assert_eq!(e.len(), 1);
+        assert!(e.scope_in_use("ns/w"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
