@@ -5,6 +5,7 @@
 //! attached there, and only ever sees series of its own processes, so tests run in parallel.
 
 pub mod dns;
+pub mod kubeapi;
 
 use std::{
     collections::BTreeMap,
@@ -512,6 +513,8 @@ impl Metrics {
                     || n.starts_with("sockscope_events")
                     || (n.starts_with("sockscope_dns") && !n.contains("_bucket"))
                     || n.starts_with("sockscope_series")
+                    || n.starts_with("sockscope_kubernetes")
+                    || n.starts_with("sockscope_metadata")
             })
             .map(|(n, l, v)| format!("{n}{l:?} {v}"))
             .collect::<Vec<_>>()

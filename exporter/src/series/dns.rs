@@ -273,25 +273,20 @@ impl DnsMetrics {
         self.timeouts.get_or_create(&labels).inc_by(n);
     }
 
-    /// Removes every series of an expired owner; returns how many label sets went.
+    /// Removes every series of an expired owner; returns how many went.
     pub fn remove(&mut self, local: &LocalLabels) -> usize {
         let mut n = 0;
         for l in self.members.queries.take(local) {
-            self.queries.remove(&l);
-            self.timeouts.remove(&l);
-            n += 1;
+            n += usize::from(self.queries.remove(&l)) + usize::from(self.timeouts.remove(&l));
         }
         for l in self.members.responses.take(local) {
-            self.responses.remove(&l);
-            n += 1;
+            n += usize::from(self.responses.remove(&l));
         }
         for l in self.members.latency.take(local) {
-            self.latency.remove(&l);
-            n += 1;
+            n += usize::from(self.latency.remove(&l));
         }
         for l in self.members.errors.take(local) {
-            self.parse_errors.remove(&l);
-            n += 1;
+            n += usize::from(self.parse_errors.remove(&l));
         }
         n
     }

@@ -210,10 +210,10 @@ impl FlowMetrics {
             .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < keep);
     }
 
-    /// Removes every series of an expired owner; returns how many label sets went.
+    /// Removes every series of an expired owner; returns how many went.
     pub fn remove(&mut self, local: &LocalLabels) -> usize {
-        let gone = self.members.take(local);
-        for labels in &gone {
+        let mut n = 0;
+        for labels in &self.members.take(local) {
             for family in [
                 &self.tcp_sent,
                 &self.tcp_received,
@@ -224,10 +224,10 @@ impl FlowMetrics {
                 &self.udp_sent,
                 &self.udp_received,
             ] {
-                family.remove(labels);
+                n += usize::from(family.remove(labels));
             }
         }
-        gone.len()
+        n
     }
 
     /// Forgets the `remote_host` budget of a scope no owner uses any more.

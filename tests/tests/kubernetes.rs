@@ -1,0 +1,585 @@
+//! Kubernetes attribution, end to end: kubepods-like cgroups holding "pod" processes in their
+//! own network namespaces, a veth pair between them, and sockscope reading pod, Service, node,
+//! ReplicaSet and Job objects from an in-test API server that speaks list/watch.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use sockscope_tests::{
+    Agent, Metrics, NetPair, Proc, TestCgroup,
+    kubeapi::{KubeApi, objects},
+    peer_cmd,
+};
+
+const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
+const WAIT: Duration = Duration::from_secs(30);
+const NODE: &str = "test-node";
+const CLUSTER_IP: &str = "10.96.0.10";
+
+/// A pod: its API object and its container's cgroup below the test root.
+struct Pod {
+    namespace: &'static str,
+    name: &'static str,
+    uid: String,
+    container: &'static str,
+    container_id: String,
+    cgroup: String,
+}
+
+impl Pod {
+    /// `systemd`: the systemd cgroup driver's layout (Burstable); else cgroupfs (BestEffort).
+    fn new(
+        n: u64,
+        namespace: &'static str,
+        name: &'static str,
+        container: &'static str,
+        systemd: bool,
+    ) -> Self {
+        let uid = objects::uid(n);
+        let container_id = format!("{:016x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).repeat(4);
+        let cgroup = if systemd {
+            format!(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{container_id}.scope",
+                uid.replace('-', "_")
+            )
+        } else {
+            format!("kubepods/besteffort/pod{uid}/{container_id}")
+        };
+        Pod {
+            namespace,
+            name,
+            uid,
+            container,
+            container_id,
+            cgroup,
+        }
+    }
+
+    fn object(&self, ip: &str, owner: Option<(&str, &str)>, hash: Option<&str>) -> Value {
+        objects::pod(
+            self.namespace,
+            self.name,
+            &self.uid,
+            NODE,
+            ip,
+            owner,
+            hash,
+            &[(self.container, &self.container_id)],
+        )
+    }
+
+    /// The labels the API names it with.
+    fn labels<'a>(&'a self, workload: &'a str, kind: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("namespace", self.namespace),
+            ("workload", workload),
+            ("workload_kind", kind),
+            ("pod", self.name),
+            ("container", self.container),
+        ]
+    }
+
+    /// The labels its cgroup path alone gives.
+    fn fallback(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("namespace", ""),
+            ("workload", ""),
+            ("pod", self.uid.as_str()),
+            ("container", &self.container_id[..12]),
+        ]
+    }
+}
+
+fn with<'a>(
+    mut base: Vec<(&'a str, &'a str)>,
+    more: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    base.extend_from_slice(more);
+    base
+}
+
+fn sh(cmd: &str) {
+    let st = Command::new("sh").args(["-c", cmd]).status().expect("sh");
+    assert!(st.success(), "command failed: {cmd}");
+}
+
+/// The API objects every test starts with: this node, a Deployment's ReplicaSet, a Service in
+/// front of the server pod, and a pod on another node.
+fn base_objects(api: &KubeApi, net: &NetPair) {
+    api.apply(objects::node(NODE, &objects::uid(900), "192.0.2.10"));
+    api.apply(objects::node(
+        "other-node",
+        &objects::uid(901),
+        "192.0.2.11",
+    ));
+    api.apply(objects::replicaset(
+        "shop",
+        "frontend-5d8f7b9c6d",
+        &objects::uid(910),
+        "frontend",
+    ));
+    api.apply(objects::job(
+        "ops",
+        "report-29400000",
+        &objects::uid(911),
+        "report",
+    ));
+    api.apply(objects::service(
+        "data",
+        "db-primary",
+        &objects::uid(920),
+        CLUSTER_IP,
+        5432,
+    ));
+    // Another node's pod: only the cluster-wide index sees it.
+    api.apply(objects::pod(
+        "shop",
+        "elsewhere-0",
+        &objects::uid(930),
+        "other-node",
+        "10.99.0.5",
+        Some(("StatefulSet", "elsewhere")),
+        None,
+        &[("c", &"e".repeat(64))],
+    ));
+    let _ = net;
+}
+
+struct Env {
+    cg: TestCgroup,
+    net: NetPair,
+    api: KubeApi,
+    kubeconfig: PathBuf,
+}
+
+impl Env {
+    fn new(name: &str) -> Self {
+        let cg = TestCgroup::new(name);
+        let net = NetPair::new();
+        // The Service's ClusterIP reaches the server pod (what kube-proxy's DNAT does; the
+        // socket's peer is the ClusterIP either way).
+        sh(&format!(
+            "ip -n {b} addr add {CLUSTER_IP}/32 dev lo && ip -n {a} route add {CLUSTER_IP}/32 via {b4}",
+            a = net.a,
+            b = net.b,
+            b4 = net.b4
+        ));
+        let api = KubeApi::start();
+        base_objects(&api, &net);
+        let kubeconfig = api.kubeconfig(&std::env::temp_dir());
+        Env {
+            cg,
+            net,
+            api,
+            kubeconfig,
+        }
+    }
+
+    fn agent(&self, extra: &[&str]) -> Agent {
+        let kc = self.kubeconfig.to_string_lossy().to_string();
+        let mut args = vec!["--kubeconfig", kc.as_str(), "--node-name", NODE];
+        args.extend_from_slice(extra);
+        Agent::start(PEER, &self.cg.root, &args)
+    }
+
+    /// Starts the server pod's process (listening on every address); returns it and its port.
+    fn server(&self, pod: &Pod, conns: usize) -> (Proc, String) {
+        let mut srv = self.cg.spawn(
+            &pod.cgroup,
+            &mut peer_cmd(
+                PEER,
+                Some(&self.net.b),
+                &["tcp-server", "0.0.0.0:0", &conns.to_string()],
+            ),
+        );
+        let port = srv.line("ready ");
+        (srv, port)
+    }
+
+    /// A client pod's process: one connection, `send` bytes up and `reply` back; with `hold`,
+    /// it then waits for that file and does a second exchange of the same sizes.
+    fn client(&self, pod: &Pod, addr: &str, send: u64, reply: u64, hold: Option<&Path>) -> Proc {
+        let (s, r) = (send.to_string(), reply.to_string());
+        let mut args = vec!["tcp-client", addr, "1", "1", &s, &r];
+        let h = hold.map(|p| p.to_string_lossy().to_string());
+        if let Some(h) = &h {
+            args.extend_from_slice(&[h.as_str(), &s, &r]);
+        }
+        self.cg
+            .spawn(&pod.cgroup, &mut peer_cmd(PEER, Some(&self.net.a), &args))
+    }
+}
+
+fn sent(m: &Metrics, labels: &[(&str, &str)]) -> f64 {
+    m.sum("sockscope_tcp_sent_bytes_total", labels)
+}
+
+fn received(m: &Metrics, labels: &[(&str, &str)]) -> f64 {
+    m.sum("sockscope_tcp_received_bytes_total", labels)
+}
+
+fn hold_file(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "sockscope-k8s-hold-{tag}-{}-{}",
+        std::process::id(),
+        sockscope_tests::unique()
+    ));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// Both ends named from the API: the client pod's Deployment (through its ReplicaSet), the
+/// server's StatefulSet, the peer pod's workload on each side, and ClusterIP traffic
+/// labelled with the Service.
+#[test]
+fn pods_workloads_and_services_on_both_ends() {
+    let env = Env::new("k8s-labels");
+    let client = Pod::new(1, "shop", "frontend-5d8f7b9c6d-x7k2p", "web", true);
+    let server = Pod::new(2, "data", "db-0", "postgres", false);
+    env.api.apply(client.object(
+        &env.net.a4,
+        Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
+        Some("5d8f7b9c6d"),
+    ));
+    env.api
+        .apply(server.object(&env.net.b4, Some(("StatefulSet", "db")), None));
+    let agent = env.agent(&[]);
+
+    let (mut srv, port) = env.server(&server, 2);
+    let (up, down) = (300_000u64, 70_000u64);
+    let mut direct = env.client(&client, &format!("{}:{port}", env.net.b4), up, down, None);
+    let (d_sent, d_recv) = direct.totals("");
+    direct.wait_ok();
+    let mut via_svc = env.client(
+        &client,
+        &format!("{CLUSTER_IP}:{port}"),
+        2 * up,
+        2 * down,
+        None,
+    );
+    let (s_sent, s_recv) = via_svc.totals("");
+    via_svc.wait_ok();
+    srv.wait_ok();
+    assert_eq!((d_sent, d_recv), (up + 16, down));
+    assert_eq!((s_sent, s_recv), (2 * up + 16, 2 * down));
+
+    let c = client.labels("frontend", "Deployment");
+    let to_pod = with(
+        c.clone(),
+        &[
+            ("role", "client"),
+            ("remote_namespace", "data"),
+            ("remote_workload", "db"),
+            ("remote_class", "pod"),
+            ("port", &port),
+        ],
+    );
+    let to_svc = with(
+        c.clone(),
+        &[
+            ("role", "client"),
+            ("remote_namespace", "data"),
+            ("remote_workload", "db-primary"),
+            ("remote_class", "service"),
+            ("port", &port),
+        ],
+    );
+    let s = server.labels("db", "StatefulSet");
+    let from_client = with(
+        s.clone(),
+        &[
+            ("role", "server"),
+            ("remote_namespace", "shop"),
+            ("remote_workload", "frontend"),
+            ("remote_class", "pod"),
+            ("port", &port),
+        ],
+    );
+    let m = agent.wait_until(WAIT, "exact bytes under pod labels", |m| {
+        sent(m, &to_pod) == d_sent as f64
+            && received(m, &to_pod) == d_recv as f64
+            && sent(m, &to_svc) == s_sent as f64
+            && received(m, &to_svc) == s_recv as f64
+            && received(m, &from_client) == (d_sent + s_sent) as f64
+            && sent(m, &from_client) == (d_recv + s_recv) as f64
+    });
+    // Nothing else: no unlabelled or fallback series for these pods.
+    for name in [
+        "sockscope_tcp_sent_bytes_total",
+        "sockscope_tcp_received_bytes_total",
+    ] {
+        let all: Vec<_> = m.matching(name, &[]).collect();
+        assert_eq!(all.len(), 3, "{}", m.dump());
+        assert!(
+            all.iter().all(|(l, _)| !l["pod"].is_empty()),
+            "{}",
+            m.dump()
+        );
+    }
+    assert_eq!(
+        m.sum(
+            "sockscope_tcp_connections_opened_total",
+            &with(c.clone(), &[("role", "client")])
+        ),
+        2.0
+    );
+    assert_eq!(m.sum("sockscope_kubernetes_up", &[]), 1.0, "{}", m.dump());
+    assert_eq!(
+        m.sum("sockscope_metadata_misses_total", &[]),
+        0.0,
+        "{}",
+        m.dump()
+    );
+    // The cluster-wide index holds both pods, the other node's pod, the Service and two nodes.
+    assert_eq!(
+        m.sum("sockscope_kubernetes_remote_index_entries", &[]),
+        6.0,
+        "{}",
+        m.dump()
+    );
+    // The node watch only lists this node's pods.
+    assert_eq!(
+        m.sum("sockscope_kubernetes_objects", &[("watch", "node_pods")]),
+        2.0
+    );
+}
+
+/// The API goes away for 30 s: counts keep flowing with the labels already known, a pod that
+/// starts meanwhile is labelled from its cgroup path, and once the API is back its watch
+/// event names it; no count is lost on the way.
+#[test]
+fn api_outage_keeps_labels_and_counts() {
+    let env = Env::new("k8s-outage");
+    let known = Pod::new(11, "shop", "frontend-5d8f7b9c6d-aaaaa", "web", true);
+    let newcomer = Pod::new(12, "ops", "report-29400000-bbbbb", "runner", false);
+    let server = Pod::new(13, "data", "db-0", "postgres", false);
+    env.api.apply(known.object(
+        &env.net.a4,
+        Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
+        Some("5d8f7b9c6d"),
+    ));
+    env.api
+        .apply(server.object(&env.net.b4, Some(("StatefulSet", "db")), None));
+    let agent = env.agent(&[]);
+    agent.wait_until(WAIT, "API up", |m| {
+        m.sum("sockscope_kubernetes_up", &[]) == 1.0
+    });
+
+    let (mut srv, port) = env.server(&server, 2);
+    let addr = format!("{}:{port}", env.net.b4);
+    let (up, down) = (100_000u64, 10_000u64);
+    let hold_known = hold_file("known");
+    let mut a = env.client(&known, &addr, up, down, Some(&hold_known));
+    let (a1_sent, _) = a.totals("exchanged ");
+    let k = with(
+        known.labels("frontend", "Deployment"),
+        &[("role", "client"), ("remote_workload", "db")],
+    );
+    agent.wait_until(WAIT, "phase 1 counted", |m| sent(m, &k) == a1_sent as f64);
+
+    let outage = Instant::now();
+    env.api.stop();
+    agent.wait_until(WAIT, "API down", |m| {
+        m.sum("sockscope_kubernetes_up", &[]) == 0.0
+    });
+    // The new pod exists in the API, which cannot tell anyone.
+    env.api
+        .apply(newcomer.object(&env.net.a4, Some(("Job", "report-29400000")), None));
+    let hold_new = hold_file("new");
+    let mut b = env.client(&newcomer, &addr, up, down, Some(&hold_new));
+    let (b1_sent, _) = b.totals("exchanged ");
+    // The known pod's second exchange, during the outage.
+    std::fs::write(&hold_known, "go").expect("release");
+    let (a_sent, _) = a.totals("");
+    a.wait_ok();
+    let fb = with(newcomer.fallback(), &[("role", "client")]);
+    let m = agent.wait_until(
+        WAIT,
+        "outage counts: known labels kept, newcomer from its cgroup",
+        |m| sent(m, &k) == a_sent as f64 && sent(m, &fb) == b1_sent as f64,
+    );
+    assert!(
+        m.sum(
+            "sockscope_metadata_misses_total",
+            &[("reason", "pod_unknown")]
+        ) > 0.0,
+        "{}",
+        m.dump()
+    );
+    assert_eq!(m.sum("sockscope_kubernetes_up", &[]), 0.0);
+
+    let left = Duration::from_secs(30).saturating_sub(outage.elapsed());
+    thread::sleep(left);
+    env.api.resume();
+    let m = agent.wait_until(Duration::from_secs(60), "API back", |m| {
+        m.sum("sockscope_kubernetes_up", &[]) == 1.0
+    });
+    assert!(
+        m.sum("sockscope_kubernetes_watch_errors_total", &[]) > 0.0,
+        "{}",
+        m.dump()
+    );
+    // Let the resumed watch deliver the newcomer (its event was recorded during the outage).
+    agent.wait_until(WAIT, "newcomer known", |m| {
+        m.sum("sockscope_kubernetes_objects", &[("watch", "node_pods")]) == 3.0
+    });
+    std::fs::write(&hold_new, "go").expect("release");
+    let (b_sent, _) = b.totals("");
+    b.wait_ok();
+    srv.wait_ok();
+    let named = with(
+        newcomer.labels("report", "CronJob"),
+        &[("role", "client"), ("remote_workload", "db")],
+    );
+    let m = agent.wait_until(WAIT, "newcomer named after the outage", |m| {
+        sent(m, &named) == (b_sent - b1_sent) as f64
+    });
+    // Every byte counted once: the fallback series kept the outage's bytes.
+    assert_eq!(sent(&m, &fb), b1_sent as f64, "{}", m.dump());
+    assert_eq!(sent(&m, &k), a_sent as f64, "{}", m.dump());
+    let server_side = with(server.labels("db", "StatefulSet"), &[("role", "server")]);
+    assert_eq!(
+        received(&m, &server_side),
+        (a_sent + b_sent) as f64,
+        "{}",
+        m.dump()
+    );
+    let _ = std::fs::remove_file(&hold_known);
+    let _ = std::fs::remove_file(&hold_new);
+}
+
+/// A deleted pod's series stay for the expiry grace, then go; a live pod's idle series stay.
+#[test]
+fn deleted_pod_series_expire() {
+    let env = Env::new("k8s-expiry");
+    let gone = Pod::new(21, "shop", "frontend-5d8f7b9c6d-ccccc", "web", true);
+    let server = Pod::new(22, "data", "db-0", "postgres", false);
+    env.api.apply(gone.object(
+        &env.net.a4,
+        Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
+        Some("5d8f7b9c6d"),
+    ));
+    env.api
+        .apply(server.object(&env.net.b4, Some(("StatefulSet", "db")), None));
+    let agent = env.agent(&["--series-expiry", "3s"]);
+    let (mut srv, port) = env.server(&server, 1);
+    let mut c = env.client(
+        &gone,
+        &format!("{}:{port}", env.net.b4),
+        50_000,
+        5_000,
+        None,
+    );
+    let (c_sent, _) = c.totals("");
+    c.wait_ok();
+    srv.wait_ok();
+    let g = [("pod", gone.name), ("role", "client")];
+    let s = [("pod", server.name), ("role", "server")];
+    agent.wait_until(WAIT, "counted", |m| {
+        sent(m, &g) == c_sent as f64 && received(m, &s) == c_sent as f64
+    });
+
+    // The pod is deleted: its containers' cgroups go, the API says so.
+    let pod_dir = env
+        .cg
+        .root
+        .join(Path::new(&gone.cgroup).parent().expect("pod cgroup"));
+    std::fs::remove_dir(env.cg.root.join(&gone.cgroup)).expect("rmdir container cgroup");
+    std::fs::remove_dir(&pod_dir).expect("rmdir pod cgroup");
+    env.api.delete("Pod", gone.namespace, gone.name);
+    let deleted = Instant::now();
+    let m = Metrics::parse(&agent.scrape());
+    assert_eq!(
+        sent(&m, &g),
+        c_sent as f64,
+        "kept during the grace: {}",
+        m.dump()
+    );
+    let m = agent.wait_until(WAIT, "deleted pod's series expired", |m| {
+        m.matching("sockscope_tcp_sent_bytes_total", &g).count() == 0
+            && m.matching("sockscope_tcp_connections_opened_total", &g)
+                .count()
+                == 0
+    });
+    assert!(
+        deleted.elapsed() >= Duration::from_secs(2),
+        "expired before the grace"
+    );
+    assert!(
+        m.sum("sockscope_series_expired_total", &[]) >= 4.0,
+        "{}",
+        m.dump()
+    );
+    // The server pod is alive: its series stay although idle for longer than the grace.
+    thread::sleep(Duration::from_secs(4));
+    let m = Metrics::parse(&agent.scrape());
+    assert_eq!(received(&m, &s), c_sent as f64, "{}", m.dump());
+}
+
+/// Traffic that starts before the API knows the pod is labelled from the cgroup path; once the
+/// watch event arrives, the same connection's further bytes carry the pod's names. With the
+/// remote index off, peers keep their address class.
+#[test]
+fn watch_event_names_a_pod_already_talking() {
+    let env = Env::new("k8s-late");
+    let late = Pod::new(31, "shop", "frontend-5d8f7b9c6d-ddddd", "web", true);
+    let server = Pod::new(32, "data", "db-0", "postgres", false);
+    env.api
+        .apply(server.object(&env.net.b4, Some(("StatefulSet", "db")), None));
+    let agent = env.agent(&["--remote-index", "false"]);
+    let (mut srv, port) = env.server(&server, 1);
+    let hold = hold_file("late");
+    let mut c = env.client(
+        &late,
+        &format!("{}:{port}", env.net.b4),
+        80_000,
+        8_000,
+        Some(&hold),
+    );
+    let (first, _) = c.totals("exchanged ");
+    let fb = with(
+        late.fallback(),
+        &[
+            ("role", "client"),
+            ("remote_class", "private"),
+            ("remote_workload", ""),
+        ],
+    );
+    agent.wait_until(WAIT, "fallback labels before the event", |m| {
+        sent(m, &fb) == first as f64
+    });
+
+    env.api.apply(late.object(
+        &env.net.a4,
+        Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
+        Some("5d8f7b9c6d"),
+    ));
+    agent.wait_until(WAIT, "event applied", |m| {
+        m.sum("sockscope_kubernetes_objects", &[("watch", "node_pods")]) == 2.0
+    });
+    std::fs::write(&hold, "go").expect("release");
+    let (total, _) = c.totals("");
+    c.wait_ok();
+    srv.wait_ok();
+    // The ReplicaSet watch runs with the index off: the Deployment is named.
+    let named = with(
+        late.labels("frontend", "Deployment"),
+        &[("role", "client"), ("remote_class", "private")],
+    );
+    let m = agent.wait_until(WAIT, "same connection named after the event", |m| {
+        sent(m, &named) == (total - first) as f64
+    });
+    assert_eq!(sent(&m, &fb), first as f64, "{}", m.dump());
+    assert_eq!(m.sum("sockscope_kubernetes_remote_index_entries", &[]), 0.0);
+    assert_eq!(
+        m.matching("sockscope_kubernetes_watch_up", &[("watch", "pods")])
+            .count(),
+        0
+    );
+    let _ = std::fs::remove_file(&hold);
+}
