@@ -16,7 +16,7 @@ BPF_LINKER_VERSION=0.13.0
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
   iproute2 util-linux bpftool iperf3 wrk prometheus curl procps
-  unbound knot-dnsutils dnsperf
+  unbound knot-dnsutils dnsperf python3-venv
 )
 
 missing=()
@@ -55,5 +55,23 @@ if ! bpf-linker --version 2>/dev/null | grep -q "${BPF_LINKER_VERSION}"; then
   log "building bpf-linker ${BPF_LINKER_VERSION} against llvm-${LLVM_MAJOR} (several minutes, once)"
   LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" \
     cargo install "bpf-linker@${BPF_LINKER_VERSION}" --locked --no-default-features --features "llvm-${LLVM_MAJOR}"
+fi
+# kubectl renders the kustomize base in the deploy test; Debian's kubernetes-client has it
+# when no newer kubectl is installed.
+if ! command -v kubectl >/dev/null; then
+  log "installing kubernetes-client (kubectl)"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+
+# Offline schema validation of the rendered manifests (kubernetes-validate from PyPI), in a
+# virtualenv of its own.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+VENV="${SOCKSCOPE_VENV:-/var/cache/sockscope/venv}"
+if ! "$VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "${KUBERNETES_VALIDATE_VERSION}"; then
+  log "installing kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} into $VENV"
+  mkdir -p "$(dirname "$VENV")"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
 fi
 log "ready"

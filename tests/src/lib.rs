@@ -323,11 +323,25 @@ pub fn free_port() -> u16 {
 impl Agent {
     /// Starts sockscope attached to `cgroup_root` and waits until /readyz says ready.
     pub fn start(peer: &str, cgroup_root: &Path, extra: &[&str]) -> Self {
+        Self::start_wrapped(peer, &[], cgroup_root, extra)
+    }
+
+    /// Like [`Agent::start`], with sockscope run by `wrapper` (e.g. setpriv with fewer
+    /// capabilities) when it is not empty.
+    pub fn start_wrapped(peer: &str, wrapper: &[&str], cgroup_root: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let log =
             std::env::temp_dir().join(format!("sockscope-e2e-{}-{port}.log", std::process::id()));
         let logf = fs::File::create(&log).expect("log file");
-        let child = Command::new(sockscope_bin(peer))
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(sockscope_bin(peer));
+                c
+            }
+            None => Command::new(sockscope_bin(peer)),
+        };
+        let child = cmd
             .args([
                 "--listen-address",
                 &format!("127.0.0.1:{port}"),

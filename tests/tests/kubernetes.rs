@@ -181,10 +181,14 @@ impl Env {
     }
 
     fn agent(&self, extra: &[&str]) -> Agent {
+        self.agent_wrapped(&[], extra)
+    }
+
+    fn agent_wrapped(&self, wrapper: &[&str], extra: &[&str]) -> Agent {
         let kc = self.kubeconfig.to_string_lossy().to_string();
         let mut args = vec!["--kubeconfig", kc.as_str(), "--node-name", NODE];
         args.extend_from_slice(extra);
-        Agent::start(PEER, &self.cg.root, &args)
+        Agent::start_wrapped(PEER, wrapper, &self.cg.root, &args)
     }
 
     /// Starts the server pod's process (listening on every address); returns it and its port.
@@ -582,4 +586,109 @@ fn watch_event_names_a_pod_already_talking() {
         0
     );
     let _ = std::fs::remove_file(&hold);
+}
+
+/// The capabilities the DaemonSet grants (read from deploy/kubernetes/daemonset.yaml) are
+/// enough: with only those (uid 0, no new privileges), every program attaches and pods are
+/// counted and named exactly.
+#[test]
+fn daemonset_capabilities_are_enough() {
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/daemonset.yaml"),
+    )
+    .expect("daemonset.yaml");
+    let add = manifest
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("add: "))
+        .expect("capabilities.add in the DaemonSet");
+    let caps: Vec<String> = add
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
+        .collect();
+    assert_eq!(caps, ["bpf", "perfmon", "net_admin"]);
+    let bounding = format!(
+        "-all,{}",
+        caps.iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+
+    let env = Env::new("k8s-caps");
+    let client = Pod::new(41, "shop", "frontend-5d8f7b9c6d-eeeee", "web", true);
+    let server = Pod::new(42, "data", "db-0", "postgres", false);
+    env.api.apply(client.object(
+        &env.net.a4,
+        Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
+        Some("5d8f7b9c6d"),
+    ));
+    env.api
+        .apply(server.object(&env.net.b4, Some(("StatefulSet", "db")), None));
+    let agent = env.agent_wrapped(
+        &[
+            "setpriv",
+            "--bounding-set",
+            &bounding,
+            "--inh-caps",
+            "-all",
+            "--no-new-privs",
+            "--",
+        ],
+        &[],
+    );
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).expect("status");
+    let eff = status
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .expect("CapEff");
+    // CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39).
+    assert_eq!(
+        u64::from_str_radix(eff.trim_start_matches("CapEff:").trim(), 16).expect("hex"),
+        (1 << 12) | (1 << 38) | (1 << 39)
+    );
+
+    let (mut srv, port) = env.server(&server, 1);
+    let mut c = env.client(
+        &client,
+        &format!("{}:{port}", env.net.b4),
+        200_000,
+        20_000,
+        None,
+    );
+    let (c_sent, c_recv) = c.totals("");
+    c.wait_ok();
+    srv.wait_ok();
+    let cl = with(
+        client.labels("frontend", "Deployment"),
+        &[
+            ("role", "client"),
+            ("remote_workload", "db"),
+            ("remote_class", "pod"),
+        ],
+    );
+    let sv = with(
+        server.labels("db", "StatefulSet"),
+        &[("role", "server"), ("remote_workload", "frontend")],
+    );
+    let m = agent.wait_until(
+        WAIT,
+        "exact counts with the DaemonSet's capabilities",
+        |m| {
+            sent(m, &cl) == c_sent as f64
+                && received(m, &cl) == c_recv as f64
+                && received(m, &sv) == c_sent as f64
+                && sent(m, &sv) == c_recv as f64
+        },
+    );
+    assert_eq!(
+        m.matching("sockscope_bpf_program_attached", &[])
+            .filter(|(_, v)| *v == 1.0)
+            .count(),
+        4,
+        "{}",
+        agent.log_text()
+    );
 }
