@@ -330,16 +330,40 @@ fn handle(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
             .get("watch")
             .is_some_and(|v| v == "true" || v == "1");
         if !watch {
+            // Pages of `limit` objects, `continue` being the offset of the next one.
+            let limit: usize = req
+                .query
+                .get("limit")
+                .and_then(|v| v.parse().ok())
+                .filter(|l| *l > 0)
+                .unwrap_or(usize::MAX);
+            let offset: usize = req
+                .query
+                .get("continue")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let st = shared.store.lock().expect("lock");
-            let items: Vec<Value> = st
+            let selected: Vec<&Value> = st
                 .objects
                 .iter()
                 .filter(|((p, _), o)| *p == path && matches(o, selector))
-                .map(|(_, o)| {
+                .map(|(_, o)| o)
+                .collect();
+            let end = offset.saturating_add(limit).min(selected.len());
+            let more = end < selected.len();
+            let list_meta = if more {
+                json!({"resourceVersion": st.rv.to_string(), "continue": end.to_string(),
+                       "remainingItemCount": selected.len() - end})
+            } else {
+                json!({"resourceVersion": st.rv.to_string()})
+            };
+            let items: Vec<Value> = selected[offset.min(end)..end]
+                .iter()
+                .map(|o| {
                     if req.metadata_only {
                         metadata_only(o)
                     } else {
-                        let mut o = o.clone();
+                        let mut o = (*o).clone();
                         if let Some(m) = o.as_object_mut() {
                             m.remove("kind");
                             m.remove("apiVersion");
@@ -350,10 +374,10 @@ fn handle(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 .collect();
             let body = if req.metadata_only {
                 json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-                       "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})
+                       "metadata": list_meta, "items": items})
             } else {
                 json!({"kind": format!("{kind}List"), "apiVersion": api_version,
-                       "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})
+                       "metadata": list_meta, "items": items})
             }
             .to_string();
             drop(st);

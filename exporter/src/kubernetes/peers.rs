@@ -47,12 +47,42 @@ pub struct Peer {
     generation: u32,
 }
 
+/// Up to [`Addrs::MAX`] addresses of one object, inline. An object with more (a node with
+/// many addresses) has the rest indexed too; they are only cleaned up by the next re-list.
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    ips: [IpAddr; Addrs::MAX],
+    len: u8,
+}
+
+impl Addrs {
+    const MAX: usize = 4;
+
+    fn new(ips: &[IpAddr]) -> Self {
+        let mut a = Addrs {
+            ips: [IpAddr::from([0u8; 4]); Addrs::MAX],
+            len: 0,
+        };
+        for (slot, ip) in a.ips.iter_mut().zip(ips) {
+            *slot = *ip;
+            a.len += 1;
+        }
+        a
+    }
+
+    fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ips[..usize::from(self.len)].iter().copied()
+    }
+}
+
 /// The index, one per cluster.
 #[derive(Debug, Default)]
 pub struct Peers {
     by_ip: HashMap<IpAddr, Peer>,
-    /// Addresses per object, so an update or delete touches only its own entries.
-    by_owner: HashMap<(PeerClass, u128), Vec<IpAddr>>,
+    /// Addresses per object, so an update or delete touches only its own entries. Inline,
+    /// not one allocation per object: small long-lived allocations scattered through the heap
+    /// a big list was decoded in would keep its pages resident.
+    by_owner: HashMap<(PeerClass, u128), Addrs>,
     strings: HashSet<Arc<str>>,
     /// Per class: the generation of the running re-list, if any.
     relisting: HashMap<PeerClass, u32>,
@@ -84,9 +114,9 @@ impl Peers {
             .copied()
             .unwrap_or(self.generation);
         // Addresses the object no longer has (a pod that lost its IP, a node readdressed).
-        if let Some(old) = self.by_owner.insert((class, owner), ips.to_vec()) {
+        if let Some(old) = self.by_owner.insert((class, owner), Addrs::new(ips)) {
             for ip in old.iter().filter(|ip| !ips.contains(ip)) {
-                self.remove_if_owned(*ip, class, owner);
+                self.remove_if_owned(ip, class, owner);
             }
         }
         let namespace = self.intern(namespace);
@@ -117,8 +147,10 @@ impl Peers {
 
     /// Removes the addresses of a deleted object.
     pub fn delete(&mut self, class: PeerClass, owner: u128) {
-        for ip in self.by_owner.remove(&(class, owner)).unwrap_or_default() {
-            self.remove_if_owned(ip, class, owner);
+        if let Some(addrs) = self.by_owner.remove(&(class, owner)) {
+            for ip in addrs.iter() {
+                self.remove_if_owned(ip, class, owner);
+            }
         }
     }
 
@@ -148,7 +180,7 @@ impl Peers {
                 *c != class
                     || ips
                         .iter()
-                        .any(|ip| by_ip.get(ip).is_some_and(|p| p.owner == *owner))
+                        .any(|ip| by_ip.get(&ip).is_some_and(|p| p.owner == *owner))
             });
         }
         self.strings.retain(|s| Arc::strong_count(s) > 1);
