@@ -292,6 +292,51 @@ fn clear_errors() {
     assert!(err.contains("--dns-cache-size"), "{err}");
     let err = fails(&["--max-qnames-per-workload=lots"], None);
     assert!(err.contains("--max-qnames-per-workload"), "{err}");
+    // Kubernetes settings: each a one-line error before anything is attached.
+    let one_line = |args: &[&str], want: &str| {
+        let err = fails(args, None);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    };
+    one_line(&["--kubernetes", "on"], "node name is unknown");
+    one_line(
+        &["--kubernetes", "on", "--node-name", "n1"],
+        "no in-cluster Kubernetes configuration",
+    );
+    one_line(
+        &[
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+            "--node-name",
+            "n1",
+        ],
+        "kubeconfig /nonexistent/kubeconfig",
+    );
+    let garbage =
+        std::env::temp_dir().join(format!("sockscope-bad-kubeconfig-{}", std::process::id()));
+    std::fs::write(&garbage, "clusters: [this is: not a kubeconfig\n").expect("write");
+    one_line(
+        &[
+            "--kubeconfig",
+            garbage.to_str().expect("utf-8"),
+            "--node-name",
+            "n1",
+        ],
+        "kubeconfig",
+    );
+    let _ = std::fs::remove_file(&garbage);
+    // Flags that do not parse: clap's message names the flag (and the accepted values).
+    for (args, want) in [
+        (
+            &["--kubernetes", "maybe"][..],
+            "possible values: auto, on, off",
+        ),
+        (&["--remote-index", "perhaps"][..], "--remote-index"),
+        (&["--series-expiry", "0s"][..], "--series-expiry"),
+    ] {
+        let err = fails(args, None);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }
 
 #[test]
@@ -314,6 +359,11 @@ fn help_explains_every_flag() {
         "--dns-ttl-min",
         "--dns-ttl-max",
         "--dns-cache-size",
+        "--kubernetes",
+        "--kubeconfig",
+        "--node-name",
+        "--remote-index",
+        "--series-expiry",
         "--log",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
@@ -330,6 +380,11 @@ fn help_explains_every_flag() {
         "SOCKSCOPE_DNS_TTL_MIN",
         "SOCKSCOPE_DNS_TTL_MAX",
         "SOCKSCOPE_DNS_CACHE_SIZE",
+        "SOCKSCOPE_KUBERNETES",
+        "SOCKSCOPE_KUBECONFIG",
+        "SOCKSCOPE_NODE_NAME",
+        "SOCKSCOPE_REMOTE_INDEX",
+        "SOCKSCOPE_SERIES_EXPIRY",
         "SOCKSCOPE_LOG",
     ] {
         assert!(help.contains(env), "{env} missing from --help");

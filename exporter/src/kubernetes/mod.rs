@@ -150,14 +150,25 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
                 path: path.to_path_buf(),
                 message,
             };
-            let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+            let kc = Kubeconfig::read_from(path).map_err(|e| err(first_line(&e)))?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| err(e.to_string()))?
+                .map_err(|e| err(first_line(&e)))?
         }
-        None => kube::Config::incluster().map_err(|e| Error::InCluster(e.to_string()))?,
+        None => kube::Config::incluster().map_err(|e| Error::InCluster(first_line(&e)))?,
     };
-    Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
+    Client::try_from(config).map_err(|e| Error::Client(first_line(&e)))
+}
+
+/// The first line of an error (parsers append source excerpts on further lines): startup
+/// errors are one line.
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 impl Cluster {
