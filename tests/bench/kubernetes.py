@@ -19,31 +19,15 @@ Run scripts/setup.sh and `cargo build --release --bins` first (kubernetes.sh doe
 
 import argparse
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
+from bench import cgroup2, free_port
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "target", "release")
-
-
-def cgroup2():
-    for line in open("/proc/self/mountinfo"):
-        left, _, right = line.partition(" - ")
-        if right.startswith("cgroup2 "):
-            return left.split()[4]
-    sys.exit("no cgroup2 mount")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def status(pid):

@@ -191,6 +191,21 @@ impl Env {
         Agent::start_wrapped(PEER, wrapper, &self.cg.root, &args)
     }
 
+    /// Publishes a client pod of Deployment `frontend` (through its ReplicaSet).
+    fn frontend(&self, pod: &Pod) {
+        self.api.apply(pod.object(
+            &self.net.a4,
+            Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
+            Some("5d8f7b9c6d"),
+        ));
+    }
+
+    /// Publishes a server pod of StatefulSet `db`.
+    fn db(&self, pod: &Pod) {
+        self.api
+            .apply(pod.object(&self.net.b4, Some(("StatefulSet", "db")), None));
+    }
+
     /// Starts the server pod's process (listening on every address); returns it and its port.
     fn server(&self, pod: &Pod, conns: usize) -> (Proc, String) {
         let mut srv = self.cg.spawn(
@@ -245,13 +260,8 @@ fn pods_workloads_and_services_on_both_ends() {
     let env = Env::new("k8s-labels");
     let client = Pod::new(1, "shop", "frontend-5d8f7b9c6d-x7k2p", "web", true);
     let server = Pod::new(2, "data", "db-0", "postgres", false);
-    env.api.apply(client.object(
-        &env.net.a4,
-        Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
-        Some("5d8f7b9c6d"),
-    ));
-    env.api
-        .apply(server.object(&env.net.b4, Some(("StatefulSet", "db")), None));
+    env.frontend(&client);
+    env.db(&server);
     let agent = env.agent(&[]);
 
     let (mut srv, port) = env.server(&server, 2);
@@ -362,13 +372,8 @@ fn api_outage_keeps_labels_and_counts() {
     let known = Pod::new(11, "shop", "frontend-5d8f7b9c6d-aaaaa", "web", true);
     let newcomer = Pod::new(12, "ops", "report-29400000-bbbbb", "runner", false);
     let server = Pod::new(13, "data", "db-0", "postgres", false);
-    env.api.apply(known.object(
-        &env.net.a4,
-        Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
-        Some("5d8f7b9c6d"),
-    ));
-    env.api
-        .apply(server.object(&env.net.b4, Some(("StatefulSet", "db")), None));
+    env.frontend(&known);
+    env.db(&server);
     let agent = env.agent(&[]);
     agent.wait_until(WAIT, "API up", |m| {
         m.sum("sockscope_kubernetes_up", &[]) == 1.0
@@ -463,13 +468,8 @@ fn deleted_pod_series_expire() {
     let env = Env::new("k8s-expiry");
     let gone = Pod::new(21, "shop", "frontend-5d8f7b9c6d-ccccc", "web", true);
     let server = Pod::new(22, "data", "db-0", "postgres", false);
-    env.api.apply(gone.object(
-        &env.net.a4,
-        Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
-        Some("5d8f7b9c6d"),
-    ));
-    env.api
-        .apply(server.object(&env.net.b4, Some(("StatefulSet", "db")), None));
+    env.frontend(&gone);
+    env.db(&server);
     let agent = env.agent(&["--series-expiry", "3s"]);
     let (mut srv, port) = env.server(&server, 1);
     let mut c = env.client(
@@ -533,8 +533,7 @@ fn watch_event_names_a_pod_already_talking() {
     let env = Env::new("k8s-late");
     let late = Pod::new(31, "shop", "frontend-5d8f7b9c6d-ddddd", "web", true);
     let server = Pod::new(32, "data", "db-0", "postgres", false);
-    env.api
-        .apply(server.object(&env.net.b4, Some(("StatefulSet", "db")), None));
+    env.db(&server);
     let agent = env.agent(&["--remote-index", "false"]);
     let (mut srv, port) = env.server(&server, 1);
     let hold = hold_file("late");
@@ -558,11 +557,7 @@ fn watch_event_names_a_pod_already_talking() {
         sent(m, &fb) == first as f64
     });
 
-    env.api.apply(late.object(
-        &env.net.a4,
-        Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
-        Some("5d8f7b9c6d"),
-    ));
+    env.frontend(&late);
     agent.wait_until(WAIT, "event applied", |m| {
         m.sum("sockscope_kubernetes_objects", &[("watch", "node_pods")]) == 2.0
     });
@@ -619,13 +614,8 @@ fn daemonset_capabilities_are_enough() {
     let env = Env::new("k8s-caps");
     let client = Pod::new(41, "shop", "frontend-5d8f7b9c6d-eeeee", "web", true);
     let server = Pod::new(42, "data", "db-0", "postgres", false);
-    env.api.apply(client.object(
-        &env.net.a4,
-        Some(("ReplicaSet", "frontend-5d8f7b9c6d")),
-        Some("5d8f7b9c6d"),
-    ));
-    env.api
-        .apply(server.object(&env.net.b4, Some(("StatefulSet", "db")), None));
+    env.frontend(&client);
+    env.db(&server);
     let agent = env.agent_wrapped(
         &[
             "setpriv",
