@@ -55,7 +55,6 @@ pub async fn run(config: Config) -> Result<()> {
         cluster.spawn(
             client,
             &crate::kubernetes::Options {
-                kubeconfig: config.kubeconfig.clone(),
                 node_name: node.clone(),
                 remote_index: config.remote_index,
             },

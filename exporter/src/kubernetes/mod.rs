@@ -69,8 +69,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How to reach the API and what to watch.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// kubeconfig file; in-cluster configuration when `None`.
-    pub kubeconfig: Option<PathBuf>,
     /// This node's name.
     pub node_name: String,
     /// Build the cluster-wide peer index.

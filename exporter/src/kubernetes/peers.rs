@@ -201,11 +201,6 @@ impl Peers {
         self.by_ip.is_empty()
     }
 
-    /// Drops interned strings no entry uses any more.
-    pub fn compact(&mut self) {
-        self.strings.retain(|s| Arc::strong_count(s) > 1);
-    }
-
     /// Distinct strings held.
     pub fn strings(&self) -> usize {
         self.strings.len()
