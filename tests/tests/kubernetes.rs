@@ -281,6 +281,29 @@ fn pods_workloads_and_services_on_both_ends() {
     srv.wait_ok();
     assert_eq!((d_sent, d_recv), (up + 16, down));
     assert_eq!((s_sent, s_recv), (2 * up + 16, 2 * down));
+    // DNS families carry the pod's labels too: malformed "queries" to a junk server in the
+    // server pod, each counted once leaving and once coming back.
+    let payloads = sockscope_tests::dns::malformed().len();
+    let mut junk_srv = env.cg.spawn(
+        &server.cgroup,
+        &mut peer_cmd(
+            PEER,
+            Some(&env.net.b),
+            &["dns-junk-server", "0.0.0.0:53", &payloads.to_string()],
+        ),
+    );
+    junk_srv.line("ready");
+    let mut junk = env.cg.spawn(
+        &client.cgroup,
+        &mut peer_cmd(
+            PEER,
+            Some(&env.net.a),
+            &["dns-junk", &format!("{}:53", env.net.b4)],
+        ),
+    );
+    junk.line("datagrams");
+    junk.wait_ok();
+    junk_srv.wait_ok();
 
     let c = client.labels("frontend", "Deployment");
     let to_pod = with(
@@ -322,6 +345,23 @@ fn pods_workloads_and_services_on_both_ends() {
             && received(m, &from_client) == (d_sent + s_sent) as f64
             && sent(m, &from_client) == (d_recv + s_recv) as f64
     });
+    let dns = client.labels("frontend", "Deployment");
+    let m = agent.wait_until(WAIT, "DNS parse errors under the pod's labels", |m| {
+        m.sum("sockscope_dns_parse_errors_total", &dns) == (2 * payloads) as f64
+    });
+    let udp = with(
+        c.clone(),
+        &[
+            ("remote_workload", "db"),
+            ("remote_class", "pod"),
+            ("port", "53"),
+        ],
+    );
+    assert!(
+        m.sum("sockscope_udp_sent_bytes_total", &udp) > 0.0,
+        "{}",
+        m.dump()
+    );
     // Nothing else: no unlabelled or fallback series for these pods.
     for name in [
         "sockscope_tcp_sent_bytes_total",
