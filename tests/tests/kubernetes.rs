@@ -337,7 +337,7 @@ fn pods_workloads_and_services_on_both_ends() {
             ("port", &port),
         ],
     );
-    let m = agent.wait_until(WAIT, "exact bytes under pod labels", |m| {
+    agent.wait_until(WAIT, "exact bytes under pod labels", |m| {
         sent(m, &to_pod) == d_sent as f64
             && received(m, &to_pod) == d_recv as f64
             && sent(m, &to_svc) == s_sent as f64
