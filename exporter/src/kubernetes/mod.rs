@@ -400,7 +400,8 @@ async fn watch<K, F>(
                         info!(watch = name, objects = count, "Kubernetes watch synced");
                     }
                     health.up.store(true, Ordering::Relaxed);
-                    release_freed_memory();
+                    // A full list decodes megabytes of JSON that are freed right after.
+                    crate::release_freed_memory();
                 }
                 if health.synced.load(Ordering::Relaxed) {
                     health.up.store(true, Ordering::Relaxed);
@@ -417,15 +418,5 @@ async fn watch<K, F>(
             }
             None => return,
         }
-    }
-}
-
-/// A full list decodes megabytes of JSON that are freed right after; glibc keeps freed pages
-/// in its per-thread arenas, which would show as resident memory for good. Give them back.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

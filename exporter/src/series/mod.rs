@@ -15,6 +15,9 @@ use prometheus_client::{metrics::counter::Counter, registry::Registry};
 
 use crate::identity::Identity;
 
+/// Every this many expired series, the freed memory goes back to the kernel.
+const TRIM_AFTER: usize = 100;
+
 /// Name of the counter of series removed because their owner was gone and idle.
 pub const SERIES_EXPIRED: &str = "sockscope_series_expired";
 
@@ -45,6 +48,7 @@ pub struct Series {
     /// Last activity of every owner.
     pub expiry: expiry::Expiry,
     expired: Counter,
+    expired_since_trim: usize,
 }
 
 impl Series {
@@ -87,6 +91,7 @@ impl Series {
             kubernetes,
             expiry: expiry::Expiry::new(grace),
             expired,
+            expired_since_trim: 0,
         }
     }
 
@@ -110,12 +115,17 @@ impl Series {
     pub fn expire(&mut self, now: Instant, identity: &mut Identity) {
         for local in self.expiry.expire(now, identity) {
             let n = self.flows.remove(&local) + self.dns.remove(&local);
+            self.expired_since_trim += n;
             self.expired.inc_by(n as u64);
             let scope = local.budget_scope();
             if !self.expiry.scope_in_use(&scope) {
                 self.flows.forget_scope(&scope);
                 self.dns.forget_scope(&scope);
             }
+        }
+        if self.expired_since_trim >= TRIM_AFTER {
+            self.expired_since_trim = 0;
+            crate::release_freed_memory();
         }
     }
 }
