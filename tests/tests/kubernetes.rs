@@ -20,6 +20,8 @@ const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
 const WAIT: Duration = Duration::from_secs(30);
 const NODE: &str = "test-node";
 const CLUSTER_IP: &str = "10.96.0.10";
+/// This node's InternalIP (TEST-NET-1, routed only inside the test's namespaces).
+const NODE_IP: &str = "192.0.2.10";
 
 /// A pod: its API object and its container's cgroup below the test root.
 struct Pod {
@@ -111,7 +113,7 @@ fn sh(cmd: &str) {
 /// The API objects every test starts with: this node, a Deployment's ReplicaSet, a Service in
 /// front of the server pod, and a pod on another node.
 fn base_objects(api: &KubeApi, net: &NetPair) {
-    api.apply(objects::node(NODE, &objects::uid(900), "192.0.2.10"));
+    api.apply(objects::node(NODE, &objects::uid(900), NODE_IP));
     api.apply(objects::node(
         "other-node",
         &objects::uid(901),
@@ -161,10 +163,12 @@ impl Env {
     fn new(name: &str) -> Self {
         let cg = TestCgroup::new(name);
         let net = NetPair::new();
+        // The node's address stands for a host-network pod on the server's side.
         // The Service's ClusterIP reaches the server pod (what kube-proxy's DNAT does; the
         // socket's peer is the ClusterIP either way).
         sh(&format!(
-            "ip -n {b} addr add {CLUSTER_IP}/32 dev lo && ip -n {a} route add {CLUSTER_IP}/32 via {b4}",
+            "ip -n {b} addr add {CLUSTER_IP}/32 dev lo && ip -n {a} route add {CLUSTER_IP}/32 via {b4} && \
+             ip -n {b} addr add {NODE_IP}/32 dev lo && ip -n {a} route add {NODE_IP}/32 via {b4}",
             a = net.a,
             b = net.b,
             b4 = net.b4
@@ -253,8 +257,8 @@ fn hold_file(tag: &str) -> PathBuf {
 }
 
 /// Both ends named from the API: the client pod's Deployment (through its ReplicaSet), the
-/// server's StatefulSet, the peer pod's workload on each side, and ClusterIP traffic
-/// labelled with the Service.
+/// server's StatefulSet, the peer pod's workload on each side, ClusterIP traffic labelled
+/// with the Service, and traffic to a node address (a host-network pod) with the node.
 #[test]
 fn pods_workloads_and_services_on_both_ends() {
     let env = Env::new("k8s-labels");
@@ -264,7 +268,7 @@ fn pods_workloads_and_services_on_both_ends() {
     env.db(&server);
     let agent = env.agent(&[]);
 
-    let (mut srv, port) = env.server(&server, 2);
+    let (mut srv, port) = env.server(&server, 3);
     let (up, down) = (300_000u64, 70_000u64);
     let mut direct = env.client(&client, &format!("{}:{port}", env.net.b4), up, down, None);
     let (d_sent, d_recv) = direct.totals("");
@@ -278,6 +282,9 @@ fn pods_workloads_and_services_on_both_ends() {
     );
     let (s_sent, s_recv) = via_svc.totals("");
     via_svc.wait_ok();
+    let mut via_node = env.client(&client, &format!("{NODE_IP}:{port}"), up, down, None);
+    let (n_sent, _) = via_node.totals("");
+    via_node.wait_ok();
     srv.wait_ok();
     assert_eq!((d_sent, d_recv), (up + 16, down));
     assert_eq!((s_sent, s_recv), (2 * up + 16, 2 * down));
@@ -326,6 +333,15 @@ fn pods_workloads_and_services_on_both_ends() {
             ("port", &port),
         ],
     );
+    let to_node = with(
+        c.clone(),
+        &[
+            ("role", "client"),
+            ("remote_namespace", ""),
+            ("remote_workload", NODE),
+            ("remote_class", "node"),
+        ],
+    );
     let s = server.labels("db", "StatefulSet");
     let from_client = with(
         s.clone(),
@@ -342,8 +358,9 @@ fn pods_workloads_and_services_on_both_ends() {
             && received(m, &to_pod) == d_recv as f64
             && sent(m, &to_svc) == s_sent as f64
             && received(m, &to_svc) == s_recv as f64
-            && received(m, &from_client) == (d_sent + s_sent) as f64
-            && sent(m, &from_client) == (d_recv + s_recv) as f64
+            && sent(m, &to_node) == n_sent as f64
+            && received(m, &from_client) == (d_sent + s_sent + n_sent) as f64
+            && sent(m, &from_client) == (d_recv + s_recv + down) as f64
     });
     let dns = client.labels("frontend", "Deployment");
     let m = agent.wait_until(WAIT, "DNS parse errors under the pod's labels", |m| {
@@ -368,7 +385,7 @@ fn pods_workloads_and_services_on_both_ends() {
         "sockscope_tcp_received_bytes_total",
     ] {
         let all: Vec<_> = m.matching(name, &[]).collect();
-        assert_eq!(all.len(), 3, "{}", m.dump());
+        assert_eq!(all.len(), 4, "{}", m.dump());
         assert!(
             all.iter().all(|(l, _)| !l["pod"].is_empty()),
             "{}",
@@ -380,7 +397,7 @@ fn pods_workloads_and_services_on_both_ends() {
             "sockscope_tcp_connections_opened_total",
             &with(c.clone(), &[("role", "client")])
         ),
-        2.0
+        3.0
     );
     assert_eq!(m.sum("sockscope_kubernetes_up", &[]), 1.0, "{}", m.dump());
     assert_eq!(
