@@ -15,6 +15,9 @@ use super::{
     workload::{Owners, Workload},
 };
 
+/// Container ids remembered per pod (current and restarted ones).
+const MAX_CONTAINER_IDS: usize = 64;
+
 /// One local pod.
 #[derive(Debug, Clone)]
 pub struct Pod {
@@ -86,6 +89,10 @@ impl Pods {
         });
         entry.meta = meta;
         // Keep ids of containers that restarted: their last counts may still be in flight.
+        // A crash-looping pod would pile them up: past a bound, only the current ones stay.
+        if entry.containers.len() + containers.len() > MAX_CONTAINER_IDS {
+            entry.containers.clear();
+        }
         entry.containers.extend(containers);
         entry.deleted = None;
     }
