@@ -86,6 +86,9 @@ pub async fn run(config: Config) -> Result<()> {
         cluster.is_some(),
     );
     series.flows.set_sticky_for(config.dns_ttl_max);
+    let drops = crate::series::drop::Drops::new(&config.drop_labels);
+    series.flows.set_drops(drops.clone());
+    series.dns.set_drops(drops);
     series
         .agent
         .set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));
@@ -119,6 +122,7 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(c) = &cluster {
         identity = identity.with_cluster(c.clone());
     }
+    let identity = identity.with_classes(config.remote_classes.clone());
     let identity = Arc::new(Mutex::new(identity));
     let answers = maps
         .dns_answers

@@ -1,11 +1,21 @@
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
-use clap::Parser;
 use sockscope::config::Config;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sockscope: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(path) = &config.check_config {
+        // The command's result, not a log line.
+        let _ = writeln!(std::io::stdout(), "{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
         eprintln!(
             "sockscope: invalid --log filter {:?} ({e}); using info",

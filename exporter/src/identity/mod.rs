@@ -46,8 +46,8 @@ pub struct Remote {
     pub namespace: String,
     /// Workload of the peer pod, the Service's name, or the node's name.
     pub workload: String,
-    /// loopback | pod | service | node | private | public.
-    pub class: &'static str,
+    /// loopback | pod | service | node | a configured CIDR class | private | public.
+    pub class: String,
 }
 
 /// Lookups that fell back to what the cgroup path says, by reason.
@@ -74,6 +74,8 @@ pub struct Identity {
     memo: HashMap<u64, Local>,
     /// Cumulative fallbacks.
     pub misses: Misses,
+    /// Configured CIDR classes, most specific first.
+    classes: Vec<(ipnet::IpNet, String)>,
 }
 
 impl Identity {
@@ -92,7 +94,16 @@ impl Identity {
             cluster: None,
             memo: HashMap::new(),
             misses: Misses::default(),
+            classes: Vec::new(),
         }
+    }
+
+    /// Names address ranges for `remote_class` (checked after loopback and the cluster
+    /// index, before private/public); the most specific range wins.
+    pub fn with_classes(mut self, mut classes: Vec<(ipnet::IpNet, String)>) -> Self {
+        classes.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        self.classes = classes;
+        self
     }
 
     /// Labels pods with what `cluster` learns from the API.
@@ -174,11 +185,20 @@ impl Identity {
             return Remote {
                 namespace: p.namespace.to_string(),
                 workload: p.workload.to_string(),
-                class: p.class.as_str(),
+                class: p.class.as_str().to_string(),
             };
         }
+        let class = match class {
+            RemoteClass::Loopback => None,
+            _ => self
+                .classes
+                .iter()
+                .find(|(net, _)| net.contains(&ip))
+                .map(|(_, name)| name.clone()),
+        }
+        .unwrap_or_else(|| class.as_str().to_string());
         Remote {
-            class: class.as_str(),
+            class,
             ..Remote::default()
         }
     }

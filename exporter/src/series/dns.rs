@@ -14,6 +14,7 @@ use sockscope_common::dns::{
 
 use super::{
     budget::{Budget, OTHER, Overflow, OverflowLabels},
+    drop::{Droppable, Drops},
     expiry::{Expiry, Members},
     histogram::KernelHistogram,
     labels::LocalLabels,
@@ -66,6 +67,81 @@ struct ErrorLabels {
     reason: String,
 }
 
+impl Droppable for QueryLabels {
+    fn drop_label(&mut self, name: &str) {
+        if !self.local.drop_label(name) {
+            match name {
+                "qname" => self.qname.clear(),
+                "qtype" => self.qtype.clear(),
+                _ => {}
+            }
+        }
+    }
+
+    fn local(&self) -> &LocalLabels {
+        &self.local
+    }
+}
+
+impl Droppable for ResponseLabels {
+    fn drop_label(&mut self, name: &str) {
+        if !self.local.drop_label(name) {
+            match name {
+                "qname" => self.qname.clear(),
+                "qtype" => self.qtype.clear(),
+                "rcode" => self.rcode.clear(),
+                _ => {}
+            }
+        }
+    }
+
+    fn local(&self) -> &LocalLabels {
+        &self.local
+    }
+}
+
+impl Droppable for LatencyLabels {
+    fn drop_label(&mut self, name: &str) {
+        if !self.local.drop_label(name) && name == "rcode" {
+            self.rcode.clear();
+        }
+    }
+
+    fn local(&self) -> &LocalLabels {
+        &self.local
+    }
+}
+
+impl Droppable for ErrorLabels {
+    fn drop_label(&mut self, name: &str) {
+        if !self.local.drop_label(name) && name == "reason" {
+            self.reason.clear();
+        }
+    }
+
+    fn local(&self) -> &LocalLabels {
+        &self.local
+    }
+}
+
+/// The labels family `family` exports for `labels` (some dropped), recorded for expiry; an
+/// aggregate over owners is kept alive by each of them.
+fn exported<L: Droppable + std::hash::Hash + Eq>(
+    drops: &Drops,
+    members: &mut Members<L>,
+    expiry: &mut Expiry,
+    family: &str,
+    labels: L,
+    owner: (u64, Option<u128>),
+) -> L {
+    let out = drops.apply(family, &labels).into_owned();
+    if out.local() != labels.local() {
+        expiry.touch(out.local(), owner.0, owner.1, std::time::Instant::now());
+    }
+    members.note(&out.local().clone(), &out);
+    out
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
@@ -87,6 +163,8 @@ pub struct DnsMetrics {
     overflow: Overflow,
     /// Label sets in use by owner, for expiry.
     members: DnsMembers,
+    /// Labels emptied per family.
+    drops: Drops,
 }
 
 /// Label sets of every DNS family, by owner.
@@ -115,6 +193,7 @@ impl DnsMetrics {
             qnames: Budget::new(max_qnames),
             overflow,
             members: DnsMembers::default(),
+            drops: Drops::default(),
         };
         registry.register(
             DNS_QUERIES,
@@ -169,17 +248,17 @@ impl DnsMetrics {
         expiry: &mut Expiry,
     ) {
         let now = std::time::Instant::now();
-        let mut local_of = |id: u64, identity: &mut Identity| {
+        let local_of = |id: u64, identity: &mut Identity, expiry: &mut Expiry| {
             let local = identity.local(id);
             let labels = LocalLabels::of(&local);
             expiry.touch(&labels, id, local.pod_uid, now);
-            labels
+            (labels, (id, local.pod_uid))
         };
         for (key, stats) in deltas {
             if stats.count == 0 {
                 continue;
             }
-            let local = local_of(key.cgroup_id, identity);
+            let (local, owner) = local_of(key.cgroup_id, identity, expiry);
             match key.kind {
                 DNS_KIND_QUERY => {
                     let qname = self.qname(&local, key, qnames, DNS_QUERIES);
@@ -188,7 +267,14 @@ impl DnsMetrics {
                         qname,
                         qtype: qtype_name(key.qtype),
                     };
-                    self.members.queries.note(&labels.local, &labels);
+                    let labels = exported(
+                        &self.drops,
+                        &mut self.members.queries,
+                        expiry,
+                        DNS_QUERIES,
+                        labels,
+                        owner,
+                    );
                     self.queries.get_or_create(&labels).inc_by(stats.count);
                 }
                 DNS_KIND_RESPONSE => {
@@ -198,7 +284,14 @@ impl DnsMetrics {
                             local: local.clone(),
                             rcode: rcode.clone(),
                         };
-                        self.members.latency.note(&labels.local, &labels);
+                        let labels = exported(
+                            &self.drops,
+                            &mut self.members.latency,
+                            expiry,
+                            DNS_LATENCY,
+                            labels,
+                            owner,
+                        );
                         self.latency.get_or_create(&labels).add(
                             key.bucket as usize,
                             stats.count,
@@ -212,10 +305,17 @@ impl DnsMetrics {
                         qtype: qtype_name(key.qtype),
                         rcode,
                     };
-                    self.members.responses.note(&labels.local, &labels);
+                    let labels = exported(
+                        &self.drops,
+                        &mut self.members.responses,
+                        expiry,
+                        DNS_RESPONSES,
+                        labels,
+                        owner,
+                    );
                     self.responses.get_or_create(&labels).inc_by(stats.count);
                 }
-                DNS_KIND_TIMEOUT => self.timeout(local, key, qnames, stats.count),
+                DNS_KIND_TIMEOUT => self.timeout(local, key, qnames, stats.count, expiry, owner),
                 DNS_KIND_ERROR => {
                     let reason = DNS_ERR_NAMES
                         .get(key.code as usize)
@@ -225,15 +325,22 @@ impl DnsMetrics {
                         local,
                         reason: reason.to_string(),
                     };
-                    self.members.errors.note(&labels.local, &labels);
+                    let labels = exported(
+                        &self.drops,
+                        &mut self.members.errors,
+                        expiry,
+                        DNS_PARSE_ERRORS,
+                        labels,
+                        owner,
+                    );
                     self.parse_errors.get_or_create(&labels).inc_by(stats.count);
                 }
                 _ => {}
             }
         }
         for key in timeouts {
-            let local = local_of(key.cgroup_id, identity);
-            self.timeout(local, key, qnames, 1);
+            let (local, owner) = local_of(key.cgroup_id, identity, expiry);
+            self.timeout(local, key, qnames, 1, expiry, owner);
         }
         self.cache_entries.set(identity.hosts.len() as i64);
         let evictions = identity.hosts.evictions();
@@ -262,14 +369,29 @@ impl DnsMetrics {
     }
 
     /// Counts `n` timed-out queries of `key` (from the kernel or the agent's sweep).
-    fn timeout(&mut self, local: LocalLabels, key: &DnsKey, qnames: &HashMap<u64, String>, n: u64) {
+    fn timeout(
+        &mut self,
+        local: LocalLabels,
+        key: &DnsKey,
+        qnames: &HashMap<u64, String>,
+        n: u64,
+        expiry: &mut Expiry,
+        owner: (u64, Option<u128>),
+    ) {
         let qname = self.qname(&local, key, qnames, DNS_TIMEOUTS);
         let labels = QueryLabels {
             local,
             qname,
             qtype: qtype_name(key.qtype),
         };
-        self.members.queries.note(&labels.local, &labels);
+        let labels = exported(
+            &self.drops,
+            &mut self.members.queries,
+            expiry,
+            DNS_TIMEOUTS,
+            labels,
+            owner,
+        );
         self.timeouts.get_or_create(&labels).inc_by(n);
     }
 
@@ -289,6 +411,11 @@ impl DnsMetrics {
             n += usize::from(self.parse_errors.remove(&l));
         }
         n
+    }
+
+    /// Sets the labels dropped per family.
+    pub fn set_drops(&mut self, drops: Drops) {
+        self.drops = drops;
     }
 
     /// Forgets the `qname` budget of a scope no owner uses any more.

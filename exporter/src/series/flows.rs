@@ -13,6 +13,7 @@ use sockscope_common::{FlowKey, FlowStats, PROTO_TCP, PROTO_UDP};
 
 use super::{
     budget::{Budget, Overflow, OverflowLabels},
+    drop::Drops,
     expiry::{Expiry, Members},
     labels::{FlowLabels, LabelOptions, LocalLabels, flow_labels},
 };
@@ -44,6 +45,8 @@ pub struct FlowMetrics {
     overflow: Overflow,
     /// Every label set in use, by owner, for expiry.
     members: Members<FlowLabels>,
+    /// Labels emptied per family.
+    drops: Drops,
     tcp_sent: CounterFamily,
     tcp_received: CounterFamily,
     tcp_opened: CounterFamily,
@@ -70,6 +73,7 @@ impl FlowMetrics {
             sticky_for: Duration::from_secs(3600),
             overflow,
             members: Members::default(),
+            drops: Drops::default(),
             tcp_sent: Family::default(),
             tcp_received: Family::default(),
             tcp_opened: Family::default(),
@@ -170,12 +174,18 @@ impl FlowMetrics {
             );
             let (host, folded) = self.hosts.label(&labels.local.budget_scope(), host);
             labels.remote_host = host;
-            self.members.note(&labels.local, &labels);
             expiry.touch(&labels.local, key.cgroup_id, local.pod_uid, now);
             let overflow = &self.overflow;
-            let add = |family: &CounterFamily, name: &str, v: u64| {
+            let (drops, members) = (&self.drops, &mut self.members);
+            let mut add = |family: &CounterFamily, name: &str, v: u64| {
                 if v != 0 {
-                    family.get_or_create(&labels).inc_by(v);
+                    let exported = drops.apply(name, &labels);
+                    if exported.local != labels.local {
+                        // An aggregate over owners lives as long as one of them updates it.
+                        expiry.touch(&exported.local, key.cgroup_id, local.pod_uid, now);
+                    }
+                    members.note(&exported.local, &exported);
+                    family.get_or_create(&exported).inc_by(v);
                     if folded {
                         overflow
                             .get_or_create(&OverflowLabels {
@@ -228,6 +238,11 @@ impl FlowMetrics {
             }
         }
         n
+    }
+
+    /// Sets the labels dropped per family.
+    pub fn set_drops(&mut self, drops: Drops) {
+        self.drops = drops;
     }
 
     /// Forgets the `remote_host` budget of a scope no owner uses any more.

@@ -111,7 +111,7 @@ pub fn flow_labels(
         remote_namespace: remote.namespace,
         remote_workload: remote.workload,
         remote_host,
-        remote_class: remote.class.to_string(),
+        remote_class: remote.class,
         port: key.port.to_string(),
         role: if key.role == ROLE_CLIENT {
             "client"
@@ -159,7 +159,9 @@ mod tests {
             ..Local::default()
         };
         let class = |ip: [u8; 4]| Remote {
-            class: crate::identity::remote::classify(std::net::IpAddr::from(ip)).as_str(),
+            class: crate::identity::remote::classify(std::net::IpAddr::from(ip))
+                .as_str()
+                .to_string(),
             ..Remote::default()
         };
         let l = flow_labels(

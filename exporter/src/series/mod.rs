@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod budget;
 pub mod dns;
+pub mod drop;
 pub mod expiry;
 pub mod flows;
 pub mod histogram;
@@ -12,6 +13,8 @@ pub mod labels;
 use std::time::{Duration, Instant};
 
 use prometheus_client::{metrics::counter::Counter, registry::Registry};
+
+pub use drop::FAMILY_LABELS;
 
 use crate::identity::Identity;
 

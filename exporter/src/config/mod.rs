@@ -1,8 +1,11 @@
 //! Command-line flags; every flag can also be set with a `SOCKSCOPE_*` environment variable.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+pub mod file;
 
-use clap::Parser;
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{CommandFactory, FromArgMatches, Parser, parser::ValueSource};
+use ipnet::IpNet;
 
 /// sockscope: eBPF network metrics exporter. Counts TCP and UDP payload bytes, connections,
 /// failed connects and retransmits per socket owner (cgroup) and peer, in the kernel, and serves
@@ -10,6 +13,14 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Config {
+    /// YAML config file; flags and SOCKSCOPE_* variables override what it sets.
+    #[arg(long, env = "SOCKSCOPE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Validate this config file (and the flags) and exit, without loading anything.
+    #[arg(long, value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
+
     /// Address of the HTTP server that serves /metrics, /healthz and /readyz.
     #[arg(long, env = "SOCKSCOPE_LISTEN_ADDRESS", default_value = "0.0.0.0:9642")]
     pub listen_address: SocketAddr,
@@ -53,14 +64,16 @@ pub struct Config {
     pub dns_cache_size: u32,
 
     /// Distinct `qname` values per local workload; further names are counted as `~other`.
-    #[arg(long, env = "SOCKSCOPE_MAX_QNAMES_PER_WORKLOAD", default_value_t = 50)]
+    #[arg(long, env = "SOCKSCOPE_MAX_QNAMES_PER_WORKLOAD", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_qnames_per_workload: u32,
 
     /// Distinct `remote_host` values per local workload; further hosts are counted as `~other`.
     #[arg(
         long,
         env = "SOCKSCOPE_MAX_REMOTE_HOSTS_PER_WORKLOAD",
-        default_value_t = 50
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_remote_hosts_per_workload: u32,
 
@@ -78,6 +91,10 @@ pub struct Config {
     #[arg(long, env = "SOCKSCOPE_NODE_NAME")]
     pub node_name: Option<String>,
 
+    /// Name of the cluster, exported as the OTLP resource attribute k8s.cluster.name.
+    #[arg(long, env = "SOCKSCOPE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+
     /// Index every pod IP, Service ClusterIP and node address of the cluster, so peers get
     /// remote_namespace, remote_workload and remote_class=pod|service|node. Turn off on very
     /// large clusters: peers are then labelled by address class only.
@@ -91,6 +108,45 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax), e.g. info, debug, sockscope=debug.
     #[arg(long, env = "SOCKSCOPE_LOG", default_value = "info")]
     pub log: String,
+
+    /// Per metric family, labels whose values are dropped (config file `metrics:`).
+    #[arg(skip)]
+    pub drop_labels: BTreeMap<String, Vec<String>>,
+
+    /// CIDR -> `remote_class` name, checked before private/public (config file
+    /// `remote_classes:`).
+    #[arg(skip)]
+    pub remote_classes: Vec<(IpNet, String)>,
+}
+
+impl Config {
+    /// Flags, then the config file (from --config or --check-config) under them, validated.
+    /// Exits on a flag clap cannot parse, like `Config::parse()`.
+    pub fn load() -> Result<Config, String> {
+        let matches = Config::command().get_matches();
+        let mut config = Config::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        let explicit = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        config.merge_file(&explicit)?;
+        check(&config)?;
+        Ok(config)
+    }
+
+    /// Reads the config file, if any, under the options `explicit` says were given.
+    pub fn merge_file(&mut self, explicit: file::Explicit<'_>) -> Result<(), String> {
+        let Some(path) = self.check_config.clone().or_else(|| self.config.clone()) else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("config {}: {e}", path.display()))?;
+        file::parse(&text)
+            .and_then(|f| f.apply(self, explicit))
+            .map_err(|e| format!("config {}: {e}", path.display()))
+    }
 }
 
 /// Parses durations written like `500ms`, `5s`, `1m`; refuses zero and anything under 100ms,
@@ -108,7 +164,8 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 /// Whether to read Kubernetes metadata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KubernetesMode {
     /// On in a pod or with --kubeconfig.
     Auto,

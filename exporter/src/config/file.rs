@@ -1,0 +1,353 @@
+//! The YAML config file (`--config`): the same options as the flags, plus what a flag cannot
+//! express well (per-metric label selection, CIDR classes). Flags and `SOCKSCOPE_*`
+//! variables override it; unknown keys, wrong types and impossible values are refused with
+//! one line naming the key.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::{Config, KubernetesMode, parse_expiry, parse_interval, parse_ttl};
+use crate::series::FAMILY_LABELS;
+
+/// The file's shape. Every key is optional; absent keys leave the flag or default in place.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    listen_address: Option<SocketAddr>,
+    interval: Option<String>,
+    cgroup_root: Option<PathBuf>,
+    log: Option<String>,
+    labels: Option<Labels>,
+    /// Metric name -> what to do with its labels.
+    metrics: Option<BTreeMap<String, Metric>>,
+    budgets: Option<Budgets>,
+    series_expiry: Option<String>,
+    /// Class name -> CIDRs, for `remote_class`.
+    remote_classes: Option<BTreeMap<String, Vec<String>>>,
+    dns: Option<Dns>,
+    kubernetes: Option<Kubernetes>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Labels {
+    process: Option<bool>,
+    remote_ip: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metric {
+    /// Labels whose values are dropped: series that differ only in them add up.
+    drop_labels: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Budgets {
+    qnames_per_workload: Option<u32>,
+    remote_hosts_per_workload: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Dns {
+    timeout: Option<String>,
+    ttl_min: Option<String>,
+    ttl_max: Option<String>,
+    cache_size: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Kubernetes {
+    mode: Option<KubernetesMode>,
+    kubeconfig: Option<PathBuf>,
+    node_name: Option<String>,
+    cluster_name: Option<String>,
+    remote_index: Option<bool>,
+}
+
+/// Parses a config file's text; the error names the key (`dns.timeout: ...`).
+pub fn parse(text: &str) -> Result<File, String> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        // serde_norway appends " at line L column C"; keep the line, one line in all.
+        let mut inner = e.inner().to_string().replace('\n', " ");
+        // serde_norway starts nested errors with the parent's path: said once is enough.
+        if let Some((head, rest)) = inner.split_once(": ")
+            && !head.contains(' ')
+            && path.starts_with(head)
+        {
+            inner = rest.to_string();
+        }
+        if path == "." || path.is_empty() {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
+/// Whether the option with clap id `id` came from the command line or the environment.
+pub type Explicit<'a> = &'a dyn Fn(&str) -> bool;
+
+impl File {
+    /// Sets every option the file has and `explicit` says was not given as a flag or
+    /// variable. Errors name the key.
+    pub fn apply(self, c: &mut Config, explicit: Explicit<'_>) -> Result<(), String> {
+        macro_rules! set {
+            ($id:literal, $field:expr, $value:expr) => {
+                if let Some(v) = $value {
+                    if !explicit($id) {
+                        $field = v;
+                    }
+                }
+            };
+        }
+        let key =
+            |k: &str, r: Result<std::time::Duration, String>| r.map_err(|e| format!("{k}: {e}"));
+        set!("listen_address", c.listen_address, self.listen_address);
+        set!(
+            "interval",
+            c.interval,
+            self.interval
+                .map(|s| key("interval", parse_interval(&s)))
+                .transpose()?
+        );
+        if let Some(root) = self.cgroup_root
+            && !explicit("cgroup_root")
+        {
+            c.cgroup_root = Some(root);
+        }
+        set!("log", c.log, self.log);
+        if let Some(l) = self.labels {
+            set!("label_process", c.label_process, l.process);
+            set!("label_remote_ip", c.label_remote_ip, l.remote_ip);
+        }
+        if let Some(b) = self.budgets {
+            let positive = |k: &str, v: Option<u32>| match v {
+                Some(0) => Err(format!(
+                    "{k}: must be at least 1 (0 would fold every value into ~other)"
+                )),
+                v => Ok(v),
+            };
+            set!(
+                "max_qnames_per_workload",
+                c.max_qnames_per_workload,
+                positive("budgets.qnames_per_workload", b.qnames_per_workload)?
+            );
+            set!(
+                "max_remote_hosts_per_workload",
+                c.max_remote_hosts_per_workload,
+                positive(
+                    "budgets.remote_hosts_per_workload",
+                    b.remote_hosts_per_workload
+                )?
+            );
+        }
+        set!(
+            "series_expiry",
+            c.series_expiry,
+            self.series_expiry
+                .map(|s| key("series_expiry", parse_expiry(&s)))
+                .transpose()?
+        );
+        if let Some(d) = self.dns {
+            set!(
+                "dns_timeout",
+                c.dns_timeout,
+                d.timeout
+                    .map(|s| key("dns.timeout", parse_interval(&s)))
+                    .transpose()?
+            );
+            set!(
+                "dns_ttl_min",
+                c.dns_ttl_min,
+                d.ttl_min
+                    .map(|s| key("dns.ttl_min", parse_ttl(&s)))
+                    .transpose()?
+            );
+            set!(
+                "dns_ttl_max",
+                c.dns_ttl_max,
+                d.ttl_max
+                    .map(|s| key("dns.ttl_max", parse_ttl(&s)))
+                    .transpose()?
+            );
+            if d.cache_size == Some(0) || d.cache_size.is_some_and(|n| n > 16_777_216) {
+                return Err("dns.cache_size: must be between 1 and 16777216".into());
+            }
+            set!("dns_cache_size", c.dns_cache_size, d.cache_size);
+        }
+        if let Some(k) = self.kubernetes {
+            set!("kubernetes", c.kubernetes, k.mode);
+            if let Some(p) = k.kubeconfig
+                && !explicit("kubeconfig")
+            {
+                c.kubeconfig = Some(p);
+            }
+            if let Some(n) = k.node_name
+                && !explicit("node_name")
+            {
+                c.node_name = Some(n);
+            }
+            if let Some(n) = k.cluster_name
+                && !explicit("cluster_name")
+            {
+                c.cluster_name = Some(n);
+            }
+            set!("remote_index", c.remote_index, k.remote_index);
+        }
+        if let Some(metrics) = self.metrics {
+            for (name, m) in metrics {
+                let Some((_, labels)) = FAMILY_LABELS.iter().find(|(n, _)| *n == name) else {
+                    return Err(format!(
+                        "metrics.{name}: no such metric (metrics with labels: {})",
+                        FAMILY_LABELS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                };
+                for (i, l) in m.drop_labels.iter().enumerate() {
+                    if !labels.contains(&l.as_str()) {
+                        return Err(format!(
+                            "metrics.{name}.drop_labels[{i}]: {name} has no label {l:?} (it has: {})",
+                            labels.join(", ")
+                        ));
+                    }
+                }
+                c.drop_labels.insert(name, m.drop_labels);
+            }
+        }
+        if let Some(classes) = self.remote_classes {
+            for (name, cidrs) in classes {
+                if name.is_empty() || RESERVED_CLASSES.contains(&name.as_str()) {
+                    return Err(format!(
+                        "remote_classes.{name}: the name must be non-empty and not one of {}",
+                        RESERVED_CLASSES.join(", ")
+                    ));
+                }
+                for (i, s) in cidrs.iter().enumerate() {
+                    let net: IpNet = s.parse().map_err(|_| format!("remote_classes.{name}[{i}]: {s:?} is not a CIDR (write it like 10.0.0.0/8 or fd00::/8)"))?;
+                    c.remote_classes.push((net.trunc(), name.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Classes sockscope assigns itself; a configured class cannot reuse their names.
+const RESERVED_CLASSES: [&str; 4] = ["loopback", "pod", "service", "node"];
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn apply(yaml: &str) -> Result<Config, String> {
+        let mut c = Config::try_parse_from(["sockscope"]).expect("defaults");
+        parse(yaml)?.apply(&mut c, &|_| false)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn good_config() {
+        let c = apply(
+            r#"
+listen_address: 127.0.0.1:9100
+interval: 10s
+labels: {process: true}
+budgets: {qnames_per_workload: 20}
+series_expiry: 10m
+metrics:
+  sockscope_tcp_sent_bytes_total: {drop_labels: [port, remote_host]}
+remote_classes:
+  internal: [10.20.0.0/16, "fd00::/8"]
+dns: {timeout: 2s, cache_size: 1000}
+kubernetes: {mode: "off", cluster_name: prod-eu}
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.listen_address.port(), 9100);
+        assert_eq!(c.interval.as_secs(), 10);
+        assert!(c.label_process && !c.label_remote_ip);
+        assert_eq!(c.max_qnames_per_workload, 20);
+        assert_eq!(c.series_expiry.as_secs(), 600);
+        assert_eq!(
+            c.drop_labels["sockscope_tcp_sent_bytes_total"],
+            ["port", "remote_host"]
+        );
+        assert_eq!(c.remote_classes.len(), 2);
+        assert_eq!(c.dns_cache_size, 1000);
+        assert_eq!(c.kubernetes, KubernetesMode::Off);
+        assert_eq!(c.cluster_name.as_deref(), Some("prod-eu"));
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases = [
+            ("intervall: 5s", "unknown field `intervall`"),
+            ("interval: 0s", "interval: 0s is too short"),
+            ("interval: 5", "interval:"),
+            ("labels: {process: yes please}", "labels.process"),
+            (
+                "labels: {proces: true}",
+                "labels.proces: unknown field `proces`",
+            ),
+            (
+                "budgets: {qnames_per_workload: 0}",
+                "budgets.qnames_per_workload: must be at least 1",
+            ),
+            (
+                "budgets: {qnames_per_workload: -3}",
+                "budgets.qnames_per_workload",
+            ),
+            (
+                "remote_classes: {internal: [10.0.0.0/33]}",
+                "remote_classes.internal[0]: \"10.0.0.0/33\" is not a CIDR",
+            ),
+            (
+                "remote_classes: {pod: [10.0.0.0/8]}",
+                "remote_classes.pod: the name",
+            ),
+            (
+                "metrics: {sockscope_nope_total: {drop_labels: [port]}}",
+                "metrics.sockscope_nope_total: no such metric",
+            ),
+            (
+                "metrics: {sockscope_tcp_sent_bytes_total: {drop_labels: [qname]}}",
+                "drop_labels[0]: sockscope_tcp_sent_bytes_total has no label \"qname\"",
+            ),
+            ("dns: {timeout: soon}", "dns.timeout:"),
+            ("dns: {cache_size: 0}", "dns.cache_size"),
+            ("listen_address: nowhere", "listen_address"),
+            ("kubernetes: {mode: sometimes}", "kubernetes.mode"),
+            ("series_expiry: 0s", "series_expiry"),
+            ("- just\n- a list", "invalid type"),
+        ];
+        for (yaml, want) in cases {
+            let err = apply(yaml).expect_err(yaml);
+            assert!(err.contains(want), "{yaml:?}: got {err:?}, want {want:?}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn explicit_flags_win() {
+        let mut c = Config::try_parse_from(["sockscope", "--interval", "2s"]).expect("flags");
+        parse("interval: 9s\nlog: debug")
+            .expect("yaml")
+            .apply(&mut c, &|id| id == "interval")
+            .expect("apply");
+        assert_eq!(c.interval.as_secs(), 2);
+        assert_eq!(c.log, "debug");
+    }
+}

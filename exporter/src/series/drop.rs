@@ -1,0 +1,202 @@
+//! Per-metric label selection (config file `metrics: {<name>: {drop_labels: [...]}}`): the
+//! values of dropped labels are emptied, so series that differ only in them add up into one.
+//! An empty label value is the same as no label to Prometheus and OTLP consumers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::labels::{FlowLabels, LocalLabels};
+
+const LOCAL: [&str; 5] = ["namespace", "workload", "workload_kind", "pod", "container"];
+const FLOW: [&str; 13] = [
+    "namespace",
+    "workload",
+    "workload_kind",
+    "pod",
+    "container",
+    "remote_namespace",
+    "remote_workload",
+    "remote_host",
+    "remote_class",
+    "port",
+    "role",
+    "process",
+    "remote_ip",
+];
+const DNS_QUERY: [&str; 7] = [
+    LOCAL[0], LOCAL[1], LOCAL[2], LOCAL[3], LOCAL[4], "qname", "qtype",
+];
+const DNS_RESPONSE: [&str; 8] = [
+    LOCAL[0], LOCAL[1], LOCAL[2], LOCAL[3], LOCAL[4], "qname", "qtype", "rcode",
+];
+const DNS_LATENCY: [&str; 6] = [LOCAL[0], LOCAL[1], LOCAL[2], LOCAL[3], LOCAL[4], "rcode"];
+const DNS_ERROR: [&str; 6] = [LOCAL[0], LOCAL[1], LOCAL[2], LOCAL[3], LOCAL[4], "reason"];
+
+/// Every family whose labels can be dropped, as exposed (counters with `_total`), and its
+/// labels.
+pub const FAMILY_LABELS: [(&str, &[&str]); 13] = [
+    ("sockscope_tcp_sent_bytes_total", &FLOW),
+    ("sockscope_tcp_received_bytes_total", &FLOW),
+    ("sockscope_tcp_connections_opened_total", &FLOW),
+    ("sockscope_tcp_connections_closed_total", &FLOW),
+    ("sockscope_tcp_connect_failures_total", &FLOW),
+    ("sockscope_tcp_retransmits_total", &FLOW),
+    ("sockscope_udp_sent_bytes_total", &FLOW),
+    ("sockscope_udp_received_bytes_total", &FLOW),
+    ("sockscope_dns_queries_total", &DNS_QUERY),
+    ("sockscope_dns_responses_total", &DNS_RESPONSE),
+    ("sockscope_dns_latency_seconds", &DNS_LATENCY),
+    ("sockscope_dns_timeouts_total", &DNS_QUERY),
+    ("sockscope_dns_parse_errors_total", &DNS_ERROR),
+];
+
+/// A label set some of whose labels can be emptied by name.
+pub trait Droppable: Clone {
+    /// Empties label `name` (unknown names are ignored: validated at start).
+    fn drop_label(&mut self, name: &str);
+    /// The local identity part.
+    fn local(&self) -> &LocalLabels;
+}
+
+impl LocalLabels {
+    /// Empties one of the local labels; false if `name` is not one.
+    pub fn drop_label(&mut self, name: &str) -> bool {
+        let field = match name {
+            "namespace" => &mut self.namespace,
+            "workload" => &mut self.workload,
+            "workload_kind" => &mut self.workload_kind,
+            "pod" => &mut self.pod,
+            "container" => &mut self.container,
+            _ => return false,
+        };
+        field.clear();
+        true
+    }
+}
+
+impl Droppable for FlowLabels {
+    fn drop_label(&mut self, name: &str) {
+        if self.local.drop_label(name) {
+            return;
+        }
+        match name {
+            "remote_namespace" => self.remote_namespace.clear(),
+            "remote_workload" => self.remote_workload.clear(),
+            "remote_host" => self.remote_host.clear(),
+            "remote_class" => self.remote_class.clear(),
+            "port" => self.port.clear(),
+            "role" => self.role.clear(),
+            "process" => self.optional.process = None,
+            "remote_ip" => self.optional.remote_ip = None,
+            _ => {}
+        }
+    }
+
+    fn local(&self) -> &LocalLabels {
+        &self.local
+    }
+}
+
+/// The configured drops, by exposed family name.
+#[derive(Debug, Default, Clone)]
+pub struct Drops {
+    by_family: HashMap<String, Vec<String>>,
+}
+
+impl Drops {
+    /// From the config's `metrics:` section (validated there), keyed by registration name
+    /// (counters without `_total`).
+    pub fn new(config: &BTreeMap<String, Vec<String>>) -> Self {
+        Drops {
+            by_family: config
+                .iter()
+                .filter(|(_, l)| !l.is_empty())
+                .map(|(k, v)| (k.strip_suffix("_total").unwrap_or(k).to_string(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// `labels` as family `family` (its registration name) exports them: borrowed when
+    /// nothing is dropped.
+    pub fn apply<'a, L: Droppable>(&self, family: &str, labels: &'a L) -> std::borrow::Cow<'a, L> {
+        match self.by_family.get(family) {
+            None => std::borrow::Cow::Borrowed(labels),
+            Some(names) => {
+                let mut l = labels.clone();
+                for n in names {
+                    l.drop_label(n);
+                }
+                std::borrow::Cow::Owned(l)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::labels::OptionalLabels;
+
+    #[test]
+    fn drops_only_what_is_configured() {
+        let labels = FlowLabels {
+            local: LocalLabels {
+                namespace: "ns".into(),
+                workload: "w".into(),
+                workload_kind: "Deployment".into(),
+                pod: "p".into(),
+                container: "c".into(),
+            },
+            remote_namespace: "rn".into(),
+            remote_workload: "rw".into(),
+            remote_host: "h".into(),
+            remote_class: "pod".into(),
+            port: "80".into(),
+            role: "client".into(),
+            optional: OptionalLabels {
+                process: Some("curl".into()),
+                remote_ip: None,
+            },
+        };
+        let drops = Drops::new(&BTreeMap::from([(
+            "sockscope_tcp_sent_bytes_total".to_string(),
+            vec!["pod".to_string(), "port".to_string(), "process".to_string()],
+        )]));
+        let d = drops.apply("sockscope_tcp_sent_bytes", &labels);
+        assert_eq!((d.local.pod.as_str(), d.port.as_str()), ("", ""));
+        assert_eq!(d.optional.process, None);
+        assert_eq!(d.local.workload, "w");
+        assert!(matches!(
+            drops.apply("sockscope_udp_sent_bytes", &labels),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        {
+            for l in FLOW {
+                // Every advertised label is droppable.
+                let mut f = labels_with_all();
+                f.drop_label(l);
+                assert_ne!(f, labels_with_all(), "{l}");
+            }
+        }
+        fn labels_with_all() -> FlowLabels {
+            FlowLabels {
+                local: LocalLabels {
+                    namespace: "a".into(),
+                    workload: "a".into(),
+                    workload_kind: "a".into(),
+                    pod: "a".into(),
+                    container: "a".into(),
+                },
+                remote_namespace: "a".into(),
+                remote_workload: "a".into(),
+                remote_host: "a".into(),
+                remote_class: "a".into(),
+                port: "a".into(),
+                role: "a".into(),
+                optional: OptionalLabels {
+                    process: Some("a".into()),
+                    remote_ip: Some("a".into()),
+                },
+            }
+        }
+    }
+}
