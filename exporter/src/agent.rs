@@ -17,7 +17,7 @@ use crate::{
     config::Config,
     dns::{Answers, spawn_reader},
     drain::Drainer,
-    ebpf::{Kernel, KernelOptions, preflight},
+    ebpf::{Kernel, KernelOptions, preflight, privileges},
     error::{Error, Result},
     export::{
         format::render,
@@ -32,46 +32,100 @@ use crate::{
 /// Longest wait for the first list of this node's pods before draining starts.
 const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Runs the agent until SIGTERM or SIGINT, then detaches, drains one last time and returns.
-pub async fn run(config: Config) -> Result<()> {
-    crate::config::check(&config).map_err(Error::Config)?;
+/// What the privileged start leaves for the rest of the agent.
+pub struct Started {
+    root: preflight::CgroupRoot,
+    listener: std::net::TcpListener,
+    kernel: Kernel,
+    maps: crate::ebpf::Maps,
+    kubernetes: Option<(crate::kubernetes::Source, String)>,
+}
+
+/// The privileged part, on the main thread before any other thread exists: checks, the
+/// listener, loading and attaching, then dropping the capabilities nothing needs any more
+/// (capabilities are per thread; threads started later inherit the reduced set).
+pub fn start(config: &Config) -> Result<Started> {
+    crate::config::check(config).map_err(Error::Config)?;
     preflight::check_privileges()?;
     preflight::check_btf()?;
     let root = preflight::cgroup_root(config.cgroup_root.as_deref())?;
 
     // Bind before attaching: a port conflict should fail before anything touches the kernel.
-    let listener = tokio::net::TcpListener::bind(config.listen_address)
-        .await
-        .map_err(|source| Error::Listen {
-            address: config.listen_address.to_string(),
-            source,
-        })?;
+    let listen = |source| Error::Listen {
+        address: config.listen_address.to_string(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(config.listen_address).map_err(listen)?;
+    listener.set_nonblocking(true).map_err(listen)?;
 
-    // The API client before the kernel: bad Kubernetes settings fail before anything attaches.
-    let cluster = if config.kubernetes_on() {
+    // Kubernetes settings before the kernel too: a bad kubeconfig fails before anything
+    // attaches.
+    let kubernetes = if config.kubernetes_on() {
         let node = config.node().ok_or(crate::kubernetes::Error::NoNodeName)?;
-        let client = crate::kubernetes::client(config.kubeconfig.as_deref()).await?;
-        let cluster = Arc::new(Cluster::default());
-        cluster.spawn(
-            client,
-            &crate::kubernetes::Options {
-                node_name: node.clone(),
-                remote_index: config.remote_index,
-            },
-        );
-        info!(node = %node, remote_index = config.remote_index, "watching the Kubernetes API");
-        Some(cluster)
+        Some((
+            crate::kubernetes::source(config.kubeconfig.as_deref())?,
+            node,
+        ))
     } else {
         None
     };
 
-    let (kernel, mut maps) = Kernel::load_and_attach(
+    let (kernel, maps) = Kernel::load_and_attach(
         &root,
         KernelOptions {
             process_label: config.label_process,
             dns_timeout: config.dns_timeout,
         },
     )?;
+    if config.keep_capabilities {
+        info!("keeping every capability (--keep-capabilities)");
+    } else {
+        let before = privileges::effective().unwrap_or(0);
+        let after = privileges::reduce_to(1 << privileges::CAP_DAC_READ_SEARCH)?;
+        info!(
+            dropped = ?privileges::names(before & !after),
+            kept = ?privileges::names(after),
+            "programs attached: capabilities dropped"
+        );
+    }
+    Ok(Started {
+        root,
+        listener,
+        kernel,
+        maps,
+        kubernetes,
+    })
+}
+
+/// Runs the agent until SIGTERM or SIGINT, then detaches, drains one last time and returns.
+pub async fn run(config: Config, started: Started) -> Result<()> {
+    let Started {
+        root,
+        listener,
+        kernel,
+        mut maps,
+        kubernetes,
+    } = started;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Listen {
+        address: config.listen_address.to_string(),
+        source,
+    })?;
+    let cluster = match kubernetes {
+        Some((source, node)) => {
+            let client = crate::kubernetes::client(source).await?;
+            let cluster = Arc::new(Cluster::default());
+            cluster.spawn(
+                client,
+                &crate::kubernetes::Options {
+                    node_name: node.clone(),
+                    remote_index: config.remote_index,
+                },
+            );
+            info!(node = %node, remote_index = config.remote_index, "watching the Kubernetes API");
+            Some(cluster)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared::default());
     let mut series = Series::new(
         LabelOptions {

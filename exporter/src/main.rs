@@ -30,6 +30,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    // Before the runtime's threads exist: capabilities dropped here are dropped for all.
+    let started = match sockscope::agent::start(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -41,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(sockscope::agent::run(config)) {
+    match runtime.block_on(sockscope::agent::run(config, started)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

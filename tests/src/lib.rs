@@ -314,6 +314,23 @@ pub struct Agent {
     pub log: PathBuf,
 }
 
+/// CapEff of every thread of process `pid`.
+pub fn thread_capabilities(pid: u32) -> Vec<u64> {
+    let mut caps = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        if let Some(line) = status.lines().find(|l| l.starts_with("CapEff:")) {
+            caps.push(
+                u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).expect("hex"),
+            );
+        }
+    }
+    caps
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -364,6 +364,10 @@ fn help_explains_every_flag() {
         "--node-name",
         "--remote-index",
         "--series-expiry",
+        "--config",
+        "--check-config",
+        "--cluster-name",
+        "--keep-capabilities",
         "--log",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
@@ -385,6 +389,9 @@ fn help_explains_every_flag() {
         "SOCKSCOPE_NODE_NAME",
         "SOCKSCOPE_REMOTE_INDEX",
         "SOCKSCOPE_SERIES_EXPIRY",
+        "SOCKSCOPE_CONFIG",
+        "SOCKSCOPE_CLUSTER_NAME",
+        "SOCKSCOPE_KEEP_CAPABILITIES",
         "SOCKSCOPE_LOG",
     ] {
         assert!(help.contains(env), "{env} missing from --help");
@@ -412,4 +419,29 @@ fn flags_from_environment() {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Once attached, the agent keeps only CAP_DAC_READ_SEARCH, on every thread, and keeps
+/// counting; --keep-capabilities keeps them all.
+#[test]
+fn capabilities_dropped_after_attach() {
+    let own = sockscope_tests::thread_capabilities(std::process::id())[0];
+    let cg = TestCgroup::new("caps-drop");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let caps = sockscope_tests::thread_capabilities(agent.child.id());
+    assert!(caps.len() > 2, "{caps:?}");
+    assert!(caps.iter().all(|c| *c == 1 << 2), "{caps:x?}");
+    let port = tcp_traffic(&cg, &[PEER], &[PEER]);
+    agent.wait_until(Duration::from_secs(20), "counts after the drop", |m| {
+        m.sum(
+            "sockscope_tcp_sent_bytes_total",
+            &[("role", "client"), ("port", &port)],
+        ) == 5016.0
+    });
+    // Detaching on SIGTERM needs no capability either.
+    assert!(agent.terminate().success());
+
+    let kept = Agent::start(PEER, &cg.root, &["--keep-capabilities"]);
+    let caps = sockscope_tests::thread_capabilities(kept.child.id());
+    assert!(caps.iter().all(|c| *c == own), "{caps:x?} vs {own:x}");
 }

@@ -685,16 +685,14 @@ fn daemonset_capabilities_are_enough() {
         ],
         &[],
     );
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).expect("status");
-    let eff = status
-        .lines()
-        .find(|l| l.starts_with("CapEff:"))
-        .expect("CapEff");
-    // CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39).
-    assert_eq!(
-        u64::from_str_radix(eff.trim_start_matches("CapEff:").trim(), 16).expect("hex"),
-        (1 << 12) | (1 << 38) | (1 << 39)
+    // Started with exactly those three (CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF); once attached it
+    // needs none of them: every thread runs without capabilities.
+    let caps = sockscope_tests::thread_capabilities(agent.child.id());
+    assert!(caps.len() > 2 && caps.iter().all(|c| *c == 0), "{caps:x?}");
+    let log = agent.log_text();
+    assert!(
+        log.contains(r#"dropped=["net_admin", "perfmon", "bpf"]"#),
+        "{log}"
     );
 
     let (mut srv, port) = env.server(&server, 1);

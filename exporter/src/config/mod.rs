@@ -105,6 +105,11 @@ pub struct Config {
     #[arg(long, env = "SOCKSCOPE_SERIES_EXPIRY", default_value = "5m", value_parser = parse_expiry)]
     pub series_expiry: Duration,
 
+    /// Keep every capability after the programs are attached (by default all but
+    /// CAP_DAC_READ_SEARCH are dropped then: nothing later needs them).
+    #[arg(long, env = "SOCKSCOPE_KEEP_CAPABILITIES", default_value_t = false)]
+    pub keep_capabilities: bool,
+
     /// Log filter (tracing EnvFilter syntax), e.g. info, debug, sockscope=debug.
     #[arg(long, env = "SOCKSCOPE_LOG", default_value = "info")]
     pub log: String,

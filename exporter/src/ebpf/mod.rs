@@ -1,6 +1,7 @@
 //! Loading and attaching the eBPF programs, and typed handles on their maps.
 
 pub mod preflight;
+pub mod privileges;
 
 use std::{fs::File, time::Duration};
 

@@ -140,20 +140,42 @@ pub fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Builds the API client from a kubeconfig file or the pod's service account.
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let err = |message: String| Error::Kubeconfig {
+/// Where the API client's settings come from, read before anything is attached.
+pub enum Source {
+    /// A kubeconfig file, parsed.
+    Kubeconfig(PathBuf, Kubeconfig),
+    /// The pod's service account.
+    InCluster(kube::Config),
+}
+
+/// Reads the kubeconfig file, or the in-cluster settings (synchronous: runs before the
+/// async runtime starts).
+pub fn source(kubeconfig: Option<&std::path::Path>) -> Result<Source> {
+    match kubeconfig {
+        Some(path) => Kubeconfig::read_from(path)
+            .map(|kc| Source::Kubeconfig(path.to_path_buf(), kc))
+            .map_err(|e| Error::Kubeconfig {
                 path: path.to_path_buf(),
-                message,
-            };
-            let kc = Kubeconfig::read_from(path).map_err(|e| err(first_line(&e)))?;
+                message: first_line(&e),
+            }),
+        None => kube::Config::incluster()
+            .map(Source::InCluster)
+            .map_err(|e| Error::InCluster(first_line(&e))),
+    }
+}
+
+/// Builds the API client.
+pub async fn client(source: Source) -> Result<Client> {
+    let config = match source {
+        Source::Kubeconfig(path, kc) => {
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| err(first_line(&e)))?
+                .map_err(|e| Error::Kubeconfig {
+                    path,
+                    message: first_line(&e),
+                })?
         }
-        None => kube::Config::incluster().map_err(|e| Error::InCluster(first_line(&e)))?,
+        Source::InCluster(c) => c,
     };
     Client::try_from(config).map_err(|e| Error::Client(first_line(&e)))
 }
