@@ -145,7 +145,7 @@ pub enum Source {
     /// A kubeconfig file, parsed.
     Kubeconfig(PathBuf, Kubeconfig),
     /// The pod's service account.
-    InCluster(kube::Config),
+    InCluster(Box<kube::Config>),
 }
 
 /// Reads the kubeconfig file, or the in-cluster settings (synchronous: runs before the
@@ -159,7 +159,7 @@ pub fn source(kubeconfig: Option<&std::path::Path>) -> Result<Source> {
                 message: first_line(&e),
             }),
         None => kube::Config::incluster()
-            .map(Source::InCluster)
+            .map(|c| Source::InCluster(Box::new(c)))
             .map_err(|e| Error::InCluster(first_line(&e))),
     }
 }
@@ -175,7 +175,7 @@ pub async fn client(source: Source) -> Result<Client> {
                     message: first_line(&e),
                 })?
         }
-        Source::InCluster(c) => c,
+        Source::InCluster(c) => *c,
     };
     Client::try_from(config).map_err(|e| Error::Client(first_line(&e)))
 }
