@@ -143,7 +143,7 @@ pub fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 /// Where the API client's settings come from, read before anything is attached.
 pub enum Source {
     /// A kubeconfig file, parsed.
-    Kubeconfig(PathBuf, Kubeconfig),
+    Kubeconfig(PathBuf, Box<Kubeconfig>),
     /// The pod's service account.
     InCluster(Box<kube::Config>),
 }
@@ -153,7 +153,7 @@ pub enum Source {
 pub fn source(kubeconfig: Option<&std::path::Path>) -> Result<Source> {
     match kubeconfig {
         Some(path) => Kubeconfig::read_from(path)
-            .map(|kc| Source::Kubeconfig(path.to_path_buf(), kc))
+            .map(|kc| Source::Kubeconfig(path.to_path_buf(), Box::new(kc)))
             .map_err(|e| Error::Kubeconfig {
                 path: path.to_path_buf(),
                 message: first_line(&e),
@@ -168,7 +168,7 @@ pub fn source(kubeconfig: Option<&std::path::Path>) -> Result<Source> {
 pub async fn client(source: Source) -> Result<Client> {
     let config = match source {
         Source::Kubeconfig(path, kc) => {
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            kube::Config::from_custom_kubeconfig(*kc, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| Error::Kubeconfig {
                     path,
