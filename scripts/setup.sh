@@ -16,7 +16,7 @@ BPF_LINKER_VERSION=0.13.0
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
   iproute2 util-linux bpftool iperf3 wrk prometheus curl procps
-  unbound knot-dnsutils dnsperf python3-venv
+  unbound knot-dnsutils dnsperf python3-venv openssl
 )
 
 missing=()

@@ -22,6 +22,7 @@ use crate::{
     export::{
         format::render,
         prometheus::{Shared, router},
+        web::{self, WebOptions},
     },
     identity::{Identity, hosts::HostCache},
     kubernetes::Cluster,
@@ -39,6 +40,7 @@ pub struct Started {
     kernel: Kernel,
     maps: crate::ebpf::Maps,
     kubernetes: Option<(crate::kubernetes::Source, String)>,
+    web: WebOptions,
 }
 
 /// The privileged part, on the main thread before any other thread exists: checks, the
@@ -57,6 +59,16 @@ pub fn start(config: &Config) -> Result<Started> {
     };
     let listener = std::net::TcpListener::bind(config.listen_address).map_err(listen)?;
     listener.set_nonblocking(true).map_err(listen)?;
+
+    let web = match &config.web_config_file {
+        Some(path) => web::load(path, config.web_max_requests as usize, config.web_timeout)?,
+        None => WebOptions {
+            tls: None,
+            users: Default::default(),
+            max_requests: config.web_max_requests as usize,
+            timeout: config.web_timeout,
+        },
+    };
 
     // Kubernetes settings before the kernel too: a bad kubeconfig fails before anything
     // attaches.
@@ -94,6 +106,7 @@ pub fn start(config: &Config) -> Result<Started> {
         kernel,
         maps,
         kubernetes,
+        web,
     })
 }
 
@@ -105,6 +118,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         kernel,
         mut maps,
         kubernetes,
+        web,
     } = started;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Listen {
         address: config.listen_address.to_string(),
@@ -192,12 +206,8 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         ),
         None => None,
     };
-    let app = router(shared.clone());
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!("HTTP server stopped: {e}");
-        }
-    });
+    let tls = web.tls.is_some();
+    let server = tokio::spawn(web::serve(listener, router(shared.clone()), web));
     // The first drain waits (briefly) for this node's pods, so it does not label every pod
     // from its cgroup path alone; the kernel keeps counting meanwhile.
     if let Some(c) = &cluster
@@ -228,7 +238,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
             source,
         })?;
 
-    info!(address = %config.listen_address, interval = ?config.interval, cgroup = %root.attach.display(), "sockscope running");
+    info!(address = %config.listen_address, tls, interval = ?config.interval, cgroup = %root.attach.display(), "sockscope running");
 
     wait_for_signal().await;
     info!("shutting down: detaching programs and draining");

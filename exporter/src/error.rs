@@ -66,6 +66,9 @@ pub enum Error {
     /// Kubernetes metadata is on but the API client cannot be set up.
     #[error(transparent)]
     Kubernetes(#[from] crate::kubernetes::Error),
+    /// The web config file is unusable.
+    #[error(transparent)]
+    Web(#[from] crate::export::web::Error),
     /// Capabilities could not be dropped after attaching.
     #[error("dropping capabilities failed ({0}); run with --keep-capabilities to skip this")]
     Privileges(String),

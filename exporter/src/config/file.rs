@@ -28,6 +28,15 @@ pub struct File {
     remote_classes: Option<BTreeMap<String, Vec<String>>>,
     dns: Option<Dns>,
     kubernetes: Option<Kubernetes>,
+    web: Option<Web>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Web {
+    config_file: Option<PathBuf>,
+    max_requests: Option<u32>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +210,24 @@ impl File {
                 c.cluster_name = Some(n);
             }
             set!("remote_index", c.remote_index, k.remote_index);
+        }
+        if let Some(w) = self.web {
+            if let Some(p) = w.config_file
+                && !explicit("web_config_file")
+            {
+                c.web_config_file = Some(p);
+            }
+            if w.max_requests.is_some_and(|n| n == 0 || n > 10_000) {
+                return Err("web.max_requests: must be between 1 and 10000".into());
+            }
+            set!("web_max_requests", c.web_max_requests, w.max_requests);
+            set!(
+                "web_timeout",
+                c.web_timeout,
+                w.timeout
+                    .map(|s| key("web.timeout", parse_interval(&s)))
+                    .transpose()?
+            );
         }
         if let Some(metrics) = self.metrics {
             for (name, m) in metrics {

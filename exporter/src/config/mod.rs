@@ -105,6 +105,21 @@ pub struct Config {
     #[arg(long, env = "SOCKSCOPE_SERIES_EXPIRY", default_value = "5m", value_parser = parse_expiry)]
     pub series_expiry: Duration,
 
+    /// Web config file (Prometheus exporter-toolkit format): TLS and basic auth for the
+    /// HTTP endpoint.
+    #[arg(long, env = "SOCKSCOPE_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Concurrent /metrics requests served; more get 503 at once.
+    #[arg(long, env = "SOCKSCOPE_WEB_MAX_REQUESTS", default_value_t = 40,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub web_max_requests: u32,
+
+    /// Longest time for a client to send its request headers, and for a request to be
+    /// answered (also the TLS handshake).
+    #[arg(long, env = "SOCKSCOPE_WEB_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    pub web_timeout: Duration,
+
     /// Keep every capability after the programs are attached (by default all but
     /// CAP_DAC_READ_SEARCH are dropped then: nothing later needs them).
     #[arg(long, env = "SOCKSCOPE_KEEP_CAPABILITIES", default_value_t = false)]

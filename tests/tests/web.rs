@@ -1,0 +1,234 @@
+//! The HTTP endpoint with a web config: TLS with the right CA only, basic auth that refuses
+//! wrong and missing passwords, and Debian's Prometheus scraping sockscope through both.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use sockscope_tests::{Agent, TestCgroup, free_port};
+
+const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sh(cmd: &str, dir: &Path) {
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .current_dir(dir)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA.
+fn pki(name: &str) -> Dir {
+    let dir = std::env::temp_dir().join(format!("sockscope-web-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+           -subj /CN=sockscope-test-ca -keyout ca.key -out ca.crt 2>/dev/null && \
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+           -subj /CN=127.0.0.1 -keyout tls.key -out tls.csr 2>/dev/null && \
+         printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
+         openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+           -extfile ext.cnf -out tls.crt 2>/dev/null && \
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+           -subj /CN=other-ca -keyout other.key -out other.crt 2>/dev/null",
+        &dir,
+    );
+    Dir(dir)
+}
+
+fn web_config(dir: &Path, password: &str) -> PathBuf {
+    let hash = bcrypt::hash(password, 6).expect("bcrypt");
+    let path = dir.join("web.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "tls_server_config:\n  cert_file: {d}/tls.crt\n  key_file: {d}/tls.key\nbasic_auth_users:\n  prom: {hash}\n",
+            d = dir.display()
+        ),
+    )
+    .expect("write web config");
+    path
+}
+
+/// curl's HTTP status for `url` ("000" when the connection or TLS failed).
+fn curl(args: &[&str], url: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn tls_and_basic_auth() {
+    let pki = pki("auth");
+    let cfg = web_config(&pki.0, "s3cret");
+    let cg = TestCgroup::new("web-auth");
+    let agent = Agent::start(
+        PEER,
+        &cg.root,
+        &[&format!("--web-config-file={}", cfg.display())],
+    );
+    let url = format!("https://127.0.0.1:{}/metrics", agent.port);
+    let ca = pki.0.join("ca.crt");
+    let ca = ca.to_str().expect("utf-8");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(
+        &["--cacert", ca, "-u", "prom:s3cret"],
+        &url.replace("/metrics", "/readyz"),
+    ) != "200"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not ready over TLS: {}",
+            agent.log_text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(curl(&["--cacert", ca, "-u", "prom:s3cret"], &url), "200");
+    assert_eq!(curl(&["--cacert", ca], &url), "401", "missing password");
+    assert_eq!(
+        curl(&["--cacert", ca, "-u", "prom:wrong"], &url),
+        "401",
+        "wrong password"
+    );
+    assert_eq!(
+        curl(&["--cacert", ca, "-u", "mallory:s3cret"], &url),
+        "401",
+        "unknown user"
+    );
+    let other = pki.0.join("other.crt");
+    assert_eq!(
+        curl(
+            &[
+                "--cacert",
+                other.to_str().expect("utf-8"),
+                "-u",
+                "prom:s3cret"
+            ],
+            &url
+        ),
+        "000",
+        "wrong CA must fail the handshake"
+    );
+    assert_eq!(
+        curl(&["-u", "prom:s3cret"], &url.replace("https", "http")),
+        "000",
+        "plain HTTP to the TLS port"
+    );
+    // The body is the exposition.
+    let out = Command::new("curl")
+        .args(["-s", "--cacert", ca, "-u", "prom:s3cret", &url])
+        .output()
+        .expect("curl");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sockscope_build_info"));
+    // A bad web config fails at start with one line naming the key.
+    let bad = pki.0.join("bad.yaml");
+    std::fs::write(&bad, "basic_auth_users:\n  prom: hunter2\n").expect("write");
+    let out = Command::new(sockscope_tests::sockscope_bin(PEER))
+        .args(["--listen-address", "127.0.0.1:0", "--web-config-file"])
+        .arg(&bad)
+        .arg("--cgroup-root")
+        .arg(&cg.root)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("basic_auth_users.prom: not a bcrypt hash"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn prometheus_scrapes_through_tls_and_basic_auth() {
+    let pki = pki("prom");
+    let cfg = web_config(&pki.0, "pr0m-pass");
+    let cg = TestCgroup::new("web-prom");
+    let agent = Agent::start(
+        PEER,
+        &cg.root,
+        &[&format!("--web-config-file={}", cfg.display())],
+    );
+    let prom_port = free_port();
+    let prom_cfg = pki.0.join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sockscope\n    scheme: https\n    \
+             tls_config:\n      ca_file: {d}/ca.crt\n    basic_auth:\n      username: prom\n      password: pr0m-pass\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{p}']\n",
+            d = pki.0.display(),
+            p = agent.port
+        ),
+    )
+    .expect("prometheus.yml");
+    let _prom = Prometheus(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!("--storage.tsdb.path={}/data", pki.0.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (installed by scripts/setup.sh)"),
+    );
+    let query = |q: &str| -> String {
+        sockscope_tests::http_get(prom_port, &format!("/api/v1/query?query={q}"), None)
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = query("up%7Bjob%3D%22sockscope%22%7D");
+        let info = query("sockscope_build_info");
+        if up.contains("\"value\":[")
+            && up.contains(",\"1\"]")
+            && info.contains("sockscope_build_info")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape sockscope: up={up} info={info}; log: {}",
+            agent.log_text()
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+}
