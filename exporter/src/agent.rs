@@ -21,6 +21,7 @@ use crate::{
     error::{Error, Result},
     export::{
         format::render,
+        otlp,
         prometheus::{Shared, router},
         web::{self, WebOptions},
     },
@@ -41,13 +42,17 @@ pub struct Started {
     maps: crate::ebpf::Maps,
     kubernetes: Option<(crate::kubernetes::Source, String)>,
     web: WebOptions,
+    otlp: Option<otlp::Options>,
+    at: std::time::SystemTime,
 }
 
 /// The privileged part, on the main thread before any other thread exists: checks, the
 /// listener, loading and attaching, then dropping the capabilities nothing needs any more
 /// (capabilities are per thread; threads started later inherit the reduced set).
 pub fn start(config: &Config) -> Result<Started> {
+    let at = std::time::SystemTime::now();
     crate::config::check(config).map_err(Error::Config)?;
+    let otlp = otlp::Options::resolve(&config.otlp_settings()).map_err(Error::Config)?;
     preflight::check_privileges()?;
     preflight::check_btf()?;
     let root = preflight::cgroup_root(config.cgroup_root.as_deref())?;
@@ -107,6 +112,8 @@ pub fn start(config: &Config) -> Result<Started> {
         maps,
         kubernetes,
         web,
+        otlp,
+        at,
     })
 }
 
@@ -119,6 +126,8 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         mut maps,
         kubernetes,
         web,
+        otlp,
+        at,
     } = started;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Listen {
         address: config.listen_address.to_string(),
@@ -174,6 +183,13 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         sockscope_common::dns::DNS_PENDING_MAP,
         sockscope_common::dns::DNS_PENDING_SLOTS,
     );
+    if let Some(options) = otlp {
+        let stats = Arc::new(otlp::Stats::default());
+        series
+            .agent
+            .enable_otlp(&mut series.registry, stats.clone());
+        tokio::spawn(otlp::run(options, shared.clone(), stats, at));
+    }
     shared.publish(render(&series.registry));
 
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -328,6 +344,7 @@ fn drain_loop(
         labelling.fold(&mut series, &batch);
         series.agent.record_drain(&batch, start.elapsed());
         series.agent.record_run_stats(&kernel.run_stats());
+        series.agent.record_otlp();
         shared.publish(render(&series.registry));
         shared.set_ready(kernel.programs.iter().any(|p| p.attached));
     }

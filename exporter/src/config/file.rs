@@ -29,6 +29,19 @@ pub struct File {
     dns: Option<Dns>,
     kubernetes: Option<Kubernetes>,
     web: Option<Web>,
+    otlp: Option<Otlp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Otlp {
+    endpoint: Option<String>,
+    protocol: Option<crate::export::otlp::Protocol>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    temporality: Option<crate::export::otlp::Temporality>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +241,39 @@ impl File {
                     .map(|s| key("web.timeout", parse_interval(&s)))
                     .transpose()?
             );
+        }
+        if let Some(o) = self.otlp {
+            if let Some(e) = o.endpoint
+                && !explicit("otlp_endpoint")
+            {
+                c.otlp_endpoint = Some(e);
+            }
+            if let Some(p) = o.protocol
+                && !explicit("otlp_protocol")
+            {
+                c.otlp_protocol = Some(p);
+            }
+            if let Some(t) = o.temporality
+                && !explicit("otlp_temporality")
+            {
+                c.otlp_temporality = Some(t);
+            }
+            if let Some(i) = o.interval
+                && !explicit("otlp_interval")
+            {
+                c.otlp_interval = Some(key("otlp.interval", parse_interval(&i))?);
+            }
+            if let Some(t) = o.timeout
+                && !explicit("otlp_timeout")
+            {
+                c.otlp_timeout = Some(key("otlp.timeout", parse_interval(&t))?);
+            }
+            for (k, v) in o.headers {
+                if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    return Err(format!("otlp.headers.{k}: not a valid header name"));
+                }
+                c.otlp_headers.push((k, v));
+            }
         }
         if let Some(metrics) = self.metrics {
             for (name, m) in metrics {

@@ -120,6 +120,34 @@ pub struct Config {
     #[arg(long, env = "SOCKSCOPE_WEB_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
     pub web_timeout: Duration,
 
+    /// Push metrics over OTLP to this collector URL (e.g. http://otel-collector:4317 for gRPC,
+    /// http://otel-collector:4318 for HTTP). Off unless this or OTEL_EXPORTER_OTLP_ENDPOINT is
+    /// set.
+    #[arg(long, env = "SOCKSCOPE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP protocol: grpc or http/protobuf (default: OTEL_EXPORTER_OTLP_PROTOCOL, else
+    /// http/protobuf).
+    #[arg(long, env = "SOCKSCOPE_OTLP_PROTOCOL", value_enum)]
+    pub otlp_protocol: Option<crate::export::otlp::Protocol>,
+
+    /// Time between OTLP exports (default: OTEL_METRIC_EXPORT_INTERVAL, else 60s).
+    #[arg(long, env = "SOCKSCOPE_OTLP_INTERVAL", value_parser = parse_interval)]
+    pub otlp_interval: Option<Duration>,
+
+    /// Longest time one OTLP export may take (default: OTEL_EXPORTER_OTLP_TIMEOUT, else 10s).
+    #[arg(long, env = "SOCKSCOPE_OTLP_TIMEOUT", value_parser = parse_interval)]
+    pub otlp_timeout: Option<Duration>,
+
+    /// OTLP temporality of counters and histograms: cumulative or delta (default:
+    /// OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, else cumulative).
+    #[arg(long, env = "SOCKSCOPE_OTLP_TEMPORALITY", value_enum)]
+    pub otlp_temporality: Option<crate::export::otlp::Temporality>,
+
+    /// Extra OTLP request headers (config file `otlp.headers`).
+    #[arg(skip)]
+    pub otlp_headers: Vec<(String, String)>,
+
     /// Keep every capability after the programs are attached (by default all but
     /// CAP_DAC_READ_SEARCH are dropped then: nothing later needs them).
     #[arg(long, env = "SOCKSCOPE_KEEP_CAPABILITIES", default_value_t = false)]
@@ -236,8 +264,25 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Refuses a TTL floor above the ceiling.
+impl Config {
+    /// The OTLP settings sockscope's own flags and config give (OTEL_* fill the rest).
+    pub fn otlp_settings(&self) -> crate::export::otlp::Settings {
+        crate::export::otlp::Settings {
+            endpoint: self.otlp_endpoint.clone(),
+            protocol: self.otlp_protocol,
+            interval: self.otlp_interval,
+            timeout: self.otlp_timeout,
+            temporality: self.otlp_temporality,
+            headers: self.otlp_headers.clone(),
+            node_name: self.node(),
+            cluster_name: self.cluster_name.clone(),
+        }
+    }
+}
+
+/// Refuses a TTL floor above the ceiling, and OTLP settings that cannot work.
 pub fn check(config: &Config) -> Result<(), String> {
+    crate::export::otlp::Options::resolve(&config.otlp_settings())?;
     if config.dns_ttl_min > config.dns_ttl_max {
         return Err(format!(
             "--dns-ttl-min ({}) is above --dns-ttl-max ({})",

@@ -40,7 +40,8 @@ impl Shared {
         self.ready.store(ready, Ordering::Release);
     }
 
-    fn current(&self) -> Arc<Exposition> {
+    /// The exposition of the last drain.
+    pub fn current(&self) -> Arc<Exposition> {
         match self.exposition.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),

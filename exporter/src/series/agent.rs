@@ -57,7 +57,29 @@ pub struct AgentMetrics {
     events_lost: Family<SourceLabels, Counter>,
     drain_duration: Histogram,
     drain_errors: Counter,
+    otlp: Option<OtlpMetrics>,
 }
+
+/// `sockscope_otlp_*`, when OTLP export is on.
+struct OtlpMetrics {
+    stats: std::sync::Arc<crate::export::otlp::Stats>,
+    exports: Counter,
+    exports_seen: u64,
+    failures: Family<ReasonLabels, Counter>,
+    failures_seen: [u64; 3],
+    duration: Gauge<f64, AtomicU64>,
+    bytes: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+pub const OTLP_EXPORTS: &str = "sockscope_otlp_exports";
+pub const OTLP_EXPORT_FAILURES: &str = "sockscope_otlp_export_failures";
+pub const OTLP_LAST_EXPORT_DURATION: &str = "sockscope_otlp_last_export_duration_seconds";
+pub const OTLP_LAST_EXPORT_BYTES: &str = "sockscope_otlp_last_export_bytes";
 
 impl AgentMetrics {
     /// Registers the families; build info is set once here.
@@ -82,6 +104,7 @@ impl AgentMetrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
             drain_errors: Counter::default(),
+            otlp: None,
         };
         registry.register(
             BPF_PROGRAM_ATTACHED,
@@ -153,6 +176,70 @@ impl AgentMetrics {
     }
 
     /// Records what one drain did.
+    /// Registers the OTLP export families, fed from `stats` at each drain.
+    pub fn enable_otlp(
+        &mut self,
+        registry: &mut Registry,
+        stats: std::sync::Arc<crate::export::otlp::Stats>,
+    ) {
+        let m = OtlpMetrics {
+            stats,
+            exports: Counter::default(),
+            exports_seen: 0,
+            failures: Family::default(),
+            failures_seen: [0; 3],
+            duration: Gauge::default(),
+            bytes: Gauge::default(),
+        };
+        registry.register(
+            OTLP_EXPORTS,
+            "OTLP export requests the collector accepted",
+            m.exports.clone(),
+        );
+        registry.register(
+            OTLP_EXPORT_FAILURES,
+            "Failed OTLP export attempts: unavailable (connection failed, 429/502/503/504, gRPC UNAVAILABLE; retried with backoff), timeout, rejected (not retried)",
+            m.failures.clone(),
+        );
+        for reason in crate::export::otlp::FAILURE_REASONS {
+            let _ = m.failures.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            });
+        }
+        registry.register(
+            OTLP_LAST_EXPORT_DURATION,
+            "Duration of the last successful OTLP export",
+            m.duration.clone(),
+        );
+        registry.register(
+            OTLP_LAST_EXPORT_BYTES,
+            "Size of the last OTLP export request",
+            m.bytes.clone(),
+        );
+        self.otlp = Some(m);
+    }
+
+    /// Publishes the OTLP exporter's counts (cumulative there, deltas here).
+    pub fn record_otlp(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(m) = &mut self.otlp else { return };
+        let exports = m.stats.exports.load(Relaxed);
+        m.exports.inc_by(exports.saturating_sub(m.exports_seen));
+        m.exports_seen = exports;
+        for (i, reason) in crate::export::otlp::FAILURE_REASONS.iter().enumerate() {
+            let n = m.stats.failures[i].load(Relaxed);
+            m.failures
+                .get_or_create(&ReasonLabels {
+                    reason: (*reason).to_string(),
+                })
+                .inc_by(n.saturating_sub(m.failures_seen[i]));
+            m.failures_seen[i] = n;
+        }
+        m.duration
+            .set(m.stats.last_duration_us.load(Relaxed) as f64 / 1e6);
+        m.bytes.set(m.stats.last_bytes.load(Relaxed) as i64);
+    }
+
     pub fn record_drain(&self, batch: &Batch, elapsed: Duration) {
         let g = batch.drained_generation & 1;
         let entries = [

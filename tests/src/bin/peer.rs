@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Some("dns-junk") => dns_junk(&args[1..]),
         Some("dns-junk-server") => dns_junk_server(&args[1..]),
         Some("kube-api") => kube_api(&args[1..]),
+        Some("otlp-receiver") => otlp_receiver(&args[1..]),
         _ => Err("usage: see the source header".into()),
     };
     match result {
@@ -563,4 +564,203 @@ fn kube_api(args: &[String]) -> Res<()> {
         }
         say(&format!("ok {cmd} {n}"));
     }
+}
+
+/// An OTLP metrics receiver decoding with the official opentelemetry-proto types:
+/// `otlp-receiver <grpc|http> <bind>`. Prints `ready <port>`, then per request
+/// `request <bytes>`, `resource <k=v;...>`, one `point <metric> <attrs> <value> <start_ns>
+/// <time_ns> <temporality>` per number point and `hist <metric> <attrs> <count> <sum>
+/// <start_ns> <time_ns>` per histogram point, and `end`.
+fn otlp_receiver(args: &[String]) -> Res<()> {
+    let kind: String = arg(args, 0, "grpc or http")?;
+    let bind: SocketAddr = arg(args, 1, "bind address")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| format!("bind {bind}: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        say(&format!("ready {port}"));
+        match kind.as_str() {
+            "grpc" => {
+                use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
+                tonic::transport::Server::builder()
+                    .add_service(MetricsServiceServer::new(Receiver))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            "http" => loop {
+                let (mut s, _) = listener.accept().await.map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    let _ = http_export(&mut s).await;
+                });
+            },
+            other => Err(format!("unknown receiver kind {other}")),
+        }
+    })
+}
+
+/// One HTTP/1.1 POST per connection (keep-alive: several), body decoded as protobuf.
+async fn http_export(s: &mut tokio::net::TcpStream) -> Res<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    loop {
+        // Headers.
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or("no content-length")?;
+        while buf.len() < head_end + len {
+            let mut chunk = [0u8; 65536];
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("eof in body".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body: Vec<u8> = buf[head_end..head_end + len].to_vec();
+        buf.drain(..head_end + len);
+        let ok = head.starts_with("post /v1/metrics ")
+            && head.contains("content-type: application/x-protobuf");
+        let req = <opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest as prost::Message>::decode(body.as_slice());
+        let status = match (ok, req) {
+            (true, Ok(r)) => {
+                print_request(&r, len);
+                "200 OK"
+            }
+            _ => "400 Bad Request",
+        };
+        s.write_all(format!("HTTP/1.1 {status}\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+struct Receiver;
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService
+    for Receiver
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let r = request.into_inner();
+        print_request(&r, prost::Message::encoded_len(&r));
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+fn attrs(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    kvs.iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            };
+            // Spaces would split the line; none of sockscope's values has one.
+            format!("{}={}", kv.key, v.replace(' ', "_"))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn print_request(
+    r: &opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+    bytes: usize,
+) {
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+    let mut out = format!("request {bytes}\n");
+    for rm in &r.resource_metrics {
+        let res = rm
+            .resource
+            .as_ref()
+            .map(|r| attrs(&r.attributes))
+            .unwrap_or_default();
+        out.push_str(&format!("resource {res}\n"));
+        for sm in &rm.scope_metrics {
+            for m in &sm.metrics {
+                match &m.data {
+                    Some(Data::Sum(sum)) => {
+                        for p in &sum.data_points {
+                            let v = match p.value {
+                                Some(Value::AsInt(i)) => i.to_string(),
+                                Some(Value::AsDouble(d)) => d.to_string(),
+                                None => "none".into(),
+                            };
+                            out.push_str(&format!(
+                                "point {} {} {v} {} {} {}\n",
+                                m.name,
+                                attrs(&p.attributes),
+                                p.start_time_unix_nano,
+                                p.time_unix_nano,
+                                sum.aggregation_temporality
+                            ));
+                        }
+                    }
+                    Some(Data::Gauge(g)) => {
+                        for p in &g.data_points {
+                            let v = match p.value {
+                                Some(Value::AsInt(i)) => i.to_string(),
+                                Some(Value::AsDouble(d)) => d.to_string(),
+                                None => "none".into(),
+                            };
+                            out.push_str(&format!(
+                                "point {} {} {v} 0 {} 0\n",
+                                m.name,
+                                attrs(&p.attributes),
+                                p.time_unix_nano
+                            ));
+                        }
+                    }
+                    Some(Data::Histogram(h)) => {
+                        for p in &h.data_points {
+                            out.push_str(&format!(
+                                "hist {} {} {} {} {} {}\n",
+                                m.name,
+                                attrs(&p.attributes),
+                                p.count,
+                                p.sum.unwrap_or(0.0),
+                                p.start_time_unix_nano,
+                                p.time_unix_nano
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    out.push_str("end\n");
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
 }
