@@ -62,22 +62,36 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let exposition = shared.current();
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    if wants_openmetrics(accept) {
-        (
-            [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-            exposition.openmetrics.clone(),
-        )
-            .into_response()
-    } else {
-        (
-            [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
-            exposition.prometheus.clone(),
-        )
-            .into_response()
+/// One format of a published exposition, shared with the response body instead of copied:
+/// a scrape of 10,000 series costs a reference count, not 2 MB of memcpy.
+struct Text {
+    exposition: Arc<Exposition>,
+    openmetrics: bool,
+}
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        if self.openmetrics {
+            self.exposition.openmetrics.as_bytes()
+        } else {
+            self.exposition.prometheus.as_bytes()
+        }
     }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let openmetrics = wants_openmetrics(accept);
+    let content_type = if openmetrics {
+        OPENMETRICS_CONTENT_TYPE
+    } else {
+        PROMETHEUS_CONTENT_TYPE
+    };
+    let body = bytes::Bytes::from_owner(Text {
+        exposition: shared.current(),
+        openmetrics,
+    });
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {

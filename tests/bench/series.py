@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""sockscope with many series (prints figures; not a test): the real agent, real UDP sockets,
+--label-remote-ip, and one datagram to each of N local addresses (a /16 routed to lo inside a
+network namespace of the benchmark's own), so /metrics carries N flow series. Prints the
+agent's resident memory, scrape latency (p50/p99 over 30 scrapes) and exposition size.
+
+Usage (root): python3 tests/bench/series.py [--series 50000]
+Run scripts/setup.sh and `cargo build --release --bins` first (series.sh does both).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from bench import cgroup2, free_port
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.path.join(ROOT, "target", "release")
+
+SENDER = r"""
+import socket, sys, time
+n = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(n):
+    s.sendto(b"x", ("10.200.%d.%d" % (i // 250, i % 250 + 1), 9))
+    if i % 5000 == 4999:
+        time.sleep(0.6)   # stay under the per-interval flow map capacity
+"""
+
+
+def status(pid):
+    out = {}
+    for line in open(f"/proc/{pid}/status"):
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            out[k] = int(v.split()[0]) / 1024
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--series", type=int, default=50000)
+    args = ap.parse_args()
+    tag = f"ssrs{os.getpid() % 10000}"
+    cg = os.path.join(cgroup2(), f"sockscope-bench-series-{os.getpid()}")
+    os.makedirs(os.path.join(cg, "sender"), exist_ok=True)
+    subprocess.run(f"ip netns add {tag} && ip -n {tag} link set lo up && "
+                   f"ip -n {tag} route add local 10.200.0.0/16 dev lo table local",
+                   shell=True, check=True)
+    port = free_port()
+    agent = subprocess.Popen([os.path.join(BIN, "sockscope"), "--listen-address", f"127.0.0.1:{port}",
+                              "--cgroup-root", cg, "--label-remote-ip", "--interval", "1s"],
+                             stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        base = status(agent.pid)
+        def enter():
+            with open(os.path.join(cg, "sender", "cgroup.procs"), "w") as f:
+                f.write("0\n")
+        subprocess.run(["ip", "netns", "exec", tag, sys.executable, "-c", SENDER, str(args.series)],
+                       preexec_fn=enter, check=True)
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 120
+        while True:
+            body = urllib.request.urlopen(url, timeout=30).read()
+            n = sum(1 for l in body.split(b"\n") if l.startswith(b"sockscope_udp_sent_bytes_total{"))
+            if n >= args.series or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        time.sleep(3)
+        st = status(agent.pid)
+        times = []
+        for _ in range(30):
+            t = time.monotonic()
+            body = urllib.request.urlopen(url, timeout=30).read()
+            times.append(time.monotonic() - t)
+        times.sort()
+        lost = sum(float(l.rsplit(b" ", 1)[1]) for l in body.split(b"\n")
+                   if l.startswith(b"sockscope_events_lost_total{source=\"flow_map_full\"}"))
+        print(f"series: {n} UDP flow series (+ self-metrics), flow_map_full events: {lost:.0f}")
+        print(f"agent RSS: {base['VmRSS']:.1f} MiB before, {st['VmRSS']:.1f} MiB with the series "
+              f"(peak {st['VmHWM']:.1f} MiB)")
+        print(f"scrape: p50 {times[len(times) // 2] * 1e3:.1f} ms, p99 {times[-1] * 1e3:.1f} ms, "
+              f"{len(body) / 1024:.0f} KiB")
+    finally:
+        agent.terminate()
+        agent.wait()
+        subprocess.run(f"ip netns del {tag}", shell=True)
+        for d in (os.path.join(cg, "sender"), cg):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    main()
