@@ -346,6 +346,13 @@ remote_classes:
   internal: [10.20.0.0/16, "fd00::/8"]
 dns: {timeout: 2s, cache_size: 1000}
 kubernetes: {mode: "off", cluster_name: prod-eu}
+web: {config_file: /etc/sockscope/web.yaml, max_requests: 8, timeout: 5s}
+otlp:
+  endpoint: http://collector:4318
+  protocol: http/protobuf
+  interval: 30s
+  temporality: delta
+  headers: {x-tenant: team-a}
 "#,
         )
         .expect("valid");
@@ -362,6 +369,23 @@ kubernetes: {mode: "off", cluster_name: prod-eu}
         assert_eq!(c.dns_cache_size, 1000);
         assert_eq!(c.kubernetes, KubernetesMode::Off);
         assert_eq!(c.cluster_name.as_deref(), Some("prod-eu"));
+        assert_eq!(c.web_max_requests, 8);
+        assert_eq!(c.web_timeout.as_secs(), 5);
+        assert!(c.web_config_file.is_some());
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+        assert_eq!(
+            c.otlp_protocol,
+            Some(crate::export::otlp::Protocol::HttpProtobuf)
+        );
+        assert_eq!(c.otlp_interval.map(|d| d.as_secs()), Some(30));
+        assert_eq!(
+            c.otlp_temporality,
+            Some(crate::export::otlp::Temporality::Delta)
+        );
+        assert_eq!(
+            c.otlp_headers,
+            vec![("x-tenant".to_string(), "team-a".to_string())]
+        );
     }
 
     #[test]
@@ -405,6 +429,24 @@ kubernetes: {mode: "off", cluster_name: prod-eu}
             ("kubernetes: {mode: sometimes}", "kubernetes.mode"),
             ("series_expiry: 0s", "series_expiry"),
             ("- just\n- a list", "invalid type"),
+            (
+                "otlp: {protocol: smtp}",
+                "otlp.protocol: unknown variant `smtp`",
+            ),
+            ("otlp: {interval: 0s}", "otlp.interval: 0s is too short"),
+            (
+                "otlp: {headers: {\"bad header\": x}}",
+                "otlp.headers.bad header: not a valid header name",
+            ),
+            (
+                "otlp: {endpoint: http://c:4317, compression: gzip}",
+                "otlp.compression: unknown field `compression`",
+            ),
+            (
+                "web: {max_requests: 0}",
+                "web.max_requests: must be between 1 and 10000",
+            ),
+            ("web: {timeout: never}", "web.timeout"),
         ];
         for (yaml, want) in cases {
             let err = apply(yaml).expect_err(yaml);
