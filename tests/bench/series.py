@@ -43,6 +43,7 @@ def status(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--series", type=int, default=50000)
+    ap.add_argument("--otlp", choices=["grpc", "http"], help="also export over OTLP to a local receiver every 2 s")
     args = ap.parse_args()
     tag = f"ssrs{os.getpid() % 10000}"
     cg = os.path.join(cgroup2(), f"sockscope-bench-series-{os.getpid()}")
@@ -51,8 +52,19 @@ def main():
                    f"ip -n {tag} route add local 10.200.0.0/16 dev lo table local",
                    shell=True, check=True)
     port = free_port()
+    extra = []
+    receiver = None
+    if args.otlp:
+        receiver = subprocess.Popen([os.path.join(BIN, "sockscope-peer"), "otlp-receiver", args.otlp, "127.0.0.1:0"],
+                                    stdout=subprocess.PIPE, text=True)
+        rport = receiver.stdout.readline().split()[1]
+        # Drain what it prints so it never blocks on a full pipe.
+        import threading
+        threading.Thread(target=lambda: [None for _ in receiver.stdout], daemon=True).start()
+        extra = ["--otlp-endpoint", f"http://127.0.0.1:{rport}", "--otlp-protocol",
+                 "grpc" if args.otlp == "grpc" else "http/protobuf", "--otlp-interval", "2s"]
     agent = subprocess.Popen([os.path.join(BIN, "sockscope"), "--listen-address", f"127.0.0.1:{port}",
-                              "--cgroup-root", cg, "--label-remote-ip", "--interval", "1s"],
+                              "--cgroup-root", cg, "--label-remote-ip", "--interval", "1s", *extra],
                              stderr=subprocess.DEVNULL)
     try:
         time.sleep(2)
@@ -85,9 +97,25 @@ def main():
               f"(peak {st['VmHWM']:.1f} MiB)")
         print(f"scrape: p50 {times[len(times) // 2] * 1e3:.1f} ms, p99 {times[-1] * 1e3:.1f} ms, "
               f"{len(body) / 1024:.0f} KiB")
+        if args.otlp:
+            durations = []
+            for _ in range(10):
+                time.sleep(2)
+                text = urllib.request.urlopen(url, timeout=30).read().decode()
+                for l in text.splitlines():
+                    if l.startswith("sockscope_otlp_last_export_duration_seconds "):
+                        durations.append(float(l.split()[1]))
+                    if l.startswith("sockscope_otlp_last_export_bytes "):
+                        size = float(l.split()[1])
+            durations.sort()
+            print(f"OTLP {args.otlp} export (send and wait for the receiver's answer): "
+                  f"median {durations[len(durations) // 2] * 1e3:.1f} ms, max {durations[-1] * 1e3:.1f} ms, "
+                  f"{size / 1024:.0f} KiB per request")
     finally:
         agent.terminate()
         agent.wait()
+        if receiver:
+            receiver.kill()
         subprocess.run(f"ip netns del {tag}", shell=True)
         for d in (os.path.join(cg, "sender"), cg):
             try:

@@ -439,14 +439,14 @@ pub async fn run(options: Options, shared: Arc<Shared>, stats: Arc<Stats>, start
         let families = snapshot::parse(&exposition.prometheus);
         let mut backoff = Duration::from_secs(1);
         loop {
-            let pending = encoder.encode(&families, unix_ns(SystemTime::now()));
-            let size = pending.request.encoded_len() as u64;
+            let mut pending = encoder.encode(&families, unix_ns(SystemTime::now()));
+            let request = std::mem::take(&mut pending.request);
+            let size = request.encoded_len() as u64;
             let begin = Instant::now();
-            let outcome = tokio::time::timeout(
-                options.timeout,
-                transport.send(&options, pending.request.clone()),
-            )
-            .await;
+            let outcome =
+                tokio::time::timeout(options.timeout, transport.send(&options, request)).await;
+            // The request held tens of bytes per attribute, all freed now: give them back.
+            crate::release_freed_memory();
             let reason = match outcome {
                 Ok(Ok(())) => {
                     stats.exports.fetch_add(1, Ordering::Relaxed);
