@@ -16,6 +16,7 @@ import time
 import urllib.request
 
 from bench import cgroup2, free_port
+from kubernetes import status
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "target", "release")
@@ -29,15 +30,6 @@ for i in range(n):
     if i % 5000 == 4999:
         time.sleep(0.6)   # stay under the per-interval flow map capacity
 """
-
-
-def status(pid):
-    out = {}
-    for line in open(f"/proc/{pid}/status"):
-        k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM"):
-            out[k] = int(v.split()[0]) / 1024
-    return out
 
 
 def main():

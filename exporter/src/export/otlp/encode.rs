@@ -160,16 +160,7 @@ impl Encoder {
                         .iter()
                         .filter_map(|s| {
                             let h = s.histogram.as_ref()?;
-                            // Cumulative `le` buckets -> per-bucket counts.
-                            let mut counts: Vec<u64> = h
-                                .buckets
-                                .iter()
-                                .scan(0u64, |prev, (_, c)| {
-                                    let n = c.saturating_sub(*prev);
-                                    *prev = *c;
-                                    Some(n)
-                                })
-                                .collect();
+                            let mut counts = per_bucket(&h.buckets);
                             let (mut sum, mut count) = (h.sum, h.count);
                             if delta {
                                 let key = (f.name.clone(), s.labels.clone());
@@ -184,16 +175,10 @@ impl Encoder {
                                     sum -= bs;
                                     count -= bn;
                                 }
-                                let full: Vec<u64> = h
-                                    .buckets
-                                    .iter()
-                                    .scan(0u64, |prev, (_, c)| {
-                                        let n = c.saturating_sub(*prev);
-                                        *prev = *c;
-                                        Some(n)
-                                    })
-                                    .collect();
-                                baseline.push((key, Baseline::Histogram(full, h.sum, h.count)));
+                                baseline.push((
+                                    key,
+                                    Baseline::Histogram(per_bucket(&h.buckets), h.sum, h.count),
+                                ));
                             }
                             Some(HistogramDataPoint {
                                 attributes: attrs(&s.labels),
@@ -255,6 +240,18 @@ impl Encoder {
             self.last_ns = pending.now_ns;
         }
     }
+}
+
+/// Cumulative `le` buckets -> per-bucket counts, as OTLP wants them.
+fn per_bucket(buckets: &[(f64, u64)]) -> Vec<u64> {
+    buckets
+        .iter()
+        .scan(0u64, |prev, (_, c)| {
+            let n = c.saturating_sub(*prev);
+            *prev = *c;
+            Some(n)
+        })
+        .collect()
 }
 
 fn number(v: Number) -> Value {
