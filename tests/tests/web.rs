@@ -232,3 +232,104 @@ fn prometheus_scrapes_through_tls_and_basic_auth() {
         thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// A scrape whose client reads slowly holds its slot until the body is sent: with
+/// `--web-max-requests 1`, another scrape meanwhile gets 503, and one after it 200.
+#[test]
+fn concurrent_scrape_cap() {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    // 20,000 flow series make a 4 MB exposition, more than the kernel buffers between a
+    // server and a client that does not read.
+    let tag = format!("sscap{}", std::process::id() % 10000);
+    sh(
+        &format!(
+            "ip netns add {tag} && ip -n {tag} link set lo up && ip -n {tag} route add local 10.200.0.0/16 dev lo table local"
+        ),
+        Path::new("/"),
+    );
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _ns = Ns(tag.clone());
+    let cg = TestCgroup::new("web-cap");
+    let agent = Agent::start(
+        PEER,
+        &cg.root,
+        &["--label-remote-ip", "--web-max-requests", "1"],
+    );
+    let mut spray = cg.spawn(
+        "spray",
+        &mut sockscope_tests::peer_cmd(PEER, Some(&tag), &["udp-spray", "20000"]),
+    );
+    spray.line("sent ");
+    spray.wait_ok();
+    agent.wait_until(Duration::from_secs(60), "20,000 series", |m| {
+        m.matching("sockscope_udp_sent_bytes_total", &[]).count() >= 20_000
+    });
+    // A client with a tiny receive buffer that asks and does not read.
+    // SAFETY: plain socket(2)/setsockopt(2)/connect(2) on a fresh fd owned by the TcpStream.
+    let mut slow = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let small: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            4,
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: agent.port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(
+            libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32
+            ),
+            0
+        );
+        std::net::TcpStream::from_raw_fd(fd)
+    };
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: sockscope\r\n\r\n")
+        .expect("request");
+    thread::sleep(Duration::from_millis(500));
+    let (code, _) = sockscope_tests::http_get(agent.port, "/metrics", None).expect("second scrape");
+    assert_eq!(code, 503, "a second concurrent scrape");
+    let (code, _) = sockscope_tests::http_get(agent.port, "/healthz", None).expect("healthz");
+    assert_eq!(code, 200, "other paths are not capped");
+    // The slow client reads its body; then the slot is free again.
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    while let Ok(n) = slow.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        total += n;
+        if buf[..n].ends_with(b"\n") && total > 4_000_000 {
+            break;
+        }
+    }
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _) = sockscope_tests::http_get(agent.port, "/metrics", None).expect("scrape");
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot not freed");
+        thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Some("dns-junk-server") => dns_junk_server(&args[1..]),
         Some("kube-api") => kube_api(&args[1..]),
         Some("otlp-receiver") => otlp_receiver(&args[1..]),
+        Some("udp-spray") => udp_spray(&args[1..]),
         _ => Err("usage: see the source header".into()),
     };
     match result {
@@ -763,4 +764,21 @@ fn print_request(
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
+}
+
+/// `udp-spray <count>`: one 1-byte datagram to each of `count` addresses 10.200.x.y (a /16 the
+/// caller routes to lo), paced under the flow map's per-interval capacity. Prints `sent <n>`.
+fn udp_spray(args: &[String]) -> Res<()> {
+    let count: usize = arg(args, 0, "count")?;
+    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
+    for i in 0..count {
+        let addr = SocketAddr::from(([10, 200, (i / 250) as u8, (i % 250 + 1) as u8], 9));
+        s.send_to(b"x", addr)
+            .map_err(|e| format!("send {addr}: {e}"))?;
+        if i % 5000 == 4999 {
+            thread::sleep(Duration::from_millis(600));
+        }
+    }
+    say(&format!("sent {count}"));
+    Ok(())
 }
