@@ -359,3 +359,46 @@ fn collector_down_then_up() {
         agent.log_text()
     );
 }
+
+/// Configured only through the OTel SDK variables: endpoint (a base URL: /v1/metrics added for
+/// HTTP), protocol, interval, temporality preference, service name and resource attributes.
+#[test]
+fn otel_environment_variables() {
+    let rx = receiver("http", 0);
+    let cg = TestCgroup::new("otlp-env");
+    let endpoint = format!("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{}", rx.port);
+    let agent = Agent::start_wrapped(
+        PEER,
+        &[
+            "env",
+            &endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+            "OTEL_METRIC_EXPORT_INTERVAL=1000",
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta",
+            "OTEL_SERVICE_NAME=netobs",
+            "OTEL_RESOURCE_ATTRIBUTES=deployment.environment=test,team=s%20re",
+        ],
+        &cg.root,
+        &[],
+    );
+    let e = rx
+        .exports
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("no export; log: {}", agent.log_text()));
+    assert_eq!(
+        e.resource.get("service.name").map(String::as_str),
+        Some("netobs")
+    );
+    assert_eq!(
+        e.resource.get("deployment.environment").map(String::as_str),
+        Some("test")
+    );
+    // Percent-decoded (the receiver prints spaces as underscores).
+    assert_eq!(e.resource.get("team").map(String::as_str), Some("s_re"));
+    let (_, (_, _, _, temporality)) = e
+        .points
+        .iter()
+        .find(|((m, _), _)| m == "sockscope_drain_errors")
+        .expect("a counter");
+    assert_eq!(*temporality, 1, "delta");
+}
