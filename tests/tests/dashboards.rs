@@ -1,0 +1,207 @@
+//! The Grafana dashboards: generated from dashboards/generate.py and in sync with it; every
+//! panel has a title, a unit and the datasource variable; and every panel query and variable
+//! query is valid PromQL to a real Prometheus (Debian's), with Grafana's variables filled in.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use sockscope_tests::{free_port, http_get};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn dashboards() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(repo().join("dashboards"))
+        .expect("dashboards/")
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let v: Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("JSON");
+            out.push((
+                p.file_name().expect("name").to_string_lossy().into_owned(),
+                v,
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Grafana's variables replaced the way Grafana does for "All" and defaults.
+pub fn fill(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$__range", "1h")
+        .replace("$cluster", ".*")
+        .replace("$namespace", ".*")
+        .replace("$workload", ".*")
+        .replace("$own_hosts", "(.+\\\\.)?example\\\\.com")
+        .replace("$endpoint", "old-discovery\\\\..*")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn dashboards_are_generated_and_linted() {
+    let tmp = std::env::temp_dir().join(format!("sockscope-dashboards-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let st = Command::new("python3")
+        .arg(repo().join("dashboards/generate.py"))
+        .arg(&tmp)
+        .status()
+        .expect("python3");
+    assert!(st.success());
+    let all = dashboards();
+    assert_eq!(
+        all.len(),
+        5,
+        "overview, dependencies, dns, use-cases, health"
+    );
+    for (name, d) in &all {
+        let fresh = std::fs::read_to_string(tmp.join(name)).expect("generated");
+        let committed =
+            std::fs::read_to_string(repo().join("dashboards").join(name)).expect("committed");
+        assert_eq!(
+            fresh, committed,
+            "{name} is not what generate.py writes: run python3 dashboards/generate.py"
+        );
+        let vars = d["templating"]["list"].as_array().expect("variables");
+        assert!(
+            vars.iter()
+                .any(|v| v["type"] == "datasource" && v["name"] == "datasource"),
+            "{name}"
+        );
+        for want in ["cluster", "namespace", "workload"] {
+            assert!(
+                vars.iter().any(|v| v["name"] == want),
+                "{name}: no {want} variable"
+            );
+        }
+        let mut ids = std::collections::HashSet::new();
+        for p in d["panels"].as_array().expect("panels") {
+            let title = p["title"].as_str().unwrap_or_default();
+            assert!(!title.is_empty(), "{name}: a panel without a title");
+            assert!(
+                ids.insert(p["id"].as_i64().expect("id")),
+                "{name}: duplicate id"
+            );
+            assert!(
+                p["fieldConfig"]["defaults"]["unit"]
+                    .as_str()
+                    .is_some_and(|u| !u.is_empty()),
+                "{name}/{title}: no unit"
+            );
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{name}/{title}");
+            assert!(
+                !p["description"].as_str().unwrap_or_default().is_empty(),
+                "{name}/{title}: no description"
+            );
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{name}/{title}: no query");
+            for t in targets {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "{name}/{title}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+struct Prometheus(Child, PathBuf);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+#[test]
+fn every_query_is_valid_promql() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("sockscope-promql-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("prometheus.yml"), "global: {}\n").expect("config");
+    let _prom = Prometheus(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}/prometheus.yml", dir.display()))
+            .arg(format!("--storage.tsdb.path={}/data", dir.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus"),
+        dir.clone(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(http_get(port, "/-/ready", None), Ok((200, _))) {
+        assert!(Instant::now() < deadline, "Prometheus not ready");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let mut checked = 0;
+    for (name, d) in dashboards() {
+        let mut exprs: Vec<(String, String)> = Vec::new();
+        for p in d["panels"].as_array().expect("panels") {
+            for t in p["targets"].as_array().expect("targets") {
+                exprs.push((
+                    format!("{name}/{}", p["title"]),
+                    t["expr"].as_str().expect("expr").to_string(),
+                ));
+            }
+        }
+        for v in d["templating"]["list"].as_array().expect("variables") {
+            if let Some(q) = v["query"]["query"].as_str() {
+                // label_values(<selector>, <label>): the selector must be valid.
+                let inner = q
+                    .strip_prefix("label_values(")
+                    .and_then(|r| r.rsplit_once(','))
+                    .map(|(sel, _)| sel.to_string())
+                    .unwrap_or_else(|| q.to_string());
+                exprs.push((format!("{name}/${}", v["name"]), inner));
+            }
+        }
+        for (what, expr) in exprs {
+            let q = fill(&expr);
+            let (code, body) = http_get(
+                port,
+                &format!("/api/v1/query?query={}", urlencode(&q)),
+                None,
+            )
+            .expect("query");
+            assert!(
+                code == 200 && body.contains("\"status\":\"success\""),
+                "{what}: {q}\n{body}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "only {checked} queries");
+    // The check does catch a broken query.
+    let (code, body) = http_get(
+        port,
+        &format!(
+            "/api/v1/query?query={}",
+            urlencode("sum by (x (rate(y[1m]))")
+        ),
+        None,
+    )
+    .expect("query");
+    assert!(code == 400 && body.contains("bad_data"), "{code} {body}");
+}
