@@ -16,7 +16,7 @@ BPF_LINKER_VERSION=0.13.0
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
   iproute2 util-linux bpftool iperf3 wrk prometheus curl procps
-  unbound knot-dnsutils dnsperf python3-venv openssl
+  unbound knot-dnsutils dnsperf python3-venv openssl prometheus-alertmanager
 )
 
 missing=()
@@ -34,11 +34,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${avail[@]}" >/dev/null
   # The DNS tests run their own unbound in a network namespace; the packaged service that
   # installing it may have started is not needed.
-  if [[ " ${avail[*]} " == *" unbound "* ]] && command -v systemctl >/dev/null \
-    && systemctl is-active --quiet unbound 2>/dev/null; then
-    log "stopping the packaged unbound service (tests start their own)"
-    systemctl disable --now unbound >/dev/null 2>&1 || true
-  fi
+  for svc in unbound prometheus-alertmanager; do
+    if [[ " ${avail[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null \
+      && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      log "stopping the packaged $svc service (tests start their own)"
+      systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
