@@ -93,7 +93,9 @@ fn kustomize_base_renders_and_validates() {
             // The one kind without a bundled schema is the Prometheus Operator's CRD; its
             // shape is checked below.
             assert!(
-                line.starts_with("INFO") || line.contains("kind ServiceMonitor"),
+                line.starts_with("INFO")
+                    || line.contains("kind ServiceMonitor")
+                    || line.contains("kind PrometheusRule"),
                 "unexpected validator output for {version}: {line}"
             );
         }
@@ -107,6 +109,48 @@ fn kustomize_base_renders_and_validates() {
         !ok && text.contains("privileged"),
         "a broken manifest passed: {text}"
     );
+}
+
+/// The PrometheusRule carries exactly alerts/sockscope.rules.yml.
+#[test]
+fn prometheus_rule_matches_the_rules_file() {
+    let tmp = std::env::temp_dir().join(format!(
+        "sockscope-prometheusrule-{}.yaml",
+        std::process::id()
+    ));
+    let st = Command::new("python3")
+        .arg(repo().join("alerts/prometheusrule.py"))
+        .arg(&tmp)
+        .status()
+        .expect("python3");
+    assert!(st.success());
+    let fresh = std::fs::read_to_string(&tmp).expect("generated");
+    let committed = std::fs::read_to_string(repo().join("deploy/kubernetes/prometheusrule.yaml"))
+        .expect("committed");
+    assert_eq!(fresh, committed, "run python3 alerts/prometheusrule.py");
+    let _ = std::fs::remove_file(tmp);
+    let docs = documents(&render());
+    let rule = find(&docs, "PrometheusRule");
+    let rules_file = documents(
+        &std::fs::read_to_string(repo().join("alerts/sockscope.rules.yml")).expect("rules"),
+    );
+    // kustomize re-folds multi-line strings (blank lines inside folded PromQL): compare with
+    // whitespace collapsed, which PromQL and runbooks do not care about.
+    fn squash(v: &Value) -> Value {
+        match v {
+            Value::String(s) => Value::String(s.split_whitespace().collect::<Vec<_>>().join(" ")),
+            Value::Array(a) => Value::Array(a.iter().map(squash).collect()),
+            Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), squash(v))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    assert_eq!(
+        squash(&rule["spec"]["groups"]),
+        squash(&rules_file[0]["groups"])
+    );
+    assert_eq!(rule["metadata"]["namespace"], "sockscope");
 }
 
 #[test]
