@@ -5,6 +5,7 @@
 //! attached there, and only ever sees series of its own processes, so tests run in parallel.
 
 pub mod dns;
+pub mod kube;
 pub mod kubeapi;
 
 use std::{
