@@ -1,8 +1,7 @@
 //! The alerts and dashboards against real data: sockscope, Debian's Prometheus (1 s scrapes,
 //! the rules loaded with their `for` windows shortened) and Alertmanager, and scenario traffic
-//! in the test's cgroups: an NXDOMAIN storm, refused connects, and connections to one of "our
-//! own" public names. The expected alerts must reach Alertmanager, and the dashboard panels
-//! about those scenarios must return data for the scenario's series.
+//! in the test's cgroups. The expected alerts must reach Alertmanager, and the dashboard
+//! panels about each scenario must return data for the scenario's series.
 
 use std::{
     path::PathBuf,
@@ -12,7 +11,13 @@ use std::{
 };
 
 use serde_json::Value;
-use sockscope_tests::{Agent, TestCgroup, dns::DnsServer, free_port, http_get, peer_cmd};
+use sockscope_tests::{
+    Agent, TestCgroup,
+    dns::DnsServer,
+    free_port, http_get,
+    kube::{Env, Pod},
+    peer_cmd,
+};
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
 /// Classified "public" (not RFC 1918), routed only inside the test's namespaces.
@@ -55,21 +60,164 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// Result vector of an instant query.
-fn query(port: u16, q: &str) -> Vec<Value> {
-    let (_, body) =
-        http_get(port, &format!("/api/v1/query?query={}", urlencode(q)), None).expect("query");
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    v["data"]["result"].as_array().cloned().unwrap_or_default()
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-#[test]
-fn alerts_reach_alertmanager_and_panels_show_the_scenarios() {
-    let dir = std::env::temp_dir().join(format!("sockscope-scenario-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+/// Grafana's variables as a user would set them for the scenarios.
+fn fill(e: &str) -> String {
+    e.replace("$__rate_interval", "1m")
+        .replace("$__range", "5m")
+        .replace("$cluster", ".*")
+        .replace("$namespace", ".*")
+        .replace("$workload", ".*")
+        .replace("$own_hosts", "(.+\\\\.)?sockscope\\\\.test")
+        .replace("$endpoint", "www\\\\.sockscope\\\\.test")
+}
 
+/// Alertmanager, and Prometheus scraping one agent every second with the rules loaded.
+struct Monitoring {
+    _am: Daemon,
+    _prom: Daemon,
+    prom: u16,
+    am: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Monitoring {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Monitoring {
+    fn start(tag: &str, agent_port: u16) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("sockscope-scenario-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let am = free_port();
+        std::fs::write(
+            dir.join("alertmanager.yml"),
+            "route: {receiver: default, group_wait: 1s, group_interval: 1s}\nreceivers: [{name: default}]\n",
+        )
+        .expect("am config");
+        let _am = spawn(
+            Command::new("prometheus-alertmanager")
+                .arg(format!("--config.file={}/alertmanager.yml", dir.display()))
+                .arg(format!("--storage.path={}/am", dir.display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{am}"))
+                .arg("--cluster.listen-address="),
+        );
+        // `for:` windows shortened to fit a test; everything else as shipped.
+        let rules =
+            std::fs::read_to_string(repo().join("alerts/sockscope.rules.yml")).expect("rules");
+        let rules = rules
+            .replace("for: 10m", "for: 0s")
+            .replace("for: 5m", "for: 0s")
+            .replace("interval: 30s", "interval: 1s");
+        std::fs::write(dir.join("rules.yml"), rules).expect("rules copy");
+        let prom = free_port();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [rules.yml]\n\
+                 alerting: {{alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am}']}}]}}]}}\n\
+                 scrape_configs:\n  - job_name: sockscope\n    static_configs: [{{targets: ['127.0.0.1:{agent_port}']}}]\n"
+            ),
+        )
+        .expect("prometheus config");
+        let _prom = spawn(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}/prometheus.yml", dir.display()))
+                .arg(format!("--storage.tsdb.path={}/data", dir.display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{prom}")),
+        );
+        wait_ready(prom, "/-/ready");
+        wait_ready(am, "/-/ready");
+        let m = Monitoring {
+            _am,
+            _prom,
+            prom,
+            am,
+            dir,
+        };
+        // Prometheus applies new targets after a few seconds: counters must be seen before the
+        // scenario moves them, or their increase is invisible.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while m.query("up{job=\"sockscope\"} == 1").is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never scraped sockscope"
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+        m
+    }
+
+    fn query(&self, q: &str) -> Vec<Value> {
+        let (_, body) = http_get(
+            self.prom,
+            &format!("/api/v1/query?query={}", urlencode(q)),
+            None,
+        )
+        .expect("query");
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until Alertmanager has every (alertname, label, value) of `want`.
+    fn wait_alerts(&self, want: &[(&str, &str, &str)]) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, body) = http_get(self.am, "/api/v2/alerts", None).unwrap_or((0, String::new()));
+            let alerts: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+            let got = |(name, label, value): &(&str, &str, &str)| {
+                alerts
+                    .iter()
+                    .any(|a| a["labels"]["alertname"] == *name && a["labels"][*label] == *value)
+            };
+            if want.iter().all(got) {
+                return alerts;
+            }
+            let names: Vec<String> = alerts.iter().map(|a| a["labels"].to_string()).collect();
+            assert!(
+                Instant::now() < deadline,
+                "alerts in Alertmanager: {names:?}; want {want:?}; Prometheus ALERTS: {:?}; dependencies: {:?}; opened: {:?}",
+                self.query("ALERTS"),
+                self.query("dependency:sockscope_tcp_connections_opened:increase10m"),
+                self.query("sockscope_tcp_connections_opened_total{role=\"client\"}")
+            );
+            thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Runs the first query of panel `title` of dashboard `file`; asserts a series has
+    /// `label` = `value`.
+    fn panel_has(&self, file: &str, title: &str, label: &str, value: &str) -> Vec<Value> {
+        let d: Value = serde_json::from_str(
+            &std::fs::read_to_string(repo().join("dashboards").join(file)).expect("dashboard"),
+        )
+        .expect("json");
+        let panel = d["panels"]
+            .as_array()
+            .expect("panels")
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("{file}: no panel {title:?}"));
+        let expr = fill(panel["targets"][0]["expr"].as_str().expect("expr"));
+        let result = self.query(&expr);
+        assert!(
+            result.iter().any(|r| r["metric"][label] == value),
+            "{file} / {title}: no series with {label}={value}: {expr}\n{result:?}"
+        );
+        result
+    }
+}
+
+/// An NXDOMAIN storm, refused connects, and connections to one of "our own" public names.
+#[test]
+fn dns_storm_refused_connects_and_hairpin() {
     // The DNS server's namespace pair carries the traffic: clients in net.a, servers in net.b.
     let dns = DnsServer::start(&[("www", "A", PUBLIC_IP)], false);
     let (a, b, b4) = (dns.net.a.clone(), dns.net.b.clone(), dns.net.b4.clone());
@@ -78,51 +226,10 @@ fn alerts_reach_alertmanager_and_panels_show_the_scenarios() {
         .status()
         .expect("ip");
     assert!(st.success());
-
     let cg = TestCgroup::new("scenario");
     let agent = Agent::start(PEER, &cg.root, &[]);
+    let mon = Monitoring::start("hosts", agent.port);
 
-    // Alertmanager, and Prometheus with the rules (for: windows shortened to fit a test).
-    let am_port = free_port();
-    std::fs::write(
-        dir.join("alertmanager.yml"),
-        "route: {receiver: default, group_wait: 1s, group_interval: 1s}\nreceivers: [{name: default}]\n",
-    )
-    .expect("am config");
-    let _am = spawn(
-        Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}/alertmanager.yml", dir.display()))
-            .arg(format!("--storage.path={}/am", dir.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address="),
-    );
-    let rules = std::fs::read_to_string(repo.join("alerts/sockscope.rules.yml")).expect("rules");
-    let rules = rules
-        .replace("for: 10m", "for: 0s")
-        .replace("for: 5m", "for: 0s")
-        .replace("interval: 30s", "interval: 1s");
-    std::fs::write(dir.join("rules.yml"), rules).expect("rules copy");
-    let prom_port = free_port();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [rules.yml]\n\
-             alerting: {{alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]}}]}}\n\
-             scrape_configs:\n  - job_name: sockscope\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
-            agent.port
-        ),
-    )
-    .expect("prometheus config");
-    let _prom = spawn(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}/prometheus.yml", dir.display()))
-            .arg(format!("--storage.tsdb.path={}/data", dir.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
-    );
-    wait_ready(prom_port, "/-/ready");
-    wait_ready(am_port, "/-/ready");
-
-    // Scenario traffic, repeated for 20 s so rates are well above the thresholds.
     let mut srv = cg.spawn(
         "web",
         &mut peer_cmd(PEER, Some(&b), &["tcp-server", "0.0.0.0:0", "40"]),
@@ -131,7 +238,6 @@ fn alerts_reach_alertmanager_and_panels_show_the_scenarios() {
     let end = Instant::now() + Duration::from_secs(20);
     let mut hairpins = 0;
     while Instant::now() < end {
-        // An NXDOMAIN storm from "storm".
         for i in 0..5 {
             let mut q = cg.spawn(
                 "storm",
@@ -139,13 +245,11 @@ fn alerts_reach_alertmanager_and_panels_show_the_scenarios() {
             );
             q.child.wait().expect("kdig");
         }
-        // Refused connects from "dialer" (nothing listens on port 1).
         let mut r = cg.spawn(
             "dialer",
             &mut peer_cmd(PEER, Some(&a), &["connect-refused", &format!("{b4}:1")]),
         );
         r.wait_ok();
-        // "frontend" reaching our own public name from inside.
         if hairpins < 40 {
             let mut h = cg.spawn(
                 "frontend",
@@ -160,55 +264,18 @@ fn alerts_reach_alertmanager_and_panels_show_the_scenarios() {
         }
         thread::sleep(Duration::from_millis(200));
     }
-
-    // The alerts reach Alertmanager.
-    let want = [
-        ("SockscopeDNSNXDOMAINRatioHigh", "storm"),
-        ("SockscopeTCPConnectFailuresHigh", "dialer"),
-        ("SockscopeHairpinTraffic", "frontend"),
-    ];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, body) = http_get(am_port, "/api/v2/alerts", None).unwrap_or((0, String::new()));
-        let alerts: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
-        let got = |name: &str, workload: &str| {
-            alerts
-                .iter()
-                .any(|a| a["labels"]["alertname"] == name && a["labels"]["workload"] == workload)
-        };
-        if want.iter().all(|(n, w)| got(n, w)) {
-            // Each carries its runbook.
-            assert!(alerts.iter().all(|a| {
-                a["annotations"]["runbook"]
-                    .as_str()
-                    .is_some_and(|r| r.len() > 40)
-            }));
-            break;
-        }
-        let names: Vec<String> = alerts
-            .iter()
-            .map(|a| format!("{}/{}", a["labels"]["alertname"], a["labels"]["workload"]))
-            .collect();
-        assert!(
-            Instant::now() < deadline,
-            "alerts in Alertmanager: {names:?}; Prometheus: {:?}",
-            query(prom_port, "ALERTS")
-        );
-        thread::sleep(Duration::from_secs(1));
-    }
+    let alerts = mon.wait_alerts(&[
+        ("SockscopeDNSNXDOMAINRatioHigh", "workload", "storm"),
+        ("SockscopeTCPConnectFailuresHigh", "workload", "dialer"),
+        ("SockscopeHairpinTraffic", "workload", "frontend"),
+    ]);
+    assert!(alerts.iter().all(|a| {
+        a["annotations"]["runbook"]
+            .as_str()
+            .is_some_and(|r| r.len() > 40)
+    }));
     drop(srv);
 
-    // The panels about these scenarios return the scenario's series.
-    let fill = |e: &str| {
-        e.replace("$__rate_interval", "1m")
-            .replace("$__range", "5m")
-            .replace("$cluster", ".*")
-            .replace("$namespace", ".*")
-            .replace("$workload", ".*")
-            .replace("$own_hosts", "(.+\\\\.)?sockscope\\\\.test")
-            .replace("$endpoint", "www\\\\.sockscope\\\\.test")
-    };
-    let mut checked = Vec::new();
     for (file, title, workload) in [
         ("overview.json", "TCP bytes sent/s by workload", "frontend"),
         (
@@ -247,31 +314,116 @@ fn alerts_reach_alertmanager_and_panels_show_the_scenarios() {
             "frontend",
         ),
     ] {
-        let d: Value = serde_json::from_str(
-            &std::fs::read_to_string(repo.join("dashboards").join(file)).expect("dashboard"),
-        )
-        .expect("json");
-        let panel = d["panels"]
-            .as_array()
-            .expect("panels")
-            .iter()
-            .find(|p| p["title"] == title)
-            .unwrap_or_else(|| panic!("{file}: no panel {title:?}"));
-        let expr = fill(panel["targets"][0]["expr"].as_str().expect("expr"));
-        let result = query(prom_port, &expr);
-        assert!(
-            result.iter().any(|r| r["metric"]["workload"] == workload),
-            "{file} / {title}: no series for {workload}: {expr}\n{result:?}"
-        );
-        checked.push(title);
+        mon.panel_has(file, title, "workload", workload);
     }
-    // Latency percentiles and health panels have data too.
     for q in [
         "histogram_quantile(0.99, sum by (le) (rate(sockscope_dns_latency_seconds_bucket[1m])))",
         "min by (instance, program) (sockscope_bpf_program_attached)",
         "max by (instance) (scrape_duration_seconds{job=~\".*sockscope.*\"})",
     ] {
-        assert!(!query(prom_port, q).is_empty(), "{q}");
+        assert!(!mon.query(q).is_empty(), "{q}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two namespaces' workloads connect to one database port: the shared-database and
+/// dependency panels show it, and a new cross-namespace dependency reaches Alertmanager.
+#[test]
+fn database_shared_by_two_namespaces() {
+    let env = Env::new("scenario-db", PEER);
+    let shop = Pod::new(61, "shop", "frontend-5d8f7b9c6d-sssss", "web", true);
+    let billing = Pod::new(62, "billing", "invoicer", "app", false);
+    let db = Pod::new(63, "data", "db-0", "postgres", false);
+    env.frontend(&shop);
+    env.api.apply(billing.object(&env.net.a4, None, None));
+    env.db(&db);
+    let agent = env.agent(&[]);
+    let mon = Monitoring::start("db", agent.port);
+    let mut srv = env.cg.spawn(
+        &db.cgroup,
+        &mut peer_cmd(
+            PEER,
+            Some(&env.net.b),
+            &["tcp-server", "0.0.0.0:5432", "20"],
+        ),
+    );
+    srv.line("ready ");
+    let addr = format!("{}:5432", env.net.b4);
+    for _ in 0..10 {
+        for pod in [&shop, &billing] {
+            let mut c = env.client(pod, &addr, 2000, 200, None);
+            c.wait_ok();
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+    srv.wait_ok();
+    mon.wait_alerts(&[
+        (
+            "SockscopeNewCrossNamespaceDependency",
+            "workload",
+            "frontend",
+        ),
+        (
+            "SockscopeNewCrossNamespaceDependency",
+            "workload",
+            "invoicer",
+        ),
+    ]);
+    let shared = mon.panel_has(
+        "use-cases.json",
+        "Databases shared by several namespaces",
+        "remote_workload",
+        "db",
+    );
+    assert!(
+        shared
+            .iter()
+            .any(|r| r["metric"]["port"] == "5432" && r["value"][1] == "2"),
+        "{shared:?}"
+    );
+    for ns in ["shop", "billing"] {
+        mon.panel_has(
+            "use-cases.json",
+            "Clients of shared databases",
+            "namespace",
+            ns,
+        );
+        mon.panel_has(
+            "dependencies.json",
+            "Cross-namespace traffic (bytes over the range)",
+            "namespace",
+            ns,
+        );
+        mon.panel_has(
+            "dependencies.json",
+            "Workload -> peer (connections over the range)",
+            "namespace",
+            ns,
+        );
+    }
+    // The node graph's node and edge frames.
+    let d: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("dashboards/dependencies.json")).expect("d"),
+    )
+    .expect("json");
+    let graph = d["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .find(|p| p["type"] == "nodeGraph")
+        .expect("node graph");
+    let nodes = mon.query(&fill(graph["targets"][0]["expr"].as_str().expect("nodes")));
+    for id in ["shop/frontend", "billing/invoicer", "data/db"] {
+        assert!(
+            nodes.iter().any(|n| n["metric"]["id"] == id),
+            "{id}: {nodes:?}"
+        );
+    }
+    let edges = mon.query(&fill(graph["targets"][1]["expr"].as_str().expect("edges")));
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["metric"]["source"] == "billing/invoicer"
+                && e["metric"]["target"] == "data/db"),
+        "{edges:?}"
+    );
 }
