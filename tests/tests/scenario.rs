@@ -75,6 +75,112 @@ fn fill(e: &str) -> String {
         .replace("$endpoint", "www\\\\.sockscope\\\\.test")
 }
 
+fn dashboard(file: &str) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(repo().join("dashboards").join(file)).expect("dashboard"),
+    )
+    .expect("json")
+}
+
+fn panel(file: &str, title: &str) -> Value {
+    dashboard(file)["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .find(|p| p["title"] == title)
+        .cloned()
+        .unwrap_or_else(|| panic!("{file}: no panel {title:?}"))
+}
+
+/// Panels the host scenario (DNS storm, SERVFAIL, unanswered queries, refused connects,
+/// hairpin, a bulk transfer with retransmits, a qname budget overflow) gives data to.
+const HOST_SCENARIO_PANELS: [(&str, &str); 27] = [
+    ("overview.json", "TCP bytes sent/s by workload"),
+    ("overview.json", "TCP bytes received/s by workload"),
+    ("overview.json", "UDP bytes/s by workload"),
+    ("overview.json", "Bytes/s by namespace"),
+    ("overview.json", "Top talkers (bytes over the range)"),
+    ("overview.json", "Connections opened/s"),
+    ("overview.json", "Connections closed/s"),
+    ("overview.json", "Connect failures/s"),
+    ("overview.json", "Retransmitted segments/s"),
+    ("overview.json", "Retransmit ratio (estimated)"),
+    (
+        "dependencies.json",
+        "Remote hosts per workload (connections over the range)",
+    ),
+    ("dependencies.json", "External (public) destinations"),
+    ("dependencies.json", "Bytes/s by remote class"),
+    ("dns.json", "Queries/s by workload"),
+    ("dns.json", "Top qnames (queries over the range)"),
+    ("dns.json", "NXDOMAIN ratio by workload"),
+    ("dns.json", "SERVFAIL ratio by workload"),
+    (
+        "dns.json",
+        "Failing names (NXDOMAIN/SERVFAIL over the range)",
+    ),
+    ("dns.json", "Latency p50/p90/p99"),
+    ("dns.json", "Timeouts/s by workload"),
+    (
+        "use-cases.json",
+        "Hairpin traffic: our public names reached from inside",
+    ),
+    (
+        "use-cases.json",
+        "Clients of an endpoint (connections over the range)",
+    ),
+    ("use-cases.json", "Connections/s to the endpoint"),
+    ("health.json", "Programs attached"),
+    ("health.json", "Map fill"),
+    ("health.json", "Lost events/s"),
+    ("health.json", "Series folded into ~other/s"),
+];
+
+/// Panels the Kubernetes scenario (two namespaces sharing a database, OTLP on) gives data to.
+const KUBERNETES_SCENARIO_PANELS: [(&str, &str); 9] = [
+    (
+        "dependencies.json",
+        "Workload -> peer (connections over the range)",
+    ),
+    ("dependencies.json", "Dependency graph"),
+    (
+        "dependencies.json",
+        "Cross-namespace traffic (bytes over the range)",
+    ),
+    ("use-cases.json", "Databases shared by several namespaces"),
+    ("use-cases.json", "Clients of shared databases"),
+    ("health.json", "Drain duration p99"),
+    ("health.json", "Scrape duration"),
+    ("health.json", "Agents up"),
+    ("health.json", "Kubernetes API watches up"),
+];
+
+/// Every panel of every dashboard is proven by one of the scenarios.
+#[test]
+fn every_panel_is_proven_by_a_scenario() {
+    let mut missing = Vec::new();
+    for file in [
+        "overview.json",
+        "dependencies.json",
+        "dns.json",
+        "use-cases.json",
+        "health.json",
+    ] {
+        for p in dashboard(file)["panels"].as_array().expect("panels") {
+            let title = p["title"].as_str().expect("title");
+            let proven = HOST_SCENARIO_PANELS
+                .iter()
+                .chain(&KUBERNETES_SCENARIO_PANELS)
+                .chain(&[("health.json", "OTLP exports and failures/s")])
+                .any(|(f, t)| *f == file && *t == title);
+            if !proven {
+                missing.push(format!("{file} / {title}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "panels no scenario proves: {missing:?}");
+}
+
 /// Alertmanager, and Prometheus scraping one agent every second with the rules loaded.
 struct Monitoring {
     _am: Daemon,
@@ -192,20 +298,26 @@ impl Monitoring {
         }
     }
 
+    /// Runs every query of panel `title` of dashboard `file`; asserts each returns data.
+    fn panel_returns_data(&self, file: &str, title: &str) {
+        let panel = panel(file, title);
+        for t in panel["targets"].as_array().expect("targets") {
+            let expr = fill(t["expr"].as_str().expect("expr"));
+            assert!(
+                !self.query(&expr).is_empty(),
+                "{file} / {title}: no data for {expr}"
+            );
+        }
+    }
+
     /// Runs the first query of panel `title` of dashboard `file`; asserts a series has
     /// `label` = `value`.
     fn panel_has(&self, file: &str, title: &str, label: &str, value: &str) -> Vec<Value> {
-        let d: Value = serde_json::from_str(
-            &std::fs::read_to_string(repo().join("dashboards").join(file)).expect("dashboard"),
-        )
-        .expect("json");
-        let panel = d["panels"]
-            .as_array()
-            .expect("panels")
-            .iter()
-            .find(|p| p["title"] == title)
-            .unwrap_or_else(|| panic!("{file}: no panel {title:?}"));
-        let expr = fill(panel["targets"][0]["expr"].as_str().expect("expr"));
+        let expr = fill(
+            panel(file, title)["targets"][0]["expr"]
+                .as_str()
+                .expect("expr"),
+        );
         let result = self.query(&expr);
         assert!(
             result.iter().any(|r| r["metric"][label] == value),
@@ -227,14 +339,81 @@ fn dns_storm_refused_connects_and_hairpin() {
         .expect("ip");
     assert!(st.success());
     let cg = TestCgroup::new("scenario");
-    let agent = Agent::start(PEER, &cg.root, &[]);
+    // A short DNS timeout for the unanswered queries, a small qname budget for the overflow.
+    let agent = Agent::start(
+        PEER,
+        &cg.root,
+        &["--dns-timeout", "1s", "--max-qnames-per-workload", "3"],
+    );
     let mon = Monitoring::start("hosts", agent.port);
 
     let mut srv = cg.spawn(
         "web",
-        &mut peer_cmd(PEER, Some(&b), &["tcp-server", "0.0.0.0:0", "40"]),
+        &mut peer_cmd(PEER, Some(&b), &["tcp-server", "0.0.0.0:0", "41"]),
     );
     let port = srv.line("ready ");
+    // SERVFAIL: a name whose forwarder does not answer (unbound gives up after a while).
+    let mut servfail = cg.spawn("resolver-user", &mut dns.kdig("x.broken.test", "A"));
+    // Retransmits: a bulk transfer while the veth link goes down and up under it.
+    let mut bulk = cg.spawn(
+        "bulk",
+        &mut peer_cmd(
+            PEER,
+            Some(&a),
+            &[
+                "tcp-client",
+                &format!("{b4}:{port}"),
+                "1",
+                "1",
+                "300000000",
+                "10",
+            ],
+        ),
+    );
+    let veth = String::from_utf8(
+        Command::new("ip")
+            .args(["-n", &b, "-o", "link", "show", "type", "veth"])
+            .output()
+            .expect("ip")
+            .stdout,
+    )
+    .expect("utf-8");
+    let veth = veth
+        .split(':')
+        .nth(1)
+        .and_then(|n| n.trim().split('@').next())
+        .expect("veth name")
+        .to_string();
+    for _ in 0..3 {
+        thread::sleep(Duration::from_millis(30));
+        let _ = Command::new("ip")
+            .args(["-n", &b, "link", "set", &veth, "down"])
+            .status();
+        thread::sleep(Duration::from_millis(400));
+        let _ = Command::new("ip")
+            .args(["-n", &b, "link", "set", &veth, "up"])
+            .status();
+    }
+    bulk.wait_ok();
+    // Queries nobody answers (nothing listens on port 53 there).
+    for _ in 0..3 {
+        let mut q = cg.spawn(
+            "lost",
+            Command::new("ip").args([
+                "netns",
+                "exec",
+                &a,
+                "kdig",
+                "+retry=0",
+                "+timeout=1",
+                &format!("@{PUBLIC_IP}"),
+                "t.sockscope.test",
+                "A",
+            ]),
+        );
+        let _ = q.child.wait();
+    }
+    let _ = servfail.child.wait();
     let end = Instant::now() + Duration::from_secs(20);
     let mut hairpins = 0;
     while Instant::now() < end {
@@ -276,33 +455,26 @@ fn dns_storm_refused_connects_and_hairpin() {
     }));
     drop(srv);
 
+    for (file, title) in HOST_SCENARIO_PANELS {
+        mon.panel_returns_data(file, title);
+    }
+    // And the scenario's own series are there.
     for (file, title, workload) in [
-        ("overview.json", "TCP bytes sent/s by workload", "frontend"),
         (
             "overview.json",
             "Top talkers (bytes over the range)",
             "frontend",
         ),
-        ("overview.json", "Connections opened/s", "frontend"),
         ("overview.json", "Connect failures/s", "dialer"),
-        (
-            "dependencies.json",
-            "Remote hosts per workload (connections over the range)",
-            "frontend",
-        ),
+        ("overview.json", "Retransmitted segments/s", "bulk"),
         (
             "dependencies.json",
             "External (public) destinations",
             "frontend",
         ),
-        ("dns.json", "Queries/s by workload", "storm"),
-        ("dns.json", "Top qnames (queries over the range)", "storm"),
         ("dns.json", "NXDOMAIN ratio by workload", "storm"),
-        (
-            "dns.json",
-            "Failing names (NXDOMAIN/SERVFAIL over the range)",
-            "storm",
-        ),
+        ("dns.json", "SERVFAIL ratio by workload", "resolver-user"),
+        ("dns.json", "Timeouts/s by workload", "lost"),
         (
             "use-cases.json",
             "Hairpin traffic: our public names reached from inside",
@@ -336,7 +508,29 @@ fn database_shared_by_two_namespaces() {
     env.frontend(&shop);
     env.api.apply(billing.object(&env.net.a4, None, None));
     env.db(&db);
-    let agent = env.agent(&[]);
+    // OTLP on, to a receiver, so the health dashboard's OTLP panel has data.
+    let mut receiver = Command::new(PEER)
+        .args(["otlp-receiver", "grpc", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("receiver");
+    let mut out = std::io::BufReader::new(receiver.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("ready");
+    let endpoint = format!(
+        "http://127.0.0.1:{}",
+        line.trim().trim_start_matches("ready ")
+    );
+    thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let _receiver = Daemon(receiver);
+    let agent = env.agent(&[
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "grpc",
+        "--otlp-interval",
+        "1s",
+    ]);
     let mon = Monitoring::start("db", agent.port);
     let mut srv = env.cg.spawn(
         &db.cgroup,
@@ -368,6 +562,12 @@ fn database_shared_by_two_namespaces() {
             "invoicer",
         ),
     ]);
+    for (file, title) in KUBERNETES_SCENARIO_PANELS
+        .iter()
+        .chain(&[("health.json", "OTLP exports and failures/s")])
+    {
+        mon.panel_returns_data(file, title);
+    }
     let shared = mon.panel_has(
         "use-cases.json",
         "Databases shared by several namespaces",
