@@ -192,6 +192,19 @@ struct Monitoring {
 
 impl Drop for Monitoring {
     fn drop(&mut self) {
+        // Pictures of the dashboards from this run, when asked for (dashboards/render.py).
+        if let Some(out) = std::env::var_os("SOCKSCOPE_PICTURES") {
+            let python = std::env::var_os("SOCKSCOPE_VENV")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/cache/sockscope/venv"))
+                .join("bin/python");
+            let out = PathBuf::from(out).join(self.dir.file_name().unwrap_or_default());
+            let _ = Command::new(python)
+                .arg(repo().join("dashboards/render.py"))
+                .arg(format!("--prometheus=http://127.0.0.1:{}", self.prom))
+                .arg(format!("--out={}", out.display()))
+                .status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -447,6 +460,11 @@ fn dns_storm_refused_connects_and_hairpin() {
         ("SockscopeDNSNXDOMAINRatioHigh", "workload", "storm"),
         ("SockscopeTCPConnectFailuresHigh", "workload", "dialer"),
         ("SockscopeHairpinTraffic", "workload", "frontend"),
+        (
+            "SockscopeSeriesOverflow",
+            "metric",
+            "sockscope_dns_queries_total",
+        ),
     ]);
     assert!(alerts.iter().all(|a| {
         a["annotations"]["runbook"]
