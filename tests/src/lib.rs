@@ -649,3 +649,23 @@ pub fn kernel_cgroup_netns(dir: &Path) -> Vec<u64> {
     }
     found
 }
+
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters kept).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The virtualenv scripts/setup.sh makes (kubernetes-validate, PyYAML): $SOCKSCOPE_VENV or
+/// /var/cache/sockscope/venv.
+pub fn venv() -> PathBuf {
+    std::env::var_os("SOCKSCOPE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/sockscope/venv"))
+}

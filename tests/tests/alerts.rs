@@ -11,13 +11,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn venv_python() -> PathBuf {
-    std::env::var_os("SOCKSCOPE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/sockscope/venv"))
-        .join("bin/python")
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run");
     let text = format!(
@@ -39,7 +32,7 @@ fn rules_check_and_every_alert_fires_and_stays_quiet() {
         .arg(&rules));
     assert!(out.contains("SUCCESS"), "{out}");
     let tests = std::env::temp_dir().join(format!("sockscope-promtool-{}.yml", std::process::id()));
-    run(Command::new(venv_python())
+    run(Command::new(sockscope_tests::venv().join("bin/python"))
         .arg(repo().join("alerts/tests/build.py"))
         .arg(&rules)
         .arg(repo().join("alerts/tests/cases.yml"))
@@ -58,7 +51,7 @@ fn rules_check_and_every_alert_fires_and_stays_quiet() {
         "sockscope-promtool-broken-{}.yml",
         std::process::id()
     ));
-    run(Command::new(venv_python())
+    run(Command::new(sockscope_tests::venv().join("bin/python"))
         .arg(repo().join("alerts/tests/build.py"))
         .arg(&broken_rules)
         .arg(repo().join("alerts/tests/cases.yml"))

@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::Value;
-use sockscope_tests::{free_port, http_get};
+use sockscope_tests::{free_port, http_get, urlencode};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -45,17 +45,6 @@ pub fn fill(expr: &str) -> String {
         .replace("$workload", ".*")
         .replace("$own_hosts", "(.+\\\\.)?example\\\\.com")
         .replace("$endpoint", "old-discovery\\\\..*")
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

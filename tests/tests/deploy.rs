@@ -9,15 +9,10 @@ use std::{
 };
 
 use serde_json::Value;
+use sockscope_tests::venv;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn venv() -> PathBuf {
-    std::env::var_os("SOCKSCOPE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/sockscope/venv"))
 }
 
 fn render() -> String {

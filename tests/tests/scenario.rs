@@ -16,7 +16,7 @@ use sockscope_tests::{
     dns::DnsServer,
     free_port, http_get,
     kube::{Env, Pod},
-    peer_cmd,
+    peer_cmd, urlencode,
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
@@ -47,17 +47,6 @@ fn wait_ready(port: u16, path: &str) {
         assert!(Instant::now() < deadline, "not ready on {port}{path}");
         thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn repo() -> PathBuf {
@@ -194,10 +183,7 @@ impl Drop for Monitoring {
     fn drop(&mut self) {
         // Pictures of the dashboards from this run, when asked for (dashboards/render.py).
         if let Some(out) = std::env::var_os("SOCKSCOPE_PICTURES") {
-            let python = std::env::var_os("SOCKSCOPE_VENV")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/var/cache/sockscope/venv"))
-                .join("bin/python");
+            let python = sockscope_tests::venv().join("bin/python");
             let out = PathBuf::from(out).join(self.dir.file_name().unwrap_or_default());
             let _ = Command::new(python)
                 .arg(repo().join("dashboards/render.py"))
