@@ -50,10 +50,11 @@ def panel(pid, x, y, w, h, title, unit, kind, targets, description, legend="{{na
         "options": {},
     }
     for i, t in enumerate(targets):
-        expr, fmt = (t, None) if isinstance(t, str) else t
+        # A target is a query, or (query, legend) when its series need their own legend.
+        expr, own_legend = (t, None) if isinstance(t, str) else t
         target = {"refId": chr(65 + i), "datasource": DS, "expr": expr.replace("$sel", SEL),
-                  "legendFormat": legend}
-        if kind in ("table", "nodeGraph") or fmt == "table":
+                  "legendFormat": own_legend or legend}
+        if kind in ("table", "nodeGraph"):
             target.update({"format": "table", "instant": True, "range": False})
         p["targets"].append(target)
     if kind == "timeseries":
@@ -163,10 +164,10 @@ DNS = dashboard("sockscope-dns", "sockscope / DNS",
       ['topk(20, sum by (namespace, workload, qname, rcode) (increase(sockscope_dns_responses_total{$sel, rcode=~"NXDOMAIN|SERVFAIL"}[$__range])))'],
       "Which names fail, for whom.")],
     [("Latency p50/p90/p99", "s", "timeseries",
-      ['histogram_quantile(0.5, sum by (le) (rate(sockscope_dns_latency_seconds_bucket{$sel}[$__rate_interval])))',
-       'histogram_quantile(0.9, sum by (le) (rate(sockscope_dns_latency_seconds_bucket{$sel}[$__rate_interval])))',
-       'histogram_quantile(0.99, sum by (le) (rate(sockscope_dns_latency_seconds_bucket{$sel}[$__rate_interval])))'],
-      "Query leaving the socket to its response arriving, measured in the kernel.", "p"),
+      [('histogram_quantile(0.5, sum by (le) (rate(sockscope_dns_latency_seconds_bucket{$sel}[$__rate_interval])))', "p50"),
+       ('histogram_quantile(0.9, sum by (le) (rate(sockscope_dns_latency_seconds_bucket{$sel}[$__rate_interval])))', "p90"),
+       ('histogram_quantile(0.99, sum by (le) (rate(sockscope_dns_latency_seconds_bucket{$sel}[$__rate_interval])))', "p99")],
+      "Query leaving the socket to its response arriving, measured in the kernel."),
      ("Timeouts/s by workload", "reqps", "timeseries",
       ['sum by (namespace, workload) (rate(sockscope_dns_timeouts_total{$sel}[$__rate_interval]))'],
       "Queries without a response within sockscope's --dns-timeout.")],
@@ -223,9 +224,9 @@ HEALTH = dashboard("sockscope-health", "sockscope / Health",
       ['min by (instance) (sockscope_kubernetes_up{cluster=~"$cluster"})'],
       "1 when every watch streams (absent off Kubernetes).", "{{instance}}"),
      ("OTLP exports and failures/s", "ops", "timeseries",
-      ['sum(rate(sockscope_otlp_exports_total{cluster=~"$cluster"}[$__rate_interval]))',
-       'sum by (reason) (rate(sockscope_otlp_export_failures_total{cluster=~"$cluster"}[$__rate_interval]))'],
-      "Deliveries to the collector, and failed attempts by reason (absent without OTLP).", "{{reason}}")],
+      [('sum(rate(sockscope_otlp_exports_total{cluster=~"$cluster"}[$__rate_interval]))', "delivered"),
+       ('sum by (reason) (rate(sockscope_otlp_export_failures_total{cluster=~"$cluster"}[$__rate_interval]))', "failed: {{reason}}")],
+      "Deliveries to the collector, and failed attempts by reason (absent without OTLP).")],
 ])
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else HERE
