@@ -67,62 +67,36 @@ struct ErrorLabels {
     reason: String,
 }
 
-impl Droppable for QueryLabels {
-    fn drop_label(&mut self, name: &str) {
-        if !self.local.drop_label(name) {
-            match name {
-                "qname" => self.qname.clear(),
-                "qtype" => self.qtype.clear(),
-                _ => {}
+/// `Droppable` for a DNS label set: the local labels plus the named fields.
+macro_rules! droppable {
+    ($ty:ty { $($field:ident),+ }) => {
+        impl Droppable for $ty {
+            fn drop_label(&mut self, name: &str) {
+                if self.local.drop_label(name) {
+                    return;
+                }
+                $(
+                    if name == stringify!($field) {
+                        self.$field.clear();
+                    }
+                )+
+            }
+
+            fn local(&self) -> &LocalLabels {
+                &self.local
             }
         }
-    }
-
-    fn local(&self) -> &LocalLabels {
-        &self.local
-    }
+    };
 }
 
-impl Droppable for ResponseLabels {
-    fn drop_label(&mut self, name: &str) {
-        if !self.local.drop_label(name) {
-            match name {
-                "qname" => self.qname.clear(),
-                "qtype" => self.qtype.clear(),
-                "rcode" => self.rcode.clear(),
-                _ => {}
-            }
-        }
-    }
-
-    fn local(&self) -> &LocalLabels {
-        &self.local
-    }
-}
-
-impl Droppable for LatencyLabels {
-    fn drop_label(&mut self, name: &str) {
-        if !self.local.drop_label(name) && name == "rcode" {
-            self.rcode.clear();
-        }
-    }
-
-    fn local(&self) -> &LocalLabels {
-        &self.local
-    }
-}
-
-impl Droppable for ErrorLabels {
-    fn drop_label(&mut self, name: &str) {
-        if !self.local.drop_label(name) && name == "reason" {
-            self.reason.clear();
-        }
-    }
-
-    fn local(&self) -> &LocalLabels {
-        &self.local
-    }
-}
+droppable!(QueryLabels { qname, qtype });
+droppable!(ResponseLabels {
+    qname,
+    qtype,
+    rcode
+});
+droppable!(LatencyLabels { rcode });
+droppable!(ErrorLabels { reason });
 
 /// The labels family `family` exports for `labels` (some dropped), recorded for expiry; an
 /// aggregate over owners is kept alive by each of them.
@@ -134,11 +108,17 @@ fn exported<L: Droppable + std::hash::Hash + Eq>(
     labels: L,
     owner: (u64, Option<u128>),
 ) -> L {
-    let out = drops.apply(family, &labels).into_owned();
-    if out.local() != labels.local() {
-        expiry.touch(out.local(), owner.0, owner.1, std::time::Instant::now());
-    }
-    members.note(&out.local().clone(), &out);
+    // Cloned only when this family drops something.
+    let out = if drops.applies_to(family) {
+        let out = drops.apply(family, &labels).into_owned();
+        if out.local() != labels.local() {
+            expiry.touch(out.local(), owner.0, owner.1, std::time::Instant::now());
+        }
+        out
+    } else {
+        labels
+    };
+    members.note(out.local(), &out);
     out
 }
 

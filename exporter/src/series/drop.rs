@@ -115,6 +115,11 @@ impl Drops {
         }
     }
 
+    /// Whether family `family` (its registration name) drops any label.
+    pub fn applies_to(&self, family: &str) -> bool {
+        self.by_family.contains_key(family)
+    }
+
     /// `labels` as family `family` (its registration name) exports them: borrowed when
     /// nothing is dropped.
     pub fn apply<'a, L: Droppable>(&self, family: &str, labels: &'a L) -> std::borrow::Cow<'a, L> {

@@ -175,16 +175,20 @@ impl FlowMetrics {
             let (host, folded) = self.hosts.label(&labels.local.budget_scope(), host);
             labels.remote_host = host;
             expiry.touch(&labels.local, key.cgroup_id, local.pod_uid, now);
+            // Once per flow; families that drop labels note their own label sets below.
+            self.members.note(&labels.local, &labels);
             let overflow = &self.overflow;
             let (drops, members) = (&self.drops, &mut self.members);
             let mut add = |family: &CounterFamily, name: &str, v: u64| {
                 if v != 0 {
                     let exported = drops.apply(name, &labels);
-                    if exported.local != labels.local {
-                        // An aggregate over owners lives as long as one of them updates it.
-                        expiry.touch(&exported.local, key.cgroup_id, local.pod_uid, now);
+                    if let std::borrow::Cow::Owned(e) = &exported {
+                        if e.local != labels.local {
+                            // An aggregate over owners lives as long as one of them updates it.
+                            expiry.touch(&e.local, key.cgroup_id, local.pod_uid, now);
+                        }
+                        members.note(&e.local, e);
                     }
-                    members.note(&exported.local, &exported);
                     family.get_or_create(&exported).inc_by(v);
                     if folded {
                         overflow
