@@ -12,7 +12,7 @@
 //! ```
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -161,7 +161,7 @@ fn acceptor(t: &TlsFile) -> std::result::Result<tokio_rustls::TlsAcceptor, Strin
 /// (exporter-toolkit caches the same way). Keyed by user and a hash of the password given.
 #[derive(Default)]
 struct AuthCache {
-    ok: Mutex<HashMap<(String, u64), ()>>,
+    ok: Mutex<HashSet<(String, u64)>>,
 }
 
 const AUTH_CACHE_MAX: usize = 256;
@@ -176,35 +176,70 @@ fn password_key(password: &str) -> u64 {
     h.finish()
 }
 
-fn authorized(users: &BTreeMap<String, String>, cache: &AuthCache, value: Option<&str>) -> bool {
+/// What an `Authorization` header amounts to without running bcrypt.
+enum Auth {
+    /// A cached login.
+    Allowed,
+    /// Missing, malformed, or an unknown user.
+    Denied,
+    /// A known user whose password must be checked against its hash.
+    Verify {
+        password: String,
+        hash: String,
+        key: (String, u64),
+    },
+}
+
+fn check(users: &BTreeMap<String, String>, cache: &AuthCache, value: Option<&str>) -> Auth {
     let Some(encoded) = value.and_then(|v| v.strip_prefix("Basic ")) else {
-        return false;
+        return Auth::Denied;
     };
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
+        return Auth::Denied;
     };
     let Ok(text) = String::from_utf8(decoded) else {
-        return false;
+        return Auth::Denied;
     };
     let Some((user, password)) = text.split_once(':') else {
-        return false;
+        return Auth::Denied;
     };
     let Some(hash) = users.get(user) else {
-        return false;
+        return Auth::Denied;
     };
     let key = (user.to_string(), password_key(password));
-    if crate::lock(&cache.ok).contains_key(&key) {
-        return true;
+    if crate::lock(&cache.ok).contains(&key) {
+        return Auth::Allowed;
     }
-    if bcrypt::verify(password, hash).unwrap_or(false) {
-        let mut ok = crate::lock(&cache.ok);
-        if ok.len() >= AUTH_CACHE_MAX {
-            ok.clear();
-        }
-        ok.insert(key, ());
-        true
-    } else {
-        false
+    Auth::Verify {
+        password: password.to_string(),
+        hash: hash.clone(),
+        key,
+    }
+}
+
+/// bcrypt (deliberately slow: run it off the async workers); a success is cached.
+fn verify(cache: &AuthCache, password: &str, hash: &str, key: (String, u64)) -> bool {
+    if !bcrypt::verify(password, hash).unwrap_or(false) {
+        return false;
+    }
+    let mut ok = crate::lock(&cache.ok);
+    if ok.len() >= AUTH_CACHE_MAX {
+        ok.clear();
+    }
+    ok.insert(key);
+    true
+}
+
+#[cfg(test)]
+fn authorized(users: &BTreeMap<String, String>, cache: &AuthCache, value: Option<&str>) -> bool {
+    match check(users, cache, value) {
+        Auth::Allowed => true,
+        Auth::Denied => false,
+        Auth::Verify {
+            password,
+            hash,
+            key,
+        } => verify(cache, &password, &hash, key),
     }
 }
 
@@ -254,11 +289,18 @@ pub fn harden(router: Router, options: &WebOptions) -> Router {
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            // bcrypt is deliberately slow: off the async workers.
-            let ok =
-                tokio::task::spawn_blocking(move || authorized(&users, &cache, value.as_deref()))
+            // A cached login is a lookup; only a new one pays bcrypt, on a blocking thread.
+            let ok = match check(&users, &cache, value.as_deref()) {
+                Auth::Allowed => true,
+                Auth::Denied => false,
+                Auth::Verify {
+                    password,
+                    hash,
+                    key,
+                } => tokio::task::spawn_blocking(move || verify(&cache, &password, &hash, key))
                     .await
-                    .unwrap_or(false);
+                    .unwrap_or(false),
+            };
             if ok {
                 next.run(req).await
             } else {
