@@ -12,7 +12,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    Config, EVENT_DNS_MAP_FULL, EVENT_DNS_PENDING_EVICTED, EVENT_DNS_RINGBUF,
+    Config, EVENT_DNS_CGROUP_LIMIT, EVENT_DNS_MAP_FULL, EVENT_DNS_OVERFLOW_FULL,
+    EVENT_DNS_PENDING_EVICTED, EVENT_DNS_RINGBUF, EVENT_DNS_UNMATCHED,
     dns::{
         DNS_ANSWER_HEADER, DNS_ANSWER_MAX, DNS_ERR_BAD_LABEL, DNS_ERR_COMPRESSION,
         DNS_ERR_LABEL_PAST_PACKET, DNS_ERR_MULTIPLE_QUESTIONS, DNS_ERR_NAME_TOO_LONG,
@@ -20,14 +21,17 @@ use sockscope_common::{
         DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_KIND_ERROR, DNS_KIND_QUERY,
         DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT, DNS_LATENCY_BOUNDS_NS, DNS_NAME_MAX, DNS_NO_LATENCY,
         DnsAnswerEvent, DnsKey, DnsStats, HASH_SEED, PENDING_BUSY, PendingSlot, hash_finish,
-        hash_step, pending_slot, to_lower_word,
+        hash_step, node_dns_slot, pending_slot, to_lower_word,
     },
 };
 
+use aya_ebpf::maps::{HashMap, PerCpuHashMap};
+
 use crate::{
     maps::{
-        DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_NAMES, DNS_PENDING, DNS_SCRATCH, DnsScratch,
-        Upsert, add_u64, count_event, upsert,
+        DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_NAMES, DNS_OVERFLOW_0, DNS_OVERFLOW_1,
+        DNS_PENDING, DNS_ROOM_0, DNS_ROOM_1, DNS_SCRATCH, DnsScratch, NODE_DNS, Upsert, add_u64,
+        count_event, room_left, room_take, upsert,
     },
     packet::read,
 };
@@ -63,7 +67,7 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
         Err(reason) => {
             key.kind = DNS_KIND_ERROR;
             key.code = reason;
-            let _ = dns_add(cfg, &key, 0);
+            dns_add(cfg, &key, 0);
             return;
         }
     };
@@ -79,7 +83,11 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
     let slot = unsafe { &mut *slot };
     if egress {
         key.kind = DNS_KIND_QUERY;
-        let _ = dns_add(cfg, &key, 0);
+        if dns_add(cfg, &key, 0) != Placed::Folded {
+            // Names are registered by queries that keep their name: a response repeats its
+            // query's name, and the agent reads names right after the queries that use them.
+            register_name(s, q.name_hash);
+        }
         remember(cfg, slot, cookie, q.id, &key, now);
         return;
     }
@@ -89,17 +97,31 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
     key.bucket = DNS_NO_LATENCY;
     let mut latency = 0;
     let sent = unsafe { core::ptr::read_volatile(&slot.sent_ns) };
+    // A response belongs to a query only if the same socket sent that query with the same
+    // transaction id and question (RFC 5452 9.1): anything else, spoofed or late, names nothing.
     // Only the side whose swap succeeds ends the query: the agent's timeout sweep and newer
     // queries swap too, and a query must end as one latency sample or one timeout.
-    if slot.socket_cookie == cookie && slot.id == q.id && take(slot, sent) {
+    let matched = slot.socket_cookie == cookie
+        && slot.id == q.id
+        && slot.key.name_hash == q.name_hash
+        && slot.key.qtype == q.qtype
+        && take(slot, sent);
+    if matched {
         latency = now.saturating_sub(sent);
         key.bucket = bucket(latency);
     }
-    let first = dns_add(cfg, &key, latency);
-    // Forward answers on the first response of a key in this drain interval only (and then at
-    // most once per DNS_FORWARD_INTERVAL_NS per {cgroup, name, qtype}): repeats of a hot name
-    // cost no ring buffer work at all.
-    if first && q.rcode == 0 && q.ancount > 0 {
+    let placed = dns_add(cfg, &key, latency);
+    if q.rcode != 0 || q.ancount == 0 {
+        return;
+    }
+    if !matched {
+        count_event(EVENT_DNS_UNMATCHED);
+        return;
+    }
+    // Forward answers on the first response of a key in this drain interval (and then at most
+    // once per DNS_FORWARD_INTERVAL_NS per {cgroup, name, qtype}): repeats of a hot name cost
+    // no ring buffer work at all. A folded key has no "first": the rate limit alone decides.
+    if placed != Placed::Added {
         let limit_key = q.name_hash ^ cgroup_id.rotate_left(17) ^ ((q.qtype as u64) << 48);
         forward(ctx, cgroup_id, dns_off, limit_key, now);
     }
@@ -143,7 +165,7 @@ fn remember(cfg: &Config, slot: &mut PendingSlot, cookie: u64, id: u16, key: &Dn
             return;
         }
         if now.saturating_sub(sent) >= cfg.dns_timeout_ms as u64 * 1_000_000 {
-            let _ = dns_add(
+            dns_add(
                 cfg,
                 &DnsKey {
                     kind: DNS_KIND_TIMEOUT,
@@ -166,7 +188,8 @@ fn remember(cfg: &Config, slot: &mut PendingSlot, cookie: u64, id: u16, key: &Dn
     unsafe { atomic_xchg::<u64, { SeqCst }>(&mut slot.sent_ns, now) };
 }
 
-/// Parses header and question; makes sure the name is in `DNS_NAMES`.
+/// Parses header and question; the folded name is left in `s.name` (its length in
+/// `s.name_len`) for [`register_name`].
 #[inline(always)]
 fn parse(
     ctx: &SkBuffContext,
@@ -235,24 +258,6 @@ fn parse(
     }
     let words = name_len.div_ceil(8);
     let name_hash = fold_name(s, name_len, words);
-    // Names are registered by queries: a response repeats its query's name, and the agent
-    // reads names right after the queries that use them.
-    let seen = (name_hash >> 58) as usize & 63;
-    // SAFETY: looked up and copied at once.
-    if egress && s.seen[seen] != name_hash && unsafe { DNS_NAMES.get(&name_hash) }.is_none() {
-        // First sight of this name (or evicted): zero the words past it and store it.
-        let dst = s.name.wire.as_mut_ptr() as *mut u64;
-        for w in 0..DNS_NAME_MAX / 8 {
-            if w >= words {
-                // SAFETY: w < 32: inside the 256-byte array.
-                unsafe { core::ptr::write_unaligned(dst.add(w), 0) };
-            }
-        }
-        let _ = DNS_NAMES.insert(&name_hash, &s.name, 0);
-    }
-    if egress {
-        s.seen[seen] = name_hash;
-    }
     Ok(Question {
         id: u16::from_be_bytes([h[0], h[1]]),
         rcode: h[3] & 0x0f,
@@ -311,27 +316,96 @@ fn clamp_len(avail: u32, max: u32) -> u32 {
     m + 1
 }
 
-/// Adds one packet (and `sum_ns`) to `key` in the current generation's DNS map. Returns true
-/// when this created the key (its first packet in this drain interval).
+/// Makes sure the name parsed last (in `s.name`) is in `DNS_NAMES` under `name_hash`.
 #[inline(always)]
-fn dns_add(cfg: &Config, key: &DnsKey, sum_ns: u64) -> bool {
-    let map = if cfg.generation & 1 == 0 {
-        &DNS_0
+fn register_name(s: &mut DnsScratch, name_hash: u64) {
+    let seen = (name_hash >> 58) as usize & 63;
+    // SAFETY: looked up and copied at once.
+    if s.seen[seen] != name_hash && unsafe { DNS_NAMES.get(&name_hash) }.is_none() {
+        // First sight of this name (or evicted): zero the words past it and store it.
+        // SAFETY: this CPU's scratch value; read as in `parse`.
+        let words = (unsafe { core::ptr::read_volatile(&s.name_len) } as usize).div_ceil(8);
+        let dst = s.name.wire.as_mut_ptr() as *mut u64;
+        for w in 0..DNS_NAME_MAX / 8 {
+            if w >= words {
+                // SAFETY: w < 32: inside the 256-byte array.
+                unsafe { core::ptr::write_unaligned(dst.add(w), 0) };
+            }
+        }
+        let _ = DNS_NAMES.insert(&name_hash, &s.name, 0);
+    }
+    s.seen[seen] = name_hash;
+}
+
+/// Where [`dns_add`] put a count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// A new key of the DNS map (its first packet in this drain interval).
+    Created,
+    /// An existing key of the DNS map.
+    Added,
+    /// The cgroup's DNS overflow entry or the node-wide one: name and type not kept.
+    Folded,
+}
+
+/// Adds one packet (and `sum_ns`) to `key` in the current generation's DNS maps: the DNS map
+/// if the key is there or fits (and its cgroup has room left), else the cgroup's overflow
+/// entry (name and type dropped), else the node-wide entry. Never drops the count.
+#[inline(always)]
+fn dns_add(cfg: &Config, key: &DnsKey, sum_ns: u64) -> Placed {
+    if cfg.generation & 1 == 0 {
+        dns_add_into(&DNS_0, &DNS_ROOM_0, &DNS_OVERFLOW_0, cfg, key, sum_ns)
     } else {
-        &DNS_1
-    };
+        dns_add_into(&DNS_1, &DNS_ROOM_1, &DNS_OVERFLOW_1, cfg, key, sum_ns)
+    }
+}
+
+#[inline(always)]
+fn dns_add_into(
+    map: &PerCpuHashMap<DnsKey, DnsStats>,
+    room: &HashMap<u64, u64>,
+    overflow: &PerCpuHashMap<DnsKey, DnsStats>,
+    cfg: &Config,
+    key: &DnsKey,
+    sum_ns: u64,
+) -> Placed {
     let init = DnsStats { count: 1, sum_ns };
-    let done = upsert(map, key, &init, |v| {
+    let add = |v: *mut DnsStats| {
         // SAFETY: `v` is this CPU's slot of a live map value.
         unsafe {
             add_u64(core::ptr::addr_of_mut!((*v).count), 1);
             add_u64(core::ptr::addr_of_mut!((*v).sum_ns), sum_ns);
         }
-    });
-    if done == Upsert::Full {
-        count_event(EVENT_DNS_MAP_FULL);
+    };
+    if let Some(v) = map.get_ptr_mut(key) {
+        add(v);
+        return Placed::Added;
     }
-    done == Upsert::Created
+    let reason = if room_left(room, key.cgroup_id, cfg.max_dns_per_cgroup) {
+        match upsert(map, key, &init, add) {
+            Upsert::Created => {
+                room_take(room, key.cgroup_id);
+                return Placed::Created;
+            }
+            Upsert::Added => return Placed::Added,
+            Upsert::Full => EVENT_DNS_MAP_FULL,
+        }
+    } else {
+        EVENT_DNS_CGROUP_LIMIT
+    };
+    count_event(reason);
+    let folded = DnsKey {
+        name_hash: 0,
+        qtype: 0,
+        ..*key
+    };
+    if upsert(overflow, &folded, &init, add) == Upsert::Full {
+        count_event(EVENT_DNS_OVERFLOW_FULL);
+        if let Some(v) = NODE_DNS.get_ptr_mut(node_dns_slot(key.kind, key.code, key.bucket)) {
+            add(v);
+        }
+    }
+    Placed::Folded
 }
 
 /// Sends the DNS message to the agent, at most once per interval per {cgroup, name, qtype}.

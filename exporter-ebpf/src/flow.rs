@@ -1,50 +1,96 @@
 //! Flow aggregation: the one place where counts enter the flow maps.
 
 use sockscope_common::{
-    CONFIG_PROCESS_LABEL, EVENT_CLOSE_FLUSH_LOST, EVENT_FLOW_MAP_FULL, FlowKey, FlowStats,
-    PHASE_CONNECTING, SockState,
+    CONFIG_PROCESS_LABEL, Config, EVENT_CLOSE_FLUSH_LOST, EVENT_FLOW_CGROUP_LIMIT, EVENT_FLOW_LOST,
+    EVENT_FLOW_MAP_FULL, EVENT_FLOW_OVERFLOW_FULL, FlowKey, FlowStats, OverflowKey,
+    PHASE_CONNECTING, SockState, node_flow_slot,
 };
-
-use sockscope_common::Config;
 
 use core::ptr::addr_of_mut;
 
-use crate::maps::{FLOWS_0, FLOWS_1, Upsert, add_u64, count_event, upsert};
+use aya_ebpf::maps::{HashMap, PerCpuHashMap};
 
-/// Adds `delta` to the flow `key` in the map of the current generation.
-/// Returns false if the flow could not be created (map full).
+use crate::maps::{
+    FLOW_OVERFLOW_0, FLOW_OVERFLOW_1, FLOW_ROOM_0, FLOW_ROOM_1, FLOWS_0, FLOWS_1, NODE_FLOWS,
+    Upsert, add_u64, count_event, room_left, room_take, upsert,
+};
+
+/// Adds `delta` to the flow `key` in the maps of the current generation: the flow map if the
+/// flow is there or fits (and its cgroup has room left), else the cgroup's overflow entry,
+/// else the node-wide entry. A delta is never dropped: returns false only if even the
+/// node-wide array slot could not be had, which cannot happen.
 #[inline(always)]
 pub fn flow_add(cfg: &Config, key: &FlowKey, delta: &FlowStats) -> bool {
     // Both generations get their own call sites so the verifier sees a constant map per call.
     if cfg.generation & 1 == 0 {
-        add_into(&FLOWS_0, key, delta)
+        add_into(&FLOWS_0, &FLOW_ROOM_0, &FLOW_OVERFLOW_0, cfg, key, delta)
     } else {
-        add_into(&FLOWS_1, key, delta)
+        add_into(&FLOWS_1, &FLOW_ROOM_1, &FLOW_OVERFLOW_1, cfg, key, delta)
+    }
+}
+
+/// Adds every counter of `delta` into a map value.
+#[inline(always)]
+fn add_stats(v: *mut FlowStats, delta: &FlowStats) {
+    // SAFETY: `v` is this CPU's slot of a live map value.
+    unsafe {
+        add_u64(addr_of_mut!((*v).sent_bytes), delta.sent_bytes);
+        add_u64(addr_of_mut!((*v).received_bytes), delta.received_bytes);
+        add_u64(addr_of_mut!((*v).opened), delta.opened);
+        add_u64(addr_of_mut!((*v).closed), delta.closed);
+        add_u64(addr_of_mut!((*v).connect_failures), delta.connect_failures);
+        add_u64(addr_of_mut!((*v).retransmits), delta.retransmits);
     }
 }
 
 #[inline(always)]
 fn add_into(
-    map: &aya_ebpf::maps::PerCpuHashMap<FlowKey, FlowStats>,
+    flows: &PerCpuHashMap<FlowKey, FlowStats>,
+    room: &HashMap<u64, u64>,
+    overflow: &PerCpuHashMap<OverflowKey, FlowStats>,
+    cfg: &Config,
     key: &FlowKey,
     delta: &FlowStats,
 ) -> bool {
-    let added = upsert(map, key, delta, |v| {
-        // SAFETY: `v` is this CPU's slot of a live map value.
-        unsafe {
-            add_u64(addr_of_mut!((*v).sent_bytes), delta.sent_bytes);
-            add_u64(addr_of_mut!((*v).received_bytes), delta.received_bytes);
-            add_u64(addr_of_mut!((*v).opened), delta.opened);
-            add_u64(addr_of_mut!((*v).closed), delta.closed);
-            add_u64(addr_of_mut!((*v).connect_failures), delta.connect_failures);
-            add_u64(addr_of_mut!((*v).retransmits), delta.retransmits);
-        }
-    });
-    if added == Upsert::Full {
-        count_event(EVENT_FLOW_MAP_FULL);
-        return false;
+    // The common case: the flow is already in this interval's map.
+    if let Some(v) = flows.get_ptr_mut(key) {
+        add_stats(v, delta);
+        return true;
     }
-    true
+    let reason = if room_left(room, key.cgroup_id, cfg.max_flows_per_cgroup) {
+        match upsert(flows, key, delta, |v| add_stats(v, delta)) {
+            Upsert::Created => {
+                room_take(room, key.cgroup_id);
+                return true;
+            }
+            Upsert::Added => return true,
+            Upsert::Full => EVENT_FLOW_MAP_FULL,
+        }
+    } else {
+        EVENT_FLOW_CGROUP_LIMIT
+    };
+    count_event(reason);
+    let folded = OverflowKey {
+        cgroup_id: key.cgroup_id,
+        comm: key.comm,
+        role: key.role,
+        proto: key.proto,
+        _pad: [0; 6],
+    };
+    if upsert(overflow, &folded, delta, |v| add_stats(v, delta)) != Upsert::Full {
+        return true;
+    }
+    count_event(EVENT_FLOW_OVERFLOW_FULL);
+    match NODE_FLOWS.get_ptr_mut(node_flow_slot(key.proto, key.role)) {
+        Some(v) => {
+            add_stats(v, delta);
+            true
+        }
+        None => {
+            count_event(EVENT_FLOW_LOST);
+            false
+        }
+    }
 }
 
 /// The flow key of a socket's state.
@@ -93,8 +139,8 @@ pub fn payload_totals(st: &SockState, c: &TcpCounters) -> (u64, u64) {
 /// Moves everything the socket has not yet reported into its flow: byte deltas since the last
 /// flush (if `counters` is given), a pending "opened", and the `events` passed in.
 ///
-/// If the flow map is full the byte deltas and the pending open stay on the socket and are
-/// retried at the next flush; only at close (`closing`) are they lost, and counted as lost.
+/// A flow that does not fit the flow map lands in its cgroup's overflow entry (see
+/// [`flow_add`]), at close as at any other flush, so nothing is left pending for lack of room.
 #[inline(always)]
 pub fn flush_tcp(
     cfg: &Config,
@@ -118,7 +164,7 @@ pub fn flush_tcp(
     if !locked && !closing {
         return;
     }
-    flush_locked(cfg, st, counters, events, closing);
+    flush_locked(cfg, st, counters, events);
     if locked {
         seq_unlock(st);
     }
@@ -130,7 +176,6 @@ fn flush_locked(
     st: &mut SockState,
     counters: Option<&TcpCounters>,
     events: &FlowStats,
-    closing: bool,
 ) {
     let mut delta = *events;
     let mut totals = (st.sent_reported, st.received_reported);
@@ -157,8 +202,6 @@ fn flush_locked(
             st.received_reported = totals.1;
         }
         st.open_pending = 0;
-    } else if closing {
-        count_event(EVENT_CLOSE_FLUSH_LOST);
     }
 }
 

@@ -4,13 +4,14 @@ use aya_ebpf::{
     bindings::{BPF_F_CLONE, BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
     helpers::generated::bpf_sk_storage_get,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use sockscope_common::{
-    CGROUP_NETNS_CAPACITY, Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey, FlowStats, SockState,
+    CGROUP_NETNS_CAPACITY, Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey, FlowStats,
+    NODE_FLOW_SLOTS, OVERFLOW_MAP_CAPACITY, OverflowKey, SockState,
     dns::{
-        DNS_ANSWERS_BYTES, DNS_MAP_CAPACITY, DNS_NAMES_CAPACITY, DNS_PENDING_SLOTS, DnsKey,
-        DnsName, DnsStats, PendingSlot,
+        DNS_ANSWERS_BYTES, DNS_MAP_CAPACITY, DNS_NAMES_CAPACITY, DNS_OVERFLOW_CAPACITY,
+        DNS_PENDING_SLOTS, DnsKey, DnsName, DnsStats, NODE_DNS_SLOTS, PendingSlot,
     },
 };
 
@@ -29,6 +30,33 @@ pub static FLOWS_0: PerCpuHashMap<FlowKey, FlowStats> =
 pub static FLOWS_1: PerCpuHashMap<FlowKey, FlowStats> =
     PerCpuHashMap::with_max_entries(FLOW_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
+/// Per-cgroup overflow of the flow maps, generation 0 (see `sockscope_common::OverflowKey`).
+/// Sizes of every generation-flipped map are set by the agent at load (`--flow-map-size`,
+/// `--overflow-map-size`, `--dns-map-size`); the values here are the defaults.
+#[map]
+pub static FLOW_OVERFLOW_0: PerCpuHashMap<OverflowKey, FlowStats> =
+    PerCpuHashMap::with_max_entries(OVERFLOW_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Per-cgroup overflow of the flow maps, generation 1.
+#[map]
+pub static FLOW_OVERFLOW_1: PerCpuHashMap<OverflowKey, FlowStats> =
+    PerCpuHashMap::with_max_entries(OVERFLOW_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Flow entries created per cgroup, generation 0. Shared between CPUs (one counter per cgroup,
+/// atomically incremented): only touched when a flow is created, never per packet.
+#[map]
+pub static FLOW_ROOM_0: HashMap<u64, u64> =
+    HashMap::with_max_entries(OVERFLOW_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Flow entries created per cgroup, generation 1.
+#[map]
+pub static FLOW_ROOM_1: HashMap<u64, u64> =
+    HashMap::with_max_entries(OVERFLOW_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Node-wide flow totals by protocol and role, the last resort (never emptied).
+#[map]
+pub static NODE_FLOWS: PerCpuArray<FlowStats> = PerCpuArray::with_max_entries(NODE_FLOW_SLOTS, 0);
+
 /// DNS counts, generation 0. Per-CPU like the flow maps: a hot name's counters are then never
 /// shared between CPUs (a query leaves on one CPU, its response lands on another).
 #[map]
@@ -39,6 +67,30 @@ pub static DNS_0: PerCpuHashMap<DnsKey, DnsStats> =
 #[map]
 pub static DNS_1: PerCpuHashMap<DnsKey, DnsStats> =
     PerCpuHashMap::with_max_entries(DNS_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Per-cgroup overflow of the DNS maps, generation 0: keys without name and type.
+#[map]
+pub static DNS_OVERFLOW_0: PerCpuHashMap<DnsKey, DnsStats> =
+    PerCpuHashMap::with_max_entries(DNS_OVERFLOW_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Per-cgroup overflow of the DNS maps, generation 1.
+#[map]
+pub static DNS_OVERFLOW_1: PerCpuHashMap<DnsKey, DnsStats> =
+    PerCpuHashMap::with_max_entries(DNS_OVERFLOW_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// DNS keys created per cgroup, generation 0.
+#[map]
+pub static DNS_ROOM_0: HashMap<u64, u64> =
+    HashMap::with_max_entries(DNS_OVERFLOW_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// DNS keys created per cgroup, generation 1.
+#[map]
+pub static DNS_ROOM_1: HashMap<u64, u64> =
+    HashMap::with_max_entries(DNS_OVERFLOW_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Node-wide DNS totals by kind, code and latency bucket, the last resort (never emptied).
+#[map]
+pub static NODE_DNS: PerCpuArray<DnsStats> = PerCpuArray::with_max_entries(NODE_DNS_SLOTS, 0);
 
 /// Question names by hash, written on first sight; the agent reads the names it does not know.
 #[map]
@@ -91,6 +143,25 @@ pub static CGROUP_NETNS: LruHashMap<u64, u64> =
 /// Per CPU, the last {cgroup, netns cookie} pair recorded in `CGROUP_NETNS`.
 #[map]
 pub static LAST_NETNS: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU word for [`launder`].
+#[map]
+pub static LAUNDER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// `v & mask`, with the verifier's knowledge of `v` reduced to that mask: the value goes through
+/// map memory, which the verifier cannot see into. Paths that reach the same point with
+/// different but equally safe values (an IPv6 transport offset after 0 to 6 extension headers)
+/// then share one verifier state, instead of everything after them being verified once per
+/// path. `None` only if the per-CPU slot is missing, which cannot happen.
+#[inline(always)]
+pub fn launder(v: u32, mask: u32) -> Option<u32> {
+    let p = LAUNDER.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot of a live per-CPU array; written and read back at once.
+    unsafe {
+        core::ptr::write_volatile(p, v);
+        Some(core::ptr::read_volatile(p) & mask)
+    }
+}
 
 /// Dropped/failed event counters, indexed by `EVENT_*`.
 #[map]
@@ -158,17 +229,49 @@ pub fn config() -> Config {
     }
 }
 
-/// Increments one event counter.
+/// Increments one event counter. Atomically: the slot is this CPU's, but a program in process
+/// context (egress from sendmsg) can be interrupted by a softirq's program counting the same
+/// event, and a plain increment would lose one of the two.
 #[inline(always)]
 pub fn count_event(index: u32) {
     if let Some(v) = EVENTS.get_ptr_mut(index) {
-        // Per-CPU slot: no other program writes it concurrently.
-        unsafe { *v += 1 };
+        // SAFETY: a slot of a live per-CPU array.
+        unsafe { add_u64(v, 1) };
     }
 }
 
 /// `BPF_NOEXIST`: insert only if absent.
 const NOEXIST: u64 = 1;
+
+/// Whether cgroup `cgroup_id` may still create entries in a map whose per-cgroup counter map
+/// is `room`: below `max` created this generation (`max` 0: no limit).
+#[inline(always)]
+pub fn room_left(room: &HashMap<u64, u64>, cgroup_id: u64, max: u32) -> bool {
+    if max == 0 {
+        return true;
+    }
+    // SAFETY: copied out at once.
+    match unsafe { room.get(&cgroup_id) } {
+        Some(n) => *n < max as u64,
+        None => true,
+    }
+}
+
+/// Notes one entry created by `cgroup_id`. Concurrent creators on other CPUs may overshoot the
+/// limit by one entry each; the limit is a share, not an exact bound.
+#[inline(always)]
+pub fn room_take(room: &HashMap<u64, u64>, cgroup_id: u64) {
+    for _ in 0..2 {
+        if let Some(n) = room.get_ptr_mut(&cgroup_id) {
+            // SAFETY: a value of a live map, shared by CPUs: atomic.
+            unsafe { add_u64(n, 1) };
+            return;
+        }
+        if room.insert(&cgroup_id, &1, NOEXIST).is_ok() {
+            return;
+        }
+    }
+}
 
 /// What [`upsert`] did.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -36,9 +36,15 @@ pub struct Headers {
     pub proto: u8,
 }
 
-/// Parses the IP header with one read of the fixed header. `None` for non-IP packets; IPv6
-/// packets whose next header is an extension header report that header as `proto` (the
-/// transport header is then not at a fixed offset, and callers skip the packet).
+/// IPv6 extension headers walked before giving up on a packet (RFC 8200 4.1 recommends at
+/// most one of each, in a fixed order: hop-by-hop, destination, routing, fragment, AH,
+/// destination).
+const IPV6_MAX_EXTENSIONS: usize = 6;
+
+/// Parses the IP header with one read of the fixed header, then walks IPv6 extension headers
+/// (hop-by-hop, routing, fragment, destination options, AH) to the transport header. `None`
+/// for non-IP packets, an IPv4 header length below 20, and headers that end past the packet
+/// or chain more than [`IPV6_MAX_EXTENSIONS`] extensions.
 ///
 /// Reads are whole headers, never single bytes: LLVM turns `p + 1 <= end` into `p < end`,
 /// which the verifier does not accept as a bounds check.
@@ -63,15 +69,58 @@ pub fn ip_headers(ctx: &SkBuffContext) -> Option<Headers> {
         let mut dst = [0u8; 16];
         src.copy_from_slice(&h[8..24]);
         dst.copy_from_slice(&h[24..40]);
+        let mut next = h[6];
+        let mut off: u32 = 40;
+        for _ in 0..IPV6_MAX_EXTENSIONS {
+            // Every extension header starts with {next header, length}; the length's unit is
+            // 8 bytes past the first 8, except AH's (4 bytes past the first 8, RFC 4302) and the
+            // fragment header's (always 8 bytes).
+            let step = match next {
+                IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => 8,
+                IPPROTO_FRAGMENT => 0,
+                IPPROTO_AH => 4,
+                _ => break,
+            };
+            // Every extension header is at least 8 bytes: 4 are always there.
+            let e: [u8; 4] = read(ctx, off as usize)?;
+            if step == 0 && u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
+                // A fragment other than the first: no transport header follows.
+                return None;
+            }
+            next = e[0];
+            off += match step {
+                8 => (e[1] as u32 + 1) * 8,
+                4 => (e[1] as u32 + 2) * 4,
+                _ => 8,
+            };
+        }
+        if is_extension(next) {
+            return None;
+        }
         Some(Headers {
             src_addr: src,
             dst_addr: dst,
-            l4_offset: 40,
-            proto: h[6],
+            // At most 40 + 6 * 2048 bytes: inside the mask, which keeps packet offsets bounded.
+            l4_offset: crate::maps::launder(off, 0x3fff)?,
+            proto: next,
         })
     } else {
         None
     }
+}
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+#[inline(always)]
+fn is_extension(next: u8) -> bool {
+    matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_AH | IPPROTO_DSTOPTS
+    )
 }
 
 pub const TCP_FIN: u8 = 0x01;

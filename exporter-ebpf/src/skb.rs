@@ -20,7 +20,7 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED,
+    CONFIG_TEST_RUN, Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED,
     PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState, dns::DNS_PORT,
 };
 
@@ -55,13 +55,36 @@ fn try_skb(ctx: &SkBuffContext, egress: bool) {
     if sk.is_null() {
         return;
     }
-    let protocol = unsafe { (*sk).protocol };
-    if protocol == PROTO_TCP as u32 {
+    // Type and protocol both: a raw socket (SOCK_RAW) may carry protocol 6 or 17 and craft
+    // any header; only real TCP and UDP sockets are counted.
+    let (kind, protocol) = unsafe { ((*sk).type_, (*sk).protocol) };
+    let proto = if kind == SOCK_STREAM && protocol == PROTO_TCP as u32 {
+        PROTO_TCP
+    } else if kind == SOCK_DGRAM && protocol == PROTO_UDP as u32 {
+        PROTO_UDP
+    } else if kind == 0 && protocol == 0 && config().flags & CONFIG_TEST_RUN != 0 {
+        // BPF_PROG_TEST_RUN's dummy socket (net/bpf/test_run.c, `bpf_prog_test_run_skb()`):
+        // only tests set this flag, to run crafted packets through the real parsers.
+        match ip_headers(ctx) {
+            Some(h) => h.proto,
+            None => {
+                count_event(EVENT_PACKET_UNPARSED);
+                return;
+            }
+        }
+    } else {
+        return;
+    };
+    if proto == PROTO_TCP {
         tcp_packet(ctx, sk, egress);
-    } else if protocol == PROTO_UDP as u32 {
+    } else if proto == PROTO_UDP {
         udp_packet(ctx, sk, egress);
     }
 }
+
+/// `SOCK_STREAM` and `SOCK_DGRAM` (include/linux/net.h).
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
 
 #[inline(always)]
 fn cgroup_id(ctx: &SkBuffContext) -> u64 {

@@ -14,7 +14,9 @@ use sockscope::{
         otlp::{Temporality, encode::Encoder, snapshot},
     },
     identity::{Identity, hosts::HostCache},
-    series::{budget::Overflow, expiry::Expiry, flows::FlowMetrics, labels::LabelOptions},
+    series::{
+        Budgets, budget::Overflow, expiry::Expiry, flows::FlowMetrics, labels::LabelOptions,
+    },
 };
 use sockscope_common::{FlowKey, FlowStats, PROTO_TCP, ROLE_CLIENT, v4_mapped};
 
@@ -42,7 +44,11 @@ fn main() {
                 process: false,
                 remote_ip: true,
             },
-            50,
+            // Every flow has its own peer address: no budget folds any of them.
+            Budgets {
+                remote_ips: usize::MAX,
+                ..Budgets::default()
+            },
             Overflow::default(),
         );
         let mut identity = Identity::new(
@@ -74,6 +80,7 @@ fn main() {
             .collect();
         flows.fold(
             &keys,
+            &[],
             &mut identity,
             &mut Expiry::new(Duration::from_secs(300)),
         );

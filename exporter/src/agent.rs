@@ -17,7 +17,7 @@ use crate::{
     config::Config,
     dns::{Answers, spawn_reader},
     drain::Drainer,
-    ebpf::{Kernel, KernelOptions, preflight, privileges},
+    ebpf::{Kernel, KernelOptions, MapSizes, preflight, privileges},
     error::{Error, Result},
     export::{
         format::render,
@@ -46,12 +46,24 @@ pub struct Started {
     at: std::time::SystemTime,
 }
 
+/// The map sizes the flags ask for.
+fn sizes(config: &Config) -> MapSizes {
+    MapSizes {
+        flows: config.flow_map_size,
+        flows_per_cgroup: config.max_flows_per_cgroup,
+        dns: config.dns_map_size,
+        dns_per_cgroup: config.max_dns_keys_per_cgroup,
+        overflow: config.overflow_map_size,
+    }
+}
+
 /// The privileged part, on the main thread before any other thread exists: checks, the
 /// listener, loading and attaching, then dropping the capabilities nothing needs any more
 /// (capabilities are per thread; threads started later inherit the reduced set).
 pub fn start(config: &Config) -> Result<Started> {
     let at = std::time::SystemTime::now();
     crate::config::check(config).map_err(Error::Config)?;
+    crate::fault::arm(crate::fault::parse(&config.faults).map_err(Error::Config)?);
     let otlp = otlp::Options::resolve(&config.otlp_settings()).map_err(Error::Config)?;
     preflight::check_privileges()?;
     preflight::check_btf()?;
@@ -92,6 +104,7 @@ pub fn start(config: &Config) -> Result<Started> {
         KernelOptions {
             process_label: config.label_process,
             dns_timeout: config.dns_timeout,
+            sizes: sizes(config),
         },
     )?;
     if config.keep_capabilities {
@@ -157,7 +170,11 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         },
         Budgets {
             qnames: config.max_qnames_per_workload as usize,
+            qtypes: config.max_qtypes_per_workload as usize,
             remote_hosts: config.max_remote_hosts_per_workload as usize,
+            ports: config.max_ports_per_workload as usize,
+            processes: config.max_processes_per_workload as usize,
+            remote_ips: config.max_remote_ips_per_workload as usize,
         },
         config.series_expiry,
         cluster.is_some(),
@@ -169,15 +186,8 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
     series
         .agent
         .set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));
-    for name in sockscope_common::FLOW_MAP_NAMES {
-        series
-            .agent
-            .set_map_capacity(name, sockscope_common::FLOW_MAP_CAPACITY);
-    }
-    for name in sockscope_common::dns::DNS_MAP_NAMES {
-        series
-            .agent
-            .set_map_capacity(name, sockscope_common::dns::DNS_MAP_CAPACITY);
+    for (name, size) in sizes(&config).maps() {
+        series.agent.set_map_capacity(name, size);
     }
     series.agent.set_map_capacity(
         sockscope_common::dns::DNS_PENDING_MAP,
@@ -197,8 +207,9 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         root.mount.clone(),
         root.attach.clone(),
         maps.cgroup_netns.take(),
-        HostCache::new(
+        HostCache::with_bytes(
             config.dns_cache_size as usize,
+            usize::try_from(config.dns_cache_memory).unwrap_or(usize::MAX),
             config.dns_ttl_min,
             config.dns_ttl_max,
         ),

@@ -12,6 +12,7 @@ pub mod drain;
 pub mod ebpf;
 pub mod error;
 pub mod export;
+pub mod fault;
 pub mod identity;
 pub mod kubernetes;
 pub mod series;

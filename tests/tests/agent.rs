@@ -106,13 +106,33 @@ fn endpoints_and_formats() {
     }
     assert_eq!(
         m.sum("sockscope_bpf_map_capacity", &[("map", "FLOWS_0")]),
-        16384.0
+        sockscope_common::FLOW_MAP_CAPACITY as f64
+    );
+    assert_eq!(
+        m.sum("sockscope_bpf_map_capacity", &[("map", "FLOW_OVERFLOW_1")]),
+        sockscope_common::OVERFLOW_MAP_CAPACITY as f64
     );
     assert!(m.sum("sockscope_drain_duration_seconds_count", &[]) >= 1.0);
-    assert_eq!(
-        m.matching("sockscope_events_lost_total", &[]).count(),
-        sockscope_common::EVENT_COUNT as usize
-    );
+    // Every lost and folded source is present from the start (zero), each in its family.
+    use sockscope_common::{EVENTS, EventKind};
+    for (kind, family) in [
+        (EventKind::Lost, "sockscope_events_lost_total"),
+        (EventKind::Folded, "sockscope_events_folded_total"),
+    ] {
+        let want: Vec<&str> = EVENTS
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, n)| *n)
+            .collect();
+        let mut got: Vec<&str> = m
+            .matching(family, &[])
+            .map(|(l, _)| l["source"].as_str())
+            .collect();
+        got.sort_unstable();
+        let mut want = want;
+        want.sort_unstable();
+        assert_eq!(got, want, "{family}");
+    }
 
     // promtool lints the scraped exposition (exit 0 and no complaints).
     promtool_check_metrics(&body);

@@ -244,7 +244,7 @@ fn concurrent_scrape_cap() {
     let tag = format!("sscap{}", std::process::id() % 10000);
     sh(
         &format!(
-            "ip netns add {tag} && ip -n {tag} link set lo up && ip -n {tag} route add local 10.200.0.0/16 dev lo table local"
+            "ip netns add {tag} && ip -n {tag} link set lo up && ip -n {tag} route add local 10.200.0.0/14 dev lo table local"
         ),
         Path::new("/"),
     );
@@ -256,10 +256,20 @@ fn concurrent_scrape_cap() {
     }
     let _ns = Ns(tag.clone());
     let cg = TestCgroup::new("web-cap");
+    // Budgets and the per-cgroup flow share opened up: 20,000 peers of one workload, each
+    // its own series, however fast the spray.
     let agent = Agent::start(
         PEER,
         &cg.root,
-        &["--label-remote-ip", "--web-max-requests", "1"],
+        &[
+            "--label-remote-ip",
+            "--web-max-requests",
+            "1",
+            "--max-remote-ips-per-workload",
+            "100000",
+            "--max-flows-per-cgroup",
+            "65536",
+        ],
     );
     let mut spray = cg.spawn(
         "spray",

@@ -84,12 +84,54 @@ pub const DNS_ERR_NAMES: [&str; DNS_ERR_COUNT] = [
 
 /// Names of the DNS maps, by generation (flipped and drained with the flow maps).
 pub const DNS_MAP_NAMES: [&str; 2] = ["DNS_0", "DNS_1"];
-/// Distinct DNS keys each DNS map holds between two drains.
-pub const DNS_MAP_CAPACITY: u32 = 8192;
+/// Default number of distinct DNS keys each DNS map holds between two drains (`--dns-map-size`).
+pub const DNS_MAP_CAPACITY: u32 = 16384;
+/// Default DNS keys one cgroup may create per generation (`--max-dns-keys-per-cgroup`); further
+/// keys fold into its DNS overflow entries.
+pub const DNS_KEYS_PER_CGROUP: u32 = 2048;
+/// Per-cgroup DNS overflow maps, by generation: [`DnsKey`]s with `name_hash` and `qtype` 0,
+/// so a cgroup's counts stay exact whatever names it asks for.
+pub const DNS_OVERFLOW_NAMES: [&str; 2] = ["DNS_OVERFLOW_0", "DNS_OVERFLOW_1"];
+/// Default size of each DNS overflow map (`--overflow-map-size` for DNS).
+pub const DNS_OVERFLOW_CAPACITY: u32 = 8192;
+/// DNS keys each cgroup created in the current generation.
+pub const DNS_ROOM_NAMES: [&str; 2] = ["DNS_ROOM_0", "DNS_ROOM_1"];
+/// Node-wide DNS totals when the DNS overflow map is full too: per CPU, never emptied.
+pub const NODE_DNS_MAP: &str = "NODE_DNS";
+/// Slots of [`NODE_DNS_MAP`]: see [`node_dns_slot`].
+pub const NODE_DNS_SLOTS: u32 = 8 * 16 * (DNS_LATENCY_BUCKETS as u32 + 1);
+
+/// The [`NODE_DNS_MAP`] slot of a key's kind, code and latency bucket ([`DNS_NO_LATENCY`] is
+/// the last bucket index).
+#[inline(always)]
+pub const fn node_dns_slot(kind: u8, code: u8, bucket: u8) -> u32 {
+    let b = if bucket as usize >= DNS_LATENCY_BUCKETS {
+        DNS_LATENCY_BUCKETS as u32
+    } else {
+        bucket as u32
+    };
+    (((kind & 7) as u32) * 16 + (code & 15) as u32) * (DNS_LATENCY_BUCKETS as u32 + 1) + b
+}
+
+/// The kind, code and latency bucket of a [`NODE_DNS_MAP`] slot (inverse of [`node_dns_slot`]).
+pub const fn node_dns_key(slot: u32) -> (u8, u8, u8) {
+    let per = DNS_LATENCY_BUCKETS as u32 + 1;
+    let b = slot % per;
+    let kc = slot / per;
+    let bucket = if b == DNS_LATENCY_BUCKETS as u32 {
+        DNS_NO_LATENCY
+    } else {
+        b as u8
+    };
+    ((kc / 16) as u8, (kc % 16) as u8, bucket)
+}
+
 /// Name of the map from name hash to question name.
 pub const DNS_NAMES_MAP: &str = "DNS_NAMES";
 /// Question names the kernel remembers (LRU); the agent keeps its own copy of those it has seen.
-pub const DNS_NAMES_CAPACITY: u32 = 8192;
+/// Larger than one cgroup's share of the DNS map, so one workload's new names cannot push out
+/// every other workload's before the agent reads them.
+pub const DNS_NAMES_CAPACITY: u32 = 16384;
 /// Name of the table of queries waiting for their response.
 pub const DNS_PENDING_MAP: &str = "DNS_PENDING";
 /// Slots of that table (a power of two). A query goes to the slot its {socket, id} hashes to; a
@@ -160,6 +202,12 @@ impl DnsStats {
     pub fn add(&mut self, other: &DnsStats) {
         self.count = self.count.wrapping_add(other.count);
         self.sum_ns = self.sum_ns.wrapping_add(other.sum_ns);
+    }
+
+    /// Subtracts `other`, wrapping (the inverse of [`Self::add`]).
+    pub fn sub(&mut self, other: &DnsStats) {
+        self.count = self.count.wrapping_sub(other.count);
+        self.sum_ns = self.sum_ns.wrapping_sub(other.sum_ns);
     }
 
     /// True when nothing was counted.
@@ -282,6 +330,7 @@ const _: () = assert!(core::mem::size_of::<DnsName>() == 256);
 const _: () = assert!(core::mem::size_of::<DnsStats>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingSlot>() == 64);
 const _: () = assert!(DNS_PENDING_SLOTS.is_power_of_two());
+const _: () = assert!(DNS_NAMES_CAPACITY >= 2 * DNS_KEYS_PER_CGROUP);
 const _: () = assert!(core::mem::size_of::<DnsAnswerEvent>() == DNS_ANSWER_HEADER + DNS_ANSWER_MAX);
 
 #[cfg(test)]
@@ -321,6 +370,19 @@ mod tests {
             hits.iter().max().unwrap_or(&0)
         );
         assert!(pending_slot(u64::MAX, u16::MAX) < DNS_PENDING_SLOTS);
+    }
+
+    #[test]
+    fn node_dns_slots_round_trip() {
+        for kind in 0..8u8 {
+            for code in 0..16u8 {
+                for bucket in (0..DNS_LATENCY_BUCKETS as u8).chain([DNS_NO_LATENCY]) {
+                    let slot = node_dns_slot(kind, code, bucket);
+                    assert!(slot < NODE_DNS_SLOTS);
+                    assert_eq!(node_dns_key(slot), (kind, code, bucket));
+                }
+            }
+        }
     }
 
     #[test]

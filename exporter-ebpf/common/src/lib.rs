@@ -18,8 +18,53 @@ pub const PROTO_UDP: u8 = 17;
 /// Names of the flow maps; programs write into the one [`Config::generation`] selects and the
 /// agent drains the other (see `exporter/src/drain`).
 pub const FLOW_MAP_NAMES: [&str; 2] = ["FLOWS_0", "FLOWS_1"];
-/// Maximum number of distinct flows each flow map holds between two drains.
-pub const FLOW_MAP_CAPACITY: u32 = 16384;
+/// Default number of distinct flows each flow map holds between two drains (`--flow-map-size`).
+pub const FLOW_MAP_CAPACITY: u32 = 65536;
+/// Default flows one cgroup may create in a flow map between two drains
+/// (`--max-flows-per-cgroup`); its further flows fold into its overflow entry, so one
+/// workload spraying peers cannot take every other workload's room.
+pub const FLOWS_PER_CGROUP: u32 = 8192;
+
+/// Per-cgroup overflow maps, by generation: where a flow goes when the flow map is full or its
+/// cgroup used up its share. Keyed by owner, role and protocol, without the peer, so one entry
+/// per (cgroup, role, protocol) keeps every owner's totals exact however many peers it has.
+pub const FLOW_OVERFLOW_NAMES: [&str; 2] = ["FLOW_OVERFLOW_0", "FLOW_OVERFLOW_1"];
+/// Default size of each per-cgroup overflow map (`--overflow-map-size`): up to 4 entries per
+/// cgroup (client/server x TCP/UDP) that overflowed in one interval.
+pub const OVERFLOW_MAP_CAPACITY: u32 = 16384;
+/// Flow entries each cgroup created in the current generation, by generation (a plain hash of
+/// counters, emptied by the drain).
+pub const FLOW_ROOM_NAMES: [&str; 2] = ["FLOW_ROOM_0", "FLOW_ROOM_1"];
+/// The last resort when even the overflow map is full: per-CPU, node-wide totals by protocol
+/// and role, never emptied (the agent reads their growth), so the node's totals stay exact.
+pub const NODE_FLOWS_MAP: &str = "NODE_FLOWS";
+/// Slots of [`NODE_FLOWS_MAP`]: see [`node_flow_slot`].
+pub const NODE_FLOW_SLOTS: u32 = 6;
+
+/// The [`NODE_FLOWS_MAP`] slot of a protocol and role: TCP 0..=2, UDP 3..=5, by role (0 while
+/// unknown, [`ROLE_CLIENT`], [`ROLE_SERVER`]).
+#[inline(always)]
+pub const fn node_flow_slot(proto: u8, role: u8) -> u32 {
+    let p = if proto == PROTO_UDP { 3 } else { 0 };
+    let r = if role > ROLE_SERVER { 0 } else { role as u32 };
+    p + r
+}
+
+/// Key of the per-cgroup overflow maps: a flow without its peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OverflowKey {
+    /// cgroup v2 id of the socket's owner.
+    pub cgroup_id: u64,
+    /// `comm` of the creating process (zero unless process labels are on), as in [`FlowKey`].
+    pub comm: [u8; 16],
+    /// [`ROLE_CLIENT`] or [`ROLE_SERVER`].
+    pub role: u8,
+    /// [`PROTO_TCP`] or [`PROTO_UDP`].
+    pub proto: u8,
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 6],
+}
 
 /// Aggregation key of the flow maps. The ephemeral port of a connection is never part of it, so
 /// the number of keys is bounded by (cgroups x peers x service ports), not by connections.
@@ -72,6 +117,16 @@ impl FlowStats {
         self.retransmits = self.retransmits.wrapping_add(other.retransmits);
     }
 
+    /// Subtracts `other` from `self`, field by field, wrapping (the inverse of [`Self::add`]).
+    pub fn sub(&mut self, other: &FlowStats) {
+        self.sent_bytes = self.sent_bytes.wrapping_sub(other.sent_bytes);
+        self.received_bytes = self.received_bytes.wrapping_sub(other.received_bytes);
+        self.opened = self.opened.wrapping_sub(other.opened);
+        self.closed = self.closed.wrapping_sub(other.closed);
+        self.connect_failures = self.connect_failures.wrapping_sub(other.connect_failures);
+        self.retransmits = self.retransmits.wrapping_sub(other.retransmits);
+    }
+
     /// True when every counter is zero.
     pub fn is_zero(&self) -> bool {
         *self == FlowStats::default()
@@ -85,6 +140,11 @@ pub const CGROUP_NETNS_CAPACITY: u32 = 65536;
 
 /// Include the creating process's `comm` in flow keys.
 pub const CONFIG_PROCESS_LABEL: u32 = 1;
+
+/// Test aid, never set by the agent: a socket of type 0 and protocol 0, which only the dummy
+/// socket of `BPF_PROG_TEST_RUN` has, is handled as a socket of the packet's IP protocol, so
+/// crafted packets exercise the UDP and DNS paths (see `exporter/src/ebpf/test_run.rs`).
+pub const CONFIG_TEST_RUN: u32 = 2;
 
 /// Agent-written settings, element 0 of the `CONFIG` array map.
 #[repr(C)]
@@ -101,6 +161,10 @@ pub struct Config {
     /// DNS timeout in milliseconds: a pending query older than this that a newer one evicts is
     /// counted as timed out.
     pub dns_timeout_ms: u32,
+    /// Flow entries one cgroup may create per generation (0: no limit).
+    pub max_flows_per_cgroup: u32,
+    /// DNS entries one cgroup may create per generation (0: no limit).
+    pub max_dns_per_cgroup: u32,
 }
 
 /// Socket seen, nothing known about its connection yet (listeners, fresh sockets).
@@ -162,33 +226,65 @@ pub struct SockState {
     pub seq: u64,
 }
 
-/// Index into the `EVENTS` per-CPU array: a flow update failed because the flow map was full
-/// (the delta stays on the socket and is retried, except at close).
-pub const EVENT_FLOW_MAP_FULL: u32 = 0;
-/// Socket-local storage could not be allocated (memory pressure); the socket is not counted.
-pub const EVENT_SOCK_STORAGE_FAILED: u32 = 1;
-/// A closing connection's final counts could not be added to a flow and were dropped.
-pub const EVENT_CLOSE_FLUSH_LOST: u32 = 2;
-/// A packet whose headers could not be read (truncated, IPv6 extension headers).
-pub const EVENT_PACKET_UNPARSED: u32 = 3;
-/// A DNS count could not be added because the DNS map was full.
-pub const EVENT_DNS_MAP_FULL: u32 = 4;
+/// Index into the `EVENTS` per-CPU array: socket-local storage could not be allocated (memory
+/// pressure); the socket is not counted.
+pub const EVENT_SOCK_STORAGE_FAILED: u32 = 0;
+/// A connection closed before its owner was known (no packet of it seen): its counts are lost.
+pub const EVENT_CLOSE_FLUSH_LOST: u32 = 1;
+/// A packet whose headers could not be read (truncated, more IPv6 extension headers than are
+/// walked).
+pub const EVENT_PACKET_UNPARSED: u32 = 2;
 /// A pending DNS query was evicted by a newer one whose {socket, id} hashes to the same slot:
-/// its response gets no latency sample and it cannot time out.
-pub const EVENT_DNS_PENDING_EVICTED: u32 = 5;
+/// its response gets no latency sample, names nothing, and the query cannot time out.
+pub const EVENT_DNS_PENDING_EVICTED: u32 = 3;
 /// A DNS answer could not be forwarded to userspace (ring buffer full).
-pub const EVENT_DNS_RINGBUF: u32 = 6;
+pub const EVENT_DNS_RINGBUF: u32 = 4;
+/// A flow delta found no room even in the node-wide entry (cannot happen: an array slot).
+pub const EVENT_FLOW_LOST: u32 = 5;
+/// A new flow did not fit the flow map: folded into its cgroup's overflow entry.
+pub const EVENT_FLOW_MAP_FULL: u32 = 6;
+/// A new flow of a cgroup that used up its share of the flow map: folded likewise.
+pub const EVENT_FLOW_CGROUP_LIMIT: u32 = 7;
+/// The overflow map was full too: folded into the node-wide entry (owner lost, totals kept).
+pub const EVENT_FLOW_OVERFLOW_FULL: u32 = 8;
+/// A new DNS key did not fit the DNS map: folded into its cgroup's DNS overflow entry.
+pub const EVENT_DNS_MAP_FULL: u32 = 9;
+/// A new DNS key of a cgroup that used up its share of the DNS map: folded likewise.
+pub const EVENT_DNS_CGROUP_LIMIT: u32 = 10;
+/// The DNS overflow map was full too: folded into the node-wide DNS entry.
+pub const EVENT_DNS_OVERFLOW_FULL: u32 = 11;
+/// A DNS response with answers that matches no pending query of its socket (transaction id and
+/// question): counted, never forwarded, so it cannot name a peer.
+pub const EVENT_DNS_UNMATCHED: u32 = 12;
 /// Number of event counters.
-pub const EVENT_COUNT: u32 = 7;
-/// `source` label of each event counter, by index.
-pub const EVENT_NAMES: [&str; EVENT_COUNT as usize] = [
-    "flow_map_full",
-    "sock_storage_failed",
-    "close_flush_lost",
-    "packet_unparsed",
-    "dns_map_full",
-    "dns_pending_evicted",
-    "dns_ringbuf",
+pub const EVENT_COUNT: u32 = 13;
+
+/// What an event counter means to the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Something was not counted: `sockscope_events_lost_total{source}`.
+    Lost,
+    /// A count kept, without its peer (or owner): `sockscope_events_folded_total{source}`.
+    Folded,
+    /// A DNS response that named nothing: `sockscope_dns_answers_total{result="unmatched"}`.
+    Unmatched,
+}
+
+/// Kind and `source` label of each event counter, by index.
+pub const EVENTS: [(EventKind, &str); EVENT_COUNT as usize] = [
+    (EventKind::Lost, "sock_storage_failed"),
+    (EventKind::Lost, "close_flush_lost"),
+    (EventKind::Lost, "packet_unparsed"),
+    (EventKind::Lost, "dns_pending_evicted"),
+    (EventKind::Lost, "dns_ringbuf"),
+    (EventKind::Lost, "flow_lost"),
+    (EventKind::Folded, "flow_map_full"),
+    (EventKind::Folded, "flow_cgroup_limit"),
+    (EventKind::Folded, "flow_overflow_full"),
+    (EventKind::Folded, "dns_map_full"),
+    (EventKind::Folded, "dns_cgroup_limit"),
+    (EventKind::Folded, "dns_overflow_full"),
+    (EventKind::Unmatched, "unmatched"),
 ];
 
 /// Maps a v4 address (as the four bytes on the wire) into the v4-mapped IPv6 form.
@@ -205,6 +301,7 @@ mod user {
     // SAFETY: all of them are repr(C), made only of integers with explicit padding fields, so every
     // bit pattern is valid and there are no implicit padding bytes.
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::OverflowKey {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::SockState {}
@@ -217,7 +314,8 @@ mod user {
 // Layout checks: a size change here is a kernel/userspace ABI change.
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<OverflowKey>() == 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
 const _: () = assert!(core::mem::size_of::<SockState>() == 88);
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub struct File {
     /// Metric name -> what to do with its labels.
     metrics: Option<BTreeMap<String, Metric>>,
     budgets: Option<Budgets>,
+    maps: Option<Maps>,
     series_expiry: Option<String>,
     /// Class name -> CIDRs, for `remote_class`.
     remote_classes: Option<BTreeMap<String, Vec<String>>>,
@@ -70,7 +71,21 @@ struct Metric {
 #[serde(deny_unknown_fields)]
 struct Budgets {
     qnames_per_workload: Option<u32>,
+    qtypes_per_workload: Option<u32>,
     remote_hosts_per_workload: Option<u32>,
+    ports_per_workload: Option<u32>,
+    processes_per_workload: Option<u32>,
+    remote_ips_per_workload: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Maps {
+    flows: Option<u32>,
+    flows_per_cgroup: Option<u32>,
+    dns: Option<u32>,
+    dns_keys_per_cgroup: Option<u32>,
+    overflow: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +95,7 @@ struct Dns {
     ttl_min: Option<String>,
     ttl_max: Option<String>,
     cache_size: Option<u32>,
+    cache_memory: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +186,57 @@ impl File {
                     b.remote_hosts_per_workload
                 )?
             );
+            set!(
+                "max_qtypes_per_workload",
+                c.max_qtypes_per_workload,
+                positive("budgets.qtypes_per_workload", b.qtypes_per_workload)?
+            );
+            set!(
+                "max_ports_per_workload",
+                c.max_ports_per_workload,
+                positive("budgets.ports_per_workload", b.ports_per_workload)?
+            );
+            set!(
+                "max_processes_per_workload",
+                c.max_processes_per_workload,
+                positive("budgets.processes_per_workload", b.processes_per_workload)?
+            );
+            set!(
+                "max_remote_ips_per_workload",
+                c.max_remote_ips_per_workload,
+                positive("budgets.remote_ips_per_workload", b.remote_ips_per_workload)?
+            );
+        }
+        if let Some(m) = self.maps {
+            let range = |k: &str, v: Option<u32>, lo: u32, hi: u32| match v {
+                Some(n) if n < lo || n > hi => Err(format!("{k}: must be between {lo} and {hi}")),
+                v => Ok(v),
+            };
+            set!(
+                "flow_map_size",
+                c.flow_map_size,
+                range("maps.flows", m.flows, 1024, 4_194_304)?
+            );
+            set!(
+                "max_flows_per_cgroup",
+                c.max_flows_per_cgroup,
+                range("maps.flows_per_cgroup", m.flows_per_cgroup, 1, u32::MAX)?
+            );
+            set!(
+                "dns_map_size",
+                c.dns_map_size,
+                range("maps.dns", m.dns, 1024, 4_194_304)?
+            );
+            set!(
+                "max_dns_keys_per_cgroup",
+                c.max_dns_keys_per_cgroup,
+                range("maps.dns_keys_per_cgroup", m.dns_keys_per_cgroup, 1, u32::MAX)?
+            );
+            set!(
+                "overflow_map_size",
+                c.overflow_map_size,
+                range("maps.overflow", m.overflow, 64, 1_048_576)?
+            );
         }
         set!(
             "series_expiry",
@@ -204,6 +271,13 @@ impl File {
                 return Err("dns.cache_size: must be between 1 and 16777216".into());
             }
             set!("dns_cache_size", c.dns_cache_size, d.cache_size);
+            set!(
+                "dns_cache_memory",
+                c.dns_cache_memory,
+                d.cache_memory
+                    .map(|s| super::parse_bytes(&s).map_err(|e| format!("dns.cache_memory: {e}")))
+                    .transpose()?
+            );
         }
         if let Some(k) = self.kubernetes {
             set!("kubernetes", c.kubernetes, k.mode);

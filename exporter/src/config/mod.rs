@@ -63,6 +63,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub dns_cache_size: u32,
 
+    /// Memory the hostname cache may use for its entries and names (e.g. 16MiB, 512KiB);
+    /// least recently used entries go first when either bound is reached.
+    #[arg(long, env = "SOCKSCOPE_DNS_CACHE_MEMORY", default_value = "16MiB", value_parser = parse_bytes)]
+    pub dns_cache_memory: u64,
+
     /// Distinct `qname` values per local workload; further names are counted as `~other`.
     #[arg(long, env = "SOCKSCOPE_MAX_QNAMES_PER_WORKLOAD", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -76,6 +81,58 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_remote_hosts_per_workload: u32,
+
+    /// Distinct flows each of the two flow maps holds per drain interval (kernel memory: see
+    /// the README). Flows beyond it keep their owner, protocol and role in the overflow map.
+    #[arg(long, env = "SOCKSCOPE_FLOW_MAP_SIZE", default_value_t = sockscope_common::FLOW_MAP_CAPACITY,
+          value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
+    pub flow_map_size: u32,
+
+    /// Flows one cgroup may create per drain interval; its further peers fold into its
+    /// overflow entry (remote_class="~overflow"), so one workload cannot fill the flow map.
+    #[arg(long, env = "SOCKSCOPE_MAX_FLOWS_PER_CGROUP", default_value_t = sockscope_common::FLOWS_PER_CGROUP,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_flows_per_cgroup: u32,
+
+    /// Distinct DNS keys (cgroup, name, type, kind, code, latency bucket) each of the two DNS
+    /// maps holds per drain interval.
+    #[arg(long, env = "SOCKSCOPE_DNS_MAP_SIZE", default_value_t = sockscope_common::dns::DNS_MAP_CAPACITY,
+          value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
+    pub dns_map_size: u32,
+
+    /// DNS keys one cgroup may create per drain interval; further names fold into its DNS
+    /// overflow entries (qname="~overflow").
+    #[arg(long, env = "SOCKSCOPE_MAX_DNS_KEYS_PER_CGROUP", default_value_t = sockscope_common::dns::DNS_KEYS_PER_CGROUP,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_dns_keys_per_cgroup: u32,
+
+    /// Entries of each overflow map (flows and DNS, per drain interval): up to 4 per cgroup
+    /// that overflowed. Beyond it, counts fold into node-wide totals (workload="~overflow").
+    #[arg(long, env = "SOCKSCOPE_OVERFLOW_MAP_SIZE", default_value_t = sockscope_common::OVERFLOW_MAP_CAPACITY,
+          value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub overflow_map_size: u32,
+
+    /// Distinct `qtype` values per local workload (types without a mnemonic may take half);
+    /// further types are counted as `~other`.
+    #[arg(long, env = "SOCKSCOPE_MAX_QTYPES_PER_WORKLOAD", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_qtypes_per_workload: u32,
+
+    /// Distinct `port` values per local workload: listening and well-known (< 1024) ports may
+    /// use all of them, other remote ports half; further ports are counted as `~other`.
+    #[arg(long, env = "SOCKSCOPE_MAX_PORTS_PER_WORKLOAD", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_ports_per_workload: u32,
+
+    /// Distinct `process` values per local workload (with --label-process).
+    #[arg(long, env = "SOCKSCOPE_MAX_PROCESSES_PER_WORKLOAD", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_processes_per_workload: u32,
+
+    /// Distinct `remote_ip` values per local workload (with --label-remote-ip).
+    #[arg(long, env = "SOCKSCOPE_MAX_REMOTE_IPS_PER_WORKLOAD", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_remote_ips_per_workload: u32,
 
     /// Kubernetes metadata: `auto` turns it on when running in a pod (KUBERNETES_SERVICE_HOST
     /// is set) or --kubeconfig is given; `on` requires it; `off` labels by cgroup path only.
@@ -152,6 +209,10 @@ pub struct Config {
     /// CAP_DAC_READ_SEARCH are dropped then: nothing later needs them).
     #[arg(long, env = "SOCKSCOPE_KEEP_CAPABILITIES", default_value_t = false)]
     pub keep_capabilities: bool,
+
+    /// Test aid, hidden: arms an injected fault, `<kind>=<trigger file>` (see `fault.rs`).
+    #[arg(long = "fault", hide = true, value_name = "KIND=FILE")]
+    pub faults: Vec<String>,
 
     /// Log filter (tracing EnvFilter syntax), e.g. info, debug, sockscope=debug.
     #[arg(long, env = "SOCKSCOPE_LOG", default_value = "info")]
@@ -244,6 +305,31 @@ impl Config {
     }
 }
 
+/// Parses a memory size: a number of bytes, or with a unit `KiB`, `MiB`, `GiB` (or `K`, `M`,
+/// `G`, the same powers of 1024); at least 64KiB, at most 16GiB.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (write it like 16MiB, 512KiB, 1GiB)"))?;
+    let mul: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit (use KiB, MiB or GiB)")),
+    };
+    let bytes = n
+        .checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if !(64 << 10..=16 << 30).contains(&bytes) {
+        return Err(format!("{s} is out of range: 64KiB to 16GiB"));
+    }
+    Ok(bytes)
+}
+
 /// Parses the series expiry grace: 1s to 1 day.
 pub fn parse_expiry(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
@@ -280,9 +366,23 @@ impl Config {
     }
 }
 
-/// Refuses a TTL floor above the ceiling, and OTLP settings that cannot work.
+/// Refuses a TTL floor above the ceiling, per-cgroup shares larger than their map, and OTLP
+/// settings that cannot work.
 pub fn check(config: &Config) -> Result<(), String> {
     crate::export::otlp::Options::resolve(&config.otlp_settings())?;
+    crate::fault::parse(&config.faults)?;
+    if config.max_flows_per_cgroup > config.flow_map_size {
+        return Err(format!(
+            "--max-flows-per-cgroup ({}) is above --flow-map-size ({})",
+            config.max_flows_per_cgroup, config.flow_map_size
+        ));
+    }
+    if config.max_dns_keys_per_cgroup > config.dns_map_size {
+        return Err(format!(
+            "--max-dns-keys-per-cgroup ({}) is above --dns-map-size ({})",
+            config.max_dns_keys_per_cgroup, config.dns_map_size
+        ));
+    }
     if config.dns_ttl_min > config.dns_ttl_max {
         return Err(format!(
             "--dns-ttl-min ({}) is above --dns-ttl-max ({})",
@@ -306,6 +406,16 @@ mod tests {
         assert!(parse_interval("5").is_err());
         assert!(parse_interval("fast").is_err());
         assert!(parse_interval("2h").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_bytes("512K"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        for bad in ["", "MiB", "1TiB", "12 parsecs", "1KiB", "99999999999999999999"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

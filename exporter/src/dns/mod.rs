@@ -36,6 +36,8 @@ pub struct AnswerStats {
     pub undecodable: AtomicU64,
     /// Responses whose owner's network namespace could not be found (process already gone).
     pub no_namespace: AtomicU64,
+    /// Responses whose question name is longer than a DNS name can be written (refused).
+    pub name_too_long: AtomicU64,
 }
 
 /// The ring buffer and where its answers go.
@@ -45,6 +47,9 @@ pub struct Answers {
     identity: Arc<Mutex<Identity>>,
     /// Counters for self-metrics.
     pub stats: AnswerStats,
+    /// When the reader thread last woke (monotonic ms since `started`), for liveness.
+    heartbeat: AtomicU64,
+    started: Instant,
 }
 
 impl Answers {
@@ -55,7 +60,20 @@ impl Answers {
             ring: Mutex::new(ring),
             identity,
             stats: AnswerStats::default(),
+            heartbeat: AtomicU64::new(0),
+            started: Instant::now(),
         }
+    }
+
+    /// How long ago the reader thread last woke (it wakes at least every [`POLL`]).
+    pub fn since_heartbeat(&self) -> Duration {
+        let last = Duration::from_millis(self.heartbeat.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    fn beat(&self) {
+        let now = self.started.elapsed().as_millis().min(u64::MAX as u128) as u64;
+        self.heartbeat.store(now, Ordering::Relaxed);
     }
 
     /// Reads every record in the ring buffer into the hostname cache. Returns when the records
@@ -90,10 +108,16 @@ impl Answers {
                 self.stats.no_namespace.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
+            let mut refused = false;
             for (ip, ttl) in &a.addrs {
-                identity.hosts.insert(ns, *ip, &a.qname, *ttl, now);
+                refused |= identity.hosts.insert(ns, *ip, &a.qname, *ttl, now).is_err();
             }
-            self.stats.cached.fetch_add(1, Ordering::Relaxed);
+            let outcome = if refused {
+                &self.stats.name_too_long
+            } else {
+                &self.stats.cached
+            };
+            outcome.fetch_add(1, Ordering::Relaxed);
         }
         // The ring lock is held until here: a concurrent catch_up() returns only after these
         // answers are in the cache.
@@ -112,7 +136,11 @@ fn parse_record(raw: &[u8]) -> Option<(u64, &[u8])> {
     Some((cgroup_id, msg))
 }
 
+/// Longest sleep of the reader thread between two wake-ups.
+pub const POLL: Duration = Duration::from_millis(200);
+
 /// Starts the reader thread: it sleeps in poll() on the ring buffer and applies what arrives.
+/// A panic in it ends the process (see `main`), as everywhere in the agent.
 pub fn spawn_reader(
     answers: Arc<Answers>,
     stop: Arc<AtomicBool>,
@@ -120,8 +148,12 @@ pub fn spawn_reader(
     thread::Builder::new()
         .name("dns-answers".into())
         .spawn(move || {
-            let timeout = Duration::from_millis(200).as_millis() as libc::c_int;
+            let timeout = POLL.as_millis() as libc::c_int;
             while !stop.load(Ordering::Relaxed) {
+                answers.beat();
+                if crate::fault::fires(crate::fault::Fault::DnsPanic) {
+                    panic!("injected fault: dns-panic");
+                }
                 let mut pfd = libc::pollfd {
                     fd: answers.fd,
                     events: libc::POLLIN,

@@ -14,9 +14,11 @@ use aya::{
     },
 };
 use sockscope_common::{
-    CGROUP_NETNS_MAP, CONFIG_PROCESS_LABEL, Config, FLOW_MAP_NAMES, FlowKey, FlowStats,
+    CGROUP_NETNS_MAP, CONFIG_PROCESS_LABEL, Config, FLOW_MAP_NAMES, FLOW_OVERFLOW_NAMES,
+    FLOW_ROOM_NAMES, FlowKey, FlowStats, NODE_FLOWS_MAP, OverflowKey,
     dns::{
-        DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_NAMES_MAP, DNS_PENDING_MAP, DnsKey, DnsName, DnsStats,
+        DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_NAMES_MAP, DNS_OVERFLOW_NAMES, DNS_PENDING_MAP,
+        DNS_ROOM_NAMES, DnsKey, DnsName, DnsStats, NODE_DNS_MAP,
     },
 };
 use tracing::{error, info, warn};
@@ -76,10 +78,22 @@ pub struct Maps {
     pub config: Array<MapData, Config>,
     /// The two flow-map generations.
     pub flows: [PerCpuHashMap<MapData, FlowKey, FlowStats>; 2],
+    /// Per-cgroup overflow of the flow maps, by generation.
+    pub flow_overflow: [PerCpuHashMap<MapData, OverflowKey, FlowStats>; 2],
+    /// Flow entries created per cgroup, by generation.
+    pub flow_room: [HashMap<MapData, u64, u64>; 2],
+    /// Node-wide flow totals (cumulative), by `node_flow_slot`.
+    pub node_flows: PerCpuArray<MapData, FlowStats>,
     /// Per-CPU event counters.
     pub events: PerCpuArray<MapData, u64>,
     /// The two DNS-count generations.
     pub dns: [PerCpuHashMap<MapData, DnsKey, DnsStats>; 2],
+    /// Per-cgroup overflow of the DNS maps, by generation.
+    pub dns_overflow: [PerCpuHashMap<MapData, DnsKey, DnsStats>; 2],
+    /// DNS keys created per cgroup, by generation.
+    pub dns_room: [HashMap<MapData, u64, u64>; 2],
+    /// Node-wide DNS totals (cumulative), by `node_dns_slot`.
+    pub node_dns: PerCpuArray<MapData, DnsStats>,
     /// Question names by hash (an LRU map).
     pub dns_names: HashMap<MapData, u64, DnsName>,
     /// DNS queries waiting for their response.
@@ -97,6 +111,51 @@ pub struct KernelOptions {
     pub process_label: bool,
     /// Age at which the kernel counts an evicted pending DNS query as timed out.
     pub dns_timeout: Duration,
+    /// Map sizes and per-cgroup shares.
+    pub sizes: MapSizes,
+}
+
+/// Sizes of the generation-flipped maps, set at load.
+#[derive(Debug, Clone, Copy)]
+pub struct MapSizes {
+    /// Entries of each flow map.
+    pub flows: u32,
+    /// Flow entries one cgroup may create per generation.
+    pub flows_per_cgroup: u32,
+    /// Entries of each DNS map.
+    pub dns: u32,
+    /// DNS entries one cgroup may create per generation.
+    pub dns_per_cgroup: u32,
+    /// Entries of each overflow map (and of the per-cgroup counters beside them).
+    pub overflow: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes {
+            flows: sockscope_common::FLOW_MAP_CAPACITY,
+            flows_per_cgroup: sockscope_common::FLOWS_PER_CGROUP,
+            dns: sockscope_common::dns::DNS_MAP_CAPACITY,
+            dns_per_cgroup: sockscope_common::dns::DNS_KEYS_PER_CGROUP,
+            overflow: sockscope_common::OVERFLOW_MAP_CAPACITY,
+        }
+    }
+}
+
+impl MapSizes {
+    /// (map name, entries) of every map whose size is set at load.
+    pub fn maps(&self) -> Vec<(&'static str, u32)> {
+        let mut out = Vec::new();
+        for g in 0..2 {
+            out.push((FLOW_MAP_NAMES[g], self.flows));
+            out.push((FLOW_OVERFLOW_NAMES[g], self.overflow));
+            out.push((FLOW_ROOM_NAMES[g], self.overflow));
+            out.push((DNS_MAP_NAMES[g], self.dns));
+            out.push((DNS_OVERFLOW_NAMES[g], self.overflow));
+            out.push((DNS_ROOM_NAMES[g], self.overflow));
+        }
+        out
+    }
 }
 
 impl Kernel {
@@ -104,9 +163,11 @@ impl Kernel {
     /// which always coexist with other programs on the same cgroup (a CNI's, another agent's). A program the kernel
     /// refuses (verifier, missing hook) is reported and skipped; the others keep working.
     pub fn load_and_attach(root: &CgroupRoot, options: KernelOptions) -> Result<(Self, Maps)> {
-        let mut ebpf = EbpfLoader::new()
-            .load(OBJECT)
-            .map_err(|e| Error::Load(Box::new(e)))?;
+        let mut loader = EbpfLoader::new();
+        for (name, size) in options.sizes.maps() {
+            loader.map_max_entries(name, size);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| Error::Load(Box::new(e)))?;
 
         // Maps first: programs read CONFIG from their first packet on.
         let mut config: Array<MapData, Config> = take_map(&mut ebpf, "CONFIG")?;
@@ -121,6 +182,8 @@ impl Kernel {
             ephemeral_low,
             ephemeral_high,
             dns_timeout_ms: options.dns_timeout.as_millis().min(u32::MAX as u128) as u32,
+            max_flows_per_cgroup: options.sizes.flows_per_cgroup,
+            max_dns_per_cgroup: options.sizes.dns_per_cgroup,
         };
         config.set(0, cfg, 0).map_err(|source| Error::Map {
             name: "CONFIG",
@@ -130,11 +193,29 @@ impl Kernel {
             take_map(&mut ebpf, FLOW_MAP_NAMES[0])?,
             take_map(&mut ebpf, FLOW_MAP_NAMES[1])?,
         ];
+        let flow_overflow = [
+            take_map(&mut ebpf, FLOW_OVERFLOW_NAMES[0])?,
+            take_map(&mut ebpf, FLOW_OVERFLOW_NAMES[1])?,
+        ];
+        let flow_room = [
+            take_map(&mut ebpf, FLOW_ROOM_NAMES[0])?,
+            take_map(&mut ebpf, FLOW_ROOM_NAMES[1])?,
+        ];
+        let node_flows = take_map(&mut ebpf, NODE_FLOWS_MAP)?;
         let events = take_map(&mut ebpf, "EVENTS")?;
         let dns = [
             take_map(&mut ebpf, DNS_MAP_NAMES[0])?,
             take_map(&mut ebpf, DNS_MAP_NAMES[1])?,
         ];
+        let dns_overflow = [
+            take_map(&mut ebpf, DNS_OVERFLOW_NAMES[0])?,
+            take_map(&mut ebpf, DNS_OVERFLOW_NAMES[1])?,
+        ];
+        let dns_room = [
+            take_map(&mut ebpf, DNS_ROOM_NAMES[0])?,
+            take_map(&mut ebpf, DNS_ROOM_NAMES[1])?,
+        ];
+        let node_dns = take_map(&mut ebpf, NODE_DNS_MAP)?;
         let dns_pending = match ebpf.take_map(DNS_PENDING_MAP) {
             Some(aya::maps::Map::Array(data)) => crate::drain::pending::PendingTable::new(data)
                 .map_err(|e| Error::Pending(e.to_string()))?,
@@ -159,7 +240,13 @@ impl Kernel {
         for name in PROGRAMS {
             let attached = match attach_one(&mut ebpf, name, &cgroup) {
                 Ok(()) => {
-                    info!(program = name, cgroup = %root.attach.display(), "attached");
+                    // How close the verifier came to its 1M-instruction limit, for whoever
+                    // changes the programs next.
+                    let verified = ebpf
+                        .program(name)
+                        .and_then(|p| p.info().ok())
+                        .and_then(|i| i.verified_instruction_count());
+                    info!(program = name, cgroup = %root.attach.display(), verified_insns = ?verified, "attached");
                     true
                 }
                 Err(AttachError::Verifier { error, log_tail }) => {
@@ -187,8 +274,14 @@ impl Kernel {
             Maps {
                 config,
                 flows,
+                flow_overflow,
+                flow_room,
+                node_flows,
                 events,
                 dns,
+                dns_overflow,
+                dns_room,
+                node_dns,
                 dns_names,
                 dns_pending,
                 dns_answers,

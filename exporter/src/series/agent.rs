@@ -8,8 +8,8 @@ use prometheus_client::{
     registry::Registry,
 };
 use sockscope_common::{
-    EVENT_NAMES, FLOW_MAP_NAMES,
-    dns::{DNS_MAP_NAMES, DNS_PENDING_MAP},
+    EVENTS, EventKind, FLOW_MAP_NAMES, FLOW_OVERFLOW_NAMES,
+    dns::{DNS_MAP_NAMES, DNS_OVERFLOW_NAMES, DNS_PENDING_MAP},
 };
 use std::sync::atomic::AtomicU64;
 
@@ -22,6 +22,9 @@ pub const BPF_PROGRAM_RUNS: &str = "sockscope_bpf_program_runs";
 pub const BPF_MAP_ENTRIES: &str = "sockscope_bpf_map_entries";
 pub const BPF_MAP_CAPACITY: &str = "sockscope_bpf_map_capacity";
 pub const EVENTS_LOST: &str = "sockscope_events_lost";
+pub const EVENTS_FOLDED: &str = "sockscope_events_folded";
+pub const DRAIN_MEMBARRIER_FALLBACKS: &str = "sockscope_drain_membarrier_fallbacks";
+pub const LAST_DRAIN_TIMESTAMP: &str = "sockscope_last_drain_timestamp_seconds";
 pub const DRAIN_DURATION: &str = "sockscope_drain_duration_seconds";
 pub const DRAIN_ERRORS: &str = "sockscope_drain_errors";
 
@@ -55,8 +58,11 @@ pub struct AgentMetrics {
     map_entries: Family<MapLabels, Gauge>,
     map_capacity: Family<MapLabels, Gauge>,
     events_lost: Family<SourceLabels, Counter>,
+    events_folded: Family<SourceLabels, Counter>,
     drain_duration: Histogram,
     drain_errors: Counter,
+    membarrier_fallbacks: Counter,
+    last_drain: Gauge<f64, AtomicU64>,
     otlp: Option<OtlpMetrics>,
 }
 
@@ -100,6 +106,9 @@ impl AgentMetrics {
             map_entries: Family::default(),
             map_capacity: Family::default(),
             events_lost: Family::default(),
+            events_folded: Family::default(),
+            membarrier_fallbacks: Counter::default(),
+            last_drain: Gauge::default(),
             drain_duration: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
@@ -133,8 +142,23 @@ impl AgentMetrics {
         );
         registry.register(
             EVENTS_LOST,
-            "Events the kernel side could not record, by source",
+            "Events the kernel side could not record (their counts are missing), by source",
             m.events_lost.clone(),
+        );
+        registry.register(
+            EVENTS_FOLDED,
+            "Kernel updates whose counts were kept without their peer (remote_class=\"~overflow\") or, past the overflow map, without their owner (workload=\"~overflow\"), by source",
+            m.events_folded.clone(),
+        );
+        registry.register(
+            DRAIN_MEMBARRIER_FALLBACKS,
+            "Drains that could not wait for the eBPF programs with membarrier(2) and paused 50ms instead",
+            m.membarrier_fallbacks.clone(),
+        );
+        registry.register(
+            LAST_DRAIN_TIMESTAMP,
+            "Unix time at which the last drain completed",
+            m.last_drain.clone(),
         );
         registry.register(
             DRAIN_DURATION,
@@ -146,11 +170,16 @@ impl AgentMetrics {
             "Map entries that could not be read or deleted while draining",
             m.drain_errors.clone(),
         );
-        for name in EVENT_NAMES {
+        for (kind, name) in EVENTS {
             // Present from the start so alerts on increase() see the zero.
-            let _ = m.events_lost.get_or_create(&SourceLabels {
+            let labels = SourceLabels {
                 source: name.to_string(),
-            });
+            };
+            match kind {
+                EventKind::Lost => drop(m.events_lost.get_or_create(&labels)),
+                EventKind::Folded => drop(m.events_folded.get_or_create(&labels)),
+                EventKind::Unmatched => {}
+            }
         }
         m
     }
@@ -175,7 +204,6 @@ impl AgentMetrics {
             .set(i64::from(capacity));
     }
 
-    /// Records what one drain did.
     /// Registers the OTLP export families, fed from `stats` at each drain.
     pub fn enable_otlp(
         &mut self,
@@ -240,11 +268,14 @@ impl AgentMetrics {
         m.bytes.set(m.stats.last_bytes.load(Relaxed) as i64);
     }
 
+    /// Records what one drain did.
     pub fn record_drain(&self, batch: &Batch, elapsed: Duration) {
         let g = batch.drained_generation & 1;
         let entries = [
             (FLOW_MAP_NAMES[g], batch.drained_entries),
+            (FLOW_OVERFLOW_NAMES[g], batch.drained_overflow_entries),
             (DNS_MAP_NAMES[g], batch.drained_dns_entries),
+            (DNS_OVERFLOW_NAMES[g], batch.drained_dns_overflow_entries),
             (DNS_PENDING_MAP, batch.dns_pending),
         ];
         for (map, n) in entries {
@@ -255,10 +286,17 @@ impl AgentMetrics {
                 .set(n as i64);
         }
         for (i, &n) in batch.events.iter().enumerate() {
+            let (kind, name) = EVENTS[i];
+            let family = match kind {
+                EventKind::Lost => &self.events_lost,
+                EventKind::Folded => &self.events_folded,
+                // Reported by the DNS families as an answer outcome.
+                EventKind::Unmatched => continue,
+            };
             if n > 0 {
-                self.events_lost
+                family
                     .get_or_create(&SourceLabels {
-                        source: EVENT_NAMES[i].to_string(),
+                        source: name.to_string(),
                     })
                     .inc_by(n);
             }
@@ -266,7 +304,14 @@ impl AgentMetrics {
         if batch.errors > 0 {
             self.drain_errors.inc_by(batch.errors);
         }
+        if batch.membarrier_fallback {
+            self.membarrier_fallbacks.inc();
+        }
         self.drain_duration.observe(elapsed.as_secs_f64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_drain.set(now.as_secs_f64());
     }
 
     /// Folds the kernel's cumulative program statistics into counters.

@@ -13,11 +13,12 @@ use sockscope_common::dns::{
 };
 
 use super::{
-    budget::{Budget, OTHER, Overflow, OverflowLabels},
+    Budgets,
+    budget::{Budget, OTHER, Overflow, Rank, count_overflow},
     drop::{Droppable, Drops},
     expiry::{Expiry, Members},
     histogram::KernelHistogram,
-    labels::LocalLabels,
+    labels::{LocalLabels, OVERFLOW, node_overflow_local},
 };
 use crate::{
     dns::{
@@ -139,7 +140,9 @@ pub struct DnsMetrics {
     cache_entries: Gauge,
     cache_evictions: Counter,
     cache_evictions_seen: u64,
+    unmatched: u64,
     qnames: Budget,
+    qtypes: Budget,
     overflow: Overflow,
     /// Label sets in use by owner, for expiry.
     members: DnsMembers,
@@ -157,8 +160,8 @@ struct DnsMembers {
 }
 
 impl DnsMetrics {
-    /// Registers the families; `max_qnames` is the per-workload `qname` budget.
-    pub fn register(registry: &mut Registry, max_qnames: usize, overflow: Overflow) -> Self {
+    /// Registers the families, with the per-workload `qname` and `qtype` budgets.
+    pub fn register(registry: &mut Registry, budgets: Budgets, overflow: Overflow) -> Self {
         let m = DnsMetrics {
             queries: Family::default(),
             responses: Family::default(),
@@ -170,7 +173,9 @@ impl DnsMetrics {
             cache_entries: Gauge::default(),
             cache_evictions: Counter::default(),
             cache_evictions_seen: 0,
-            qnames: Budget::new(max_qnames),
+            unmatched: 0,
+            qnames: Budget::new(budgets.qnames),
+            qtypes: Budget::new(budgets.qtypes),
             overflow,
             members: DnsMembers::default(),
             drops: Drops::default(),
@@ -202,7 +207,7 @@ impl DnsMetrics {
         );
         registry.register(
             DNS_ANSWERS,
-            "DNS responses forwarded to the agent for the hostname cache, by outcome",
+            "DNS responses with answers, by what became of them: cached (named addresses), no_addresses, undecodable, no_namespace, name_too_long (refused), unmatched (no pending query of the socket asked it: never forwarded, names nothing)",
             m.answers.clone(),
         );
         registry.register(
@@ -229,7 +234,11 @@ impl DnsMetrics {
     ) {
         let now = std::time::Instant::now();
         let local_of = |id: u64, identity: &mut Identity, expiry: &mut Expiry| {
-            let local = identity.local(id);
+            let local = if id == 0 {
+                node_overflow_local()
+            } else {
+                identity.local(id)
+            };
             let labels = LocalLabels::of(&local);
             expiry.touch(&labels, id, local.pod_uid, now);
             (labels, (id, local.pod_uid))
@@ -241,11 +250,11 @@ impl DnsMetrics {
             let (local, owner) = local_of(key.cgroup_id, identity, expiry);
             match key.kind {
                 DNS_KIND_QUERY => {
-                    let qname = self.qname(&local, key, qnames, DNS_QUERIES);
+                    let (qname, qtype) = self.question(&local, key, qnames, DNS_QUERIES);
                     let labels = QueryLabels {
                         local,
                         qname,
-                        qtype: qtype_name(key.qtype),
+                        qtype,
                     };
                     let labels = exported(
                         &self.drops,
@@ -278,11 +287,11 @@ impl DnsMetrics {
                             stats.sum_ns,
                         );
                     }
-                    let qname = self.qname(&local, key, qnames, DNS_RESPONSES);
+                    let (qname, qtype) = self.question(&local, key, qnames, DNS_RESPONSES);
                     let labels = ResponseLabels {
                         local,
                         qname,
-                        qtype: qtype_name(key.qtype),
+                        qtype,
                         rcode,
                     };
                     let labels = exported(
@@ -336,6 +345,8 @@ impl DnsMetrics {
             ("no_addresses", stats.no_addresses.load(Ordering::Relaxed)),
             ("undecodable", stats.undecodable.load(Ordering::Relaxed)),
             ("no_namespace", stats.no_namespace.load(Ordering::Relaxed)),
+            ("name_too_long", stats.name_too_long.load(Ordering::Relaxed)),
+            ("unmatched", self.unmatched),
         ];
         for (result, total) in now {
             let seen = self.answers_seen.entry(result).or_insert(0);
@@ -348,6 +359,11 @@ impl DnsMetrics {
         }
     }
 
+    /// Adds responses the kernel found matching no pending query (this drain's delta).
+    pub fn record_unmatched(&mut self, n: u64) {
+        self.unmatched = self.unmatched.wrapping_add(n);
+    }
+
     /// Counts `n` timed-out queries of `key` (from the kernel or the agent's sweep).
     fn timeout(
         &mut self,
@@ -358,11 +374,11 @@ impl DnsMetrics {
         expiry: &mut Expiry,
         owner: (u64, Option<u128>),
     ) {
-        let qname = self.qname(&local, key, qnames, DNS_TIMEOUTS);
+        let (qname, qtype) = self.question(&local, key, qnames, DNS_TIMEOUTS);
         let labels = QueryLabels {
             local,
             qname,
-            qtype: qtype_name(key.qtype),
+            qtype,
         };
         let labels = exported(
             &self.drops,
@@ -398,32 +414,45 @@ impl DnsMetrics {
         self.drops = drops;
     }
 
-    /// Forgets the `qname` budget of a scope no owner uses any more.
+    /// Forgets the `qname` and `qtype` budgets of a scope no owner uses any more.
     pub fn forget_scope(&mut self, scope: &str) {
         self.qnames.forget(scope);
+        self.qtypes.forget(scope);
     }
 
-    /// The `qname` label of a key within the workload's budget; a name the agent could not
-    /// learn (evicted from the kernel's name map first) counts as `~other` too.
-    fn qname(
+    /// The `qname` and `qtype` labels of a key within the workload's budgets. A name the agent
+    /// could not learn (evicted from the kernel's name map first) counts as `~other` too; a
+    /// key the kernel folded (no name kept: name hash 0) is `~overflow` in both.
+    fn question(
         &mut self,
         local: &LocalLabels,
         key: &DnsKey,
         qnames: &HashMap<u64, String>,
         family: &str,
-    ) -> String {
+    ) -> (String, String) {
+        if key.name_hash == 0 {
+            return (OVERFLOW.to_string(), OVERFLOW.to_string());
+        }
+        let scope = local.budget_scope();
         let (name, folded) = match qnames.get(&key.name_hash) {
-            Some(n) => self.qnames.label(&local.budget_scope(), n.clone()),
+            Some(n) => self.qnames.label(&scope, n.clone()),
             None => (OTHER.to_string(), true),
         };
         if folded {
-            self.overflow
-                .get_or_create(&OverflowLabels {
-                    metric: format!("{family}_total"),
-                })
-                .inc();
+            count_overflow(&self.overflow, family, "qname");
         }
-        name
+        let qtype = qtype_name(key.qtype);
+        // Record types with a mnemonic first: numeric ones (TYPE65280) take at most half.
+        let rank = if qtype.starts_with("TYPE") {
+            Rank::Other
+        } else {
+            Rank::Preferred
+        };
+        let (qtype, folded) = self.qtypes.label_ranked(&scope, qtype, rank);
+        if folded {
+            count_overflow(&self.overflow, family, "qtype");
+        }
+        (name, qtype)
     }
 }
 
@@ -453,7 +482,14 @@ mod tests {
     fn folds_counts_latency_errors_and_timeouts() {
         let mut registry = Registry::default();
         let overflow = Overflow::default();
-        let mut m = DnsMetrics::register(&mut registry, 1, overflow.clone());
+        let mut m = DnsMetrics::register(
+            &mut registry,
+            Budgets {
+                qnames: 1,
+                ..Budgets::default()
+            },
+            overflow.clone(),
+        );
         registry.register("sockscope_series_overflow", "x", overflow);
         let mut id = Identity::new(
             "/nonexistent".into(),
@@ -521,6 +557,6 @@ mod tests {
         has(
             r#"sockscope_dns_timeouts_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A"} 1"#,
         );
-        has(r#"sockscope_series_overflow_total{metric="sockscope_dns_queries_total"} 2"#);
+        has(r#"sockscope_series_overflow_total{metric="sockscope_dns_queries_total",label="qname"} 2"#);
     }
 }

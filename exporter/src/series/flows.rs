@@ -9,13 +9,16 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
-use sockscope_common::{FlowKey, FlowStats, PROTO_TCP, PROTO_UDP};
+use sockscope_common::{FlowKey, FlowStats, OverflowKey, PROTO_TCP, PROTO_UDP, ROLE_SERVER};
 
 use super::{
-    budget::{Budget, Overflow, OverflowLabels},
+    Budgets,
+    budget::{Budget, Overflow, Rank, count_overflow},
     drop::Drops,
     expiry::{Expiry, Members},
-    labels::{FlowLabels, LabelOptions, LocalLabels, flow_labels},
+    labels::{
+        FlowLabels, LabelOptions, LocalLabels, flow_labels, node_overflow_local, overflow_labels,
+    },
 };
 use crate::identity::{Identity, remote::ip_from_key};
 
@@ -37,6 +40,9 @@ type StickyKey = (u64, [u8; 16], u16, u8, u8);
 pub struct FlowMetrics {
     options: LabelOptions,
     hosts: Budget,
+    ports: Budget,
+    processes: Budget,
+    remote_ips: Budget,
     /// The name each active flow was labelled with, so a long-lived connection keeps its
     /// `remote_host` after the DNS answer's TTL ends instead of splitting into a second,
     /// unnamed series. Entries idle for `sticky_for` are dropped.
@@ -58,17 +64,20 @@ pub struct FlowMetrics {
 }
 
 impl FlowMetrics {
-    /// Registers the families (names get `_total` in the exposition). `max_remote_hosts` is
-    /// the per-workload `remote_host` budget.
+    /// Registers the families (names get `_total` in the exposition), with the per-workload
+    /// budgets of `remote_host`, `port`, `process` and `remote_ip`.
     pub fn register(
         registry: &mut Registry,
         options: LabelOptions,
-        max_remote_hosts: usize,
+        budgets: Budgets,
         overflow: Overflow,
     ) -> Self {
         let m = FlowMetrics {
             options,
-            hosts: Budget::new(max_remote_hosts),
+            hosts: Budget::new(budgets.remote_hosts),
+            ports: Budget::new(budgets.ports),
+            processes: Budget::new(budgets.processes),
+            remote_ips: Budget::new(budgets.remote_ips),
             sticky: HashMap::new(),
             sticky_for: Duration::from_secs(3600),
             overflow,
@@ -127,14 +136,16 @@ impl FlowMetrics {
         m
     }
 
-    /// Adds drained deltas to the cumulative counters. Flow keys that map to the same labels
-    /// (e.g. several peers of one class when `remote_ip` is off) add up in one series.
+    /// Adds drained deltas to the cumulative counters: per-peer flows, then the overflow
+    /// entries (per owner, and node-wide with cgroup id 0). Flow keys that map to the same
+    /// labels (e.g. several peers of one class when `remote_ip` is off) add up in one series.
     ///
     /// `remote_host` is looked up here, at drain time, after the drain has applied every DNS
     /// answer the kernel forwarded before these flows were counted.
     pub fn fold(
         &mut self,
         flows: &[(FlowKey, FlowStats)],
+        overflow: &[(OverflowKey, FlowStats)],
         identity: &mut Identity,
         expiry: &mut Expiry,
     ) {
@@ -172,56 +183,143 @@ impl FlowMetrics {
                 String::new(),
                 self.options,
             );
-            let (host, folded) = self.hosts.label(&labels.local.budget_scope(), host);
+            let scope = labels.local.budget_scope();
+            let mut folded = Vec::new();
+            let (host, f) = self.hosts.label(&scope, host);
             labels.remote_host = host;
-            expiry.touch(&labels.local, key.cgroup_id, local.pod_uid, now);
-            // Once per flow; families that drop labels note their own label sets below.
-            self.members.note(&labels.local, &labels);
-            let overflow = &self.overflow;
-            let (drops, members) = (&self.drops, &mut self.members);
-            let mut add = |family: &CounterFamily, name: &str, v: u64| {
-                if v != 0 {
-                    let exported = drops.apply(name, &labels);
-                    if let std::borrow::Cow::Owned(e) = &exported {
-                        if e.local != labels.local {
-                            // An aggregate over owners lives as long as one of them updates it.
-                            expiry.touch(&e.local, key.cgroup_id, local.pod_uid, now);
-                        }
-                        members.note(&e.local, e);
-                    }
-                    family.get_or_create(&exported).inc_by(v);
-                    if folded {
-                        overflow
-                            .get_or_create(&OverflowLabels {
-                                metric: format!("{name}_total"),
-                            })
-                            .inc();
-                    }
-                }
-            };
-            match key.proto {
-                PROTO_TCP => {
-                    add(&self.tcp_sent, TCP_SENT_BYTES, stats.sent_bytes);
-                    add(&self.tcp_received, TCP_RECEIVED_BYTES, stats.received_bytes);
-                    add(&self.tcp_opened, TCP_CONNECTIONS_OPENED, stats.opened);
-                    add(&self.tcp_closed, TCP_CONNECTIONS_CLOSED, stats.closed);
-                    add(
-                        &self.tcp_failures,
-                        TCP_CONNECT_FAILURES,
-                        stats.connect_failures,
-                    );
-                    add(&self.tcp_retransmits, TCP_RETRANSMITS, stats.retransmits);
-                }
-                PROTO_UDP => {
-                    add(&self.udp_sent, UDP_SENT_BYTES, stats.sent_bytes);
-                    add(&self.udp_received, UDP_RECEIVED_BYTES, stats.received_bytes);
-                }
-                _ => {}
+            if f {
+                folded.push("remote_host");
             }
+            // Ports the workload listens on and well-known ports first: a scan's ports can
+            // take at most half the budget.
+            let rank = if key.role == ROLE_SERVER || key.port < 1024 {
+                Rank::Preferred
+            } else {
+                Rank::Other
+            };
+            let (port, f) = self
+                .ports
+                .label_ranked(&scope, std::mem::take(&mut labels.port), rank);
+            labels.port = port;
+            if f {
+                folded.push("port");
+            }
+            self.optional_budgets(&scope, &mut labels, &mut folded);
+            self.add(
+                &labels,
+                key.proto,
+                stats,
+                &folded,
+                (key.cgroup_id, local.pod_uid),
+                expiry,
+                now,
+            );
+        }
+        for (key, stats) in overflow {
+            if stats.is_zero() {
+                continue;
+            }
+            let local = if key.cgroup_id == 0 {
+                node_overflow_local()
+            } else {
+                identity.local(key.cgroup_id)
+            };
+            let mut labels = overflow_labels(key, &local, self.options);
+            let mut folded = Vec::new();
+            let scope = labels.local.budget_scope();
+            self.optional_budgets(&scope, &mut labels, &mut folded);
+            self.add(
+                &labels,
+                key.proto,
+                stats,
+                &folded,
+                (key.cgroup_id, local.pod_uid),
+                expiry,
+                now,
+            );
         }
         let keep = self.sticky_for;
         self.sticky
             .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < keep);
+    }
+
+    /// Applies the `process` and `remote_ip` budgets (when those labels are on).
+    fn optional_budgets(
+        &mut self,
+        scope: &str,
+        labels: &mut FlowLabels,
+        folded: &mut Vec<&'static str>,
+    ) {
+        if let Some(p) = labels.optional.process.take() {
+            let (p, f) = self.processes.label(scope, p);
+            labels.optional.process = Some(p);
+            if f {
+                folded.push("process");
+            }
+        }
+        if let Some(ip) = labels.optional.remote_ip.take() {
+            let (ip, f) = self.remote_ips.label(scope, ip);
+            labels.optional.remote_ip = Some(ip);
+            if f {
+                folded.push("remote_ip");
+            }
+        }
+    }
+
+    /// Adds one flow's counters to the families of its protocol. `folded` names the labels a
+    /// budget folded into `~other`, counted once per family sample.
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        labels: &FlowLabels,
+        proto: u8,
+        stats: &FlowStats,
+        folded: &[&str],
+        owner: (u64, Option<u128>),
+        expiry: &mut Expiry,
+        now: Instant,
+    ) {
+        expiry.touch(&labels.local, owner.0, owner.1, now);
+        // Once per flow; families that drop labels note their own label sets below.
+        self.members.note(&labels.local, labels);
+        let overflow = &self.overflow;
+        let (drops, members) = (&self.drops, &mut self.members);
+        let mut add = |family: &CounterFamily, name: &str, v: u64| {
+            if v == 0 {
+                return;
+            }
+            let exported = drops.apply(name, labels);
+            if let std::borrow::Cow::Owned(e) = &exported {
+                if e.local != labels.local {
+                    // An aggregate over owners lives as long as one of them updates it.
+                    expiry.touch(&e.local, owner.0, owner.1, now);
+                }
+                members.note(&e.local, e);
+            }
+            family.get_or_create(&exported).inc_by(v);
+            for label in folded {
+                count_overflow(overflow, name, label);
+            }
+        };
+        match proto {
+            PROTO_TCP => {
+                add(&self.tcp_sent, TCP_SENT_BYTES, stats.sent_bytes);
+                add(&self.tcp_received, TCP_RECEIVED_BYTES, stats.received_bytes);
+                add(&self.tcp_opened, TCP_CONNECTIONS_OPENED, stats.opened);
+                add(&self.tcp_closed, TCP_CONNECTIONS_CLOSED, stats.closed);
+                add(
+                    &self.tcp_failures,
+                    TCP_CONNECT_FAILURES,
+                    stats.connect_failures,
+                );
+                add(&self.tcp_retransmits, TCP_RETRANSMITS, stats.retransmits);
+            }
+            PROTO_UDP => {
+                add(&self.udp_sent, UDP_SENT_BYTES, stats.sent_bytes);
+                add(&self.udp_received, UDP_RECEIVED_BYTES, stats.received_bytes);
+            }
+            _ => {}
+        }
     }
 
     /// Removes every series of an expired owner; returns how many went.
@@ -249,9 +347,16 @@ impl FlowMetrics {
         self.drops = drops;
     }
 
-    /// Forgets the `remote_host` budget of a scope no owner uses any more.
+    /// Forgets the budgets of a scope no owner uses any more.
     pub fn forget_scope(&mut self, scope: &str) {
-        self.hosts.forget(scope);
+        for b in [
+            &mut self.hosts,
+            &mut self.ports,
+            &mut self.processes,
+            &mut self.remote_ips,
+        ] {
+            b.forget(scope);
+        }
     }
 
     /// How long an idle flow keeps its name (the DNS TTL ceiling).
@@ -310,12 +415,21 @@ mod tests {
                 &format!("h{i}.test"),
                 60,
                 now,
-            );
+            )
+            .expect("cached");
         }
         let mut registry = Registry::default();
         let overflow = Overflow::default();
         let mut m =
-            FlowMetrics::register(&mut registry, LabelOptions::default(), 2, overflow.clone());
+            FlowMetrics::register(
+            &mut registry,
+            LabelOptions::default(),
+            Budgets {
+                remote_hosts: 2,
+                ..Budgets::default()
+            },
+            overflow.clone(),
+        );
         registry.register("sockscope_series_overflow", "x", overflow);
         let tcp = FlowStats {
             sent_bytes: 10,
@@ -332,7 +446,9 @@ mod tests {
                 )
             })
             .collect();
-        m.fold(&flows, &mut id, &mut Expiry::new(Duration::from_secs(60)));
+        m.fold(
+            &flows,
+            &[], &mut id, &mut Expiry::new(Duration::from_secs(60)));
         let mut out = String::new();
         encode(&mut out, &registry).expect("encode");
         let _ = std::fs::remove_dir_all(&dir);
@@ -360,7 +476,7 @@ mod tests {
         );
         assert!(
             out.contains(
-                "sockscope_series_overflow_total{metric=\"sockscope_tcp_sent_bytes_total\"} 1"
+                "sockscope_series_overflow_total{metric=\"sockscope_tcp_sent_bytes_total\",label=\"remote_host\"} 1"
             ),
             "{out}"
         );
@@ -369,6 +485,7 @@ mod tests {
         id.hosts = HostCache::new(64, Duration::from_secs(30), Duration::from_secs(3600));
         m.fold(
             &flows[..1],
+            &[],
             &mut id,
             &mut Expiry::new(Duration::from_secs(60)),
         );
@@ -379,9 +496,12 @@ mod tests {
         assert!(out.contains(h1), "{out}");
         // Idle past the ceiling: forgotten.
         m.set_sticky_for(Duration::ZERO);
-        m.fold(&[], &mut id, &mut Expiry::new(Duration::from_secs(60)));
+        m.fold(
+            &[],
+            &[], &mut id, &mut Expiry::new(Duration::from_secs(60)));
         m.fold(
             &flows[..1],
+            &[],
             &mut id,
             &mut Expiry::new(Duration::from_secs(60)),
         );
@@ -397,7 +517,7 @@ mod tests {
         let mut m = FlowMetrics::register(
             &mut registry,
             LabelOptions::default(),
-            50,
+            Budgets::default(),
             Overflow::default(),
         );
         let mut resolver = identity("/nonexistent".into());
@@ -409,12 +529,14 @@ mod tests {
         };
         m.fold(
             &[(key(PROTO_TCP, ROLE_CLIENT, 1), tcp)],
+            &[],
             &mut resolver,
             &mut Expiry::new(Duration::from_secs(60)),
         );
         // Second drain: another loopback peer folds into the same series (remote_ip off).
         m.fold(
             &[(key(PROTO_TCP, ROLE_CLIENT, 2), tcp)],
+            &[],
             &mut resolver,
             &mut Expiry::new(Duration::from_secs(60)),
         );
@@ -424,6 +546,7 @@ mod tests {
         };
         m.fold(
             &[(key(PROTO_UDP, ROLE_SERVER, 1), udp)],
+            &[],
             &mut resolver,
             &mut Expiry::new(Duration::from_secs(60)),
         );

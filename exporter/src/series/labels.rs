@@ -1,7 +1,7 @@
 //! The label set of flow series.
 
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
-use sockscope_common::{FlowKey, ROLE_CLIENT};
+use sockscope_common::{FlowKey, OverflowKey, ROLE_CLIENT, ROLE_SERVER};
 
 use crate::identity::{Local, Remote, remote::ip_from_key};
 
@@ -113,16 +113,52 @@ pub fn flow_labels(
         remote_host,
         remote_class: remote.class,
         port: key.port.to_string(),
-        role: if key.role == ROLE_CLIENT {
-            "client"
-        } else {
-            "server"
-        }
-        .to_string(),
+        role: role_name(key.role).to_string(),
         optional: OptionalLabels {
             process: options.process.then(|| comm_string(&key.comm)),
             remote_ip: options.remote_ip.then(|| ip.to_string()),
         },
+    }
+}
+
+/// Label value of what overflow keeps no detail of: `remote_class` of a flow that did not fit
+/// the flow map (its peer is not kept), `workload` of the node-wide totals kept when even the
+/// overflow map was full (no owner either), `qname`/`qtype` of folded DNS counts. The `~`
+/// cannot begin a Kubernetes name, a unit or a DNS name's presentation form, so it never
+/// collides with a real value.
+pub const OVERFLOW: &str = "~overflow";
+
+/// The local labels of the node-wide overflow totals (cgroup id 0: no owner kept).
+pub fn node_overflow_local() -> Local {
+    Local {
+        workload: OVERFLOW.to_string(),
+        ..Local::default()
+    }
+}
+
+/// The labels of a per-cgroup overflow entry: the owner, role and protocol are kept, the peer
+/// (address, name, workload, port) is not.
+pub fn overflow_labels(key: &OverflowKey, local: &Local, options: LabelOptions) -> FlowLabels {
+    FlowLabels {
+        local: LocalLabels::of(local),
+        remote_namespace: String::new(),
+        remote_workload: String::new(),
+        remote_host: String::new(),
+        remote_class: OVERFLOW.to_string(),
+        port: String::new(),
+        role: role_name(key.role).to_string(),
+        optional: OptionalLabels {
+            process: options.process.then(|| comm_string(&key.comm)),
+            remote_ip: options.remote_ip.then(String::new),
+        },
+    }
+}
+
+fn role_name(role: u8) -> &'static str {
+    match role {
+        ROLE_CLIENT => "client",
+        ROLE_SERVER => "server",
+        _ => "",
     }
 }
 

@@ -27,13 +27,35 @@ pub const SERIES_EXPIRED: &str = "sockscope_series_expired";
 /// Name of the counter of samples folded into `~other`.
 pub const SERIES_OVERFLOW: &str = "sockscope_series_overflow";
 
-/// Cardinality limits.
+/// Cardinality limits: distinct values per local workload of each label whose values come
+/// from outside.
 #[derive(Debug, Clone, Copy)]
 pub struct Budgets {
-    /// Distinct `qname` values per local workload.
+    /// `qname`.
     pub qnames: usize,
-    /// Distinct `remote_host` values per local workload.
+    /// `qtype`.
+    pub qtypes: usize,
+    /// `remote_host`.
     pub remote_hosts: usize,
+    /// `port`.
+    pub ports: usize,
+    /// `process` (when on).
+    pub processes: usize,
+    /// `remote_ip` (when on).
+    pub remote_ips: usize,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            qnames: 50,
+            qtypes: 20,
+            remote_hosts: 50,
+            ports: 50,
+            processes: 50,
+            remote_ips: 1000,
+        }
+    }
 }
 
 /// All metric families, registered in one registry.
@@ -65,17 +87,12 @@ impl Series {
     ) -> Self {
         let mut registry = Registry::default();
         let overflow = budget::Overflow::default();
-        let flows = flows::FlowMetrics::register(
-            &mut registry,
-            options,
-            budgets.remote_hosts,
-            overflow.clone(),
-        );
-        let dns = dns::DnsMetrics::register(&mut registry, budgets.qnames, overflow.clone());
+        let flows = flows::FlowMetrics::register(&mut registry, options, budgets, overflow.clone());
+        let dns = dns::DnsMetrics::register(&mut registry, budgets, overflow.clone());
         let agent = agent::AgentMetrics::register(&mut registry);
         registry.register(
             SERIES_OVERFLOW,
-            "Samples whose label value was folded into ~other by a cardinality budget, by metric",
+            "Samples whose label value was folded into ~other by a cardinality budget, by metric and label",
             overflow,
         );
         let expired = Counter::default();
@@ -101,7 +118,8 @@ impl Series {
     /// Folds one drain's flow and DNS deltas.
     pub fn fold(&mut self, batch: &crate::drain::Batch, identity: &mut Identity) {
         identity.begin_drain();
-        self.flows.fold(&batch.flows, identity, &mut self.expiry);
+        self.flows
+            .fold(&batch.flows, &batch.flow_overflow, identity, &mut self.expiry);
         self.dns.fold(
             &batch.dns,
             &batch.dns_timeouts,
@@ -109,6 +127,8 @@ impl Series {
             identity,
             &mut self.expiry,
         );
+        self.dns
+            .record_unmatched(batch.events[sockscope_common::EVENT_DNS_UNMATCHED as usize]);
         if let (Some(k), Some(c)) = (&mut self.kubernetes, &identity.cluster) {
             k.record(c, identity.misses);
         }

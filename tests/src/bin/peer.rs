@@ -10,6 +10,7 @@
 //!   sockscope-peer tcp-client <addr> <connections> <concurrency> <send> <reply> [hold-file [send2 reply2]]
 //!   sockscope-peer udp-server <bind addr> <datagrams> <reply size>
 //!   sockscope-peer udp-client <addr> <datagrams> <size>
+//!   sockscope-peer udp-spray <count> [size]   one datagram to each of count addresses from 10.200.0.1
 //!   sockscope-peer connect-refused <addr>
 //!   sockscope-peer http-server <bind addr> <threads>   (benchmarks: one response per connection)
 //!   sockscope-peer resolve <name> [port send reply [family]]
@@ -766,18 +767,23 @@ fn print_request(
     let _ = stdout.flush();
 }
 
-/// `udp-spray <count>`: one 1-byte datagram to each of `count` addresses 10.200.x.y (a /16 the
-/// caller routes to lo), paced under the flow map's per-interval capacity. Prints `sent <n>`.
+/// `udp-spray <count> [size]`: one datagram of `size` bytes (default 1) to each of `count`
+/// addresses counted up from 10.200.0.1 (the caller routes 10.200.0.0/14 to lo), as fast as the
+/// socket takes them: no pacing, so one drain interval can see them all. Prints `sent <n>`.
 fn udp_spray(args: &[String]) -> Res<()> {
     let count: usize = arg(args, 0, "count")?;
+    let size: usize = if args.len() > 1 { arg(args, 1, "size")? } else { 1 };
+    if count >= (1 << 18) - 1 {
+        return Err("at most 262142 addresses (10.200.0.0/14)".into());
+    }
     let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
+    let payload = vec![b'x'; size];
+    let base = u32::from_be_bytes([10, 200, 0, 0]);
     for i in 0..count {
-        let addr = SocketAddr::from(([10, 200, (i / 250) as u8, (i % 250 + 1) as u8], 9));
-        s.send_to(b"x", addr)
+        let ip = std::net::Ipv4Addr::from(base + 1 + i as u32);
+        let addr = SocketAddr::from((ip, 9));
+        s.send_to(&payload, addr)
             .map_err(|e| format!("send {addr}: {e}"))?;
-        if i % 5000 == 4999 {
-            thread::sleep(Duration::from_millis(600));
-        }
     }
     say(&format!("sent {count}"));
     Ok(())
