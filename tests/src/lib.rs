@@ -347,6 +347,17 @@ impl Agent {
     /// Like [`Agent::start`], with sockscope run by `wrapper` (e.g. setpriv with fewer
     /// capabilities) when it is not empty.
     pub fn start_wrapped(peer: &str, wrapper: &[&str], cgroup_root: &Path, extra: &[&str]) -> Self {
+        Self::start_with(peer, wrapper, cgroup_root, "300ms", extra)
+    }
+
+    /// Like [`Agent::start_wrapped`], draining every `interval` (e.g. "5s").
+    pub fn start_with(
+        peer: &str,
+        wrapper: &[&str],
+        cgroup_root: &Path,
+        interval: &str,
+        extra: &[&str],
+    ) -> Self {
         let port = free_port();
         let log =
             std::env::temp_dir().join(format!("sockscope-e2e-{}-{port}.log", std::process::id()));
@@ -364,7 +375,7 @@ impl Agent {
                 "--listen-address",
                 &format!("127.0.0.1:{port}"),
                 "--interval",
-                "300ms",
+                interval,
             ])
             .arg("--cgroup-root")
             .arg(cgroup_root)

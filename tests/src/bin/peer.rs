@@ -10,7 +10,8 @@
 //!   sockscope-peer tcp-client <addr> <connections> <concurrency> <send> <reply> [hold-file [send2 reply2]]
 //!   sockscope-peer udp-server <bind addr> <datagrams> <reply size>
 //!   sockscope-peer udp-client <addr> <datagrams> <size>
-//!   sockscope-peer udp-spray <count> [size]   one datagram to each of count addresses from 10.200.0.1
+//!   sockscope-peer udp-spray <count> [size [first]]   one datagram to each of count addresses
+//!   sockscope-peer dns-spray <server addr> <count> <zone>   queries for count distinct names
 //!   sockscope-peer connect-refused <addr>
 //!   sockscope-peer http-server <bind addr> <threads>   (benchmarks: one response per connection)
 //!   sockscope-peer resolve <name> [port send reply [family]]
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         Some("kube-api") => kube_api(&args[1..]),
         Some("otlp-receiver") => otlp_receiver(&args[1..]),
         Some("udp-spray") => udp_spray(&args[1..]),
+        Some("dns-spray") => dns_spray(&args[1..]),
         _ => Err("usage: see the source header".into()),
     };
     match result {
@@ -448,6 +450,37 @@ fn dns_junk(args: &[String]) -> Res<()> {
     Ok(())
 }
 
+/// `dns-spray <server> <count> <zone>`: one A query for each of `n<i>.<zone>`, i < count, from
+/// one socket, without waiting for answers (a random-subdomain flood). Prints `sent <n>`.
+fn dns_spray(args: &[String]) -> Res<()> {
+    let server: SocketAddr = arg(args, 0, "server address")?;
+    let count: usize = arg(args, 1, "count")?;
+    let zone: String = arg(args, 2, "zone")?;
+    let s = UdpSocket::bind(if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .map_err(|e| format!("bind: {e}"))?;
+    let mut sent = 0;
+    for i in 0..count {
+        let name = format!("n{i}.{zone}");
+        let mut q = vec![(i >> 8) as u8, i as u8, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        // Unconnected: an ICMP error from a server that is not there is never reported to a
+        // later send, so every query leaves.
+        s.send_to(&q, server)
+            .map_err(|e| format!("send {server}: {e}"))?;
+        sent += 1;
+    }
+    say(&format!("sent {sent}"));
+    Ok(())
+}
+
 fn dns_junk_server(args: &[String]) -> Res<()> {
     let bind: SocketAddr = arg(args, 0, "bind address")?;
     let count: usize = arg(args, 1, "datagram count")?;
@@ -767,18 +800,20 @@ fn print_request(
     let _ = stdout.flush();
 }
 
-/// `udp-spray <count> [size]`: one datagram of `size` bytes (default 1) to each of `count`
-/// addresses counted up from 10.200.0.1 (the caller routes 10.200.0.0/14 to lo), as fast as the
-/// socket takes them: no pacing, so one drain interval can see them all. Prints `sent <n>`.
+/// `udp-spray <count> [size [first]]`: one datagram of `size` bytes (default 1) to each of
+/// `count` addresses counted up from 10.200.0.1 (plus `first`; the caller routes
+/// 10.200.0.0/14 to lo), as fast as the socket takes them: no pacing, so one drain interval
+/// can see them all. Prints `sent <n>`.
 fn udp_spray(args: &[String]) -> Res<()> {
     let count: usize = arg(args, 0, "count")?;
     let size: usize = if args.len() > 1 { arg(args, 1, "size")? } else { 1 };
-    if count >= (1 << 18) - 1 {
+    let first: usize = if args.len() > 2 { arg(args, 2, "first")? } else { 0 };
+    if count + first >= (1 << 18) - 1 {
         return Err("at most 262142 addresses (10.200.0.0/14)".into());
     }
     let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
     let payload = vec![b'x'; size];
-    let base = u32::from_be_bytes([10, 200, 0, 0]);
+    let base = u32::from_be_bytes([10, 200, 0, 0]) + first as u32;
     for i in 0..count {
         let ip = std::net::Ipv4Addr::from(base + 1 + i as u32);
         let addr = SocketAddr::from((ip, 9));
