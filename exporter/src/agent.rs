@@ -22,10 +22,11 @@ use crate::{
     export::{
         format::render,
         otlp,
-        prometheus::{Shared, router},
+        prometheus::{Heartbeat, Shared, router},
         web::{self, WebOptions},
     },
     identity::{Identity, hosts::HostCache},
+    fault::{self, Fault},
     kubernetes::Cluster,
     lock,
     series::{Budgets, Series, labels::LabelOptions},
@@ -148,13 +149,14 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
     })?;
     let cluster = match kubernetes {
         Some((source, node)) => {
-            let client = crate::kubernetes::client(source).await?;
+            let client = crate::kubernetes::client(source, config.kubernetes_timeout).await?;
             let cluster = Arc::new(Cluster::default());
             cluster.spawn(
                 client,
                 &crate::kubernetes::Options {
                     node_name: node.clone(),
                     remote_index: config.remote_index,
+                    timeout: config.kubernetes_timeout,
                 },
             );
             info!(node = %node, remote_index = config.remote_index, "watching the Kubernetes API");
@@ -162,7 +164,10 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         }
         None => None,
     };
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(
+        crate::export::prometheus::stale_after(config.interval),
+        SYNC_WAIT,
+    ));
     let mut series = Series::new(
         LabelOptions {
             process: config.label_process,
@@ -189,6 +194,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
     for (name, size) in sizes(&config).maps() {
         series.agent.set_map_capacity(name, size);
     }
+    series.agent.set_interval(config.interval);
     series.agent.set_map_capacity(
         sockscope_common::dns::DNS_PENDING_MAP,
         sockscope_common::dns::DNS_PENDING_SLOTS,
@@ -224,6 +230,15 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         .take()
         .map(|ring| Arc::new(Answers::new(ring, identity.clone())));
     let reader_stop = Arc::new(AtomicBool::new(false));
+    if let Some(a) = &answers {
+        let a = a.clone();
+        shared.watch(Heartbeat {
+            name: "the DNS answer reader",
+            since: Box::new(move || a.since_heartbeat()),
+            // It wakes every 200ms; a starved thread on a busy node gets far more than this.
+            limit: crate::dns::POLL * 10 + crate::export::prometheus::STALE_MARGIN,
+        });
+    }
     let reader = match &answers {
         Some(a) => Some(
             spawn_reader(a.clone(), reader_stop.clone()).map_err(|source| Error::Thread {
@@ -350,6 +365,15 @@ fn drain_loop(
             // A drain took longer than the interval: skip missed ticks instead of bursting.
             next = Instant::now() + interval;
         }
+        if fault::fires(Fault::DrainPanic) {
+            panic!("injected fault: drain-panic");
+        }
+        if fault::fires(Fault::DrainStall) {
+            warn!("injected fault: drain-stall; the drain stops here");
+            loop {
+                thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
         let start = Instant::now();
         let batch = drainer.drain(|| labelling.catch_up());
         labelling.fold(&mut series, &batch);
@@ -357,6 +381,7 @@ fn drain_loop(
         series.agent.record_run_stats(&kernel.run_stats());
         series.agent.record_otlp();
         shared.publish(render(&series.registry));
+        shared.drained();
         shared.set_ready(kernel.programs.iter().any(|p| p.attached));
     }
     kernel.detach();

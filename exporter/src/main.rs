@@ -3,6 +3,27 @@ use std::{io::Write, process::ExitCode};
 use sockscope::config::Config;
 use tracing_subscriber::EnvFilter;
 
+/// Exit code after a panic (EX_SOFTWARE, sysexits.h).
+const PANIC_EXIT: i32 = 70;
+
+/// A panic on any thread ends the process: a drain thread or watch task that died would leave
+/// the agent serving its last numbers forever, its programs detached. Dying instead lets the
+/// kubelet or systemd restart it. Immediately (`_exit`, no destructors, no other thread runs
+/// on): the kernel detaches the programs when the process's link fds close.
+fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            "panic: {info}; exiting so the agent is restarted"
+        );
+        default(info);
+        // SAFETY: _exit(2) ends the process without running anything else.
+        unsafe { libc::_exit(PANIC_EXIT) };
+    }));
+}
+
 fn main() -> ExitCode {
     let config = match Config::load() {
         Ok(c) => c,
@@ -29,6 +50,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    exit_on_panic();
 
     // Before the runtime's threads exist: capabilities dropped here are dropped for all.
     let started = match sockscope::agent::start(&config) {

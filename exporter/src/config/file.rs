@@ -106,6 +106,7 @@ struct Kubernetes {
     node_name: Option<String>,
     cluster_name: Option<String>,
     remote_index: Option<bool>,
+    timeout: Option<String>,
 }
 
 /// Parses a config file's text; the error names the key (`dns.timeout: ...`).
@@ -297,6 +298,13 @@ impl File {
                 c.cluster_name = Some(n);
             }
             set!("remote_index", c.remote_index, k.remote_index);
+            set!(
+                "kubernetes_timeout",
+                c.kubernetes_timeout,
+                k.timeout
+                    .map(|s| key("kubernetes.timeout", super::parse_kube_timeout(&s)))
+                    .transpose()?
+            );
         }
         if let Some(w) = self.web {
             if let Some(p) = w.config_file

@@ -148,6 +148,11 @@ pub struct Config {
     #[arg(long, env = "SOCKSCOPE_NODE_NAME")]
     pub node_name: Option<String>,
 
+    /// Longest wait for each response of a Kubernetes list (and for a connection); a list
+    /// that takes longer is an error, counted and retried with backoff.
+    #[arg(long, env = "SOCKSCOPE_KUBERNETES_TIMEOUT", default_value = "30s", value_parser = parse_kube_timeout)]
+    pub kubernetes_timeout: Duration,
+
     /// Name of the cluster, exported as the OTLP resource attribute k8s.cluster.name.
     #[arg(long, env = "SOCKSCOPE_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
@@ -328,6 +333,16 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         return Err(format!("{s} is out of range: 64KiB to 16GiB"));
     }
     Ok(bytes)
+}
+
+/// Parses the Kubernetes request timeout: 1s to 10m.
+pub fn parse_kube_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 10s, 1m)"))?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(600) {
+        return Err(format!("{s} is out of range: 1s to 10m"));
+    }
+    Ok(d)
 }
 
 /// Parses the series expiry grace: 1s to 1 day.

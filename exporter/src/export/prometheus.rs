@@ -1,9 +1,14 @@
 //! HTTP server: /metrics, /healthz, /readyz. Handlers only clone a pointer to the exposition
 //! rendered after the last drain, so scrapes never touch kernel maps nor wait for a drain.
+//! `/healthz` fails when the drain (or the DNS answer reader) stopped making progress, so the
+//! kubelet or systemd restarts an agent that would otherwise go on serving old numbers.
 
-use std::sync::{
-    Arc, RwLock,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -19,13 +24,108 @@ use super::format::{
 };
 
 /// State shared between the drain loop and the HTTP handlers.
-#[derive(Default)]
 pub struct Shared {
     exposition: RwLock<Arc<Exposition>>,
     ready: AtomicBool,
+    started: Instant,
+    /// When the last drain completed, in ms since `started` (0: none yet).
+    last_drain_ms: AtomicU64,
+    /// A drain older than this is a stall.
+    stale_after: Duration,
+    /// Before the first drain, which may wait for the Kubernetes API: extra time allowed.
+    first_grace: Duration,
+    /// Other loops that must keep waking: name, how long since they last did, and the
+    /// longest silence that is still healthy.
+    heartbeats: RwLock<Vec<Heartbeat>>,
 }
 
+/// A loop /healthz watches besides the drain.
+pub struct Heartbeat {
+    /// Shown in the /healthz answer.
+    pub name: &'static str,
+    /// Time since the loop last woke.
+    pub since: Box<dyn Fn() -> Duration + Send + Sync>,
+    /// Longest healthy silence.
+    pub limit: Duration,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared::new(Duration::from_secs(60), Duration::ZERO)
+    }
+}
+
+/// How long after the last completed drain /healthz fails: three intervals (a drain skipped
+/// now and then under load is no stall) plus a margin for a slow drain on a busy node.
+pub fn stale_after(interval: Duration) -> Duration {
+    interval * 3 + STALE_MARGIN
+}
+
+/// See [`stale_after`].
+pub const STALE_MARGIN: Duration = Duration::from_secs(2);
+
 impl Shared {
+    /// Shared state whose drain counts as stalled `stale_after` after it last completed (or
+    /// `first_grace + stale_after` after start, before the first one).
+    pub fn new(stale_after: Duration, first_grace: Duration) -> Self {
+        Shared {
+            exposition: RwLock::default(),
+            ready: AtomicBool::new(false),
+            started: Instant::now(),
+            last_drain_ms: AtomicU64::new(0),
+            stale_after,
+            first_grace,
+            heartbeats: RwLock::default(),
+        }
+    }
+
+    /// Notes a completed drain.
+    pub fn drained(&self) {
+        let ms = self.started.elapsed().as_millis().min(u64::MAX as u128) as u64;
+        self.last_drain_ms.store(ms.max(1), Ordering::Release);
+    }
+
+    /// Adds a loop to watch.
+    pub fn watch(&self, heartbeat: Heartbeat) {
+        match self.heartbeats.write() {
+            Ok(mut g) => g.push(heartbeat),
+            Err(p) => p.into_inner().push(heartbeat),
+        }
+    }
+
+    /// Why the agent is not healthy, if it is not.
+    pub fn unhealthy(&self) -> Option<String> {
+        let last = self.last_drain_ms.load(Ordering::Acquire);
+        let age = if last == 0 {
+            self.started.elapsed().saturating_sub(self.first_grace)
+        } else {
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last))
+        };
+        if age > self.stale_after {
+            return Some(format!(
+                "no drain completed for {:.1}s (limit {:.1}s)",
+                age.as_secs_f64(),
+                self.stale_after.as_secs_f64()
+            ));
+        }
+        let beats = match self.heartbeats.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        beats.iter().find_map(|h| {
+            let since = (h.since)();
+            (since > h.limit).then(|| {
+                format!(
+                    "{} silent for {:.1}s (limit {:.1}s)",
+                    h.name,
+                    since.as_secs_f64(),
+                    h.limit.as_secs_f64()
+                )
+            })
+        })
+    }
     /// Publishes a new exposition.
     pub fn publish(&self, exposition: Exposition) {
         let new = Arc::new(exposition);
@@ -53,7 +153,7 @@ impl Shared {
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
             "/",
@@ -94,13 +194,20 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.unhealthy() {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")).into_response(),
+    }
+}
+
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready.load(Ordering::Acquire) {
+    if shared.ready.load(Ordering::Acquire) && shared.unhealthy().is_none() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: programs not attached or first drain pending\n",
+            "not ready: programs not attached, first drain pending, or unhealthy (see /healthz)\n",
         )
             .into_response()
     }

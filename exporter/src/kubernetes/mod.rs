@@ -8,6 +8,7 @@
 //! Every watch retries with capped exponential backoff and resumes from its last resource
 //! version; while the API is away, everything already known keeps labelling series.
 
+mod limit;
 pub mod objects;
 pub mod peers;
 pub mod pods;
@@ -73,6 +74,8 @@ pub struct Options {
     pub node_name: String,
     /// Build the cluster-wide peer index.
     pub remote_index: bool,
+    /// Longest wait for each page of a list (`--kubernetes-timeout`).
+    pub timeout: Duration,
 }
 
 /// The watches, in the order of [`Health::watches`].
@@ -88,7 +91,7 @@ pub const WATCHES: [&str; 6] = [
 /// One watch's state, for `sockscope_kubernetes_*`.
 #[derive(Debug, Default)]
 pub struct WatchHealth {
-    /// Listed at least once and no error since the last success.
+    /// Listed, and no error since that list.
     pub up: AtomicBool,
     /// The initial list completed (at least once).
     pub synced: AtomicBool,
@@ -164,9 +167,9 @@ pub fn source(kubeconfig: Option<&std::path::Path>) -> Result<Source> {
     }
 }
 
-/// Builds the API client.
-pub async fn client(source: Source) -> Result<Client> {
-    let config = match source {
+/// Builds the API client; `timeout` bounds connecting.
+pub async fn client(source: Source, timeout: Duration) -> Result<Client> {
+    let mut config = match source {
         Source::Kubeconfig(path, kc) => {
             kube::Config::from_custom_kubeconfig(*kc, &KubeConfigOptions::default())
                 .await
@@ -177,7 +180,18 @@ pub async fn client(source: Source) -> Result<Client> {
         }
         Source::InCluster(c) => *c,
     };
-    Client::try_from(config).map_err(|e| Error::Client(first_line(&e)))
+    config.connect_timeout = Some(timeout);
+    // Every response body goes through a line-length limit: a list page or watch event larger
+    // than any real one is an error, not a buffer that grows with what the server sends.
+    let limit = tower::util::MapResponseLayer::new(
+        |r: hyper::Response<Box<kube::client::DynBody>>| {
+            r.map(|b| limit::LineLimit::new(b, MAX_RESPONSE_LINE))
+        },
+    );
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| Error::Client(first_line(&e)))?
+        .with_layer(&limit)
+        .build())
 }
 
 /// The first line of an error (parsers append source excerpts on further lines): startup
@@ -207,6 +221,7 @@ impl Cluster {
             node,
             0,
             self.clone(),
+            options.timeout,
             move |ev: Event<PodLite>| {
                 let mut pods = write(&me.pods);
                 let now = Instant::now();
@@ -225,6 +240,7 @@ impl Cluster {
             watcher::Config::default(),
             1,
             self.clone(),
+            options.timeout,
             self.owner_events(OwnerKind::ReplicaSet),
         ));
         tokio::spawn(watch(
@@ -232,6 +248,7 @@ impl Cluster {
             watcher::Config::default(),
             2,
             self.clone(),
+            options.timeout,
             self.owner_events(OwnerKind::Job),
         ));
 
@@ -245,6 +262,7 @@ impl Cluster {
             watcher::Config::default().page_size(LIST_PAGE),
             3,
             self.clone(),
+            options.timeout,
             move |ev: Event<PodLite>| {
                 let mut peers = write(&me.peers);
                 match ev {
@@ -277,6 +295,7 @@ impl Cluster {
             watcher::Config::default().page_size(LIST_PAGE),
             4,
             self.clone(),
+            options.timeout,
             move |ev: Event<ServiceLite>| {
                 let mut peers = write(&me.peers);
                 match ev {
@@ -299,6 +318,7 @@ impl Cluster {
             watcher::Config::default(),
             5,
             self.clone(),
+            options.timeout,
             move |ev: Event<NodeLite>| {
                 let mut peers = write(&me.peers);
                 match ev {
@@ -377,16 +397,30 @@ const LIST_PAGE: u32 = 100;
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest delay between retries (client-go's reflector caps at 30 s).
 const BACKOFF_MAX: Duration = Duration::from_secs(16);
-/// A watch that was retried and has not failed for this long is up again (a re-established
-/// watch yields nothing until the next change, so silence is the signal).
-const RECOVERED_AFTER: Duration = Duration::from_secs(2);
+/// Server-side duration of one watch request (`timeoutSeconds`): the API server ends it, and
+/// the watcher resumes from the last resource version. kube's watcher also treats a watch
+/// silent for this long plus 5 s as dead, so a connection the API stopped answering on is
+/// noticed within about a minute.
+const WATCH_TIMEOUT_SECS: u32 = 55;
+/// Longest line (one list page, one watch event) accepted from the API. Real objects are at
+/// most ~1.5 MiB (etcd's request limit) and pages hold [`LIST_PAGE`] of them; a response past
+/// this is refused as an error rather than buffered.
+pub const MAX_RESPONSE_LINE: usize = 32 << 20;
 
-/// Runs one watch forever, feeding events to `on` (which returns the object count).
+/// Runs one watch until the process exits, feeding events to `on` (which returns the object
+/// count).
+///
+/// The watch is up only once a list completed and until the next error. Every error (a
+/// failed list, watch or connection, a response that does not decode or is too large) is
+/// counted, retried with backoff, and answered with a fresh list, so up again always means
+/// listed again. A list page that does not arrive within `timeout` is such an error: an API
+/// that accepts connections and never answers cannot hold the watch forever.
 async fn watch<K, F>(
     api: Api<K>,
     config: watcher::Config,
     index: usize,
     cluster: Arc<Cluster>,
+    timeout: Duration,
     mut on: F,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
@@ -394,51 +428,54 @@ async fn watch<K, F>(
 {
     let health = &cluster.health.watches[index];
     let name = WATCHES[index];
-    let mut stream = std::pin::pin!(watcher::watcher(api, config));
+    let config = config.timeout(WATCH_TIMEOUT_SECS);
     let mut delay = BACKOFF_MIN;
     loop {
-        let next = if health.up.load(Ordering::Relaxed) || !health.synced.load(Ordering::Relaxed) {
-            stream.next().await
-        } else {
-            // `Unfold` keeps its in-flight request across polls, so timing out here loses
-            // nothing.
-            match tokio::time::timeout(RECOVERED_AFTER, stream.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    info!(watch = name, "Kubernetes watch recovered");
-                    health.up.store(true, Ordering::Relaxed);
-                    delay = BACKOFF_MIN;
-                    continue;
+        let mut stream = std::pin::pin!(watcher::watcher(api.clone(), config.clone()));
+        let mut listing = true;
+        let failure = loop {
+            let next = if listing {
+                match tokio::time::timeout(timeout, stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        break format!("no list response within {}", humantime::format_duration(timeout));
+                    }
                 }
+            } else {
+                stream.next().await
+            };
+            if crate::fault::fires(crate::fault::Fault::WatchPanic) {
+                panic!("injected fault: watch-panic ({name})");
+            }
+            match next {
+                Some(Ok(ev)) => {
+                    let done = matches!(ev, Event::InitDone);
+                    let count = on(ev);
+                    health.objects.store(count as u64, Ordering::Relaxed);
+                    if done {
+                        listing = false;
+                        if !health.synced.swap(true, Ordering::Relaxed) {
+                            info!(watch = name, objects = count, "Kubernetes watch synced");
+                        } else if !health.up.load(Ordering::Relaxed) {
+                            info!(watch = name, objects = count, "Kubernetes watch listed again: up");
+                        }
+                        health.up.store(true, Ordering::Relaxed);
+                        delay = BACKOFF_MIN;
+                        // A full list decodes megabytes of JSON that are freed right after.
+                        crate::release_freed_memory();
+                    }
+                }
+                Some(Err(e)) => break crate::ebpf::error_chain(&e),
+                None => break "the watch stream ended".to_string(),
             }
         };
-        match next {
-            Some(Ok(ev)) => {
-                let done = matches!(ev, Event::InitDone);
-                let count = on(ev);
-                health.objects.store(count as u64, Ordering::Relaxed);
-                if done {
-                    if !health.synced.swap(true, Ordering::Relaxed) {
-                        info!(watch = name, objects = count, "Kubernetes watch synced");
-                    }
-                    health.up.store(true, Ordering::Relaxed);
-                    // A full list decodes megabytes of JSON that are freed right after.
-                    crate::release_freed_memory();
-                }
-                if health.synced.load(Ordering::Relaxed) {
-                    health.up.store(true, Ordering::Relaxed);
-                }
-                delay = BACKOFF_MIN;
-            }
-            Some(Err(e)) => {
-                health.errors.fetch_add(1, Ordering::Relaxed);
-                if health.up.swap(false, Ordering::Relaxed) || delay == BACKOFF_MIN {
-                    warn!(watch = name, retry_in = ?delay, "Kubernetes watch failed: {e}");
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(BACKOFF_MAX);
-            }
-            None => return,
+        health.errors.fetch_add(1, Ordering::Relaxed);
+        if health.up.swap(false, Ordering::Relaxed) || delay == BACKOFF_MIN {
+            warn!(watch = name, retry_in = ?delay, "Kubernetes watch failed: {failure}");
         }
+        // What a failed or oversized response decoded is freed by now.
+        crate::release_freed_memory();
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(BACKOFF_MAX);
     }
 }

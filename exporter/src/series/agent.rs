@@ -25,6 +25,7 @@ pub const EVENTS_LOST: &str = "sockscope_events_lost";
 pub const EVENTS_FOLDED: &str = "sockscope_events_folded";
 pub const DRAIN_MEMBARRIER_FALLBACKS: &str = "sockscope_drain_membarrier_fallbacks";
 pub const LAST_DRAIN_TIMESTAMP: &str = "sockscope_last_drain_timestamp_seconds";
+pub const DRAIN_INTERVAL: &str = "sockscope_drain_interval_seconds";
 pub const DRAIN_DURATION: &str = "sockscope_drain_duration_seconds";
 pub const DRAIN_ERRORS: &str = "sockscope_drain_errors";
 
@@ -63,6 +64,7 @@ pub struct AgentMetrics {
     drain_errors: Counter,
     membarrier_fallbacks: Counter,
     last_drain: Gauge<f64, AtomicU64>,
+    interval: Gauge<f64, AtomicU64>,
     otlp: Option<OtlpMetrics>,
 }
 
@@ -109,6 +111,7 @@ impl AgentMetrics {
             events_folded: Family::default(),
             membarrier_fallbacks: Counter::default(),
             last_drain: Gauge::default(),
+            interval: Gauge::default(),
             drain_duration: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
@@ -156,6 +159,11 @@ impl AgentMetrics {
             m.membarrier_fallbacks.clone(),
         );
         registry.register(
+            DRAIN_INTERVAL,
+            "The configured time between drains (--interval)",
+            m.interval.clone(),
+        );
+        registry.register(
             LAST_DRAIN_TIMESTAMP,
             "Unix time at which the last drain completed",
             m.last_drain.clone(),
@@ -193,6 +201,11 @@ impl AgentMetrics {
                 })
                 .set(i64::from(attached));
         }
+    }
+
+    /// Records the drain interval.
+    pub fn set_interval(&self, interval: Duration) {
+        self.interval.set(interval.as_secs_f64());
     }
 
     /// Records the capacity of a map.
