@@ -83,7 +83,7 @@ fn panel(file: &str, title: &str) -> Value {
 
 /// Panels the host scenario (DNS storm, SERVFAIL, unanswered queries, refused connects,
 /// hairpin, a bulk transfer with retransmits, a qname budget overflow) gives data to.
-const HOST_SCENARIO_PANELS: [(&str, &str); 27] = [
+const HOST_SCENARIO_PANELS: [(&str, &str); 29] = [
     ("overview.json", "TCP bytes sent/s by workload"),
     ("overview.json", "TCP bytes received/s by workload"),
     ("overview.json", "UDP bytes/s by workload"),
@@ -122,7 +122,9 @@ const HOST_SCENARIO_PANELS: [(&str, &str); 27] = [
     ("health.json", "Programs attached"),
     ("health.json", "Map fill"),
     ("health.json", "Lost events/s"),
+    ("health.json", "Updates folded into overflow/s"),
     ("health.json", "Series folded into ~other/s"),
+    ("health.json", "Time since the last drain"),
 ];
 
 /// Panels the Kubernetes scenario (two namespaces sharing a database, OTLP on) gives data to.
