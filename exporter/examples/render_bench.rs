@@ -14,9 +14,7 @@ use sockscope::{
         otlp::{Temporality, encode::Encoder, snapshot},
     },
     identity::{Identity, hosts::HostCache},
-    series::{
-        Budgets, budget::Overflow, expiry::Expiry, flows::FlowMetrics, labels::LabelOptions,
-    },
+    series::{Budgets, budget::Overflow, expiry::Expiry, flows::FlowMetrics, labels::LabelOptions},
 };
 use sockscope_common::{FlowKey, FlowStats, PROTO_TCP, ROLE_CLIENT, v4_mapped};
 

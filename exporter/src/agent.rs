@@ -25,8 +25,8 @@ use crate::{
         prometheus::{Heartbeat, Shared, router},
         web::{self, WebOptions},
     },
-    identity::{Identity, hosts::HostCache},
     fault::{self, Fault},
+    identity::{Identity, hosts::HostCache},
     kubernetes::Cluster,
     lock,
     series::{Budgets, Series, labels::LabelOptions},
@@ -79,11 +79,17 @@ pub fn start(config: &Config) -> Result<Started> {
     listener.set_nonblocking(true).map_err(listen)?;
 
     let web = match &config.web_config_file {
-        Some(path) => web::load(path, config.web_max_requests as usize, config.web_timeout)?,
+        Some(path) => web::load(
+            path,
+            config.web_max_requests as usize,
+            config.web_max_connections as usize,
+            config.web_timeout,
+        )?,
         None => WebOptions {
             tls: None,
             users: Default::default(),
             max_requests: config.web_max_requests as usize,
+            max_connections: config.web_max_connections as usize,
             timeout: config.web_timeout,
         },
     };
@@ -249,7 +255,12 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         None => None,
     };
     let tls = web.tls.is_some();
-    let server = tokio::spawn(web::serve(listener, router(shared.clone()), web));
+    let server = tokio::spawn(web::serve(
+        listener,
+        router(shared.clone()),
+        web,
+        series.agent.web_counters(),
+    ));
     // The first drain waits (briefly) for this node's pods, so it does not label every pod
     // from its cgroup path alone; the kernel keeps counting meanwhile.
     if let Some(c) = &cluster

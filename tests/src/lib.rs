@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod kube;
 pub mod kubeapi;
+pub mod pki;
 
 use std::{
     collections::BTreeMap,

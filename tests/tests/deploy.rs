@@ -261,3 +261,123 @@ fn manifests_agree_with_each_other_and_the_agent() {
         }
     }
 }
+
+/// Renders `deploy/examples/web-config` (the base with the web-config component).
+fn render_web_config() -> String {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join("deploy/examples/web-config"))
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The agent container's probes as (name, scheme, path), checked to target its metrics port.
+fn probes(docs: &[Value]) -> Vec<(String, String, String)> {
+    let c = &find(docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0];
+    let port = &c["ports"][0];
+    ["livenessProbe", "readinessProbe"]
+        .iter()
+        .map(|p| {
+            let get = &c[*p]["httpGet"];
+            assert!(
+                get["port"] == port["name"] || get["port"] == port["containerPort"],
+                "{p}: {get}"
+            );
+            (
+                p.to_string(),
+                get["scheme"].as_str().unwrap_or("HTTP").to_string(),
+                get["path"].as_str().expect("path").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What the kubelet gets for a probe: an HTTP(S) GET without credentials, the certificate not
+/// verified (kubelet probes skip verification).
+fn kubelet_probe(scheme: &str, port: u16, path: &str) -> String {
+    let url = format!("{}://127.0.0.1:{port}{path}", scheme.to_lowercase());
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-k",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg(&url)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
+
+/// The DaemonSet's probes pass against an agent run the way the manifests configure it: the
+/// base (HTTP) with basic auth on, and the web-config example (HTTPS) with TLS and basic auth.
+/// A probe that failed would restart-loop the agent on every node.
+#[test]
+fn probes_work_with_a_web_config() {
+    let web = render_web_config();
+    let (ok, report) = validate(&web, "1.37.0");
+    assert!(ok, "{report}");
+    let docs = documents(&web);
+    let env = &find(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .expect("env")
+            .iter()
+            .any(|e| e["name"] == "SOCKSCOPE_WEB_CONFIG_FILE"),
+        "{env}"
+    );
+    let https = probes(&docs);
+    assert!(
+        https.iter().all(|(_, scheme, _)| scheme == "HTTPS"),
+        "{https:?}"
+    );
+    let monitor = &find(&docs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(monitor["scheme"], "https");
+    assert!(monitor["basicAuth"].is_object(), "{monitor}");
+    let http = probes(&documents(&render()));
+    assert!(
+        http.iter().all(|(_, scheme, _)| scheme == "HTTP"),
+        "{http:?}"
+    );
+
+    let pki = sockscope_tests::pki::pki("probes");
+    for (probes, tls) in [(&https, true), (&http, false)] {
+        let cfg = sockscope_tests::pki::web_config(&pki.0, tls, "s3cret");
+        let cg = sockscope_tests::TestCgroup::new("deploy-probes");
+        let agent = sockscope_tests::Agent::start(
+            PEER,
+            &cg.root,
+            &[&format!("--web-config-file={}", cfg.display())],
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for (name, scheme, path) in probes {
+            loop {
+                let code = kubelet_probe(scheme, agent.port, path);
+                if code == "200" {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} {scheme} {path}: {code}; log:\n{}",
+                    agent.log_text()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        // /metrics itself still wants the password.
+        let scheme = if tls { "HTTPS" } else { "HTTP" };
+        assert_eq!(kubelet_probe(scheme, agent.port, "/metrics"), "401");
+    }
+}

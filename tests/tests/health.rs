@@ -28,8 +28,12 @@ fn trigger(tag: &str) -> PathBuf {
 fn exit_after(agent: &mut Agent, file: &std::path::Path) -> (Duration, std::process::ExitStatus) {
     let t0 = Instant::now();
     std::fs::write(file, b"").expect("trigger");
-    let st = wait_timeout(&mut agent.child, Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("agent still running 20s after the fault; log:\n{}", agent.log_text()));
+    let st = wait_timeout(&mut agent.child, Duration::from_secs(20)).unwrap_or_else(|| {
+        panic!(
+            "agent still running 20s after the fault; log:\n{}",
+            agent.log_text()
+        )
+    });
     (t0.elapsed(), st)
 }
 
@@ -114,7 +118,10 @@ fn a_stalled_drain_fails_healthz() {
         m.sum("sockscope_drain_membarrier_fallbacks_total", &[]),
         0.0
     );
-    assert_eq!(http_get(agent.port, "/healthz", None).expect("healthz").0, 200);
+    assert_eq!(
+        http_get(agent.port, "/healthz", None).expect("healthz").0,
+        200
+    );
     let t0 = Instant::now();
     std::fs::write(&file, b"").expect("trigger");
     let limit = interval * 3 + Duration::from_secs(2);
@@ -129,12 +136,19 @@ fn a_stalled_drain_fails_healthz() {
         thread::sleep(Duration::from_millis(50));
     }
     let _ = std::fs::remove_file(&file);
-    let at = stalled_at.unwrap_or_else(|| panic!("/healthz stayed 200; log:\n{}", agent.log_text()));
+    let at =
+        stalled_at.unwrap_or_else(|| panic!("/healthz stayed 200; log:\n{}", agent.log_text()));
     // Not before the last drain is 3 intervals + margin old (the fault fires at the next tick,
     // at most one interval after the trigger), and not much later either.
     assert!(at >= limit - interval, "503 after {at:?}, limit {limit:?}");
-    assert!(at <= limit + interval + Duration::from_secs(1), "503 after {at:?}");
-    assert_eq!(http_get(agent.port, "/readyz", None).expect("readyz").0, 503);
+    assert!(
+        at <= limit + interval + Duration::from_secs(1),
+        "503 after {at:?}"
+    );
+    assert_eq!(
+        http_get(agent.port, "/readyz", None).expect("readyz").0,
+        503
+    );
     // The exposition is frozen at the last drain, and says so.
     let a = Metrics::parse(&agent.scrape()).sum("sockscope_last_drain_timestamp_seconds", &[]);
     thread::sleep(interval * 2);
@@ -173,12 +187,12 @@ fn failed_deletes_never_count_twice() {
         srv.wait_ok();
         total += sent;
         let m = agent.wait_until(Duration::from_secs(20), "exact bytes", |m| {
-            m.sum(
-                "sockscope_udp_sent_bytes_total",
-                &[("workload", "client")],
-            ) == total as f64
+            m.sum("sockscope_udp_sent_bytes_total", &[("workload", "client")]) == total as f64
         });
-        assert!(m.sum("sockscope_drain_errors_total", &[]) > 0.0, "round {round}");
+        assert!(
+            m.sum("sockscope_drain_errors_total", &[]) > 0.0,
+            "round {round}"
+        );
         // A few drains more: the stuck entries are read again, and add nothing.
         thread::sleep(Duration::from_millis(1000));
         let m = Metrics::parse(&agent.scrape());
@@ -279,10 +293,16 @@ fn restart_starts_from_zero_and_adopts_open_connections() {
             && m.sum("sockscope_tcp_received_bytes_total", &client) == recv2 as f64
     });
     // Adopted, not opened while the new agent watched; its close is not tracked either.
-    assert_eq!(m.sum("sockscope_tcp_connections_opened_total", &client), 0.0);
+    assert_eq!(
+        m.sum("sockscope_tcp_connections_opened_total", &client),
+        0.0
+    );
     thread::sleep(Duration::from_millis(900));
     let m = Metrics::parse(&second.scrape());
-    assert_eq!(m.sum("sockscope_tcp_sent_bytes_total", &client), sent2 as f64);
+    assert_eq!(
+        m.sum("sockscope_tcp_sent_bytes_total", &client),
+        sent2 as f64
+    );
     assert_eq!(
         m.sum("sockscope_udp_sent_bytes_total", &[("workload", "uclient")]),
         0.0

@@ -106,7 +106,10 @@ fn spray_within_one_interval(name: &str, peers: usize) {
     srv.wait_ok();
     let want = (peers as u64 * SIZE) as f64;
     let tcp = |m: &Metrics, w: &str, f: &str| {
-        m.sum(&format!("sockscope_tcp_{f}_bytes_total"), &[("workload", w)])
+        m.sum(
+            &format!("sockscope_tcp_{f}_bytes_total"),
+            &[("workload", w)],
+        )
     };
     let m = agent.wait_until(
         Duration::from_secs(60),
@@ -126,7 +129,10 @@ fn spray_within_one_interval(name: &str, peers: usize) {
     );
     assert!(folded > want / 2.0, "folded {folded} of {want}");
     assert_eq!(
-        m.sum("sockscope_udp_sent_bytes_total", &[("workload", "~overflow")]),
+        m.sum(
+            "sockscope_udp_sent_bytes_total",
+            &[("workload", "~overflow")]
+        ),
         0.0
     );
     assert!(
@@ -135,7 +141,12 @@ fn spray_within_one_interval(name: &str, peers: usize) {
             &[("source", "flow_cgroup_limit")]
         ) > 0.0
     );
-    assert_eq!(m.sum("sockscope_events_lost_total", &[]), 0.0, "{}", m.dump());
+    assert_eq!(
+        m.sum("sockscope_events_lost_total", &[]),
+        0.0,
+        "{}",
+        m.dump()
+    );
     // The bulk transfer never lost its peer.
     assert_eq!(
         m.sum(
@@ -185,7 +196,8 @@ fn a_spray_leaves_room_for_other_workloads() {
     n.line("sent ");
     n.wait_ok();
     let m = agent.wait_until(Duration::from_secs(60), "both totals", |m| {
-        udp_sent(m, "spray") == (60_000 * SIZE) as f64 && udp_sent(m, "neighbour") == (300 * SIZE) as f64
+        udp_sent(m, "spray") == (60_000 * SIZE) as f64
+            && udp_sent(m, "neighbour") == (300 * SIZE) as f64
     });
     let neighbour: Vec<_> = m
         .matching(
@@ -194,7 +206,11 @@ fn a_spray_leaves_room_for_other_workloads() {
         )
         .collect();
     assert_eq!(neighbour.len(), 300, "one series per peer: {neighbour:?}");
-    assert!(neighbour.iter().all(|(l, _)| l["remote_class"] != "~overflow"));
+    assert!(
+        neighbour
+            .iter()
+            .all(|(l, _)| l["remote_class"] != "~overflow")
+    );
     // The spray kept at most its share per interval (plus one per CPU racing the limit).
     let spray_peers = m
         .matching("sockscope_udp_sent_bytes_total", &[("workload", "spray")])
@@ -237,7 +253,10 @@ fn node_wide_overflow_keeps_the_node_total() {
         m.sum("sockscope_udp_sent_bytes_total", &[]) == want
     });
     assert!(
-        m.sum("sockscope_udp_sent_bytes_total", &[("workload", "~overflow")]) > 0.0,
+        m.sum(
+            "sockscope_udp_sent_bytes_total",
+            &[("workload", "~overflow")]
+        ) > 0.0,
         "{}",
         m.dump()
     );

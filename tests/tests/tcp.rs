@@ -371,11 +371,19 @@ fn tcp_burst_of_2000_connections_exact() {
     // socket already being torn down, whose state can no longer be created; the exact counts
     // above show no bytes depended on it.)
     assert_eq!(
-        m.sum("sockscope_events_lost_total", &[("source", "close_flush_lost")]),
+        m.sum(
+            "sockscope_events_lost_total",
+            &[("source", "close_flush_lost")]
+        ),
         0.0,
         "{}",
         m.dump()
     );
     // Nor into overflow: 2000 connections of one pair are one flow.
-    assert_eq!(m.sum("sockscope_events_folded_total", &[]), 0.0, "{}", m.dump());
+    assert_eq!(
+        m.sum("sockscope_events_folded_total", &[]),
+        0.0,
+        "{}",
+        m.dump()
+    );
 }

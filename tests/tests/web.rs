@@ -12,59 +12,10 @@ use sockscope_tests::{Agent, TestCgroup, free_port};
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sh(cmd: &str, dir: &Path) {
-    let out = Command::new("sh")
-        .args(["-c", cmd])
-        .current_dir(dir)
-        .output()
-        .expect("sh");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA.
-fn pki(name: &str) -> Dir {
-    let dir = std::env::temp_dir().join(format!("sockscope-web-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    sh(
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-           -subj /CN=sockscope-test-ca -keyout ca.key -out ca.crt 2>/dev/null && \
-         openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-           -subj /CN=127.0.0.1 -keyout tls.key -out tls.csr 2>/dev/null && \
-         printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
-         openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-           -extfile ext.cnf -out tls.crt 2>/dev/null && \
-         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-           -subj /CN=other-ca -keyout other.key -out other.crt 2>/dev/null",
-        &dir,
-    );
-    Dir(dir)
-}
+use sockscope_tests::pki::{pki, sh};
 
 fn web_config(dir: &Path, password: &str) -> PathBuf {
-    let hash = bcrypt::hash(password, 6).expect("bcrypt");
-    let path = dir.join("web.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "tls_server_config:\n  cert_file: {d}/tls.crt\n  key_file: {d}/tls.key\nbasic_auth_users:\n  prom: {hash}\n",
-            d = dir.display()
-        ),
-    )
-    .expect("write web config");
-    path
+    sockscope_tests::pki::web_config(dir, true, password)
 }
 
 /// curl's HTTP status for `url` ("000" when the connection or TLS failed).
@@ -114,6 +65,18 @@ fn tls_and_basic_auth() {
     }
     assert_eq!(curl(&["--cacert", ca, "-u", "prom:s3cret"], &url), "200");
     assert_eq!(curl(&["--cacert", ca], &url), "401", "missing password");
+    // The probes need no credentials: they carry no data. As the kubelet asks (no certificate
+    // check, no Authorization header), and with the CA.
+    for path in ["/healthz", "/readyz"] {
+        let probe = url.replace("/metrics", path);
+        assert_eq!(curl(&["-k"], &probe), "200", "{path}");
+        assert_eq!(curl(&["--cacert", ca], &probe), "200", "{path}");
+    }
+    // Any other path needs them, even one that does not exist.
+    assert_eq!(
+        curl(&["--cacert", ca], &url.replace("/metrics", "/nope")),
+        "401"
+    );
     assert_eq!(
         curl(&["--cacert", ca, "-u", "prom:wrong"], &url),
         "401",
@@ -233,12 +196,69 @@ fn prometheus_scrapes_through_tls_and_basic_auth() {
     }
 }
 
+/// Opens a client with a 4 KiB receive buffer that asks for /metrics and does not read.
+fn stalled_scrape(port: u16) -> std::net::TcpStream {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2)/setsockopt(2)/connect(2) on a fresh fd owned by the TcpStream.
+    let mut slow = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let small: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            4,
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(
+            libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32
+            ),
+            0
+        );
+        std::net::TcpStream::from_raw_fd(fd)
+    };
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: sockscope\r\n\r\n")
+        .expect("request");
+    slow
+}
+
+/// Reads what `s` has until EOF, an error, or a complete 4 MB body; returns the bytes read.
+fn drain(s: &mut std::net::TcpStream) -> usize {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        total += n;
+        if buf[..n].ends_with(b"# EOF\n") || (buf[..n].ends_with(b"\n") && total > 4_000_000) {
+            break;
+        }
+    }
+    total
+}
+
 /// A scrape whose client reads slowly holds its slot until the body is sent: with
-/// `--web-max-requests 1`, another scrape meanwhile gets 503, and one after it 200.
+/// `--web-max-requests 1`, another scrape meanwhile gets 503, and one after it 200. A client
+/// that stops reading altogether is cut after `--web-timeout`, which frees the slot.
 #[test]
 fn concurrent_scrape_cap() {
-    use std::io::{Read, Write};
-    use std::os::fd::FromRawFd;
     // 20,000 flow series make a 4 MB exposition, more than the kernel buffers between a
     // server and a client that does not read.
     let tag = format!("sscap{}", std::process::id() % 10000);
@@ -258,6 +278,7 @@ fn concurrent_scrape_cap() {
     let cg = TestCgroup::new("web-cap");
     // Budgets and the per-cgroup flow share opened up: 20,000 peers of one workload, each
     // its own series, however fast the spray.
+    let timeout = Duration::from_secs(4);
     let agent = Agent::start(
         PEER,
         &cg.root,
@@ -265,6 +286,8 @@ fn concurrent_scrape_cap() {
             "--label-remote-ip",
             "--web-max-requests",
             "1",
+            "--web-timeout",
+            "4s",
             "--max-remote-ips-per-workload",
             "100000",
             "--max-flows-per-cgroup",
@@ -280,58 +303,18 @@ fn concurrent_scrape_cap() {
     agent.wait_until(Duration::from_secs(60), "20,000 series", |m| {
         m.matching("sockscope_udp_sent_bytes_total", &[]).count() >= 20_000
     });
-    // A client with a tiny receive buffer that asks and does not read.
-    // SAFETY: plain socket(2)/setsockopt(2)/connect(2) on a fresh fd owned by the TcpStream.
-    let mut slow = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let small: libc::c_int = 4096;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&small as *const libc::c_int).cast(),
-            4,
-        );
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: agent.port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        assert_eq!(
-            libc::connect(
-                fd,
-                (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as u32
-            ),
-            0
-        );
-        std::net::TcpStream::from_raw_fd(fd)
-    };
-    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: sockscope\r\n\r\n")
-        .expect("request");
+
+    // A slow reader holds the only slot; it reads its body in time, then the slot is free.
+    let mut slow = stalled_scrape(agent.port);
     thread::sleep(Duration::from_millis(500));
     let (code, _) = sockscope_tests::http_get(agent.port, "/metrics", None).expect("second scrape");
     assert_eq!(code, 503, "a second concurrent scrape");
     let (code, _) = sockscope_tests::http_get(agent.port, "/healthz", None).expect("healthz");
     assert_eq!(code, 200, "other paths are not capped");
-    // The slow client reads its body; then the slot is free again.
-    slow.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0usize;
-    while let Ok(n) = slow.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        total += n;
-        if buf[..n].ends_with(b"\n") && total > 4_000_000 {
-            break;
-        }
-    }
+    assert!(
+        drain(&mut slow) > 4_000_000,
+        "the slow reader gets its body"
+    );
     drop(slow);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -342,4 +325,141 @@ fn concurrent_scrape_cap() {
         assert!(Instant::now() < deadline, "slot not freed");
         thread::sleep(Duration::from_millis(100));
     }
+
+    // A reader that stops: cut once --web-timeout passes, without reading a byte more.
+    let started = Instant::now();
+    let mut stuck = stalled_scrape(agent.port);
+    let freed = loop {
+        let (code, _) = sockscope_tests::http_get(agent.port, "/metrics", None).expect("scrape");
+        if code == 200 {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout + Duration::from_secs(10),
+            "the stuck reader kept the slot"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        freed >= timeout - Duration::from_millis(500),
+        "freed after {freed:?}"
+    );
+    assert!(
+        drain(&mut stuck) < 4_000_000,
+        "the stuck reader's response was cut"
+    );
+    let m = agent.wait_until(Duration::from_secs(10), "counted refusals", |m| {
+        m.sum("sockscope_web_refused_total", &[("reason", "timeout")]) >= 1.0
+    });
+    assert!(m.sum("sockscope_web_refused_total", &[("reason", "requests")]) >= 1.0);
+}
+
+/// At most `--web-max-connections` are open: one more is closed at once. Idle connections end
+/// after `--web-timeout`, so the slots come back.
+#[test]
+fn open_connections_are_capped() {
+    use std::io::{Read, Write};
+    let cg = TestCgroup::new("web-conns");
+    let agent = Agent::start(
+        PEER,
+        &cg.root,
+        &["--web-max-connections", "3", "--web-timeout", "2s"],
+    );
+    let idle: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", agent.port)).expect("connect"))
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut extra = std::net::TcpStream::connect(("127.0.0.1", agent.port)).expect("connect");
+    let t0 = Instant::now();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let got = extra.read(&mut buf).unwrap_or(0);
+    assert_eq!(got, 0, "a connection past the cap is closed, unanswered");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    // The idle ones are closed by the server after the header timeout.
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        assert_eq!(c.read(&mut buf).unwrap_or(0), 0, "idle connection closed");
+    }
+    let (code, _) = sockscope_tests::http_get(agent.port, "/healthz", None).expect("healthz");
+    assert_eq!(code, 200);
+    agent.wait_until(Duration::from_secs(10), "counted", |m| {
+        m.sum("sockscope_web_refused_total", &[("reason", "connections")]) >= 1.0
+    });
+}
+
+/// Wrong passwords sent by the dozen: at most a few bcrypt verifications run at once, the rest
+/// are refused at once (503), and the probes stay fast.
+#[test]
+fn logins_are_bounded() {
+    let dir = sockscope_tests::pki::Dir(std::env::temp_dir().join(format!(
+        "sockscope-web-logins-{}-{}",
+        std::process::id(),
+        sockscope_tests::unique()
+    )));
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let hash = sockscope_tests::pki::bcrypt_hash("s3cret", 11);
+    let cfg = dir.0.join("web.yaml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  prom: {hash}\n")).expect("write");
+    let cg = TestCgroup::new("web-logins");
+    let agent = Agent::start(
+        PEER,
+        &cg.root,
+        &[&format!("--web-config-file={}", cfg.display())],
+    );
+    let url = format!("http://127.0.0.1:{}/metrics", agent.port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(&[], &url.replace("/metrics", "/readyz")) != "200" {
+        assert!(Instant::now() < deadline, "not ready: {}", agent.log_text());
+        thread::sleep(Duration::from_millis(100));
+    }
+    let storm: Vec<_> = (0..16)
+        .map(|i| {
+            let url = url.clone();
+            thread::spawn(move || {
+                let t = Instant::now();
+                let code = curl(&["-u", &format!("user{}:guess", i % 2)], &url);
+                (code, t.elapsed())
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    assert_eq!(curl(&[], &url.replace("/metrics", "/healthz")), "200");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let results: Vec<(String, Duration)> =
+        storm.into_iter().map(|h| h.join().expect("join")).collect();
+    let refused: Vec<&Duration> = results
+        .iter()
+        .filter(|(c, _)| c == "503")
+        .map(|(_, d)| d)
+        .collect();
+    let unauthorized = results.iter().filter(|(c, _)| c == "401").count();
+    assert!(!refused.is_empty(), "{results:?}");
+    assert!(unauthorized >= 1, "{results:?}");
+    assert_eq!(refused.len() + unauthorized, results.len(), "{results:?}");
+    // The right password still works (one verification, then cached), and the refusals are
+    // counted by reason.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let m = loop {
+        let out = Command::new("curl")
+            .args(["-s", "-u", "prom:s3cret", &url])
+            .output()
+            .expect("curl");
+        let m = sockscope_tests::Metrics::parse(&String::from_utf8_lossy(&out.stdout));
+        if m.sum("sockscope_web_refused_total", &[("reason", "logins")]) >= 1.0 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "refusals not counted");
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        m.sum("sockscope_web_refused_total", &[("reason", "unauthorized")]),
+        unauthorized as f64
+    );
+    drop(agent);
 }

@@ -50,6 +50,7 @@ struct Otlp {
 struct Web {
     config_file: Option<PathBuf>,
     max_requests: Option<u32>,
+    max_connections: Option<u32>,
     timeout: Option<String>,
 }
 
@@ -231,7 +232,12 @@ impl File {
             set!(
                 "max_dns_keys_per_cgroup",
                 c.max_dns_keys_per_cgroup,
-                range("maps.dns_keys_per_cgroup", m.dns_keys_per_cgroup, 1, u32::MAX)?
+                range(
+                    "maps.dns_keys_per_cgroup",
+                    m.dns_keys_per_cgroup,
+                    1,
+                    u32::MAX
+                )?
             );
             set!(
                 "overflow_map_size",
@@ -316,6 +322,14 @@ impl File {
                 return Err("web.max_requests: must be between 1 and 10000".into());
             }
             set!("web_max_requests", c.web_max_requests, w.max_requests);
+            if w.max_connections.is_some_and(|n| n == 0 || n > 100_000) {
+                return Err("web.max_connections: must be between 1 and 100000".into());
+            }
+            set!(
+                "web_max_connections",
+                c.web_max_connections,
+                w.max_connections
+            );
             set!(
                 "web_timeout",
                 c.web_timeout,

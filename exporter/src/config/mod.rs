@@ -177,8 +177,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub web_max_requests: u32,
 
-    /// Longest time for a client to send its request headers, and for a request to be
-    /// answered (also the TLS handshake).
+    /// Open HTTP connections; more are closed at once.
+    #[arg(long, env = "SOCKSCOPE_WEB_MAX_CONNECTIONS", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub web_max_connections: u32,
+
+    /// Longest time for a client to send its request headers (also the TLS handshake, and an
+    /// idle keep-alive connection's next request), and for a scrape's response to be sent: a
+    /// client that stops reading is cut after it.
     #[arg(long, env = "SOCKSCOPE_WEB_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
     pub web_timeout: Duration,
 
@@ -337,8 +343,8 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 /// Parses the Kubernetes request timeout: 1s to 10m.
 pub fn parse_kube_timeout(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (write durations like 10s, 1m)"))?;
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 1m)"))?;
     if d < Duration::from_secs(1) || d > Duration::from_secs(600) {
         return Err(format!("{s} is out of range: 1s to 10m"));
     }
@@ -428,7 +434,14 @@ mod tests {
         assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
         assert_eq!(parse_bytes("512K"), Ok(512 << 10));
         assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
-        for bad in ["", "MiB", "1TiB", "12 parsecs", "1KiB", "99999999999999999999"] {
+        for bad in [
+            "",
+            "MiB",
+            "1TiB",
+            "12 parsecs",
+            "1KiB",
+            "99999999999999999999",
+        ] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }

@@ -197,7 +197,11 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     match shared.unhealthy() {
         None => (StatusCode::OK, "ok\n").into_response(),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -1,6 +1,13 @@
 //! The HTTP endpoint, hardened the way Prometheus exporters are (exporter-toolkit's web
-//! config): optional TLS and basic auth from a web config file, a cap on concurrent scrapes
-//! (503 beyond it), and timeouts for slow clients and slow requests.
+//! config), and against clients that do not play along:
+//! - optional TLS and basic auth from a web config file; `/healthz`, `/readyz` and `/` carry no
+//!   data and need no credentials, so the kubelet's probes work with any web config;
+//! - at most `max_requests` scrapes at once, checked before authentication (503 beyond it);
+//! - bcrypt costs the same for unknown users as for known ones (no timing oracle), and at most
+//!   [`MAX_VERIFYING`] verifications run at once, the rest are refused at once (503);
+//! - at most `max_connections` open connections (more are closed at once);
+//! - request headers and TLS handshakes must arrive within `timeout`, and a response not sent
+//!   within `timeout` of its request (a client that stops reading) is cut, freeing its slot.
 //!
 //! ```yaml
 //! tls_server_config:
@@ -28,8 +35,14 @@ use axum::{
 };
 use base64::Engine;
 use serde::Deserialize;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+    time::Instant,
+};
 use tracing::{debug, warn};
+
+use crate::series::agent::WebCounters;
 
 /// Errors of the web config; each names the file and key.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +60,10 @@ pub enum Error {
 /// Result alias of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A web config file's contents.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct File {
+pub struct File {
     tls_server_config: Option<TlsFile>,
     #[serde(default)]
     basic_auth_users: BTreeMap<String, String>,
@@ -63,51 +77,104 @@ struct TlsFile {
     client_ca_file: Option<PathBuf>,
 }
 
+/// bcrypt verifications at once; more logins meanwhile are refused (a cached login needs
+/// none). Two: as many as this machine kind's cores, so logins cannot take every CPU.
+pub const MAX_VERIFYING: usize = 2;
+
+/// Paths that carry no data and need no credentials (probes, the landing page).
+const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/"];
+
 /// What the endpoint enforces.
 #[derive(Clone)]
 pub struct WebOptions {
     /// TLS, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// user -> bcrypt hash; empty: no authentication.
-    pub users: Arc<BTreeMap<String, String>>,
+    /// Basic auth users; empty: no authentication.
+    pub users: Arc<Users>,
     /// Concurrent /metrics requests; more get 503.
     pub max_requests: usize,
-    /// Longest time for reading a request's headers, and for answering it.
+    /// Open connections; more are closed at once.
+    pub max_connections: usize,
+    /// Longest time for reading a request's headers (and the TLS handshake), and for sending
+    /// a response.
     pub timeout: Duration,
 }
 
+/// Basic auth users, with a stand-in hash for names that are not users.
+#[derive(Default)]
+pub struct Users {
+    hashes: BTreeMap<String, String>,
+    /// A bcrypt hash of the highest cost among the users: an unknown user's password is
+    /// verified against it, so a refusal takes as long whether the user exists or not.
+    decoy: String,
+}
+
+impl Users {
+    /// True when authentication is off.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+}
+
+/// Parses a web config file's text; errors name the key.
+pub fn parse(text: &str) -> std::result::Result<File, String> {
+    let de = serde_norway::Deserializer::from_str(text);
+    let file: File = serde_path_to_error::deserialize(de)
+        .map_err(|e| format!("{}: {}", e.path(), e.inner().to_string().replace('\n', " ")))?;
+    for (user, hash) in &file.basic_auth_users {
+        if hash.parse::<bcrypt::HashParts>().is_err() {
+            return Err(format!(
+                "basic_auth_users.{user}: not a bcrypt hash (make one with `htpasswd -nBC 10 {user}`)"
+            ));
+        }
+    }
+    Ok(file)
+}
+
 /// Reads and checks a web config file: certificates load, hashes are bcrypt.
-pub fn load(path: &Path, max_requests: usize, timeout: Duration) -> Result<WebOptions> {
+pub fn load(
+    path: &Path,
+    max_requests: usize,
+    max_connections: usize,
+    timeout: Duration,
+) -> Result<WebOptions> {
     let err = |message: String| Error::Config {
         path: path.to_path_buf(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let de = serde_norway::Deserializer::from_str(&text);
-    let file: File = serde_path_to_error::deserialize(de).map_err(|e| {
-        err(format!(
-            "{}: {}",
-            e.path(),
-            e.inner().to_string().replace('\n', " ")
-        ))
-    })?;
-    for (user, hash) in &file.basic_auth_users {
-        if hash.parse::<bcrypt::HashParts>().is_err() {
-            return Err(err(format!(
-                "basic_auth_users.{user}: not a bcrypt hash (make one with `htpasswd -nBC 10 {user}`)"
-            )));
-        }
-    }
+    let file = parse(&text).map_err(err)?;
     let tls = match file.tls_server_config {
         Some(t) => Some(acceptor(&t).map_err(err)?),
         None => None,
     };
+    let users = users(file.basic_auth_users).map_err(err)?;
     Ok(WebOptions {
         tls,
-        users: Arc::new(file.basic_auth_users),
+        users: Arc::new(users),
         max_requests,
+        max_connections,
         timeout,
     })
+}
+
+/// The users and their decoy hash.
+fn users(hashes: BTreeMap<String, String>) -> std::result::Result<Users, String> {
+    let Some(cost) = hashes
+        .values()
+        .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+        .map(|p| p.get_cost())
+        .max()
+    else {
+        return Ok(Users::default());
+    };
+    // Random, never a password anyone knows: this hash only has to cost what a real one does.
+    let secret = format!(
+        "{:x}",
+        password_key(&format!("{:?}", std::time::Instant::now()))
+    );
+    let decoy = bcrypt::hash(secret, cost).map_err(|e| format!("basic_auth_users: {e}"))?;
+    Ok(Users { hashes, decoy })
 }
 
 fn acceptor(t: &TlsFile) -> std::result::Result<tokio_rustls::TlsAcceptor, String> {
@@ -180,58 +247,69 @@ fn password_key(password: &str) -> u64 {
 enum Auth {
     /// A cached login.
     Allowed,
-    /// Missing, malformed, or an unknown user.
+    /// Missing or malformed (says nothing about any user).
     Denied,
-    /// A known user whose password must be checked against its hash.
+    /// A password to check against a hash: the user's, or the decoy for an unknown user
+    /// (`key` is then `None`: never allowed, whatever bcrypt says).
     Verify {
         password: String,
         hash: String,
-        key: (String, u64),
+        key: Option<(String, u64)>,
     },
 }
 
-fn check(users: &BTreeMap<String, String>, cache: &AuthCache, value: Option<&str>) -> Auth {
-    let Some(encoded) = value.and_then(|v| v.strip_prefix("Basic ")) else {
+/// Splits a `Basic` authorization header into user and password.
+pub fn basic_credentials(value: &str) -> Option<(String, String)> {
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+fn check(users: &Users, cache: &AuthCache, value: Option<&str>) -> Auth {
+    let Some((user, password)) = value.and_then(basic_credentials) else {
         return Auth::Denied;
     };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return Auth::Denied;
+    let Some(hash) = users.hashes.get(&user) else {
+        return Auth::Verify {
+            password,
+            hash: users.decoy.clone(),
+            key: None,
+        };
     };
-    let Ok(text) = String::from_utf8(decoded) else {
-        return Auth::Denied;
-    };
-    let Some((user, password)) = text.split_once(':') else {
-        return Auth::Denied;
-    };
-    let Some(hash) = users.get(user) else {
-        return Auth::Denied;
-    };
-    let key = (user.to_string(), password_key(password));
+    let key = (user, password_key(&password));
     if crate::lock(&cache.ok).contains(&key) {
         return Auth::Allowed;
     }
     Auth::Verify {
-        password: password.to_string(),
+        password,
         hash: hash.clone(),
-        key,
+        key: Some(key),
     }
 }
 
 /// bcrypt (deliberately slow: run it off the async workers); a success is cached.
-fn verify(cache: &AuthCache, password: &str, hash: &str, key: (String, u64)) -> bool {
-    if !bcrypt::verify(password, hash).unwrap_or(false) {
+fn verify(cache: &AuthCache, password: &str, hash: &str, key: Option<(String, u64)>) -> bool {
+    let ok = bcrypt::verify(password, hash).unwrap_or(false);
+    let Some(key) = key else {
+        return false;
+    };
+    if !ok {
         return false;
     }
-    let mut ok = crate::lock(&cache.ok);
-    if ok.len() >= AUTH_CACHE_MAX {
-        ok.clear();
+    let mut cached = crate::lock(&cache.ok);
+    if cached.len() >= AUTH_CACHE_MAX {
+        cached.clear();
     }
-    ok.insert(key);
+    cached.insert(key);
     true
 }
 
 #[cfg(test)]
-fn authorized(users: &BTreeMap<String, String>, cache: &AuthCache, value: Option<&str>) -> bool {
+fn authorized(users: &Users, cache: &AuthCache, value: Option<&str>) -> bool {
     match check(users, cache, value) {
         Auth::Allowed => true,
         Auth::Denied => false,
@@ -243,45 +321,96 @@ fn authorized(users: &BTreeMap<String, String>, cache: &AuthCache, value: Option
     }
 }
 
-/// Wraps the router with authentication, the scrape cap and the request timeout.
-pub fn harden(router: Router, options: &WebOptions) -> Router {
+/// When the response on a connection must be sent by; the connection's task cuts the
+/// connection once it passes. Set when a scrape's response starts, cleared when its body is
+/// done.
+#[derive(Clone)]
+struct Deadline(Arc<watch::Sender<Option<Instant>>>);
+
+/// Clears the connection's deadline (if still its own) and frees the scrape slot when a
+/// response's body is dropped: sent, or cut with its connection.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    deadline: Option<(Deadline, Instant)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((d, at)) = &self.deadline {
+            d.0.send_if_modified(|cur| {
+                let mine = *cur == Some(*at);
+                if mine {
+                    *cur = None;
+                }
+                mine
+            });
+        }
+    }
+}
+
+fn unavailable(counters: &WebCounters, reason: &'static str, body: &'static str) -> Response {
+    counters.refused(reason);
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        body,
+    )
+        .into_response()
+}
+
+/// Wraps the router with the scrape cap (outermost: checked before any credential), then
+/// authentication, then the request timeout.
+pub fn harden(router: Router, options: &WebOptions, counters: WebCounters) -> Router {
     let users = options.users.clone();
     let cache = Arc::new(AuthCache::default());
+    let verifying = Arc::new(Semaphore::new(MAX_VERIFYING));
     let permits = Arc::new(Semaphore::new(options.max_requests.max(1)));
     let timeout = options.timeout;
+    let c = counters.clone();
     let limit = middleware::from_fn(move |req: Request, next: Next| {
-        let permits = permits.clone();
+        let (permits, counters) = (permits.clone(), c.clone());
         async move {
-            if req.uri().path() != "/metrics" {
+            if PUBLIC_PATHS.contains(&req.uri().path()) {
                 return next.run(req).await;
             }
             let Ok(permit) = permits.try_acquire_owned() else {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many concurrent scrapes\n",
-                )
-                    .into_response();
+                return unavailable(&counters, "requests", "too many concurrent scrapes\n");
+            };
+            let deadline = req.extensions().get::<Deadline>().cloned().map(|d| {
+                let at = Instant::now() + timeout;
+                d.0.send_replace(Some(at));
+                (d, at)
+            });
+            let slot = Slot {
+                _permit: permit,
+                deadline,
             };
             match tokio::time::timeout(timeout, next.run(req)).await {
-                // The scrape holds its permit until its body is sent: a slow reader of a large
-                // exposition counts as a concurrent scrape.
+                // The scrape holds its slot until its body is sent (or its connection is cut
+                // at the deadline): a slow reader of a large exposition counts as a concurrent
+                // scrape, for `timeout` at most.
                 Ok(r) => {
                     let (parts, body) = r.into_parts();
                     let stream =
                         futures_util::StreamExt::map(body.into_data_stream(), move |chunk| {
-                            let _held = &permit;
+                            let _held = &slot;
                             chunk
                         });
                     Response::from_parts(parts, Body::from_stream(stream))
                 }
-                Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "request timed out\n").into_response(),
+                Err(_) => unavailable(&counters, "timeout", "request timed out\n"),
             }
         }
     });
     let auth = middleware::from_fn(move |req: Request, next: Next| {
-        let (users, cache) = (users.clone(), cache.clone());
+        let (users, cache, verifying, counters) = (
+            users.clone(),
+            cache.clone(),
+            verifying.clone(),
+            counters.clone(),
+        );
         async move {
-            if users.is_empty() {
+            if users.is_empty() || PUBLIC_PATHS.contains(&req.uri().path()) {
                 return next.run(req).await;
             }
             let value = req
@@ -289,7 +418,8 @@ pub fn harden(router: Router, options: &WebOptions) -> Router {
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            // A cached login is a lookup; only a new one pays bcrypt, on a blocking thread.
+            // A cached login is a lookup; only a new one pays bcrypt, on a blocking thread, at
+            // most MAX_VERIFYING at a time.
             let ok = match check(&users, &cache, value.as_deref()) {
                 Auth::Allowed => true,
                 Auth::Denied => false,
@@ -297,13 +427,26 @@ pub fn harden(router: Router, options: &WebOptions) -> Router {
                     password,
                     hash,
                     key,
-                } => tokio::task::spawn_blocking(move || verify(&cache, &password, &hash, key))
+                } => {
+                    let Ok(permit) = verifying.try_acquire_owned() else {
+                        return unavailable(
+                            &counters,
+                            "logins",
+                            "too many logins being verified\n",
+                        );
+                    };
+                    tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        verify(&cache, &password, &hash, key)
+                    })
                     .await
-                    .unwrap_or(false),
+                    .unwrap_or(false)
+                }
             };
             if ok {
                 next.run(req).await
             } else {
+                counters.refused("unauthorized");
                 Response::builder()
                     .status(StatusCode::UNAUTHORIZED)
                     .header(header::WWW_AUTHENTICATE, "Basic realm=\"sockscope\"")
@@ -312,13 +455,19 @@ pub fn harden(router: Router, options: &WebOptions) -> Router {
             }
         }
     });
-    // Layers run outside in: authentication first, then the cap.
-    router.layer(limit).layer(auth)
+    // Layers run outside in: the last added first.
+    router.layer(auth).layer(limit)
 }
 
 /// Serves `router` on `listener`, over TLS when configured, until the task is dropped.
-pub async fn serve(listener: TcpListener, router: Router, options: WebOptions) {
-    let router = harden(router, &options);
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    options: WebOptions,
+    counters: WebCounters,
+) {
+    let router = harden(router, &options, counters.clone());
+    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -329,20 +478,44 @@ pub async fn serve(listener: TcpListener, router: Router, options: WebOptions) {
                 continue;
             }
         };
-        let router = router.clone();
-        let tls = options.tls.clone();
-        let timeout = options.timeout;
+        let Ok(open) = connections.clone().try_acquire_owned() else {
+            // Closed at once: a client opening connections without end cannot starve the
+            // agent of file descriptors, nor delay the scrapes that fit.
+            counters.refused("connections");
+            debug!(%peer, "too many open connections; closed");
+            drop(stream);
+            continue;
+        };
+        let (router, tls, timeout, counters) = (
+            router.clone(),
+            options.tls.clone(),
+            options.timeout,
+            counters.clone(),
+        );
         tokio::spawn(async move {
-            let service = hyper_util::service::TowerToHyperService::new(router);
+            let _open = open;
+            let (tx, rx) = watch::channel(None);
+            let deadline = Deadline(Arc::new(tx));
+            let service = tower::ServiceExt::map_request(
+                router,
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(deadline.clone());
+                    req
+                },
+            );
+            let service = hyper_util::service::TowerToHyperService::new(service);
             let mut http = hyper::server::conn::http1::Builder::new();
+            // Also bounds an idle keep-alive connection: hyper times the wait for the next
+            // request's headers from when it starts waiting.
             http.timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(timeout);
             let result = match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
-                            http.serve_connection(hyper_util::rt::TokioIo::new(s), service)
-                                .await
+                            let conn =
+                                http.serve_connection(hyper_util::rt::TokioIo::new(s), service);
+                            until_deadline(conn, rx, &counters).await
                         }
                         Ok(Err(e)) => {
                             debug!(%peer, "TLS handshake failed: {e}");
@@ -355,14 +528,52 @@ pub async fn serve(listener: TcpListener, router: Router, options: WebOptions) {
                     }
                 }
                 None => {
-                    http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    until_deadline(conn, rx, &counters).await
                 }
             };
             if let Err(e) = result {
                 debug!(%peer, "connection ended: {e}");
             }
         });
+    }
+}
+
+/// Drives a connection until it ends, or until the response deadline in `deadline` passes:
+/// then the connection is dropped, which closes it and drops the response (and its slot).
+async fn until_deadline<F>(
+    conn: F,
+    mut deadline: watch::Receiver<Option<Instant>>,
+    counters: &WebCounters,
+) -> std::result::Result<(), hyper::Error>
+where
+    F: std::future::Future<Output = std::result::Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    loop {
+        let at = *deadline.borrow_and_update();
+        tokio::select! {
+            r = &mut conn => return r,
+            changed = deadline.changed() => {
+                if changed.is_err() {
+                    // The sender lives in the service, which the connection owns: gone only
+                    // with it. Wait for the connection alone.
+                    return (&mut conn).await;
+                }
+            }
+            _ = sleep_until(at) => {
+                counters.refused("timeout");
+                debug!("response not taken within the web timeout: connection cut");
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -373,7 +584,7 @@ mod tests {
     #[test]
     fn basic_auth() {
         let hash = bcrypt::hash("s3cret", 4).expect("hash");
-        let users = BTreeMap::from([("prom".to_string(), hash)]);
+        let users = users(BTreeMap::from([("prom".to_string(), hash)])).expect("users");
         let cache = AuthCache::default();
         let b64 = |s: &str| {
             format!(
@@ -389,6 +600,50 @@ mod tests {
         assert!(!authorized(&users, &cache, Some("Basic !!!")));
         assert!(!authorized(&users, &cache, Some("Bearer x")));
         assert!(!authorized(&users, &cache, None));
+        // An unknown user is checked against the decoy, of the users' cost, and refused
+        // even with the decoy's own password (which nobody knows).
+        assert_eq!(
+            users
+                .decoy
+                .parse::<bcrypt::HashParts>()
+                .expect("decoy")
+                .get_cost(),
+            4
+        );
+        assert!(matches!(
+            check(&users, &cache, Some(&b64("nobody:s3cret"))),
+            Auth::Verify { key: None, .. }
+        ));
+    }
+
+    /// An unknown user's refusal costs a bcrypt verification like a known user's wrong
+    /// password: no timing difference tells which names exist.
+    #[test]
+    fn unknown_users_cost_the_same() {
+        let hash = bcrypt::hash("s3cret", 9).expect("hash");
+        let users = users(BTreeMap::from([("prom".to_string(), hash)])).expect("users");
+        let cache = AuthCache::default();
+        let b64 = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        // Interleaved, so a loaded machine slows both alike.
+        let (mut known, mut unknown) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..4 {
+            for (user, total) in [("prom", &mut known), ("nobody", &mut unknown)] {
+                let h = b64(&format!("{user}:wrong"));
+                let t = std::time::Instant::now();
+                assert!(!authorized(&users, &cache, Some(&h)));
+                *total += t.elapsed();
+            }
+        }
+        let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+        assert!(
+            (0.33..3.0).contains(&ratio),
+            "known {known:?} unknown {unknown:?}"
+        );
     }
 
     #[tokio::test]
@@ -409,11 +664,12 @@ mod tests {
             .route("/healthz", axum::routing::get(|| async { "ok\n" }));
         let options = WebOptions {
             tls: None,
-            users: Arc::new(BTreeMap::new()),
+            users: Arc::new(Users::default()),
             max_requests: 1,
+            max_connections: 8,
             timeout: Duration::from_secs(30),
         };
-        let app = harden(slow, &options);
+        let app = harden(slow, &options, WebCounters::default());
         let get = |path: &str| {
             Request::builder()
                 .uri(path)
@@ -472,6 +728,7 @@ mod tests {
                 max_requests: 4,
                 ..options
             },
+            WebCounters::default(),
         );
         let r = app.oneshot(get("/metrics")).await.expect("response");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -499,7 +756,7 @@ mod tests {
         for (i, (yaml, want)) in cases.iter().enumerate() {
             let p = dir.join(format!("{i}.yaml"));
             std::fs::write(&p, yaml).expect("write");
-            let err = load(&p, 4, Duration::from_secs(1))
+            let err = load(&p, 4, 8, Duration::from_secs(1))
                 .err()
                 .expect(yaml)
                 .to_string();

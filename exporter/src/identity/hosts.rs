@@ -200,13 +200,17 @@ mod tests {
         );
         assert_eq!(c.lookup(1, ip, t0 + Duration::from_secs(31)), None);
         // Two names: the most recently resolved one wins while both are valid.
-        c.insert(1, ip, "b.test", 600, t0 + Duration::from_secs(1)).expect("cached");
-        c.insert(1, ip, "c.test", 600, t0 + Duration::from_secs(2)).expect("cached");
+        c.insert(1, ip, "b.test", 600, t0 + Duration::from_secs(1))
+            .expect("cached");
+        c.insert(1, ip, "c.test", 600, t0 + Duration::from_secs(2))
+            .expect("cached");
         assert_eq!(c.lookup(1, ip, t0 + Duration::from_secs(3)), Some("c.test"));
-        c.insert(1, ip, "b.test", 600, t0 + Duration::from_secs(4)).expect("cached");
+        c.insert(1, ip, "b.test", 600, t0 + Duration::from_secs(4))
+            .expect("cached");
         assert_eq!(c.lookup(1, ip, t0 + Duration::from_secs(5)), Some("b.test"));
         // A week-long TTL is capped at the ceiling.
-        c.insert(1, ip, "d.test", 604_800, t0 + Duration::from_secs(10)).expect("cached");
+        c.insert(1, ip, "d.test", 604_800, t0 + Duration::from_secs(10))
+            .expect("cached");
         assert_eq!(c.lookup(1, ip, t0 + Duration::from_secs(3700)), None);
     }
 
@@ -235,7 +239,10 @@ mod tests {
             Err(Refused::TooLong)
         );
         let ok = "a".repeat(MAX_NAME_LEN);
-        assert!(c.insert(1, IpAddr::from([10, 0, 2, 1]), &ok, 60, now).is_ok());
+        assert!(
+            c.insert(1, IpAddr::from([10, 0, 2, 1]), &ok, 60, now)
+                .is_ok()
+        );
     }
 
     #[test]

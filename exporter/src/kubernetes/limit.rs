@@ -85,7 +85,9 @@ mod tests {
 
     use super::*;
 
-    fn body(chunks: Vec<&'static [u8]>) -> LineLimit<impl Body<Data = Bytes, Error = BoxError> + Unpin> {
+    fn body(
+        chunks: Vec<&'static [u8]>,
+    ) -> LineLimit<impl Body<Data = Bytes, Error = BoxError> + Unpin> {
         let frames = chunks
             .into_iter()
             .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from_static(c))));

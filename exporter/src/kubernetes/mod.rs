@@ -183,11 +183,10 @@ pub async fn client(source: Source, timeout: Duration) -> Result<Client> {
     config.connect_timeout = Some(timeout);
     // Every response body goes through a line-length limit: a list page or watch event larger
     // than any real one is an error, not a buffer that grows with what the server sends.
-    let limit = tower::util::MapResponseLayer::new(
-        |r: hyper::Response<Box<kube::client::DynBody>>| {
+    let limit =
+        tower::util::MapResponseLayer::new(|r: hyper::Response<Box<kube::client::DynBody>>| {
             r.map(|b| limit::LineLimit::new(b, MAX_RESPONSE_LINE))
-        },
-    );
+        });
     Ok(kube::client::ClientBuilder::try_from(config)
         .map_err(|e| Error::Client(first_line(&e)))?
         .with_layer(&limit)
@@ -438,7 +437,10 @@ async fn watch<K, F>(
                 match tokio::time::timeout(timeout, stream.next()).await {
                     Ok(next) => next,
                     Err(_) => {
-                        break format!("no list response within {}", humantime::format_duration(timeout));
+                        break format!(
+                            "no list response within {}",
+                            humantime::format_duration(timeout)
+                        );
                     }
                 }
             } else {
@@ -457,7 +459,11 @@ async fn watch<K, F>(
                         if !health.synced.swap(true, Ordering::Relaxed) {
                             info!(watch = name, objects = count, "Kubernetes watch synced");
                         } else if !health.up.load(Ordering::Relaxed) {
-                            info!(watch = name, objects = count, "Kubernetes watch listed again: up");
+                            info!(
+                                watch = name,
+                                objects = count,
+                                "Kubernetes watch listed again: up"
+                            );
                         }
                         health.up.store(true, Ordering::Relaxed);
                         delay = BACKOFF_MIN;

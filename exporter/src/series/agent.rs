@@ -65,6 +65,7 @@ pub struct AgentMetrics {
     membarrier_fallbacks: Counter,
     last_drain: Gauge<f64, AtomicU64>,
     interval: Gauge<f64, AtomicU64>,
+    web: WebCounters,
     otlp: Option<OtlpMetrics>,
 }
 
@@ -82,6 +83,34 @@ struct OtlpMetrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
+}
+
+pub const WEB_REFUSED: &str = "sockscope_web_refused";
+
+/// `sockscope_web_refused_total{reason}`, shared with the HTTP server, which counts into it.
+#[derive(Clone, Default)]
+pub struct WebCounters {
+    refused: Family<ReasonLabels, Counter>,
+}
+
+/// Why the endpoint refused a request or connection.
+pub const WEB_REFUSALS: [&str; 5] = [
+    "connections",
+    "requests",
+    "logins",
+    "unauthorized",
+    "timeout",
+];
+
+impl WebCounters {
+    /// Counts one refusal.
+    pub fn refused(&self, reason: &str) {
+        self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
 }
 
 pub const OTLP_EXPORTS: &str = "sockscope_otlp_exports";
@@ -112,6 +141,7 @@ impl AgentMetrics {
             membarrier_fallbacks: Counter::default(),
             last_drain: Gauge::default(),
             interval: Gauge::default(),
+            web: WebCounters::default(),
             drain_duration: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
@@ -159,6 +189,16 @@ impl AgentMetrics {
             m.membarrier_fallbacks.clone(),
         );
         registry.register(
+            WEB_REFUSED,
+            "HTTP requests and connections the endpoint refused: connections (over --web-max-connections), requests (over --web-max-requests), logins (bcrypt verifications busy), unauthorized, timeout (a response not taken within --web-timeout, cut)",
+            m.web.refused.clone(),
+        );
+        for reason in WEB_REFUSALS {
+            let _ = m.web.refused.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            });
+        }
+        registry.register(
             DRAIN_INTERVAL,
             "The configured time between drains (--interval)",
             m.interval.clone(),
@@ -201,6 +241,11 @@ impl AgentMetrics {
                 })
                 .set(i64::from(attached));
         }
+    }
+
+    /// The counters the HTTP server increments.
+    pub fn web_counters(&self) -> WebCounters {
+        self.web.clone()
     }
 
     /// Records the drain interval.

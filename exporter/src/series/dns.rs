@@ -557,6 +557,8 @@ mod tests {
         has(
             r#"sockscope_dns_timeouts_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A"} 1"#,
         );
-        has(r#"sockscope_series_overflow_total{metric="sockscope_dns_queries_total",label="qname"} 2"#);
+        has(
+            r#"sockscope_series_overflow_total{metric="sockscope_dns_queries_total",label="qname"} 2"#,
+        );
     }
 }

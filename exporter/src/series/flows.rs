@@ -409,19 +409,19 @@ mod tests {
         let ns = crate::identity::netns::current_netns_cookie().expect("netns");
         let now = std::time::Instant::now();
         for i in 1..=3u8 {
-            id.hosts.insert(
-                ns,
-                std::net::IpAddr::from([127, 0, 0, i]),
-                &format!("h{i}.test"),
-                60,
-                now,
-            )
-            .expect("cached");
+            id.hosts
+                .insert(
+                    ns,
+                    std::net::IpAddr::from([127, 0, 0, i]),
+                    &format!("h{i}.test"),
+                    60,
+                    now,
+                )
+                .expect("cached");
         }
         let mut registry = Registry::default();
         let overflow = Overflow::default();
-        let mut m =
-            FlowMetrics::register(
+        let mut m = FlowMetrics::register(
             &mut registry,
             LabelOptions::default(),
             Budgets {
@@ -448,7 +448,10 @@ mod tests {
             .collect();
         m.fold(
             &flows,
-            &[], &mut id, &mut Expiry::new(Duration::from_secs(60)));
+            &[],
+            &mut id,
+            &mut Expiry::new(Duration::from_secs(60)),
+        );
         let mut out = String::new();
         encode(&mut out, &registry).expect("encode");
         let _ = std::fs::remove_dir_all(&dir);
@@ -496,9 +499,7 @@ mod tests {
         assert!(out.contains(h1), "{out}");
         // Idle past the ceiling: forgotten.
         m.set_sticky_for(Duration::ZERO);
-        m.fold(
-            &[],
-            &[], &mut id, &mut Expiry::new(Duration::from_secs(60)));
+        m.fold(&[], &[], &mut id, &mut Expiry::new(Duration::from_secs(60)));
         m.fold(
             &flows[..1],
             &[],

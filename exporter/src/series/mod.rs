@@ -118,8 +118,12 @@ impl Series {
     /// Folds one drain's flow and DNS deltas.
     pub fn fold(&mut self, batch: &crate::drain::Batch, identity: &mut Identity) {
         identity.begin_drain();
-        self.flows
-            .fold(&batch.flows, &batch.flow_overflow, identity, &mut self.expiry);
+        self.flows.fold(
+            &batch.flows,
+            &batch.flow_overflow,
+            identity,
+            &mut self.expiry,
+        );
         self.dns.fold(
             &batch.dns,
             &batch.dns_timeouts,

@@ -806,8 +806,16 @@ fn print_request(
 /// can see them all. Prints `sent <n>`.
 fn udp_spray(args: &[String]) -> Res<()> {
     let count: usize = arg(args, 0, "count")?;
-    let size: usize = if args.len() > 1 { arg(args, 1, "size")? } else { 1 };
-    let first: usize = if args.len() > 2 { arg(args, 2, "first")? } else { 0 };
+    let size: usize = if args.len() > 1 {
+        arg(args, 1, "size")?
+    } else {
+        1
+    };
+    let first: usize = if args.len() > 2 {
+        arg(args, 2, "first")?
+    } else {
+        0
+    };
     if count + first >= (1 << 18) - 1 {
         return Err("at most 262142 addresses (10.200.0.0/14)".into());
     }
