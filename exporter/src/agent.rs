@@ -118,13 +118,23 @@ pub fn start(config: &Config) -> Result<Started> {
         info!("keeping every capability (--keep-capabilities)");
     } else {
         let before = privileges::effective().unwrap_or(0);
-        let after = privileges::reduce_to(1 << privileges::CAP_DAC_READ_SEARCH)?;
+        let reduced = privileges::reduce_to(1 << privileges::CAP_DAC_READ_SEARCH)?;
         info!(
-            dropped = ?privileges::names(before & !after),
-            kept = ?privileges::names(after),
+            dropped = ?privileges::names(before & !reduced.effective),
+            kept = ?privileges::names(reduced.effective),
             "programs attached: capabilities dropped"
         );
+        if let Some(e) = reduced.bounding {
+            warn!(
+                "capabilities stay in the bounding set ({e}: dropping them needs CAP_SETPCAP); \
+                 the effective, permitted, inheritable and ambient sets are empty of them and \
+                 no_new_privs is set, so no exec can regain them"
+            );
+        }
     }
+    // Even with every capability kept: the agent never execs, and nothing it could exec
+    // should gain privileges.
+    privileges::no_new_privs()?;
     Ok(Started {
         root,
         listener,

@@ -316,6 +316,21 @@ pub struct Agent {
     pub log: PathBuf,
 }
 
+/// Field `name` (e.g. "NoNewPrivs", "CapBnd") of every thread of process `pid`, as written.
+pub fn thread_status(pid: u32, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        if let Some(line) = status.lines().find(|l| l.starts_with(&format!("{name}:"))) {
+            out.push(line[name.len() + 1..].trim().to_string());
+        }
+    }
+    out
+}
+
 /// CapEff of every thread of process `pid`.
 pub fn thread_capabilities(pid: u32) -> Vec<u64> {
     let mut caps = Vec::new();

@@ -451,6 +451,12 @@ fn capabilities_dropped_after_attach() {
     let caps = sockscope_tests::thread_capabilities(agent.child.id());
     assert!(caps.len() > 2, "{caps:?}");
     assert!(caps.iter().all(|c| *c == 1 << 2), "{caps:x?}");
+    // As root (with CAP_SETPCAP) the bounding set goes too, and no exec can grant anything.
+    let pid = agent.child.id();
+    let bounding = sockscope_tests::thread_status(pid, "CapBnd");
+    assert!(bounding.iter().all(|b| b == "0000000000000004"), "{bounding:?}");
+    let nnp = sockscope_tests::thread_status(pid, "NoNewPrivs");
+    assert!(nnp.len() > 2 && nnp.iter().all(|v| v == "1"), "{nnp:?}");
     let port = tcp_traffic(&cg, &[PEER], &[PEER]);
     agent.wait_until(Duration::from_secs(20), "counts after the drop", |m| {
         m.sum(
@@ -464,4 +470,6 @@ fn capabilities_dropped_after_attach() {
     let kept = Agent::start(PEER, &cg.root, &["--keep-capabilities"]);
     let caps = sockscope_tests::thread_capabilities(kept.child.id());
     assert!(caps.iter().all(|c| *c == own), "{caps:x?} vs {own:x}");
+    let nnp = sockscope_tests::thread_status(kept.child.id(), "NoNewPrivs");
+    assert!(nnp.iter().all(|v| v == "1"), "{nnp:?}");
 }

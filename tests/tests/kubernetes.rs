@@ -472,6 +472,16 @@ fn daemonset_capabilities_are_enough() {
         log.contains(r#"dropped=["net_admin", "perfmon", "bpf"]"#),
         "{log}"
     );
+    // Without CAP_SETPCAP the bounding set cannot shrink: said once, with the reason, and
+    // no_new_privs keeps an exec from regaining anything.
+    assert_eq!(
+        log.matches("capabilities stay in the bounding set").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("Operation not permitted"), "{log}");
+    let nnp = sockscope_tests::thread_status(agent.child.id(), "NoNewPrivs");
+    assert!(nnp.iter().all(|v| v == "1"), "{nnp:?}");
 
     let (mut srv, port) = env.server(&server, 1);
     let mut c = env.client(

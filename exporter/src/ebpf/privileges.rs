@@ -49,19 +49,38 @@ pub fn effective() -> std::io::Result<u64> {
     Ok(u64::from(d[0].effective) | (u64::from(d[1].effective) << 32))
 }
 
+/// What [`reduce_to`] achieved.
+#[derive(Debug)]
+pub struct Reduced {
+    /// The new effective mask.
+    pub effective: u64,
+    /// Why capabilities stayed in the bounding set, if they did (EPERM without CAP_SETPCAP):
+    /// the other sets are reduced either way, and without them an execve could not regain
+    /// any (no_new_privs is set too).
+    pub bounding: Option<std::io::Error>,
+}
+
 /// Reduces the calling thread's effective, permitted and inheritable sets to `keep` (only
 /// capabilities it has), clears the ambient set, and drops the rest from the bounding set
-/// where allowed (needs CAP_SETPCAP). Returns the new effective mask.
-pub fn reduce_to(keep: u64) -> Result<u64> {
+/// where allowed (needs CAP_SETPCAP).
+pub fn reduce_to(keep: u64) -> Result<Reduced> {
     let err = |what: &str, e: std::io::Error| Error::Privileges(format!("{what}: {e}"));
     let have = effective().map_err(|e| err("capget", e))?;
     let keep = keep & have;
     // Bounding set first: dropping from it needs CAP_SETPCAP, which goes below.
+    let mut bounding = None;
     for cap in 0..64u32 {
         if keep & (1 << cap) == 0 {
-            // SAFETY: prctl with integer arguments. EINVAL past the last capability and
-            // EPERM without CAP_SETPCAP are expected and harmless.
-            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            // SAFETY: prctl with integer arguments.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            if r != 0 {
+                let e = std::io::Error::last_os_error();
+                // EINVAL: past the last capability this kernel knows.
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    break;
+                }
+                bounding.get_or_insert(e);
+            }
         }
     }
     // SAFETY: prctl with integer arguments.
@@ -95,7 +114,31 @@ pub fn reduce_to(keep: u64) -> Result<u64> {
     if r != 0 {
         return Err(err("capset", std::io::Error::last_os_error()));
     }
-    effective().map_err(|e| err("capget", e))
+    Ok(Reduced {
+        effective: effective().map_err(|e| err("capget", e))?,
+        bounding,
+    })
+}
+
+/// Sets no_new_privs on the calling thread (inherited by threads it creates): no execve can
+/// grant privileges again (setuid binaries, file capabilities). See
+/// Documentation/userspace-api/no_new_privs.rst.
+pub fn no_new_privs() -> Result<()> {
+    // SAFETY: prctl with integer arguments.
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if r != 0 {
+        return Err(Error::Privileges(format!(
+            "prctl(PR_SET_NO_NEW_PRIVS): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether no_new_privs is set on the calling thread.
+pub fn has_no_new_privs() -> bool {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1 }
 }
 
 /// Names of the capabilities in a mask, for the log.
@@ -167,8 +210,12 @@ mod tests {
         // On a thread of its own: capabilities are per thread, the test runner's stay.
         std::thread::spawn(|| {
             let before = effective().expect("capget");
-            let after = reduce_to(1 << CAP_DAC_READ_SEARCH).expect("capset");
+            let after = reduce_to(1 << CAP_DAC_READ_SEARCH)
+                .expect("capset")
+                .effective;
             assert_eq!(after, before & (1 << CAP_DAC_READ_SEARCH));
+            no_new_privs().expect("no_new_privs");
+            assert!(has_no_new_privs());
             let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
             assert!(
                 status.contains(&format!("CapEff:\t{after:016x}")),
