@@ -469,3 +469,109 @@ fn dnsperf_counts_match() {
         m.dump()
     );
 }
+
+/// Only a response to a query the same socket asked (same transaction id and question) names a
+/// peer: an answer nobody asked for, one to another question, and one with another id are
+/// counted as unmatched and name nothing; the same answer to the right query does.
+#[test]
+fn unmatched_answers_name_nothing() {
+    let net = sockscope_tests::NetPair::new();
+    let cg = TestCgroup::new("dns-spoof");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(PEER, Some(&net.b), &["tcp-server", "0.0.0.0:0", "4"]),
+    );
+    let port = srv.line("ready ");
+    let target = format!("{}:{port}", net.b4);
+    let dns = format!("{}:53", net.b4);
+    // (workload, name asked or "-", id asked, id answered, name answered, named?)
+    let cases = [
+        ("unasked", "-", 0, 7, "api.internal", false),
+        ("other-question", "real.sockscope.test", 0x4242, 0x4242, "api.internal", false),
+        ("other-id", "real.sockscope.test", 0x1111, 0x2222, "real.sockscope.test", false),
+        ("asked", "good.sockscope.test", 0x3333, 0x3333, "good.sockscope.test", true),
+    ];
+    // The host cache is per network namespace (a pod's), and every victim shares one: the
+    // unmatched cases first, checked before the matched one names the address.
+    let run = |(workload, asked, id, answer_id, answered, _): (&str, &str, u16, u16, &str, bool)| {
+        let mut v = cg.spawn(
+            workload,
+            &mut peer_cmd(
+                PEER,
+                Some(&net.a),
+                &[
+                    "dns-victim",
+                    &format!("{}:0", net.a4),
+                    &dns,
+                    asked,
+                    &id.to_string(),
+                    &target,
+                    "1000",
+                    "100",
+                ],
+            ),
+        );
+        let vport = v.line("ready ");
+        // The attacker runs outside the agent's cgroups, from the server's namespace, port 53.
+        let mut a = sockscope_tests::Proc::spawn(&mut peer_cmd(
+            PEER,
+            Some(&net.b),
+            &[
+                "dns-spoof",
+                &format!("{}:53", net.b4),
+                &format!("{}:{vport}", net.a4),
+                &answer_id.to_string(),
+                answered,
+                &net.b4,
+            ],
+        ));
+        a.line("spoofed");
+        a.wait_ok();
+        v.line("answered");
+        v.totals("");
+        v.wait_ok();
+    };
+    let check = |m: &Metrics, cases: &[(&str, &str, u16, u16, &str, bool)]| {
+        for (workload, _, _, _, answered, named) in cases {
+            let want_labels = [("workload", *workload), ("role", "client")];
+            let hosts: Vec<&str> = m
+                .matching("sockscope_tcp_sent_bytes_total", &want_labels)
+                .map(|(l, _)| l["remote_host"].as_str())
+                .collect();
+            let want = if *named { *answered } else { "" };
+            assert_eq!(hosts, [want], "{workload}");
+        }
+    };
+    let bytes = |m: &Metrics, cases: &[(&str, &str, u16, u16, &str, bool)]| {
+        cases.iter().all(|(w, ..)| {
+            m.sum(
+                "sockscope_tcp_sent_bytes_total",
+                &[("workload", w), ("role", "client")],
+            ) == 1016.0
+        })
+    };
+    for c in &cases[..3] {
+        run(*c);
+    }
+    let m = agent.wait_until(WAIT, "the unmatched victims' bytes", |m: &Metrics| {
+        bytes(m, &cases[..3]) && m.sum("sockscope_dns_answers_total", &[("result", "unmatched")]) >= 3.0
+    });
+    check(&m, &cases[..3]);
+    assert_eq!(
+        m.sum("sockscope_dns_answers_total", &[("result", "unmatched")]),
+        3.0
+    );
+    assert_eq!(m.sum("sockscope_dns_answers_total", &[("result", "cached")]), 0.0);
+    run(cases[3]);
+    srv.wait_ok();
+    let m = agent.wait_until(WAIT, "the matched victim's bytes", |m: &Metrics| {
+        bytes(m, &cases[3..])
+    });
+    check(&m, &cases[3..]);
+    assert_eq!(m.sum("sockscope_dns_answers_total", &[("result", "cached")]), 1.0);
+    assert_eq!(
+        m.sum("sockscope_dns_answers_total", &[("result", "unmatched")]),
+        3.0
+    );
+}

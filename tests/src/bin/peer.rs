@@ -12,6 +12,11 @@
 //!   sockscope-peer udp-client <addr> <datagrams> <size>
 //!   sockscope-peer udp-spray <count> [size [first]]   one datagram to each of count addresses
 //!   sockscope-peer dns-spray <server addr> <count> <zone>   queries for count distinct names
+//!   sockscope-peer dns-spoof <bind addr> <to addr> <id> <qname> <ipv4>
+//!       an A answer (qname -> ipv4, id) from bind (port 53) to a socket that may not have asked
+//!   sockscope-peer dns-victim <bind addr> <server addr> <qname|-> <id> <connect addr> <send> <reply>
+//!       with a qname, asks the server (A, id); then waits for one datagram and, after it, does
+//!       one TCP exchange with connect addr; prints `ready <port>`, `answered`, totals
 //!   sockscope-peer connect-refused <addr>
 //!   sockscope-peer http-server <bind addr> <threads>   (benchmarks: one response per connection)
 //!   sockscope-peer resolve <name> [port send reply [family]]
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
         Some("otlp-receiver") => otlp_receiver(&args[1..]),
         Some("udp-spray") => udp_spray(&args[1..]),
         Some("dns-spray") => dns_spray(&args[1..]),
+        Some("dns-spoof") => dns_spoof(&args[1..]),
+        Some("dns-victim") => dns_victim(&args[1..]),
         _ => Err("usage: see the source header".into()),
     };
     match result {
@@ -479,6 +486,66 @@ fn dns_spray(args: &[String]) -> Res<()> {
     }
     say(&format!("sent {sent}"));
     Ok(())
+}
+
+/// A DNS query (`answer` None) or an A response for `qname` with transaction id `id`.
+fn dns_message(id: u16, qname: &str, answer: Option<std::net::Ipv4Addr>) -> Vec<u8> {
+    let flags: [u8; 2] = if answer.is_some() { [0x81, 0x80] } else { [0x01, 0x00] };
+    let an = u8::from(answer.is_some());
+    let [hi, lo] = id.to_be_bytes();
+    let mut m = vec![hi, lo, flags[0], flags[1], 0, 1, 0, an, 0, 0, 0, 0];
+    for label in qname.trim_end_matches('.').split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    if let Some(ip) = answer {
+        // Name: a pointer to the question's; A, IN, TTL 300, 4 bytes.
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4]);
+        m.extend_from_slice(&ip.octets());
+    }
+    m
+}
+
+fn dns_spoof(args: &[String]) -> Res<()> {
+    let bind: SocketAddr = arg(args, 0, "bind address")?;
+    let to: SocketAddr = arg(args, 1, "target address")?;
+    let id: u16 = arg(args, 2, "id")?;
+    let qname: String = arg(args, 3, "qname")?;
+    let ip: std::net::Ipv4Addr = arg(args, 4, "answer address")?;
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    s.send_to(&dns_message(id, &qname, Some(ip)), to)
+        .map_err(|e| format!("send {to}: {e}"))?;
+    say("spoofed");
+    Ok(())
+}
+
+fn dns_victim(args: &[String]) -> Res<()> {
+    let bind: SocketAddr = arg(args, 0, "bind address")?;
+    let server: SocketAddr = arg(args, 1, "server address")?;
+    let qname: String = arg(args, 2, "qname")?;
+    let id: u16 = arg(args, 3, "id")?;
+    let connect: SocketAddr = arg(args, 4, "connect address")?;
+    let send: u64 = arg(args, 5, "send bytes")?;
+    let reply: u64 = arg(args, 6, "reply bytes")?;
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    if qname != "-" {
+        s.send_to(&dns_message(id, &qname, None), server)
+            .map_err(|e| format!("send {server}: {e}"))?;
+    }
+    let port = s.local_addr().map_err(|e| e.to_string())?.port();
+    say(&format!("ready {port}"));
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 512];
+    s.recv_from(&mut buf).map_err(|e| format!("no datagram: {e}"))?;
+    say("answered");
+    let sent = AtomicU64::new(0);
+    let received = AtomicU64::new(0);
+    let mut c = TcpStream::connect(connect).map_err(|e| format!("connect {connect}: {e}"))?;
+    exchange(&mut c, send, reply, &sent, &received)?;
+    let _ = c.shutdown(Shutdown::Both);
+    report("", &sent, &received, 0)
 }
 
 fn dns_junk_server(args: &[String]) -> Res<()> {
