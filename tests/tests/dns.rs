@@ -575,3 +575,39 @@ fn unmatched_answers_name_nothing() {
         3.0
     );
 }
+
+/// Queries of 30 record types without a mnemonic take at most half of the `qtype` budget; the
+/// known types asked afterwards keep their label, and every query is counted.
+#[test]
+fn qtype_budget_keeps_room_for_known_types() {
+    let net = sockscope_tests::NetPair::new();
+    let cg = TestCgroup::new("dns-qtypes");
+    let agent = Agent::start(PEER, &cg.root, &["--max-qtypes-per-workload", "8"]);
+    let server = format!("{}:53", net.b4);
+    for (first, count) in [("65400", "30"), ("1", "1"), ("28", "1"), ("65", "1")] {
+        let mut q = cg.spawn(
+            "asker",
+            &mut peer_cmd(
+                PEER,
+                Some(&net.a),
+                &["dns-spray", &server, count, "types.test", first],
+            ),
+        );
+        q.line("sent ");
+        q.wait_ok();
+    }
+    let asker = [("workload", "asker")];
+    let m = agent.wait_until(WAIT, "every query", |m: &Metrics| {
+        m.sum(QUERIES, &asker) == 33.0
+    });
+    let types: BTreeSet<String> = m
+        .matching(QUERIES, &asker)
+        .map(|(l, _)| l["qtype"].clone())
+        .collect();
+    let numeric = types.iter().filter(|t| t.starts_with("TYPE")).count();
+    assert_eq!(numeric, 4, "{types:?}");
+    for t in ["A", "AAAA", "HTTPS", "~other"] {
+        assert!(types.contains(t), "{t}: {types:?}");
+    }
+    assert_eq!(m.sum(QUERIES, &[("workload", "asker"), ("qtype", "~other")]), 26.0, "{}", m.dump());
+}

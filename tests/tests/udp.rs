@@ -99,3 +99,69 @@ fn udp_veth_ipv6_exact() {
     let net = NetPair::new();
     exchange("udp-veth6", Some(&net), true);
 }
+
+/// A port scan from one workload: its bytes stay exact, but at most half of its `port` budget
+/// goes to the scanned (non-well-known) ports, the rest fold into `~other`; a well-known port
+/// it reaches afterwards, and the port a server of the same workload listens on, still get
+/// their own series.
+#[test]
+fn port_budget_folds_a_scan_into_other() {
+    let cg = TestCgroup::new("udp-ports");
+    let agent = Agent::start(PEER, &cg.root, &["--max-ports-per-workload", "10"]);
+    let mut scan = cg.spawn(
+        "scanner",
+        &mut peer_cmd(PEER, None, &["udp-ports", "127.0.0.1", "20000-20199"]),
+    );
+    assert_eq!(scan.line("sent "), "200");
+    scan.wait_ok();
+    agent.wait_until(Duration::from_secs(20), "the scan", |m: &Metrics| {
+        m.sum("sockscope_udp_sent_bytes_total", &[("workload", "scanner")]) == 2000.0
+    });
+    // Then a server of the same workload, and a well-known port.
+    let mut srv = cg.spawn(
+        "scanner",
+        &mut peer_cmd(PEER, None, &["udp-server", "127.0.0.1:0", "5", "0"]),
+    );
+    let port = srv.line("ready ");
+    let mut cli = cg.spawn(
+        "client",
+        &mut peer_cmd(PEER, None, &["udp-client", &format!("127.0.0.1:{port}"), "5", "100"]),
+    );
+    cli.totals("");
+    srv.totals("");
+    cli.wait_ok();
+    srv.wait_ok();
+    let mut wk = cg.spawn(
+        "scanner",
+        &mut peer_cmd(PEER, None, &["udp-ports", "127.0.0.1", "443"]),
+    );
+    wk.line("sent ");
+    wk.wait_ok();
+    let scanner = [("workload", "scanner")];
+    let m = agent.wait_until(Duration::from_secs(20), "every datagram", |m: &Metrics| {
+        m.sum("sockscope_udp_sent_bytes_total", &scanner) == 2010.0
+            && m.sum("sockscope_udp_received_bytes_total", &scanner) == 500.0
+    });
+    let ports: Vec<String> = m
+        .matching("sockscope_udp_sent_bytes_total", &scanner)
+        .map(|(l, _)| l["port"].clone())
+        .collect();
+    let scanned = ports
+        .iter()
+        .filter(|p| p.parse::<u16>().is_ok_and(|p| (20000..20200).contains(&p)))
+        .count();
+    assert_eq!(scanned, 5, "half the budget: {ports:?}");
+    assert!(ports.contains(&"~other".to_string()), "{ports:?}");
+    assert!(ports.contains(&"443".to_string()), "{ports:?}");
+    let served: Vec<String> = m
+        .matching("sockscope_udp_received_bytes_total", &scanner)
+        .map(|(l, _)| l["port"].clone())
+        .collect();
+    assert_eq!(served, [port.clone()], "the listening port keeps its label");
+    assert!(
+        m.sum(
+            "sockscope_series_overflow_total",
+            &[("metric", "sockscope_udp_sent_bytes_total"), ("label", "port")]
+        ) >= 195.0
+    );
+}

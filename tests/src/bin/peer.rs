@@ -11,7 +11,8 @@
 //!   sockscope-peer udp-server <bind addr> <datagrams> <reply size>
 //!   sockscope-peer udp-client <addr> <datagrams> <size>
 //!   sockscope-peer udp-spray <count> [size [first]]   one datagram to each of count addresses
-//!   sockscope-peer dns-spray <server addr> <count> <zone>   queries for count distinct names
+//!   sockscope-peer dns-spray <server addr> <count> <zone> [qtype]   count distinct names (or types)
+//!   sockscope-peer udp-ports <ip> <port>... [first-last]...   one 10-byte datagram to each port
 //!   sockscope-peer dns-spoof <bind addr> <to addr> <id> <qname> <ipv4>
 //!       an A answer (qname -> ipv4, id) from bind (port 53) to a socket that may not have asked
 //!   sockscope-peer dns-victim <bind addr> <server addr> <qname|-> <id> <connect addr> <send> <reply>
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
         Some("otlp-receiver") => otlp_receiver(&args[1..]),
         Some("udp-spray") => udp_spray(&args[1..]),
         Some("dns-spray") => dns_spray(&args[1..]),
+        Some("udp-ports") => udp_ports(&args[1..]),
         Some("dns-spoof") => dns_spoof(&args[1..]),
         Some("dns-victim") => dns_victim(&args[1..]),
         _ => Err("usage: see the source header".into()),
@@ -457,12 +459,18 @@ fn dns_junk(args: &[String]) -> Res<()> {
     Ok(())
 }
 
-/// `dns-spray <server> <count> <zone>`: one A query for each of `n<i>.<zone>`, i < count, from
-/// one socket, without waiting for answers (a random-subdomain flood). Prints `sent <n>`.
+/// `dns-spray <server> <count> <zone> [qtype]`: one A query for each of `n<i>.<zone>`, i <
+/// count, from one socket, without waiting for answers (a random-subdomain flood). With
+/// `qtype`, the queries are all for `q.<zone>`, of types qtype, qtype + 1, ... Prints
+/// `sent <n>`.
 fn dns_spray(args: &[String]) -> Res<()> {
     let server: SocketAddr = arg(args, 0, "server address")?;
     let count: usize = arg(args, 1, "count")?;
     let zone: String = arg(args, 2, "zone")?;
+    let qtype: Option<u16> = match args.get(3) {
+        Some(_) => Some(arg(args, 3, "qtype")?),
+        None => None,
+    };
     let s = UdpSocket::bind(if server.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -471,18 +479,49 @@ fn dns_spray(args: &[String]) -> Res<()> {
     .map_err(|e| format!("bind: {e}"))?;
     let mut sent = 0;
     for i in 0..count {
-        let name = format!("n{i}.{zone}");
+        let (name, t) = match qtype {
+            Some(t) => (format!("q.{zone}"), t.wrapping_add(i as u16)),
+            None => (format!("n{i}.{zone}"), 1),
+        };
         let mut q = vec![(i >> 8) as u8, i as u8, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         for label in name.split('.') {
             q.push(label.len() as u8);
             q.extend_from_slice(label.as_bytes());
         }
-        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q.push(0);
+        q.extend_from_slice(&t.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
         // Unconnected: an ICMP error from a server that is not there is never reported to a
         // later send, so every query leaves.
         s.send_to(&q, server)
             .map_err(|e| format!("send {server}: {e}"))?;
         sent += 1;
+    }
+    say(&format!("sent {sent}"));
+    Ok(())
+}
+
+/// `udp-ports <ip> <ports...>`: one 10-byte datagram to each port (`n` or `first-last`), from
+/// one socket, as a port scan does. Prints `sent <datagrams>`.
+fn udp_ports(args: &[String]) -> Res<()> {
+    let ip: std::net::IpAddr = arg(args, 0, "address")?;
+    let s = UdpSocket::bind(if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+        .map_err(|e| format!("bind: {e}"))?;
+    let mut sent = 0;
+    for spec in &args[1..] {
+        let (a, b) = match spec.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (spec.as_str(), spec.as_str()),
+        };
+        let (a, b): (u16, u16) = (
+            a.parse().map_err(|_| format!("bad port {spec}"))?,
+            b.parse().map_err(|_| format!("bad port {spec}"))?,
+        );
+        for port in a..=b {
+            s.send_to(&[0u8; 10], (ip, port))
+                .map_err(|e| format!("send {ip}:{port}: {e}"))?;
+            sent += 1;
+        }
     }
     say(&format!("sent {sent}"));
     Ok(())
