@@ -37,7 +37,14 @@ fn main() -> ExitCode {
         let _ = writeln!(std::io::stdout(), "{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
+    // kube's client logs a response it cannot decode whole, at warn: up to the 32 MiB a
+    // response may have. sockscope logs the error itself, in one line.
+    let directives = if config.log.contains("kube") {
+        config.log.clone()
+    } else {
+        format!("{},kube_client=error", config.log)
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
         eprintln!(
             "sockscope: invalid --log filter {:?} ({e}); using info",
             config.log

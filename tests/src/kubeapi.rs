@@ -51,6 +51,21 @@ struct Shared {
     /// Bumped on every outage so connections opened before it close.
     epoch: AtomicU64,
     requests: AtomicU64,
+    /// How list requests are answered.
+    misbehaviour: Mutex<Misbehaviour>,
+}
+
+/// How the server answers list requests, for tests of an API that does not play along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// As the real API does.
+    None,
+    /// Accepts the request and never answers (until the misbehaviour changes).
+    Hang,
+    /// Answers 200 with JSON that ends in the middle of an object.
+    Garbage,
+    /// Answers with a list holding an extra pod carrying an annotation of this many bytes.
+    Huge(usize),
 }
 
 /// The server. Dropping it stops it.
@@ -87,6 +102,7 @@ impl KubeApi {
             down: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            misbehaviour: Mutex::new(Misbehaviour::None),
         });
         let api = KubeApi {
             port,
@@ -186,6 +202,11 @@ impl KubeApi {
         };
         self.shared.down.store(false, Ordering::SeqCst);
         self.serve(listener);
+    }
+
+    /// Changes how list requests are answered from now on.
+    pub fn misbehave(&self, m: Misbehaviour) {
+        *self.shared.misbehaviour.lock().expect("lock") = m;
     }
 
     /// Requests served so far.
@@ -330,6 +351,45 @@ fn handle(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
             .get("watch")
             .is_some_and(|v| v == "true" || v == "1");
         if !watch {
+            let mut mode = *shared.misbehaviour.lock().expect("lock");
+            while mode == Misbehaviour::Hang && shared.epoch.load(Ordering::SeqCst) == epoch {
+                thread::sleep(Duration::from_millis(50));
+                mode = *shared.misbehaviour.lock().expect("lock");
+            }
+            if let Misbehaviour::Huge(n) = mode {
+                // Streamed, not serialized: a 50 MB object is cheap to send, as a broken or
+                // hostile API server would.
+                let head = format!(
+                    "{{\"kind\":\"{kind}List\",\"apiVersion\":\"{api_version}\",\"metadata\":{{\"resourceVersion\":\"1\"}},\"items\":[{{\"metadata\":{{\"name\":\"huge\",\"namespace\":\"default\",\"uid\":\"{}\",\"annotations\":{{\"huge\":\"",
+                    objects::uid(999_999)
+                );
+                let tail = "\"}}}]}";
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
+                    head.len() + n + tail.len()
+                )?;
+                let chunk = vec![b'x'; 1 << 20];
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(chunk.len());
+                    w.write_all(&chunk[..k])?;
+                    left -= k;
+                }
+                w.write_all(tail.as_bytes())?;
+                continue;
+            }
+            if mode == Misbehaviour::Garbage {
+                let body = format!(
+                    "{{\"kind\":\"{kind}List\",\"apiVersion\":\"{api_version}\",\"metadata\":{{\"resourceVersion\":\"1\"}},\"items\":[{{\"metadata\":{{\"name\":"
+                );
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )?;
+                continue;
+            }
             // Pages of `limit` objects, `continue` being the offset of the next one.
             let limit: usize = req
                 .query

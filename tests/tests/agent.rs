@@ -454,7 +454,10 @@ fn capabilities_dropped_after_attach() {
     // As root (with CAP_SETPCAP) the bounding set goes too, and no exec can grant anything.
     let pid = agent.child.id();
     let bounding = sockscope_tests::thread_status(pid, "CapBnd");
-    assert!(bounding.iter().all(|b| b == "0000000000000004"), "{bounding:?}");
+    assert!(
+        bounding.iter().all(|b| b == "0000000000000004"),
+        "{bounding:?}"
+    );
     let nnp = sockscope_tests::thread_status(pid, "NoNewPrivs");
     assert!(nnp.len() > 2 && nnp.iter().all(|v| v == "1"), "{nnp:?}");
     let port = tcp_traffic(&cg, &[PEER], &[PEER]);

@@ -488,50 +488,72 @@ fn unmatched_answers_name_nothing() {
     // (workload, name asked or "-", id asked, id answered, name answered, named?)
     let cases = [
         ("unasked", "-", 0, 7, "api.internal", false),
-        ("other-question", "real.sockscope.test", 0x4242, 0x4242, "api.internal", false),
-        ("other-id", "real.sockscope.test", 0x1111, 0x2222, "real.sockscope.test", false),
-        ("asked", "good.sockscope.test", 0x3333, 0x3333, "good.sockscope.test", true),
+        (
+            "other-question",
+            "real.sockscope.test",
+            0x4242,
+            0x4242,
+            "api.internal",
+            false,
+        ),
+        (
+            "other-id",
+            "real.sockscope.test",
+            0x1111,
+            0x2222,
+            "real.sockscope.test",
+            false,
+        ),
+        (
+            "asked",
+            "good.sockscope.test",
+            0x3333,
+            0x3333,
+            "good.sockscope.test",
+            true,
+        ),
     ];
     // The host cache is per network namespace (a pod's), and every victim shares one: the
     // unmatched cases first, checked before the matched one names the address.
-    let run = |(workload, asked, id, answer_id, answered, _): (&str, &str, u16, u16, &str, bool)| {
-        let mut v = cg.spawn(
-            workload,
-            &mut peer_cmd(
+    let run =
+        |(workload, asked, id, answer_id, answered, _): (&str, &str, u16, u16, &str, bool)| {
+            let mut v = cg.spawn(
+                workload,
+                &mut peer_cmd(
+                    PEER,
+                    Some(&net.a),
+                    &[
+                        "dns-victim",
+                        &format!("{}:0", net.a4),
+                        &dns,
+                        asked,
+                        &id.to_string(),
+                        &target,
+                        "1000",
+                        "100",
+                    ],
+                ),
+            );
+            let vport = v.line("ready ");
+            // The attacker runs outside the agent's cgroups, from the server's namespace, port 53.
+            let mut a = sockscope_tests::Proc::spawn(&mut peer_cmd(
                 PEER,
-                Some(&net.a),
+                Some(&net.b),
                 &[
-                    "dns-victim",
-                    &format!("{}:0", net.a4),
-                    &dns,
-                    asked,
-                    &id.to_string(),
-                    &target,
-                    "1000",
-                    "100",
+                    "dns-spoof",
+                    &format!("{}:53", net.b4),
+                    &format!("{}:{vport}", net.a4),
+                    &answer_id.to_string(),
+                    answered,
+                    &net.b4,
                 ],
-            ),
-        );
-        let vport = v.line("ready ");
-        // The attacker runs outside the agent's cgroups, from the server's namespace, port 53.
-        let mut a = sockscope_tests::Proc::spawn(&mut peer_cmd(
-            PEER,
-            Some(&net.b),
-            &[
-                "dns-spoof",
-                &format!("{}:53", net.b4),
-                &format!("{}:{vport}", net.a4),
-                &answer_id.to_string(),
-                answered,
-                &net.b4,
-            ],
-        ));
-        a.line("spoofed");
-        a.wait_ok();
-        v.line("answered");
-        v.totals("");
-        v.wait_ok();
-    };
+            ));
+            a.line("spoofed");
+            a.wait_ok();
+            v.line("answered");
+            v.totals("");
+            v.wait_ok();
+        };
     let check = |m: &Metrics, cases: &[(&str, &str, u16, u16, &str, bool)]| {
         for (workload, _, _, _, answered, named) in cases {
             let want_labels = [("workload", *workload), ("role", "client")];
@@ -555,21 +577,28 @@ fn unmatched_answers_name_nothing() {
         run(*c);
     }
     let m = agent.wait_until(WAIT, "the unmatched victims' bytes", |m: &Metrics| {
-        bytes(m, &cases[..3]) && m.sum("sockscope_dns_answers_total", &[("result", "unmatched")]) >= 3.0
+        bytes(m, &cases[..3])
+            && m.sum("sockscope_dns_answers_total", &[("result", "unmatched")]) >= 3.0
     });
     check(&m, &cases[..3]);
     assert_eq!(
         m.sum("sockscope_dns_answers_total", &[("result", "unmatched")]),
         3.0
     );
-    assert_eq!(m.sum("sockscope_dns_answers_total", &[("result", "cached")]), 0.0);
+    assert_eq!(
+        m.sum("sockscope_dns_answers_total", &[("result", "cached")]),
+        0.0
+    );
     run(cases[3]);
     srv.wait_ok();
     let m = agent.wait_until(WAIT, "the matched victim's bytes", |m: &Metrics| {
         bytes(m, &cases[3..])
     });
     check(&m, &cases[3..]);
-    assert_eq!(m.sum("sockscope_dns_answers_total", &[("result", "cached")]), 1.0);
+    assert_eq!(
+        m.sum("sockscope_dns_answers_total", &[("result", "cached")]),
+        1.0
+    );
     assert_eq!(
         m.sum("sockscope_dns_answers_total", &[("result", "unmatched")]),
         3.0
@@ -609,5 +638,10 @@ fn qtype_budget_keeps_room_for_known_types() {
     for t in ["A", "AAAA", "HTTPS", "~other"] {
         assert!(types.contains(t), "{t}: {types:?}");
     }
-    assert_eq!(m.sum(QUERIES, &[("workload", "asker"), ("qtype", "~other")]), 26.0, "{}", m.dump());
+    assert_eq!(
+        m.sum(QUERIES, &[("workload", "asker"), ("qtype", "~other")]),
+        26.0,
+        "{}",
+        m.dump()
+    );
 }

@@ -525,3 +525,86 @@ fn daemonset_capabilities_are_enough() {
         agent.log_text()
     );
 }
+
+/// VmHWM (peak resident set) of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
+
+/// An API that does not play along: lists that never answer, answers that are not JSON, and a
+/// 50 MB object are errors, counted and retried with backoff; the watches are up only after a
+/// list succeeds, the agent keeps draining and serving, and its memory stays bounded. Once the
+/// API behaves, the watches list and are up again.
+#[test]
+fn misbehaving_api_is_an_error_not_a_hang() {
+    use sockscope_tests::kubeapi::Misbehaviour;
+    let env = Env::new("k8s-misbehave", PEER);
+    env.api.misbehave(Misbehaviour::Hang);
+    let agent = env.agent(&["--kubernetes-timeout", "2s"]);
+    let errors = |m: &Metrics| {
+        m.sum(
+            "sockscope_kubernetes_watch_errors_total",
+            &[("watch", "node_pods")],
+        )
+    };
+    let up = |m: &Metrics| m.sum("sockscope_kubernetes_watch_up", &[("watch", "node_pods")]);
+    let m = agent.wait_until(WAIT, "a hung list counted as an error", |m| {
+        errors(m) >= 2.0
+    });
+    assert_eq!(up(&m), 0.0);
+    assert_eq!(m.sum("sockscope_kubernetes_up", &[]), 0.0);
+    assert!(
+        agent.log_text().contains("no list response within 2s"),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(
+        sockscope_tests::http_get(agent.port, "/healthz", None)
+            .expect("healthz")
+            .0,
+        200
+    );
+
+    for (mode, what) in [
+        (Misbehaviour::Garbage, "garbage JSON"),
+        (Misbehaviour::Huge(50 << 20), "a 50 MB object"),
+    ] {
+        let before = errors(&Metrics::parse(&agent.scrape()));
+        let requests = env.api.requests();
+        env.api.misbehave(mode);
+        // Retries back off up to 16s; two more errors, from requests answered this way.
+        let m = agent.wait_until(Duration::from_secs(60), what, |m| {
+            errors(m) >= before + 2.0 && env.api.requests() > requests
+        });
+        assert_eq!(up(&m), 0.0, "{what}");
+        assert_eq!(m.sum("sockscope_kubernetes_up", &[]), 0.0, "{what}");
+    }
+    assert!(
+        agent.log_text().contains("longer than 33554432 bytes"),
+        "{}",
+        agent.log_text()
+    );
+    // Three lists of 50 MB refused: the agent never held one. (The DaemonSet's limit is
+    // 256 Mi.)
+    let peak = peak_rss(agent.child.id());
+    assert!(peak < 160 << 20, "peak RSS {} MiB", peak >> 20);
+
+    // The API behaves again: every watch lists, and only then is up.
+    env.api.misbehave(Misbehaviour::None);
+    let m = agent.wait_until(Duration::from_secs(60), "watches up after a list", |m| {
+        m.sum("sockscope_kubernetes_up", &[]) == 1.0
+    });
+    assert_eq!(up(&m), 1.0);
+    assert!(
+        agent.log_text().contains("Kubernetes watch synced"),
+        "{}",
+        agent.log_text()
+    );
+}

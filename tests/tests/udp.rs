@@ -125,7 +125,11 @@ fn port_budget_folds_a_scan_into_other() {
     let port = srv.line("ready ");
     let mut cli = cg.spawn(
         "client",
-        &mut peer_cmd(PEER, None, &["udp-client", &format!("127.0.0.1:{port}"), "5", "100"]),
+        &mut peer_cmd(
+            PEER,
+            None,
+            &["udp-client", &format!("127.0.0.1:{port}"), "5", "100"],
+        ),
     );
     cli.totals("");
     srv.totals("");
@@ -161,7 +165,10 @@ fn port_budget_folds_a_scan_into_other() {
     assert!(
         m.sum(
             "sockscope_series_overflow_total",
-            &[("metric", "sockscope_udp_sent_bytes_total"), ("label", "port")]
+            &[
+                ("metric", "sockscope_udp_sent_bytes_total"),
+                ("label", "port")
+            ]
         ) >= 195.0
     );
 }

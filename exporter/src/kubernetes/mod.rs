@@ -429,6 +429,7 @@ async fn watch<K, F>(
     let name = WATCHES[index];
     let config = config.timeout(WATCH_TIMEOUT_SECS);
     let mut delay = BACKOFF_MIN;
+    let mut last_failure = String::new();
     loop {
         let mut stream = std::pin::pin!(watcher::watcher(api.clone(), config.clone()));
         let mut listing = true;
@@ -476,9 +477,14 @@ async fn watch<K, F>(
             }
         };
         health.errors.fetch_add(1, Ordering::Relaxed);
-        if health.up.swap(false, Ordering::Relaxed) || delay == BACKOFF_MIN {
+        // Logged when the watch goes down and when the reason changes, not at every retry.
+        if health.up.swap(false, Ordering::Relaxed)
+            || delay == BACKOFF_MIN
+            || failure != last_failure
+        {
             warn!(watch = name, retry_in = ?delay, "Kubernetes watch failed: {failure}");
         }
+        last_failure = failure;
         // What a failed or oversized response decoded is freed by now.
         crate::release_freed_memory();
         tokio::time::sleep(delay).await;

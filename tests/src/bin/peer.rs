@@ -529,7 +529,11 @@ fn udp_ports(args: &[String]) -> Res<()> {
 
 /// A DNS query (`answer` None) or an A response for `qname` with transaction id `id`.
 fn dns_message(id: u16, qname: &str, answer: Option<std::net::Ipv4Addr>) -> Vec<u8> {
-    let flags: [u8; 2] = if answer.is_some() { [0x81, 0x80] } else { [0x01, 0x00] };
+    let flags: [u8; 2] = if answer.is_some() {
+        [0x81, 0x80]
+    } else {
+        [0x01, 0x00]
+    };
     let an = u8::from(answer.is_some());
     let [hi, lo] = id.to_be_bytes();
     let mut m = vec![hi, lo, flags[0], flags[1], 0, 1, 0, an, 0, 0, 0, 0];
@@ -577,7 +581,8 @@ fn dns_victim(args: &[String]) -> Res<()> {
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 512];
-    s.recv_from(&mut buf).map_err(|e| format!("no datagram: {e}"))?;
+    s.recv_from(&mut buf)
+        .map_err(|e| format!("no datagram: {e}"))?;
     say("answered");
     let sent = AtomicU64::new(0);
     let received = AtomicU64::new(0);
