@@ -281,6 +281,11 @@ fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         count_event(EVENT_PACKET_UNPARSED);
         return;
     };
+    if ctx.skb.len() < h.l4_offset + 8 {
+        // Ports, but not the whole UDP header: no datagram the kernel would deliver.
+        count_event(EVENT_PACKET_UNPARSED);
+        return;
+    }
     let (remote_addr, local_port, remote_port) = if egress {
         (h.dst_addr, src_port, dst_port)
     } else {
@@ -310,7 +315,9 @@ fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
             ..Default::default()
         }
     };
-    flow_add(&cfg, &key, &delta);
+    if payload > 0 {
+        flow_add(&cfg, &key, &delta);
+    }
     if remote_port == DNS_PORT {
         // To port 53 on egress, from port 53 on ingress: the client side of DNS.
         dns_packet(ctx, &cfg, key.cgroup_id, h.l4_offset + 8, egress);

@@ -26,8 +26,9 @@ use tracing::{error, info, warn};
 use crate::error::{Error, Result};
 pub use preflight::CgroupRoot;
 
-/// The eBPF object built by build.rs from exporter-ebpf.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockscope"));
+/// The eBPF object built by build.rs from exporter-ebpf; public for tools that load it
+/// themselves (the crafted-packet tests in exporter/tests/packets.rs).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockscope"));
 
 /// How many lines of the verifier log an error shows.
 const VERIFIER_LOG_TAIL: usize = 20;
