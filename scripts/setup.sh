@@ -58,6 +58,13 @@ if ! bpf-linker --version 2>/dev/null | grep -q "${BPF_LINKER_VERSION}"; then
   LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" \
     cargo install "bpf-linker@${BPF_LINKER_VERSION}" --locked --no-default-features --features "llvm-${LLVM_MAJOR}"
 fi
+# The fuzz targets (scripts/fuzz.sh, run briefly by the test command) build with cargo-fuzz on
+# the nightly toolchain.
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "${CARGO_FUZZ_VERSION}"; then
+  log "installing cargo-fuzz ${CARGO_FUZZ_VERSION}"
+  cargo install "cargo-fuzz@${CARGO_FUZZ_VERSION}" --locked
+fi
 # kubectl renders the kustomize base in the deploy test; Debian's kubernetes-client has it
 # when no newer kubectl is installed.
 if ! command -v kubectl >/dev/null; then

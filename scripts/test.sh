@@ -11,8 +11,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test -- --test-threads="$(nproc)" 2>&1 | tee "$log" || status=$?
+# Every fuzz target for a few seconds (and every input that ever crashed one); long runs are
+# `bash scripts/fuzz.sh [seconds]`.
+bash scripts/fuzz.sh 3 --quick 2>&1 | tee -a "$log" || status=$?
 # One closing line for the whole run (cargo prints one "test result" per test binary, the last
 # of which is the doc-tests' often empty one).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "%d passed, %d failed\n", p, f }' "$log"
+     /^fuzz [a-z_]+ / { fp++ } /^fuzz\.sh: [a-z_]+ (crashed|fails)/ { ff++ }
+     END { printf "%d passed, %d failed; fuzz targets: %d passed, %d failed\n", p, f, fp, ff }' "$log"
 exit "$status"

@@ -47,15 +47,22 @@ pub struct Started {
     at: std::time::SystemTime,
 }
 
-/// The map sizes the flags ask for.
+/// The map sizes the flags ask for, `auto` ones for this node's possible CPUs.
 fn sizes(config: &Config) -> MapSizes {
-    MapSizes {
-        flows: config.flow_map_size,
-        flows_per_cgroup: config.max_flows_per_cgroup,
-        dns: config.dns_map_size,
-        dns_per_cgroup: config.max_dns_keys_per_cgroup,
-        overflow: config.overflow_map_size,
-    }
+    use crate::config::Entries;
+    let n = |e: Entries| match e {
+        Entries::Auto => None,
+        Entries::Exactly(n) => Some(n),
+    };
+    let cpus = aya::util::nr_cpus().unwrap_or(1);
+    MapSizes::resolve(
+        n(config.flow_map_size),
+        n(config.max_flows_per_cgroup),
+        n(config.dns_map_size),
+        n(config.max_dns_keys_per_cgroup),
+        n(config.overflow_map_size),
+        cpus,
+    )
 }
 
 /// The privileged part, on the main thread before any other thread exists: checks, the
@@ -106,12 +113,24 @@ pub fn start(config: &Config) -> Result<Started> {
         None
     };
 
+    let sizes = sizes(config);
+    let cpus = aya::util::nr_cpus().unwrap_or(1);
+    info!(
+        flows = sizes.flows,
+        flows_per_cgroup = sizes.flows_per_cgroup,
+        dns = sizes.dns,
+        dns_per_cgroup = sizes.dns_per_cgroup,
+        overflow = sizes.overflow,
+        cpus,
+        full_mib = sizes.full_bytes(cpus) >> 20,
+        "kernel map sizes (full_mib: their kernel memory were every entry taken)"
+    );
     let (kernel, maps) = Kernel::load_and_attach(
         &root,
         KernelOptions {
             process_label: config.label_process,
             dns_timeout: config.dns_timeout,
-            sizes: sizes(config),
+            sizes,
         },
     )?;
     if config.keep_capabilities {

@@ -31,7 +31,7 @@ pub const FLOWS_PER_CGROUP: u32 = 8192;
 pub const FLOW_OVERFLOW_NAMES: [&str; 2] = ["FLOW_OVERFLOW_0", "FLOW_OVERFLOW_1"];
 /// Default size of each per-cgroup overflow map (`--overflow-map-size`): up to 4 entries per
 /// cgroup (client/server x TCP/UDP) that overflowed in one interval.
-pub const OVERFLOW_MAP_CAPACITY: u32 = 16384;
+pub const OVERFLOW_MAP_CAPACITY: u32 = 8192;
 /// Flow entries each cgroup created in the current generation, by generation (a plain hash of
 /// counters, emptied by the drain).
 pub const FLOW_ROOM_NAMES: [&str; 2] = ["FLOW_ROOM_0", "FLOW_ROOM_1"];

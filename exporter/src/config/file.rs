@@ -82,11 +82,30 @@ struct Budgets {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Maps {
-    flows: Option<u32>,
-    flows_per_cgroup: Option<u32>,
-    dns: Option<u32>,
-    dns_keys_per_cgroup: Option<u32>,
-    overflow: Option<u32>,
+    #[serde(default, deserialize_with = "entries")]
+    flows: Option<String>,
+    #[serde(default, deserialize_with = "entries")]
+    flows_per_cgroup: Option<String>,
+    #[serde(default, deserialize_with = "entries")]
+    dns: Option<String>,
+    #[serde(default, deserialize_with = "entries")]
+    dns_keys_per_cgroup: Option<String>,
+    #[serde(default, deserialize_with = "entries")]
+    overflow: Option<String>,
+}
+
+/// A map size in YAML: `auto` or a number.
+fn entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    Ok(Some(match Size::deserialize(d)? {
+        Size::Number(n) => n.to_string(),
+        Size::Text(t) => t,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,8 +129,12 @@ struct Kubernetes {
     timeout: Option<String>,
 }
 
-/// Parses a config file's text; the error names the key (`dns.timeout: ...`).
+/// Parses a config file's text; the error names the key (`dns.timeout: ...`), on one line.
 pub fn parse(text: &str) -> Result<File, String> {
+    parse_inner(text).map_err(|e| crate::error::one_line(&e))
+}
+
+fn parse_inner(text: &str) -> Result<File, String> {
     let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -139,6 +162,11 @@ impl File {
     /// Sets every option the file has and `explicit` says was not given as a flag or
     /// variable. Errors name the key.
     pub fn apply(self, c: &mut Config, explicit: Explicit<'_>) -> Result<(), String> {
+        self.apply_inner(c, explicit)
+            .map_err(|e| crate::error::one_line(&e))
+    }
+
+    fn apply_inner(self, c: &mut Config, explicit: Explicit<'_>) -> Result<(), String> {
         macro_rules! set {
             ($id:literal, $field:expr, $value:expr) => {
                 if let Some(v) = $value {
@@ -210,39 +238,30 @@ impl File {
             );
         }
         if let Some(m) = self.maps {
-            let range = |k: &str, v: Option<u32>, lo: u32, hi: u32| match v {
-                Some(n) if n < lo || n > hi => Err(format!("{k}: must be between {lo} and {hi}")),
-                v => Ok(v),
+            let entries = |k: &str, v: Option<String>| {
+                v.map(|s| super::parse_entries(&s).map_err(|e| format!("{k}: {e}")))
+                    .transpose()
             };
             set!(
                 "flow_map_size",
                 c.flow_map_size,
-                range("maps.flows", m.flows, 1024, 4_194_304)?
+                entries("maps.flows", m.flows)?
             );
             set!(
                 "max_flows_per_cgroup",
                 c.max_flows_per_cgroup,
-                range("maps.flows_per_cgroup", m.flows_per_cgroup, 1, u32::MAX)?
+                entries("maps.flows_per_cgroup", m.flows_per_cgroup)?
             );
-            set!(
-                "dns_map_size",
-                c.dns_map_size,
-                range("maps.dns", m.dns, 1024, 4_194_304)?
-            );
+            set!("dns_map_size", c.dns_map_size, entries("maps.dns", m.dns)?);
             set!(
                 "max_dns_keys_per_cgroup",
                 c.max_dns_keys_per_cgroup,
-                range(
-                    "maps.dns_keys_per_cgroup",
-                    m.dns_keys_per_cgroup,
-                    1,
-                    u32::MAX
-                )?
+                entries("maps.dns_keys_per_cgroup", m.dns_keys_per_cgroup)?
             );
             set!(
                 "overflow_map_size",
                 c.overflow_map_size,
-                range("maps.overflow", m.overflow, 64, 1_048_576)?
+                entries("maps.overflow", m.overflow)?
             );
         }
         set!(

@@ -82,35 +82,34 @@ pub struct Config {
     )]
     pub max_remote_hosts_per_workload: u32,
 
-    /// Distinct flows each of the two flow maps holds per drain interval (kernel memory: see
-    /// the README). Flows beyond it keep their owner, protocol and role in the overflow map.
-    #[arg(long, env = "SOCKSCOPE_FLOW_MAP_SIZE", default_value_t = sockscope_common::FLOW_MAP_CAPACITY,
-          value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
-    pub flow_map_size: u32,
+    /// Distinct flows each of the two flow maps holds per drain interval, or `auto`: 65536,
+    /// fewer on nodes with many CPUs so the two stay within 64 MiB of kernel memory (see the
+    /// README). Flows beyond it keep their owner, protocol and role in the overflow map.
+    #[arg(long, env = "SOCKSCOPE_FLOW_MAP_SIZE", default_value = "auto", value_parser = parse_entries)]
+    pub flow_map_size: Entries,
 
-    /// Flows one cgroup may create per drain interval; its further peers fold into its
-    /// overflow entry (remote_class="~overflow"), so one workload cannot fill the flow map.
-    #[arg(long, env = "SOCKSCOPE_MAX_FLOWS_PER_CGROUP", default_value_t = sockscope_common::FLOWS_PER_CGROUP,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_flows_per_cgroup: u32,
+    /// Flows one cgroup may create per drain interval, or `auto` (an eighth of the flow map);
+    /// its further peers fold into its overflow entry (remote_class="~overflow"), so one
+    /// workload cannot fill the flow map.
+    #[arg(long, env = "SOCKSCOPE_MAX_FLOWS_PER_CGROUP", default_value = "auto", value_parser = parse_entries)]
+    pub max_flows_per_cgroup: Entries,
 
     /// Distinct DNS keys (cgroup, name, type, kind, code, latency bucket) each of the two DNS
-    /// maps holds per drain interval.
-    #[arg(long, env = "SOCKSCOPE_DNS_MAP_SIZE", default_value_t = sockscope_common::dns::DNS_MAP_CAPACITY,
-          value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
-    pub dns_map_size: u32,
+    /// maps holds per drain interval, or `auto`: 16384, fewer on nodes with many CPUs (16 MiB
+    /// for the two).
+    #[arg(long, env = "SOCKSCOPE_DNS_MAP_SIZE", default_value = "auto", value_parser = parse_entries)]
+    pub dns_map_size: Entries,
 
-    /// DNS keys one cgroup may create per drain interval; further names fold into its DNS
-    /// overflow entries (qname="~overflow").
-    #[arg(long, env = "SOCKSCOPE_MAX_DNS_KEYS_PER_CGROUP", default_value_t = sockscope_common::dns::DNS_KEYS_PER_CGROUP,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_dns_keys_per_cgroup: u32,
+    /// DNS keys one cgroup may create per drain interval, or `auto` (an eighth of the DNS
+    /// map); further names fold into its DNS overflow entries (qname="~overflow").
+    #[arg(long, env = "SOCKSCOPE_MAX_DNS_KEYS_PER_CGROUP", default_value = "auto", value_parser = parse_entries)]
+    pub max_dns_keys_per_cgroup: Entries,
 
-    /// Entries of each overflow map (flows and DNS, per drain interval): up to 4 per cgroup
-    /// that overflowed. Beyond it, counts fold into node-wide totals (workload="~overflow").
-    #[arg(long, env = "SOCKSCOPE_OVERFLOW_MAP_SIZE", default_value_t = sockscope_common::OVERFLOW_MAP_CAPACITY,
-          value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
-    pub overflow_map_size: u32,
+    /// Entries of each overflow map (flows and DNS, per drain interval; up to 4 per cgroup
+    /// that overflowed), or `auto`: 8192, fewer on nodes with many CPUs. Beyond it, counts
+    /// fold into node-wide totals (workload="~overflow").
+    #[arg(long, env = "SOCKSCOPE_OVERFLOW_MAP_SIZE", default_value = "auto", value_parser = parse_entries)]
+    pub overflow_map_size: Entries,
 
     /// Distinct `qtype` values per local workload (types without a mnemonic may take half);
     /// further types are counted as `~other`.
@@ -316,6 +315,26 @@ impl Config {
     }
 }
 
+/// A map size: `auto` or a number of entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entries {
+    /// Sized for this node (its CPU count).
+    Auto,
+    /// This many entries.
+    Exactly(u32),
+}
+
+/// Parses `auto` or a number of entries (1 to 4194304; each map checks its own range).
+pub fn parse_entries(s: &str) -> Result<Entries, String> {
+    if s == "auto" {
+        return Ok(Entries::Auto);
+    }
+    match s.parse::<u32>() {
+        Ok(n) if (1..=4_194_304).contains(&n) => Ok(Entries::Exactly(n)),
+        _ => Err(format!("{s:?} is not auto or a number of entries (1 to 4194304)")),
+    }
+}
+
 /// Parses a memory size: a number of bytes, or with a unit `KiB`, `MiB`, `GiB` (or `K`, `M`,
 /// `G`, the same powers of 1024); at least 64KiB, at most 16GiB.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -392,17 +411,38 @@ impl Config {
 pub fn check(config: &Config) -> Result<(), String> {
     crate::export::otlp::Options::resolve(&config.otlp_settings())?;
     crate::fault::parse(&config.faults)?;
-    if config.max_flows_per_cgroup > config.flow_map_size {
-        return Err(format!(
-            "--max-flows-per-cgroup ({}) is above --flow-map-size ({})",
-            config.max_flows_per_cgroup, config.flow_map_size
-        ));
+    let ranges = [
+        ("--flow-map-size", config.flow_map_size, 1024),
+        ("--dns-map-size", config.dns_map_size, 1024),
+        ("--overflow-map-size", config.overflow_map_size, 64),
+    ];
+    for (flag, size, min) in ranges {
+        if let Entries::Exactly(n) = size
+            && n < min
+        {
+            return Err(format!("{flag} {n} is too small: at least {min}"));
+        }
     }
-    if config.max_dns_keys_per_cgroup > config.dns_map_size {
-        return Err(format!(
-            "--max-dns-keys-per-cgroup ({}) is above --dns-map-size ({})",
-            config.max_dns_keys_per_cgroup, config.dns_map_size
-        ));
+    let shares = [
+        (
+            "--max-flows-per-cgroup",
+            config.max_flows_per_cgroup,
+            "--flow-map-size",
+            config.flow_map_size,
+        ),
+        (
+            "--max-dns-keys-per-cgroup",
+            config.max_dns_keys_per_cgroup,
+            "--dns-map-size",
+            config.dns_map_size,
+        ),
+    ];
+    for (flag, share, map_flag, map) in shares {
+        if let (Entries::Exactly(s), Entries::Exactly(m)) = (share, map)
+            && s > m
+        {
+            return Err(format!("{flag} ({s}) is above {map_flag} ({m})"));
+        }
     }
     if config.dns_ttl_min > config.dns_ttl_max {
         return Err(format!(

@@ -131,6 +131,36 @@ pub struct MapSizes {
     pub overflow: u32,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_sizes_follow_the_cpus() {
+        let small = MapSizes::resolve(None, None, None, None, None, 2);
+        assert_eq!((small.flows, small.dns, small.overflow), (65536, 16384, 8192));
+        assert_eq!((small.flows_per_cgroup, small.dns_per_cgroup), (8192, 2048));
+        for cpus in [2, 16, 64, 128, 512] {
+            let s = MapSizes::resolve(None, None, None, None, None, cpus);
+            // Every generation-flipped map full, both generations: within the budgets (about
+            // 96 MiB), until the floors take over on very large nodes.
+            assert!(
+                s.full_bytes(cpus) <= 100 << 20 || cpus > 128,
+                "{cpus} CPUs: {s:?} {} MiB",
+                s.full_bytes(cpus) >> 20
+            );
+        }
+        let big = MapSizes::resolve(None, None, None, None, None, 64);
+        assert!(big.flows < 65536 && big.flows >= 4096, "{big:?}");
+        let fixed = MapSizes::resolve(Some(1024), Some(5000), Some(2048), None, Some(64), 64);
+        assert_eq!(
+            (fixed.flows, fixed.flows_per_cgroup, fixed.dns_per_cgroup),
+            (1024, 1024, 256)
+        );
+        assert_eq!(percpu_entry_bytes(48, 48, 2), 96 + 96);
+    }
+}
+
 impl Default for MapSizes {
     fn default() -> Self {
         MapSizes {
@@ -140,6 +170,84 @@ impl Default for MapSizes {
             dns_per_cgroup: sockscope_common::dns::DNS_KEYS_PER_CGROUP,
             overflow: sockscope_common::OVERFLOW_MAP_CAPACITY,
         }
+    }
+}
+
+/// Kernel memory one entry of a per-CPU hash map (`BPF_F_NO_PREALLOC`) takes: its element
+/// (the `htab_elem` header, the key and the pointer to the per-CPU value, in the allocator's
+/// size class; kernel/bpf/hashtab.c) plus the value on every possible CPU.
+pub fn percpu_entry_bytes(key: usize, value: usize, cpus: usize) -> usize {
+    let elem = 24 + key.next_multiple_of(8) + 8;
+    let class = [32, 64, 96, 128, 192, 256, 512, 1024]
+        .into_iter()
+        .find(|&c| c >= elem)
+        .unwrap_or(elem);
+    class + value.next_multiple_of(8) * cpus
+}
+
+/// Kernel memory of one entry of a per-cgroup counter map (a plain hash of u64 -> u64).
+const ROOM_ENTRY_BYTES: usize = 64;
+
+/// Kernel memory budgets of `auto` sizes, per generation.
+const AUTO_FLOW_BYTES: usize = 32 << 20;
+const AUTO_DNS_BYTES: usize = 8 << 20;
+const AUTO_OVERFLOW_BYTES: usize = 8 << 20;
+
+/// `auto`: as many entries as `budget` holds on `cpus` CPUs, between `min` and `max`.
+fn auto(budget: usize, per_entry: usize, min: u32, max: u32) -> u32 {
+    let n = budget / per_entry.max(1);
+    (n.min(max as usize) as u32).max(min)
+}
+
+impl MapSizes {
+    /// The sizes for flags that may say `auto`, on a node with `cpus` possible CPUs.
+    pub fn resolve(
+        flows: Option<u32>,
+        flows_per_cgroup: Option<u32>,
+        dns: Option<u32>,
+        dns_per_cgroup: Option<u32>,
+        overflow: Option<u32>,
+        cpus: usize,
+    ) -> MapSizes {
+        use sockscope_common::{FlowStats, OverflowKey, dns::DnsStats};
+        let d = MapSizes::default();
+        let flows = flows.unwrap_or_else(|| {
+            let per = percpu_entry_bytes(size_of::<FlowKey>(), size_of::<FlowStats>(), cpus);
+            auto(AUTO_FLOW_BYTES, per, 4096, d.flows)
+        });
+        let dns = dns.unwrap_or_else(|| {
+            let per = percpu_entry_bytes(size_of::<DnsKey>(), size_of::<DnsStats>(), cpus);
+            auto(AUTO_DNS_BYTES, per, 2048, d.dns)
+        });
+        let overflow = overflow.unwrap_or_else(|| {
+            // One size for the flow and DNS overflow maps and both per-cgroup counter maps.
+            let per = percpu_entry_bytes(size_of::<OverflowKey>(), size_of::<FlowStats>(), cpus)
+                + percpu_entry_bytes(size_of::<DnsKey>(), size_of::<DnsStats>(), cpus)
+                + 2 * ROOM_ENTRY_BYTES;
+            auto(AUTO_OVERFLOW_BYTES, per, 1024, d.overflow)
+        });
+        MapSizes {
+            flows,
+            flows_per_cgroup: flows_per_cgroup.unwrap_or(flows / 8).min(flows),
+            dns,
+            dns_per_cgroup: dns_per_cgroup.unwrap_or(dns / 8).min(dns),
+            overflow,
+        }
+    }
+
+    /// Kernel memory of the generation-flipped maps when every entry is taken, on `cpus`
+    /// possible CPUs (both generations, overflow maps and their per-cgroup counters).
+    pub fn full_bytes(&self, cpus: usize) -> usize {
+        use sockscope_common::{FlowStats, OverflowKey, dns::DnsStats};
+        let flows = self.flows as usize
+            * percpu_entry_bytes(size_of::<FlowKey>(), size_of::<FlowStats>(), cpus);
+        let dns =
+            self.dns as usize * percpu_entry_bytes(size_of::<DnsKey>(), size_of::<DnsStats>(), cpus);
+        let overflow = self.overflow as usize
+            * (percpu_entry_bytes(size_of::<OverflowKey>(), size_of::<FlowStats>(), cpus)
+                + percpu_entry_bytes(size_of::<DnsKey>(), size_of::<DnsStats>(), cpus)
+                + 2 * ROOM_ENTRY_BYTES);
+        2 * (flows + dns + overflow)
     }
 }
 

@@ -25,7 +25,8 @@ pub fn check_privileges() -> Result<()> {
     }
 }
 
-fn parse_cap_eff(status: &str) -> Option<u64> {
+/// The effective capability mask from /proc/self/status text.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
     u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
 }
@@ -100,7 +101,7 @@ pub fn cgroup_root(requested: Option<&Path>) -> Result<CgroupRoot> {
 }
 
 /// Mount points of cgroup2 filesystems in a mountinfo table.
-fn cgroup2_mounts(mountinfo: &str) -> Vec<PathBuf> {
+pub fn cgroup2_mounts(mountinfo: &str) -> Vec<PathBuf> {
     mountinfo
         .lines()
         .filter_map(|line| {
@@ -143,13 +144,18 @@ fn unescape_mountinfo(s: &str) -> String {
 /// connections that were already open when sockscope started.
 pub fn ephemeral_port_range() -> (u16, u16) {
     const DEFAULT: (u16, u16) = (32768, 60999);
-    let Ok(s) = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
-        return DEFAULT;
-    };
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| parse_port_range(&s))
+        .unwrap_or(DEFAULT)
+}
+
+/// `ip_local_port_range`'s two numbers, low then high.
+pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
     let mut it = s.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
     match (it.next(), it.next()) {
-        (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
-        _ => DEFAULT,
+        (Some(lo), Some(hi)) if lo <= hi => Some((lo, hi)),
+        _ => None,
     }
 }
 

@@ -116,8 +116,12 @@ impl Users {
     }
 }
 
-/// Parses a web config file's text; errors name the key.
+/// Parses a web config file's text; errors name the key, on one line.
 pub fn parse(text: &str) -> std::result::Result<File, String> {
+    parse_inner(text).map_err(|e| crate::error::one_line(&e))
+}
+
+fn parse_inner(text: &str) -> std::result::Result<File, String> {
     let de = serde_norway::Deserializer::from_str(text);
     let file: File = serde_path_to_error::deserialize(de)
         .map_err(|e| format!("{}: {}", e.path(), e.inner().to_string().replace('\n', " ")))?;

@@ -95,7 +95,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// `k=v,k2=v2` with percent-encoded values (W3C baggage style, as the OTel spec says).
-fn pairs(s: &str) -> Vec<(String, String)> {
+pub fn pairs(s: &str) -> Vec<(String, String)> {
     s.split(',')
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), percent_decode(v.trim())))
@@ -103,7 +103,8 @@ fn pairs(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes; malformed ones are kept as they are.
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
