@@ -98,8 +98,10 @@ pub const DNS_OVERFLOW_CAPACITY: u32 = 8192;
 pub const DNS_ROOM_NAMES: [&str; 2] = ["DNS_ROOM_0", "DNS_ROOM_1"];
 /// Node-wide DNS totals when the DNS overflow map is full too: per CPU, never emptied.
 pub const NODE_DNS_MAP: &str = "NODE_DNS";
+/// Kinds a [`NODE_DNS_MAP`] slot tells apart: 0 and the four `DNS_KIND_*`.
+const NODE_DNS_KINDS: u32 = 5;
 /// Slots of [`NODE_DNS_MAP`]: see [`node_dns_slot`].
-pub const NODE_DNS_SLOTS: u32 = 8 * 16 * (DNS_LATENCY_BUCKETS as u32 + 1);
+pub const NODE_DNS_SLOTS: u32 = NODE_DNS_KINDS * 16 * (DNS_LATENCY_BUCKETS as u32 + 1);
 
 /// The [`NODE_DNS_MAP`] slot of a key's kind, code and latency bucket ([`DNS_NO_LATENCY`] is
 /// the last bucket index).
@@ -110,7 +112,12 @@ pub const fn node_dns_slot(kind: u8, code: u8, bucket: u8) -> u32 {
     } else {
         bucket as u32
     };
-    (((kind & 7) as u32) * 16 + (code & 15) as u32) * (DNS_LATENCY_BUCKETS as u32 + 1) + b
+    let k = if kind as u32 >= NODE_DNS_KINDS {
+        0
+    } else {
+        kind as u32
+    };
+    (k * 16 + (code & 15) as u32) * (DNS_LATENCY_BUCKETS as u32 + 1) + b
 }
 
 /// The kind, code and latency bucket of a [`NODE_DNS_MAP`] slot (inverse of [`node_dns_slot`]).
@@ -374,7 +381,7 @@ mod tests {
 
     #[test]
     fn node_dns_slots_round_trip() {
-        for kind in 0..8u8 {
+        for kind in 0..5u8 {
             for code in 0..16u8 {
                 for bucket in (0..DNS_LATENCY_BUCKETS as u8).chain([DNS_NO_LATENCY]) {
                     let slot = node_dns_slot(kind, code, bucket);
