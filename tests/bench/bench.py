@@ -329,7 +329,8 @@ def main():
                 "responses": metric_sum(text, "sockscope_dns_responses_total{"),
                 "ringbuf_drops": metric_sum(text, "sockscope_events_lost_total{", 'source="dns_ringbuf"'),
                 "forwarded": metric_sum(text, "sockscope_dns_answers_total{"),
-                "map_full": metric_sum(text, "sockscope_events_lost_total{", 'source="dns_map_full"')
+                "map_full": metric_sum(text, "sockscope_events_folded_total{", 'source="dns_map_full"')
+                + metric_sum(text, "sockscope_events_folded_total{", 'source="dns_cgroup_limit"')
                 + metric_sum(text, "sockscope_events_lost_total{", 'source="dns_pending_evicted"'),
             }
             rss = max(rss, agent.rss_peak_mb())
