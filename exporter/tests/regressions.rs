@@ -42,7 +42,8 @@ fn config_file_regressions() {
             continue;
         };
         let mut c = defaults.clone();
-        if let Err(e) = sockscope::config::file::parse(text).and_then(|f| f.apply(&mut c, &|_| false))
+        if let Err(e) =
+            sockscope::config::file::parse(text).and_then(|f| f.apply(&mut c, &|_| false))
         {
             assert!(!e.contains('\n'), "{}: {e:?}", p.display());
         }

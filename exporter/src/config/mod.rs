@@ -331,7 +331,9 @@ pub fn parse_entries(s: &str) -> Result<Entries, String> {
     }
     match s.parse::<u32>() {
         Ok(n) if (1..=4_194_304).contains(&n) => Ok(Entries::Exactly(n)),
-        _ => Err(format!("{s:?} is not auto or a number of entries (1 to 4194304)")),
+        _ => Err(format!(
+            "{s:?} is not auto or a number of entries (1 to 4194304)"
+        )),
     }
 }
 

@@ -131,36 +131,6 @@ pub struct MapSizes {
     pub overflow: u32,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auto_sizes_follow_the_cpus() {
-        let small = MapSizes::resolve(None, None, None, None, None, 2);
-        assert_eq!((small.flows, small.dns, small.overflow), (65536, 16384, 8192));
-        assert_eq!((small.flows_per_cgroup, small.dns_per_cgroup), (8192, 2048));
-        for cpus in [2, 16, 64, 128, 512] {
-            let s = MapSizes::resolve(None, None, None, None, None, cpus);
-            // Every generation-flipped map full, both generations: within the budgets (about
-            // 96 MiB), until the floors take over on very large nodes.
-            assert!(
-                s.full_bytes(cpus) <= 100 << 20 || cpus > 128,
-                "{cpus} CPUs: {s:?} {} MiB",
-                s.full_bytes(cpus) >> 20
-            );
-        }
-        let big = MapSizes::resolve(None, None, None, None, None, 64);
-        assert!(big.flows < 65536 && big.flows >= 4096, "{big:?}");
-        let fixed = MapSizes::resolve(Some(1024), Some(5000), Some(2048), None, Some(64), 64);
-        assert_eq!(
-            (fixed.flows, fixed.flows_per_cgroup, fixed.dns_per_cgroup),
-            (1024, 1024, 256)
-        );
-        // bpftool's memlock of a full 65536-entry flow map on 2 CPUs: 15729536 bytes.
-        assert_eq!(percpu_entry_bytes(48, 48, 2) * 65536, 15_728_640);
-    }
-}
 
 impl Default for MapSizes {
     fn default() -> Self {
@@ -239,8 +209,8 @@ impl MapSizes {
         use sockscope_common::{FlowStats, OverflowKey, dns::DnsStats};
         let flows = self.flows as usize
             * percpu_entry_bytes(size_of::<FlowKey>(), size_of::<FlowStats>(), cpus);
-        let dns =
-            self.dns as usize * percpu_entry_bytes(size_of::<DnsKey>(), size_of::<DnsStats>(), cpus);
+        let dns = self.dns as usize
+            * percpu_entry_bytes(size_of::<DnsKey>(), size_of::<DnsStats>(), cpus);
         let overflow = self.overflow as usize
             * (percpu_entry_bytes(size_of::<OverflowKey>(), size_of::<FlowStats>(), cpus)
                 + percpu_entry_bytes(size_of::<DnsKey>(), size_of::<DnsStats>(), cpus)
@@ -530,5 +500,39 @@ fn unload(program: &mut Program) -> std::result::Result<(), ProgramError> {
         Program::CgroupSkb(p) => p.unload(),
         Program::CgroupSock(p) => p.unload(),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_sizes_follow_the_cpus() {
+        let small = MapSizes::resolve(None, None, None, None, None, 2);
+        assert_eq!(
+            (small.flows, small.dns, small.overflow),
+            (65536, 16384, 8192)
+        );
+        assert_eq!((small.flows_per_cgroup, small.dns_per_cgroup), (8192, 2048));
+        for cpus in [2, 16, 64, 128, 512] {
+            let s = MapSizes::resolve(None, None, None, None, None, cpus);
+            // Every generation-flipped map full, both generations: within the budgets (about
+            // 96 MiB), until the floors take over on very large nodes.
+            assert!(
+                s.full_bytes(cpus) <= 100 << 20 || cpus > 128,
+                "{cpus} CPUs: {s:?} {} MiB",
+                s.full_bytes(cpus) >> 20
+            );
+        }
+        let big = MapSizes::resolve(None, None, None, None, None, 64);
+        assert!(big.flows < 65536 && big.flows >= 4096, "{big:?}");
+        let fixed = MapSizes::resolve(Some(1024), Some(5000), Some(2048), None, Some(64), 64);
+        assert_eq!(
+            (fixed.flows, fixed.flows_per_cgroup, fixed.dns_per_cgroup),
+            (1024, 1024, 256)
+        );
+        // bpftool's memlock of a full 65536-entry flow map on 2 CPUs: 15729536 bytes.
+        assert_eq!(percpu_entry_bytes(48, 48, 2) * 65536, 15_728_640);
     }
 }

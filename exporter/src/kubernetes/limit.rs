@@ -103,7 +103,7 @@ mod tests {
         );
         // 2 + 7 bytes without a newline across two chunks.
         let long = body(vec![b"abc\nde", b"fghijkl"]);
-        let err = long.collect().await.err().expect("too long");
+        let err = long.collect().await.expect_err("too long");
         assert!(err.to_string().contains("longer than 8 bytes"), "{err}");
     }
 }
