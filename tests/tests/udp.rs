@@ -161,7 +161,11 @@ fn port_budget_folds_a_scan_into_other() {
         .matching("sockscope_udp_received_bytes_total", &scanner)
         .map(|(l, _)| l["port"].clone())
         .collect();
-    assert_eq!(served, std::slice::from_ref(&port), "the listening port keeps its label");
+    assert_eq!(
+        served,
+        std::slice::from_ref(&port),
+        "the listening port keeps its label"
+    );
     assert!(
         m.sum(
             "sockscope_series_overflow_total",

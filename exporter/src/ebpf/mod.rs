@@ -131,7 +131,6 @@ pub struct MapSizes {
     pub overflow: u32,
 }
 
-
 impl Default for MapSizes {
     fn default() -> Self {
         MapSizes {
