@@ -208,6 +208,51 @@ pub fn peer_cmd(peer: &str, netns: Option<&str>, args: &[&str]) -> Command {
     }
 }
 
+/// A UDP server in child cgroup `server` and a client in `client` over loopback: `count`
+/// datagrams of `size` bytes, each answered with `reply` bytes. Waits for both; returns the
+/// server's port and the client's (sent, received).
+pub fn udp_exchange(
+    cg: &TestCgroup,
+    peer: &str,
+    (server, client): (&str, &str),
+    count: u64,
+    size: u64,
+    reply: u64,
+) -> (String, (u64, u64)) {
+    let mut srv = cg.spawn(
+        server,
+        &mut peer_cmd(
+            peer,
+            None,
+            &[
+                "udp-server",
+                "127.0.0.1:0",
+                &count.to_string(),
+                &reply.to_string(),
+            ],
+        ),
+    );
+    let port = srv.line("ready ");
+    let mut cli = cg.spawn(
+        client,
+        &mut peer_cmd(
+            peer,
+            None,
+            &[
+                "udp-client",
+                &format!("127.0.0.1:{port}"),
+                &count.to_string(),
+                &size.to_string(),
+            ],
+        ),
+    );
+    let totals = cli.totals("");
+    srv.totals("");
+    cli.wait_ok();
+    srv.wait_ok();
+    (port, totals)
+}
+
 /// Two network namespaces joined by a veth pair, with IPv4 and IPv6 addresses.
 pub struct NetPair {
     pub a: String,

@@ -168,23 +168,8 @@ fn failed_deletes_never_count_twice() {
     // Several rounds of traffic over several drains, each read from entries never deleted.
     let mut total = 0u64;
     for round in 0..4 {
-        let mut srv = cg.spawn(
-            "server",
-            &mut peer_cmd(PEER, None, &["udp-server", "127.0.0.1:0", "50", "10"]),
-        );
-        let port = srv.line("ready ");
-        let mut cli = cg.spawn(
-            "client",
-            &mut peer_cmd(
-                PEER,
-                None,
-                &["udp-client", &format!("127.0.0.1:{port}"), "50", "100"],
-            ),
-        );
-        let (sent, _) = cli.totals("");
-        srv.totals("");
-        cli.wait_ok();
-        srv.wait_ok();
+        let (_, (sent, _)) =
+            sockscope_tests::udp_exchange(&cg, PEER, ("server", "client"), 50, 100, 10);
         total += sent;
         let m = agent.wait_until(Duration::from_secs(20), "exact bytes", |m| {
             m.sum("sockscope_udp_sent_bytes_total", &[("workload", "client")]) == total as f64
@@ -251,23 +236,8 @@ fn restart_starts_from_zero_and_adopts_open_connections() {
             && m.sum("sockscope_tcp_received_bytes_total", &client) == recv1 as f64
     });
     // UDP too: counted once, by the first agent.
-    let mut usrv = cg.spawn(
-        "userver",
-        &mut peer_cmd(PEER, None, &["udp-server", "127.0.0.1:0", "20", "5"]),
-    );
-    let uport = usrv.line("ready ");
-    let mut ucli = cg.spawn(
-        "uclient",
-        &mut peer_cmd(
-            PEER,
-            None,
-            &["udp-client", &format!("127.0.0.1:{uport}"), "20", "100"],
-        ),
-    );
-    let (usent, _) = ucli.totals("");
-    ucli.wait_ok();
-    usrv.totals("");
-    usrv.wait_ok();
+    let (_, (usent, _)) =
+        sockscope_tests::udp_exchange(&cg, PEER, ("userver", "uclient"), 20, 100, 5);
     first.wait_until(Duration::from_secs(20), "UDP", |m| {
         m.sum("sockscope_udp_sent_bytes_total", &[("workload", "uclient")]) == usent as f64
     });

@@ -118,23 +118,7 @@ fn port_budget_folds_a_scan_into_other() {
         m.sum("sockscope_udp_sent_bytes_total", &[("workload", "scanner")]) == 2000.0
     });
     // Then a server of the same workload, and a well-known port.
-    let mut srv = cg.spawn(
-        "scanner",
-        &mut peer_cmd(PEER, None, &["udp-server", "127.0.0.1:0", "5", "0"]),
-    );
-    let port = srv.line("ready ");
-    let mut cli = cg.spawn(
-        "client",
-        &mut peer_cmd(
-            PEER,
-            None,
-            &["udp-client", &format!("127.0.0.1:{port}"), "5", "100"],
-        ),
-    );
-    cli.totals("");
-    srv.totals("");
-    cli.wait_ok();
-    srv.wait_ok();
+    let (port, _) = sockscope_tests::udp_exchange(&cg, PEER, ("scanner", "client"), 5, 100, 0);
     let mut wk = cg.spawn(
         "scanner",
         &mut peer_cmd(PEER, None, &["udp-ports", "127.0.0.1", "443"]),

@@ -585,17 +585,18 @@ async fn sleep_until(at: Option<Instant>) {
 mod tests {
     use super::*;
 
+    fn b64(s: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    }
+
     #[test]
     fn basic_auth() {
         let hash = bcrypt::hash("s3cret", 4).expect("hash");
         let users = users(BTreeMap::from([("prom".to_string(), hash)])).expect("users");
         let cache = AuthCache::default();
-        let b64 = |s: &str| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(s)
-            )
-        };
         assert!(authorized(&users, &cache, Some(&b64("prom:s3cret"))));
         // Cached now, still exact.
         assert!(authorized(&users, &cache, Some(&b64("prom:s3cret"))));
@@ -627,12 +628,6 @@ mod tests {
         let hash = bcrypt::hash("s3cret", 9).expect("hash");
         let users = users(BTreeMap::from([("prom".to_string(), hash)])).expect("users");
         let cache = AuthCache::default();
-        let b64 = |s: &str| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(s)
-            )
-        };
         // Interleaved, so a loaded machine slows both alike.
         let (mut known, mut unknown) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..4 {
