@@ -2,20 +2,6 @@
 
 use std::path::PathBuf;
 
-/// `s` on one line: control characters (a newline inside a YAML key, say) escaped, so an
-/// error an operator reads is always one line, whatever the input held.
-pub fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -15,6 +15,7 @@ pub mod export;
 pub mod fault;
 pub mod identity;
 pub mod kubernetes;
+pub mod report;
 pub mod series;
 
 pub use error::{Error, Result};

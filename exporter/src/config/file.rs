@@ -131,7 +131,7 @@ struct Kubernetes {
 
 /// Parses a config file's text; the error names the key (`dns.timeout: ...`), on one line.
 pub fn parse(text: &str) -> Result<File, String> {
-    parse_inner(text).map_err(|e| crate::error::one_line(&e))
+    parse_inner(text).map_err(|e| crate::report::one_line(&e))
 }
 
 fn parse_inner(text: &str) -> Result<File, String> {
@@ -163,7 +163,7 @@ impl File {
     /// variable. Errors name the key.
     pub fn apply(self, c: &mut Config, explicit: Explicit<'_>) -> Result<(), String> {
         self.apply_inner(c, explicit)
-            .map_err(|e| crate::error::one_line(&e))
+            .map_err(|e| crate::report::one_line(&e))
     }
 
     fn apply_inner(self, c: &mut Config, explicit: Explicit<'_>) -> Result<(), String> {

@@ -442,21 +442,7 @@ impl From<ProgramError> for AttachError {
     }
 }
 
-/// An error and its sources on one line ("a: b: c").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        // Many errors print their source in their own message already.
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+pub use crate::report::error_chain;
 
 fn attach_one(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), AttachError> {
     let program = ebpf.program_mut(name).ok_or_else(|| {

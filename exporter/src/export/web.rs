@@ -118,7 +118,7 @@ impl Users {
 
 /// Parses a web config file's text; errors name the key, on one line.
 pub fn parse(text: &str) -> std::result::Result<File, String> {
-    parse_inner(text).map_err(|e| crate::error::one_line(&e))
+    parse_inner(text).map_err(|e| crate::report::one_line(&e))
 }
 
 fn parse_inner(text: &str) -> std::result::Result<File, String> {

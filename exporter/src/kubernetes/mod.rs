@@ -472,7 +472,7 @@ async fn watch<K, F>(
                         crate::release_freed_memory();
                     }
                 }
-                Some(Err(e)) => break crate::ebpf::error_chain(&e),
+                Some(Err(e)) => break crate::report::error_chain(&e),
                 None => break "the watch stream ended".to_string(),
             }
         };

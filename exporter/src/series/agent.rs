@@ -71,7 +71,7 @@ pub struct AgentMetrics {
 
 /// `sockscope_otlp_*`, when OTLP export is on.
 struct OtlpMetrics {
-    stats: std::sync::Arc<crate::export::otlp::Stats>,
+    stats: std::sync::Arc<OtlpStats>,
     exports: Counter,
     exports_seen: u64,
     failures: Family<ReasonLabels, Counter>,
@@ -112,6 +112,22 @@ impl WebCounters {
             .inc();
     }
 }
+
+/// Export counts, read into sockscope's own metrics at each drain.
+#[derive(Debug, Default)]
+pub struct OtlpStats {
+    /// Requests the collector accepted.
+    pub exports: AtomicU64,
+    /// Failed attempts, by [`OTLP_FAILURE_REASONS`].
+    pub failures: [AtomicU64; 3],
+    /// Duration of the last successful export, in microseconds.
+    pub last_duration_us: AtomicU64,
+    /// Size of the last request, in bytes.
+    pub last_bytes: AtomicU64,
+}
+
+/// `reason` label values of `sockscope_otlp_export_failures_total`.
+pub const OTLP_FAILURE_REASONS: [&str; 3] = ["unavailable", "timeout", "rejected"];
 
 pub const OTLP_EXPORTS: &str = "sockscope_otlp_exports";
 pub const OTLP_EXPORT_FAILURES: &str = "sockscope_otlp_export_failures";
@@ -263,11 +279,7 @@ impl AgentMetrics {
     }
 
     /// Registers the OTLP export families, fed from `stats` at each drain.
-    pub fn enable_otlp(
-        &mut self,
-        registry: &mut Registry,
-        stats: std::sync::Arc<crate::export::otlp::Stats>,
-    ) {
+    pub fn enable_otlp(&mut self, registry: &mut Registry, stats: std::sync::Arc<OtlpStats>) {
         let m = OtlpMetrics {
             stats,
             exports: Counter::default(),
@@ -287,7 +299,7 @@ impl AgentMetrics {
             "Failed OTLP export attempts: unavailable (connection failed, 429/502/503/504, gRPC UNAVAILABLE; retried with backoff), timeout, rejected (not retried)",
             m.failures.clone(),
         );
-        for reason in crate::export::otlp::FAILURE_REASONS {
+        for reason in OTLP_FAILURE_REASONS {
             let _ = m.failures.get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
             });
@@ -312,7 +324,7 @@ impl AgentMetrics {
         let exports = m.stats.exports.load(Relaxed);
         m.exports.inc_by(exports.saturating_sub(m.exports_seen));
         m.exports_seen = exports;
-        for (i, reason) in crate::export::otlp::FAILURE_REASONS.iter().enumerate() {
+        for (i, reason) in OTLP_FAILURE_REASONS.iter().enumerate() {
             let n = m.stats.failures[i].load(Relaxed);
             m.failures
                 .get_or_create(&ReasonLabels {

@@ -287,21 +287,8 @@ fn hostname() -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
-/// Export counts, read into sockscope's own metrics at each drain.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Requests the collector accepted.
-    pub exports: AtomicU64,
-    /// Failed attempts, by [`FAILURE_REASONS`].
-    pub failures: [AtomicU64; 3],
-    /// Duration of the last successful export, in microseconds.
-    pub last_duration_us: AtomicU64,
-    /// Size of the last request, in bytes.
-    pub last_bytes: AtomicU64,
-}
-
-/// `reason` label values of `sockscope_otlp_export_failures_total`.
-pub const FAILURE_REASONS: [&str; 3] = ["unavailable", "timeout", "rejected"];
+// The counters live with the other self-metrics; this exporter counts into them.
+pub use crate::series::agent::{OTLP_FAILURE_REASONS as FAILURE_REASONS, OtlpStats as Stats};
 
 enum Failure {
     /// Connection refused, reset, 429/502/503/504, gRPC UNAVAILABLE...: worth retrying.
