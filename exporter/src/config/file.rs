@@ -453,7 +453,8 @@ mod tests {
 listen_address: 127.0.0.1:9100
 interval: 10s
 labels: {process: true}
-budgets: {qnames_per_workload: 20}
+budgets: {qnames_per_workload: 20, ports_per_workload: 9}
+maps: {flows: 4096, flows_per_cgroup: auto, overflow: 128}
 series_expiry: 10m
 metrics:
   sockscope_tcp_sent_bytes_total: {drop_labels: [port, remote_host]}
@@ -475,6 +476,10 @@ otlp:
         assert_eq!(c.interval.as_secs(), 10);
         assert!(c.label_process && !c.label_remote_ip);
         assert_eq!(c.max_qnames_per_workload, 20);
+        assert_eq!(c.max_ports_per_workload, 9);
+        assert_eq!(c.flow_map_size, crate::config::Entries::Exactly(4096));
+        assert_eq!(c.max_flows_per_cgroup, crate::config::Entries::Auto);
+        assert_eq!(c.overflow_map_size, crate::config::Entries::Exactly(128));
         assert_eq!(c.series_expiry.as_secs(), 600);
         assert_eq!(
             c.drop_labels["sockscope_tcp_sent_bytes_total"],
@@ -562,6 +567,19 @@ otlp:
                 "web.max_requests: must be between 1 and 10000",
             ),
             ("web: {timeout: never}", "web.timeout"),
+            ("web: {max_connections: 0}", "web.max_connections"),
+            (
+                "maps: {flows: lots}",
+                "maps.flows: \"lots\" is not auto or a number",
+            ),
+            ("maps: {dns: [1]}", "maps.dns"),
+            (
+                "budgets: {ports_per_workload: 0}",
+                "budgets.ports_per_workload",
+            ),
+            ("dns: {cache_memory: 1TiB}", "dns.cache_memory"),
+            ("kubernetes: {timeout: 0s}", "kubernetes.timeout"),
+            ("\"a\\nb\": 1", "a\\nb: unknown field"),
         ];
         for (yaml, want) in cases {
             let err = apply(yaml).expect_err(yaml);
