@@ -408,6 +408,9 @@ fn drain_loop(
         if fault::fires(Fault::DrainPanic) {
             panic!("injected fault: drain-panic");
         }
+        while fault::fires(Fault::DrainPause) {
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
         if fault::fires(Fault::DrainStall) {
             warn!("injected fault: drain-stall; the drain stops here");
             loop {

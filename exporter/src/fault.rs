@@ -4,6 +4,8 @@
 //! exists, so a test decides the moment: it creates the file and measures what follows. Kinds:
 //! - `drain-panic`: the drain thread panics at its next tick;
 //! - `drain-stall`: the drain thread stops draining (sleeps) at its next tick;
+//! - `drain-pause`: while the file exists, the drain thread skips its ticks (resuming when
+//!   the file goes), so a test can put any amount of traffic into one drain interval;
 //! - `dns-panic`: the DNS answer thread panics when it next wakes;
 //! - `watch-panic`: every Kubernetes watch task panics at its next event;
 //! - `map-delete`: while the file exists, deleting a drained map entry fails, and so does the
@@ -25,6 +27,8 @@ pub enum Fault {
     DrainPanic,
     /// The drain thread hangs.
     DrainStall,
+    /// The drain thread waits while the trigger file exists.
+    DrainPause,
     /// Panic in the DNS answer thread.
     DnsPanic,
     /// Panic in the Kubernetes watch tasks.
@@ -33,9 +37,10 @@ pub enum Fault {
     MapDelete,
 }
 
-const KINDS: [(&str, Fault); 5] = [
+const KINDS: [(&str, Fault); 6] = [
     ("drain-panic", Fault::DrainPanic),
     ("drain-stall", Fault::DrainStall),
+    ("drain-pause", Fault::DrainPause),
     ("dns-panic", Fault::DnsPanic),
     ("watch-panic", Fault::WatchPanic),
     ("map-delete", Fault::MapDelete),

@@ -501,6 +501,37 @@ impl Agent {
         }
     }
 
+    /// Number of drains the agent has completed, from its exposition.
+    pub fn drains(&self) -> f64 {
+        Metrics::parse(&self.scrape()).sum("sockscope_drain_duration_seconds_count", &[])
+    }
+
+    /// With the agent started with `--fault drain-pause=<file>`: creates `file` and returns
+    /// once the drain thread is paused (no drain for a while), so everything until
+    /// [`Agent::resume_drains`] lands in one drain interval, however long it takes.
+    pub fn pause_drains(&self, file: &Path) {
+        fs::write(file, b"").expect("pause file");
+        let mut last = self.drains();
+        let mut still = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while still < 3 {
+            assert!(Instant::now() < deadline, "drains did not pause");
+            thread::sleep(Duration::from_millis(400));
+            let now = self.drains();
+            if now == last {
+                still += 1;
+            } else {
+                still = 0;
+                last = now;
+            }
+        }
+    }
+
+    /// Removes the pause file; the drains go on.
+    pub fn resume_drains(&self, file: &Path) {
+        let _ = fs::remove_file(file);
+    }
+
     /// Sends SIGTERM and waits for exit.
     pub fn terminate(mut self) -> ExitStatus {
         // SAFETY: plain kill(2) on our child's pid.

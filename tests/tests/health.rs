@@ -126,24 +126,38 @@ fn a_stalled_drain_fails_healthz() {
     std::fs::write(&file, b"").expect("trigger");
     let limit = interval * 3 + Duration::from_secs(2);
     let mut stalled_at = None;
-    while t0.elapsed() < limit + interval + Duration::from_secs(3) {
+    while t0.elapsed() < limit + interval + Duration::from_secs(5) {
         let (code, body) = http_get(agent.port, "/healthz", None).expect("healthz");
         if code == 503 {
             assert!(body.contains("no drain completed"), "{body}");
-            stalled_at = Some(t0.elapsed());
+            stalled_at = Some((t0.elapsed(), std::time::SystemTime::now()));
             break;
         }
         thread::sleep(Duration::from_millis(50));
     }
     let _ = std::fs::remove_file(&file);
-    let at =
+    let (after_trigger, at) =
         stalled_at.unwrap_or_else(|| panic!("/healthz stayed 200; log:\n{}", agent.log_text()));
-    // Not before the last drain is 3 intervals + margin old (the fault fires at the next tick,
-    // at most one interval after the trigger), and not much later either.
-    assert!(at >= limit - interval, "503 after {at:?}, limit {limit:?}");
+    // 503 once the last completed drain (the exposition's timestamp, frozen since) is 3
+    // intervals + the margin old: not before, and not much later. The drain stops at its next
+    // tick after the trigger, so from the trigger that is within one interval more.
+    let last = Metrics::parse(&agent.scrape()).sum("sockscope_last_drain_timestamp_seconds", &[]);
+    let age = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+        - last;
     assert!(
-        at <= limit + interval + Duration::from_secs(1),
-        "503 after {at:?}"
+        age >= limit.as_secs_f64() - 0.05,
+        "503 at a drain age of {age}s, limit {limit:?}"
+    );
+    assert!(
+        age <= limit.as_secs_f64() + 1.0,
+        "503 at a drain age of {age}s"
+    );
+    assert!(
+        after_trigger <= limit + interval + Duration::from_secs(1),
+        "503 {after_trigger:?} after the trigger"
     );
     assert_eq!(
         http_get(agent.port, "/readyz", None).expect("readyz").0,

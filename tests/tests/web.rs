@@ -278,7 +278,8 @@ fn concurrent_scrape_cap() {
     let cg = TestCgroup::new("web-cap");
     // Budgets and the per-cgroup flow share opened up: 20,000 peers of one workload, each
     // its own series, however fast the spray.
-    let timeout = Duration::from_secs(4);
+    // Long enough for the first slow reader to read its 4 MB on a loaded machine.
+    let timeout = Duration::from_secs(8);
     let agent = Agent::start(
         PEER,
         &cg.root,
@@ -287,7 +288,7 @@ fn concurrent_scrape_cap() {
             "--web-max-requests",
             "1",
             "--web-timeout",
-            "4s",
+            "8s",
             "--max-remote-ips-per-workload",
             "100000",
             "--max-flows-per-cgroup",
@@ -378,7 +379,7 @@ fn open_connections_are_capped() {
     let mut buf = [0u8; 64];
     let got = extra.read(&mut buf).unwrap_or(0);
     assert_eq!(got, 0, "a connection past the cap is closed, unanswered");
-    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     // The idle ones are closed by the server after the header timeout.
     for mut c in idle {
         c.set_read_timeout(Some(Duration::from_secs(10)))
@@ -430,7 +431,7 @@ fn logins_are_bounded() {
     thread::sleep(Duration::from_millis(50));
     let t = Instant::now();
     assert_eq!(curl(&[], &url.replace("/metrics", "/healthz")), "200");
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     let results: Vec<(String, Duration)> =
         storm.into_iter().map(|h| h.join().expect("join")).collect();
     let refused: Vec<&Duration> = results
