@@ -37,7 +37,7 @@ bin="fuzz/target/$triple/$profile"
 TARGETS=${SOCKSCOPE_FUZZ_TARGETS:-$(cargo +nightly fuzz list --fuzz-dir fuzz)}
 status=0
 for t in $TARGETS; do
-  mkdir -p "fuzz/scratch/$t" "fuzz/regressions/$t" "fuzz/corpus/$t"
+  mkdir -p "fuzz/scratch/$t" "fuzz/regressions/$t" "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log=$(mktemp)
   # Regressions replayed once each (a crash there fails at once), then the timed run.
   if [ -n "$(ls -A "fuzz/regressions/$t")" ]; then
@@ -48,7 +48,6 @@ for t in $TARGETS; do
       continue
     fi
   fi
-  mkdir -p "fuzz/artifacts/$t"
   if "$bin/$t" -artifact_prefix="fuzz/artifacts/$t/" -max_total_time="$SECONDS_EACH" \
       -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
       "fuzz/scratch/$t" "fuzz/corpus/$t" "fuzz/regressions/$t" >"$log" 2>&1; then

@@ -10,7 +10,8 @@ cargo build --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test -- --test-threads="$(nproc)" 2>&1 | tee "$log" || status=$?
+# --no-fail-fast: every test binary runs, so one failure cannot hide another.
+cargo test --no-fail-fast -- --test-threads="$(nproc)" 2>&1 | tee "$log" || status=$?
 # Every fuzz target for a few seconds (and every input that ever crashed one); long runs are
 # `bash scripts/fuzz.sh [seconds]`.
 bash scripts/fuzz.sh 3 --quick 2>&1 | tee -a "$log" || status=$?

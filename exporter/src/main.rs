@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         let _ = writeln!(std::io::stdout(), "{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    // kube's client logs a response it cannot decode whole, at warn: up to the 32 MiB a
+    // kube's client logs a response it cannot decode whole, at warn: up to the 16 MiB a
     // response may have. sockscope logs the error itself, in one line.
     let directives = if config.log.contains("kube") {
         config.log.clone()

@@ -402,9 +402,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(16);
 /// noticed within about a minute.
 const WATCH_TIMEOUT_SECS: u32 = 55;
 /// Longest line (one list page, one watch event) accepted from the API. Real objects are at
-/// most ~1.5 MiB (etcd's request limit) and pages hold [`LIST_PAGE`] of them; a response past
-/// this is refused as an error rather than buffered.
-pub const MAX_RESPONSE_LINE: usize = 32 << 20;
+/// most ~1.5 MiB (etcd's request limit), typically a few KiB, and pages hold [`LIST_PAGE`] of
+/// them; a response past this is refused as an error rather than buffered (kube holds a page
+/// whole, and a copy of it, before decoding: up to about three times this at once).
+pub const MAX_RESPONSE_LINE: usize = 16 << 20;
 
 /// Runs one watch until the process exits, feeding events to `on` (which returns the object
 /// count).
