@@ -592,7 +592,7 @@ fn misbehaving_api_is_an_error_not_a_hang() {
         agent.log_text()
     );
     // Lists of 50 MB refused at 16 MiB: the agent never held one. (The DaemonSet's limit is
-    // 256 Mi; without the limit this test peaked at 373 MiB.)
+    // 384 Mi; without the bound this test peaked at 373 MiB.)
     let peak = peak_rss(agent.child.id());
     eprintln!("peak RSS {} MiB", peak >> 20);
     assert!(peak < 128 << 20, "peak RSS {} MiB", peak >> 20);
