@@ -393,6 +393,19 @@ pub fn thread_capabilities(pid: u32) -> Vec<u64> {
     caps
 }
 
+/// A free port below the ephemeral range, like a real service's: the role of an adopted
+/// connection is inferred from which end's port the kernel picked from that range, and a
+/// server listening on port 0 gets one from that range too.
+pub fn service_port() -> u16 {
+    let start = 20000
+        + (std::process::id() % 4000) as u16
+        + (COUNTER.fetch_add(1, Ordering::SeqCst) % 1000) as u16 * 7;
+    (start..32000)
+        .chain(20000..start)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below 32768")
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

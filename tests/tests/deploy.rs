@@ -31,8 +31,12 @@ fn render() -> String {
 
 /// kubernetes-validate's verdict on `yaml` for Kubernetes `version`: (exit ok, output).
 fn validate(yaml: &str, version: &str) -> (bool, String) {
-    let dir =
-        std::env::temp_dir().join(format!("sockscope-deploy-{}-{version}", std::process::id()));
+    // Unique per call: tests of this binary validate in parallel.
+    let dir = std::env::temp_dir().join(format!(
+        "sockscope-deploy-{}-{}-{version}",
+        std::process::id(),
+        sockscope_tests::unique()
+    ));
     std::fs::create_dir_all(&dir).expect("tmp");
     let file = dir.join("rendered.yaml");
     std::fs::write(&file, yaml).expect("write");

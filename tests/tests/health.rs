@@ -219,9 +219,12 @@ fn restart_starts_from_zero_and_adopts_open_connections() {
     let cg = TestCgroup::new("restart");
     let hold = trigger("restart-hold");
     let first = Agent::start(PEER, &cg.root, &[]);
+    // A service port, as real servers have: the new agent infers the adopted connection's
+    // roles from which end's port is ephemeral.
+    let bind = format!("127.0.0.1:{}", sockscope_tests::service_port());
     let mut srv = cg.spawn(
         "server",
-        &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "1"]),
+        &mut peer_cmd(PEER, None, &["tcp-server", &bind, "1"]),
     );
     let port = srv.line("ready ");
     let h = hold.to_string_lossy().to_string();

@@ -198,15 +198,6 @@ fn tcp_long_lived_connection_is_live() {
     let _ = std::fs::remove_file(&hold);
 }
 
-/// A free port below the ephemeral range, like a real service's: the role of an adopted
-/// connection is inferred from which end's port the kernel picked from that range.
-fn service_port() -> u16 {
-    let start = 20000 + (std::process::id() % 5000) as u16;
-    (start..32000)
-        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        .expect("a free port below 32768")
-}
-
 /// A connection open before sockscope starts counts only the bytes after the start.
 #[test]
 fn tcp_preexisting_connection_counts_from_start() {
@@ -218,7 +209,11 @@ fn tcp_preexisting_connection_counts_from_start() {
         &mut peer_cmd(
             PEER,
             None,
-            &["tcp-server", &format!("127.0.0.1:{}", service_port()), "1"],
+            &[
+                "tcp-server",
+                &format!("127.0.0.1:{}", sockscope_tests::service_port()),
+                "1",
+            ],
         ),
     );
     let port = srv.line("ready ");

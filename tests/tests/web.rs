@@ -235,6 +235,24 @@ fn stalled_scrape(port: u16) -> std::net::TcpStream {
     slow
 }
 
+/// Waits until the response to a stalled scrape has begun arriving (its status line, looked at
+/// without reading it): from then on the scrape holds its slot. Returns the status line.
+fn response_started(s: &std::net::TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = s.peek(&mut buf).expect("peek");
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if let Some((line, _)) = text.split_once("\r\n") {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no response: {text:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Reads what `s` has until EOF, an error, or a complete 4 MB body; returns the bytes read.
 fn drain(s: &mut std::net::TcpStream) -> usize {
     use std::io::Read;
@@ -307,7 +325,7 @@ fn concurrent_scrape_cap() {
 
     // A slow reader holds the only slot; it reads its body in time, then the slot is free.
     let mut slow = stalled_scrape(agent.port);
-    thread::sleep(Duration::from_millis(500));
+    assert_eq!(response_started(&slow), "HTTP/1.1 200 OK");
     let (code, _) = sockscope_tests::http_get(agent.port, "/metrics", None).expect("second scrape");
     assert_eq!(code, 503, "a second concurrent scrape");
     let (code, _) = sockscope_tests::http_get(agent.port, "/healthz", None).expect("healthz");
@@ -330,6 +348,7 @@ fn concurrent_scrape_cap() {
     // A reader that stops: cut once --web-timeout passes, without reading a byte more.
     let started = Instant::now();
     let mut stuck = stalled_scrape(agent.port);
+    assert_eq!(response_started(&stuck), "HTTP/1.1 200 OK");
     let freed = loop {
         let (code, _) = sockscope_tests::http_get(agent.port, "/metrics", None).expect("scrape");
         if code == 200 {
