@@ -406,6 +406,25 @@ pub fn service_port() -> u16 {
         .expect("a free port below 32768")
 }
 
+/// curl's HTTP status for `url` with extra `args` ("000" when the connection or TLS failed).
+pub fn curl_status(args: &[&str], url: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl (installed by scripts/setup.sh)");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

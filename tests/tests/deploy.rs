@@ -306,21 +306,7 @@ fn probes(docs: &[Value]) -> Vec<(String, String, String)> {
 /// verified (kubelet probes skip verification).
 fn kubelet_probe(scheme: &str, port: u16, path: &str) -> String {
     let url = format!("{}://127.0.0.1:{port}{path}", scheme.to_lowercase());
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-k",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .arg(&url)
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).to_string()
+    sockscope_tests::curl_status(&["-k"], &url)
 }
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");

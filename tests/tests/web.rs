@@ -20,21 +20,7 @@ fn web_config(dir: &Path, password: &str) -> PathBuf {
 
 /// curl's HTTP status for `url` ("000" when the connection or TLS failed).
 fn curl(args: &[&str], url: &str) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).to_string()
+    sockscope_tests::curl_status(args, url)
 }
 
 #[test]

@@ -27,7 +27,8 @@ use aya::{
 };
 
 use sockscope_common::{
-    Config, EVENT_COUNT, FlowKey, FlowStats, NODE_FLOW_SLOTS, OverflowKey, PROTO_TCP, PROTO_UDP,
+    Config, EVENT_COUNT, EVENT_DNS_OVERFLOW_FULL, EVENT_FLOW_OVERFLOW_FULL, FlowKey, FlowStats,
+    NODE_FLOW_SLOTS, OverflowKey, PROTO_TCP, PROTO_UDP,
     dns::{DnsKey, DnsStats, NODE_DNS_SLOTS, node_dns_key},
 };
 use tracing::{debug, warn};
@@ -87,6 +88,10 @@ pub struct Drainer {
     events_seen: [u64; EVENT_COUNT as usize],
     node_flows_seen: Vec<FlowStats>,
     node_dns_seen: Vec<DnsStats>,
+    /// Drains left that read the node-wide flow and DNS totals: they are only written when
+    /// the overflow map was full (counted in an event first), so they are read after such an
+    /// event, and once more for a write that raced that read; never otherwise.
+    node_reads: [u8; 2],
     dns_timeout: Duration,
     /// Names learnt from the kernel's LRU name map, by hash, and their bytes.
     names: HashMap<u64, String>,
@@ -116,6 +121,7 @@ impl Drainer {
             events_seen: [0; EVENT_COUNT as usize],
             node_flows_seen: vec![FlowStats::default(); NODE_FLOW_SLOTS as usize],
             node_dns_seen: vec![DnsStats::default(); NODE_DNS_SLOTS as usize],
+            node_reads: [1, 1],
             dns_timeout,
             names: HashMap::new(),
             names_bytes: 0,
@@ -174,6 +180,8 @@ impl Drainer {
         self.sweep_pending(&mut batch);
         self.name_batch(&mut batch);
         self.read_events(&mut batch);
+        // The programs are detached: whatever the node-wide totals hold is final.
+        self.node_reads = [1, 1];
         self.read_node(&mut batch);
         batch
     }
@@ -300,12 +308,23 @@ impl Drainer {
             batch.events[idx] = total.wrapping_sub(self.events_seen[idx]);
             self.events_seen[idx] = total;
         }
+        for (i, event) in [EVENT_FLOW_OVERFLOW_FULL, EVENT_DNS_OVERFLOW_FULL]
+            .into_iter()
+            .enumerate()
+        {
+            if batch.events[event as usize] > 0 {
+                self.node_reads[i] = 2;
+            }
+        }
     }
 
     /// The growth of the node-wide totals since the last read, as overflow entries of cgroup 0.
     /// They are never emptied, so a write racing the read is simply part of the next growth.
     fn read_node(&mut self, batch: &mut Batch) {
-        for slot in 0..NODE_FLOW_SLOTS {
+        let flows = self.node_reads[0] > 0;
+        let dns = self.node_reads[1] > 0;
+        self.node_reads = self.node_reads.map(|n| n.saturating_sub(1));
+        for slot in (0..NODE_FLOW_SLOTS).filter(|_| flows) {
             let Some(total) = sum_slot(&self.maps.node_flows, slot, FlowStats::add) else {
                 continue;
             };
@@ -326,7 +345,7 @@ impl Drainer {
                 batch.flow_overflow.push((key, delta));
             }
         }
-        for slot in 0..NODE_DNS_SLOTS {
+        for slot in (0..NODE_DNS_SLOTS).filter(|_| dns) {
             let Some(total) = sum_slot(&self.maps.node_dns, slot, DnsStats::add) else {
                 continue;
             };

@@ -24,16 +24,11 @@ pub struct OverflowLabels {
 /// Counter of samples that went to [`OTHER`], shared by every family.
 pub type Overflow = Family<OverflowLabels, Counter>;
 
-/// Counts one sample of `metric` (registration name) whose `label` was folded.
+/// Counts one sample of counter family `metric` (registration name) whose `label` was folded.
 pub fn count_overflow(overflow: &Overflow, metric: &str, label: &str) {
-    let metric = if metric.ends_with("_seconds") {
-        metric.to_string()
-    } else {
-        format!("{metric}_total")
-    };
     overflow
         .get_or_create(&OverflowLabels {
-            metric,
+            metric: format!("{metric}_total"),
             label: label.to_string(),
         })
         .inc();
