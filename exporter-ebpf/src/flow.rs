@@ -1,9 +1,9 @@
 //! Flow aggregation: the one place where counts enter the flow maps.
 
 use sockscope_common::{
-    CONFIG_PROCESS_LABEL, Config, EVENT_CLOSE_FLUSH_LOST, EVENT_FLOW_CGROUP_LIMIT, EVENT_FLOW_LOST,
-    EVENT_FLOW_MAP_FULL, EVENT_FLOW_OVERFLOW_FULL, FlowKey, FlowStats, OverflowKey,
-    PHASE_CONNECTING, SockState, node_flow_slot,
+    CONFIG_PROCESS_LABEL, CONFIG_TCP_ITER, Config, EVENT_CLOSE_FLUSH_LOST, EVENT_FLOW_CGROUP_LIMIT,
+    EVENT_FLOW_LOST, EVENT_FLOW_MAP_FULL, EVENT_FLOW_OVERFLOW_FULL, FlowKey, FlowStats,
+    OverflowKey, PHASE_CONNECTING, SockState, node_flow_slot,
 };
 
 use core::ptr::addr_of_mut;
@@ -112,17 +112,22 @@ pub fn key_of(cfg: &Config, st: &SockState, proto: u8) -> FlowKey {
     }
 }
 
-/// A TCP socket's own counters, read from `bpf_sock_ops` or `bpf_tcp_sock`.
+/// A TCP socket's own counters, read from `bpf_sock_ops`, `bpf_tcp_sock` or (by the iterator)
+/// `struct tcp_sock`.
 pub struct TcpCounters {
     pub bytes_acked: u64,
     pub bytes_received: u64,
     pub snd_una: u32,
     pub rcv_nxt: u32,
+    pub total_retrans: u32,
 }
 
 /// Payload totals: the kernel's counters include one sequence number for each FIN
 /// (`tcp_snd_una_update()` / `tcp_rcv_nxt_update()` count sequence space, and a FIN occupies one,
 /// see net/ipv4/tcp_input.c), so subtract it once the FIN has been acknowledged / consumed.
+///
+/// Exact only where the counters and the sequence numbers were read together under the socket
+/// lock (sock_ops, cgroup_skb egress); see [`live_payload_totals`] for racing reads.
 #[inline(always)]
 pub fn payload_totals(st: &SockState, c: &TcpCounters) -> (u64, u64) {
     let mut sent = c.bytes_acked;
@@ -136,8 +141,75 @@ pub fn payload_totals(st: &SockState, c: &TcpCounters) -> (u64, u64) {
     (sent, received)
 }
 
-/// Moves everything the socket has not yet reported into its flow: byte deltas since the last
-/// flush (if `counters` is given), a pending "opened", and the `events` passed in.
+/// Payload totals from counters read without the socket lock (the iterator): a lower bound of
+/// what [`payload_totals`] gives under the lock, never above it.
+///
+/// Once a FIN has been seen in a direction (ingress and egress record it from the packet before
+/// TCP processes it or the peer can acknowledge it), its sequence number may or may not be in
+/// the counter just read, and the sequence number read beside it may be older or newer (TCP
+/// writes the counter first, `tcp_rcv_nxt_update()`). Subtracting one whenever a FIN was seen is
+/// always safe: the byte, if it was payload, is claimed exactly by the next flush under the lock
+/// (at the latest the close). The FIN flags are read after the counters, through a full barrier,
+/// so a counter that includes a FIN is never paired with a FIN flag not yet visible.
+#[inline(always)]
+pub fn live_payload_totals(st: &mut SockState, c: &TcpCounters) -> (u64, u64) {
+    fence(st);
+    let sent = c.bytes_acked.saturating_sub(st.fin_out_seen as u64);
+    let received = c.bytes_received.saturating_sub(st.fin_in_seen as u64);
+    (sent, received)
+}
+
+/// A full memory barrier: a fully ordered compare-and-exchange that never changes the word
+/// (0 -> 0 on the sequence word, which is 0 outside per-packet mode and even when unlocked).
+#[inline(always)]
+pub fn fence(st: &mut SockState) {
+    use core::intrinsics::{AtomicOrdering::SeqCst, atomic_cxchg};
+    // SAFETY: an aligned u64 of a live socket-storage value.
+    unsafe { atomic_cxchg::<u64, { SeqCst }, { SeqCst }>(&mut st.seq, 0, 0) };
+}
+
+/// Moves a `*_reported` word up to `total` and returns how much was moved: whoever moves it owns
+/// that delta, so two flushers racing (the iterator and sock_ops' close, which cannot wait for
+/// each other: the iterator may be interrupted on the very CPU whose softirq closes the socket)
+/// never count a byte twice, and a flusher that loses the race retries from the new value.
+#[inline(always)]
+pub fn claim(reported: &mut u64, total: u64) -> u64 {
+    use core::intrinsics::{AtomicOrdering::SeqCst, atomic_cxchg};
+    for _ in 0..4 {
+        // SAFETY: an aligned u64 of a live socket-storage value.
+        let cur = unsafe { core::ptr::read_volatile(reported) };
+        if total <= cur {
+            return 0;
+        }
+        let (_, ok) = unsafe { atomic_cxchg::<u64, { SeqCst }, { SeqCst }>(reported, cur, total) };
+        if ok {
+            return total - cur;
+        }
+    }
+    0
+}
+
+/// Claims the pending "opened" count (1 -> 0).
+#[inline(always)]
+fn claim_open(st: &mut SockState) -> u64 {
+    use core::intrinsics::{AtomicOrdering::SeqCst, atomic_cxchg};
+    // SAFETY: as in `claim`.
+    let (_, ok) =
+        unsafe { atomic_cxchg::<u64, { SeqCst }, { SeqCst }>(&mut st.pending_open, 1, 0) };
+    ok as u64
+}
+
+/// How a flush may read the socket's counters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Read under the socket lock with the sequence numbers beside them: FIN-exact.
+    Locked,
+    /// Read by the iterator without the lock: claims a lower bound ([`live_payload_totals`]).
+    Live,
+}
+
+/// Moves everything the socket has not yet reported into its flow: byte and retransmit deltas
+/// since the last flush (if `counters` is given), a pending "opened", and the `events` passed in.
 ///
 /// A flow that does not fit the flow map lands in its cgroup's overflow entry (see
 /// [`flow_add`]), at close as at any other flush, so nothing is left pending for lack of room.
@@ -156,53 +228,57 @@ pub fn flush_tcp(
         }
         return;
     }
-    // Exclusive with ingress's ACK accounting (see `ack_ingress`). Under the socket lock no
-    // other flush runs; ingress holds the lock for one map update, so a short wait suffices.
-    // Not getting it leaves everything pending for the next flush, except at close, where the
-    // flush goes ahead: ingress only counts before our FIN, long before the close.
+    if cfg.flags & CONFIG_TCP_ITER != 0 {
+        // Claims alone exclude the iterator; no lock to wait for.
+        flush_claimed(cfg, st, counters, Read::Locked, events);
+        return;
+    }
+    // Per-packet mode: exclusive with ingress's ACK accounting (see `ack_ingress`), which
+    // updates `sent_reported` and `sent_una` together. Under the socket lock no other flush
+    // runs; ingress holds the lock for one map update, so a short wait suffices. Not getting it
+    // leaves everything pending for the next flush, except at close, where the flush goes
+    // ahead: ingress only counts before our FIN, long before the close.
     let locked = seq_lock(st, if closing { 64 } else { 8 });
     if !locked && !closing {
         return;
     }
-    flush_locked(cfg, st, counters, events);
+    flush_claimed(cfg, st, counters, Read::Locked, events);
     if locked {
         seq_unlock(st);
     }
 }
 
+/// The flush itself: claims each delta, then adds what it claimed to the socket's flow.
 #[inline(always)]
-fn flush_locked(
+pub fn flush_claimed(
     cfg: &Config,
     st: &mut SockState,
     counters: Option<&TcpCounters>,
+    read: Read,
     events: &FlowStats,
 ) {
     let mut delta = *events;
-    let mut totals = (st.sent_reported, st.received_reported);
-    if let Some(c) = counters
-        && st.phase != PHASE_CONNECTING
-    {
-        totals = payload_totals(st, c);
-        delta.sent_bytes = totals.0.saturating_sub(st.sent_reported);
-        delta.received_bytes = totals.1.saturating_sub(st.received_reported);
+    if let Some(c) = counters {
+        if st.phase != PHASE_CONNECTING {
+            let (sent, received) = match read {
+                Read::Locked => payload_totals(st, c),
+                Read::Live => live_payload_totals(st, c),
+            };
+            delta.sent_bytes = claim(&mut st.sent_reported, sent);
+            if delta.sent_bytes != 0 {
+                st.sent_una = c.snd_una;
+            }
+            delta.received_bytes = claim(&mut st.received_reported, received);
+        }
+        delta.retransmits = claim(&mut st.retrans_reported, c.total_retrans as u64);
     }
-    delta.opened = st.open_pending as u64;
+    delta.opened = claim_open(st);
     if delta.is_zero() {
         return;
     }
     let key = key_of(cfg, st, sockscope_common::PROTO_TCP);
-    if flow_add(cfg, &key, &delta) {
-        if totals.0 > st.sent_reported {
-            st.sent_reported = totals.0;
-            if let Some(c) = counters {
-                st.sent_una = c.snd_una;
-            }
-        }
-        if totals.1 > st.received_reported {
-            st.received_reported = totals.1;
-        }
-        st.open_pending = 0;
-    }
+    // Cannot fail (the node-wide slot is an array element); counted as flow_lost if it did.
+    flow_add(cfg, &key, &delta);
 }
 
 /// Takes the socket state's sequence lock (even -> odd), checking up to `tries` times.
@@ -240,7 +316,7 @@ pub fn acks_new_bytes(st: &SockState, ack: u32) -> bool {
     (ack.wrapping_sub(st.sent_una) as i32) > 0
 }
 
-/// Counts the bytes an incoming ACK acknowledges, before TCP processes it.
+/// Per-packet mode: counts the bytes an incoming ACK acknowledges, before TCP processes it.
 ///
 /// The sender's own counter (`bytes_acked`) is flushed by the RTT callback, which fires once
 /// per RTT window, not per ACK (`tcp_rtt_estimator()`, net/ipv4/tcp_input.c): the ACKs after
@@ -260,13 +336,15 @@ pub fn ack_ingress(cfg: &Config, st: &mut SockState, ack: u32, snd_nxt: u32) {
     }
     let d = ack.wrapping_sub(st.sent_una) as i32;
     if d > 0 {
-        let delta = FlowStats {
-            sent_bytes: d as u64,
-            ..Default::default()
-        };
-        let key = key_of(cfg, st, sockscope_common::PROTO_TCP);
-        if flow_add(cfg, &key, &delta) {
-            st.sent_reported = st.sent_reported.wrapping_add(d as u64);
+        let total = st.sent_reported.wrapping_add(d as u64);
+        let sent = claim(&mut st.sent_reported, total);
+        if sent != 0 {
+            let delta = FlowStats {
+                sent_bytes: sent,
+                ..Default::default()
+            };
+            let key = key_of(cfg, st, sockscope_common::PROTO_TCP);
+            flow_add(cfg, &key, &delta);
             st.sent_una = ack;
         }
     }

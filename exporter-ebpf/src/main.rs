@@ -1,17 +1,21 @@
 //! sockscope's in-kernel side.
 //!
 //! Where a byte is counted:
-//! - `sock_ops` ([`tcp`]): TCP lifecycle. Connection opened/closed, failed connects and
-//!   retransmits, and the sender's byte counts right after every ACK (RTT callback).
-//! - `cgroup_skb` ([`skb`]): every packet of every socket under the attach cgroup. TCP: the
-//!   receiver's byte counts on its outgoing packets, FIN tracking, adoption of connections that
-//!   predate the agent. UDP: datagram payload bytes.
+//! - `iter/bpf_sk_storage_map` ([`iter`]): run by the agent at every drain, the live byte and
+//!   retransmit counts of every tracked TCP socket.
+//! - `sock_ops` ([`tcp`]): TCP lifecycle. Connection opened/closed, failed connects, and the
+//!   final counts at close.
+//! - `cgroup_skb` ([`skb`]): every packet of every socket under the attach cgroup. TCP: FIN
+//!   tracking and adoption of connections that predate the agent. UDP: datagram payload bytes.
+//!   Where the kernel has no iterators, TCP falls back to per-packet counting here and in
+//!   sock_ops' RTT callback.
 //! - [`dns`], called from cgroup_skb for UDP port 53: DNS queries, responses, latency and parse
 //!   errors, and answers forwarded to the agent's hostname cache.
-//! - `cgroup/sock_create` ([`sock`]): remembers which process created a socket.
+//! - `cgroup/sock_create` ([`sock`]): creates each socket's state with its owner cgroup (and
+//!   creating process).
 //!
 //! TCP bytes come from the kernel's own per-socket counters (`bytes_acked`, `bytes_received`),
-//! flushed into per-CPU flow aggregates ([`flow`]) whenever they change.
+//! flushed into per-CPU flow aggregates ([`flow`]).
 //!
 //! Every program returns "allow" on every path: a cgroup_skb or cgroup sock program returning 0
 //! drops the packet or the socket for every process below the attach point.
@@ -21,7 +25,9 @@
 #![allow(internal_features)]
 
 mod dns;
+mod empty;
 mod flow;
+mod iter;
 mod maps;
 mod packet;
 mod skb;

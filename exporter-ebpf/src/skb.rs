@@ -1,11 +1,18 @@
 //! cgroup_skb ingress/egress: per-packet work.
 //!
-//! TCP: egress flushes the socket's counter deltas (the receiver's `bytes_received` has moved by
-//! the time it sends its ACK; ingress runs in `tcp_filter()` before the segment is processed, so
-//! it could not see the effect of the packet it inspects). Both directions record FINs so the
-//! FIN's sequence number is not counted as a payload byte. Established sockets without state
-//! (open before sockscope started, or sock_ops unavailable) are adopted with their current
-//! counters as baseline, so only bytes from that moment on count.
+//! TCP, iterator mode (the default where the kernel has BPF iterators): a tracked socket costs
+//! one socket-storage lookup per packet, plus a read of the TCP flags on ingress and outside
+//! ESTABLISHED on egress, to remember FINs so their sequence number is not counted as a payload
+//! byte. Bytes are counted by the iterator at each drain and by sock_ops at close.
+//!
+//! TCP, per-packet mode (no iterator): egress flushes the socket's counter deltas (the
+//! receiver's `bytes_received` has moved by the time it sends its ACK; ingress runs in
+//! `tcp_filter()` before the segment is processed, so it could not see the effect of the packet
+//! it inspects), and ingress counts what each ACK acknowledges.
+//!
+//! Both modes: established sockets without state (open before sockscope started, or sock_ops
+//! unavailable) are adopted with their current counters as baseline, so only bytes from that
+//! moment on count.
 //!
 //! UDP: every datagram's payload is added to its flow; datagrams to or from port 53 are also
 //! parsed as DNS ([`crate::dns`]).
@@ -20,13 +27,14 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    CONFIG_TEST_RUN, Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW,
-    PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState, dns::DNS_PORT,
+    CONFIG_TCP_ITER, CONFIG_TEST_RUN, Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats,
+    PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER,
+    SockState, dns::DNS_PORT,
 };
 
 use crate::{
     dns::dns_packet,
-    flow::{TcpCounters, ack_ingress, acks_new_bytes, flow_add, flush_tcp, key_of},
+    flow::{TcpCounters, ack_ingress, acks_new_bytes, fence, flow_add, flush_tcp, key_of},
     maps::{config, count_event, sock_state},
     packet::{TCP_ACK, fin_end, fin_end_of, ip_headers, ports, read},
 };
@@ -111,25 +119,41 @@ fn state_of(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<&'static mut SockS
 
 #[inline(always)]
 fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
-    let Some(st) = state_of(ctx, sk) else { return };
-    let state = unsafe { (*sk).state };
-    if st.phase == PHASE_NEW {
-        // Adopt on the first packet either way: ingress runs before the segment is processed,
-        // so its baseline excludes this packet's payload, which is then counted.
-        let cfg = config();
-        adopt(ctx, sk, st, &cfg, state, egress);
-    }
-    if st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED {
-        return;
-    }
+    let cfg = config();
+    // Iterator mode: the iterator counts tracked sockets' bytes at each drain, sock_ops at
+    // close; per packet there is only the FIN to remember, which leaves in a state after
+    // ESTABLISHED and may arrive in any. Adopted sockets (open before sockscope) have no
+    // sock_ops callbacks, so nothing would flush them at close: they stay on the per-packet
+    // path, a startup transient.
+    let iter = cfg.flags & CONFIG_TCP_ITER != 0;
+    let st = match unsafe { sock_state(sk.cast(), None) } {
+        Some(st) if iter && st.cgroup_id != 0 && st.phase == PHASE_TRACKED => st,
+        _ => {
+            let Some(st) = state_of(ctx, sk) else { return };
+            if st.phase == PHASE_NEW {
+                // Adopt on the first packet either way: ingress runs before the segment is
+                // processed, so its baseline excludes this packet's payload, which is then
+                // counted.
+                adopt(ctx, sk, st, unsafe { (*sk).state }, egress);
+            }
+            if st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED {
+                return;
+            }
+            st
+        }
+    };
+    let per_packet = !iter || st.phase == PHASE_ADOPTED;
     if !egress {
-        tcp_ingress(ctx, sk, st);
+        tcp_ingress(ctx, sk, st, per_packet);
         return;
     }
     // We only send a FIN after leaving ESTABLISHED (tcp_close_state() runs before
     // tcp_send_fin()), so established egress skips the header read.
-    if state != BPF_TCP_ESTABLISHED {
+    if unsafe { (*sk).state } != BPF_TCP_ESTABLISHED {
         record_fin_out(ctx, st);
+    }
+    if !per_packet {
+        return;
     }
     let tp = unsafe { bpf_tcp_sock(sk) };
     if tp.is_null() {
@@ -141,24 +165,26 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         bytes_received: tp.bytes_received,
         snd_una: tp.snd_una,
         rcv_nxt: tp.rcv_nxt,
+        total_retrans: tp.total_retrans,
     };
     // Skip the flow update when nothing moved since the last flush (most data segments of a
     // sender, whose acks are counted on ingress and by sock_ops).
     if c.bytes_acked == st.sent_reported
         && c.bytes_received == st.received_reported
-        && st.open_pending == 0
+        && c.total_retrans as u64 == st.retrans_reported
+        && st.pending_open == 0
     {
         return;
     }
-    let cfg = config();
     flush_tcp(&cfg, st, Some(&c), &FlowStats::default(), false);
 }
 
 /// An incoming segment, with one read of its TCP header: a FIN from the peer is remembered
-/// (a FIN arrives while we are still ESTABLISHED, so every segment is looked at), and what its
-/// ACK acknowledges is counted (see [`ack_ingress`]).
+/// before TCP processes it, and so before `bytes_received` counts its sequence number (a FIN
+/// arrives while we are still ESTABLISHED, so every segment is looked at). In per-packet mode
+/// (`count_acks`) what its ACK acknowledges is also counted (see [`ack_ingress`]).
 #[inline(always)]
-fn tcp_ingress(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
+fn tcp_ingress(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, count_acks: bool) {
     let Some(h) = ip_headers(ctx) else { return };
     if h.proto != PROTO_TCP {
         return;
@@ -169,8 +195,10 @@ fn tcp_ingress(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState) {
     if let Some(end) = fin_end_of(ctx, h.l4_offset, &t) {
         st.fin_in_end = end;
         st.fin_in_seen = 1;
+        // Visible to the iterator before the counter that includes the FIN can be.
+        fence(st);
     }
-    if st.phase != PHASE_TRACKED || st.fin_out_seen != 0 || t[13] & TCP_ACK == 0 {
+    if !count_acks || st.phase != PHASE_TRACKED || st.fin_out_seen != 0 || t[13] & TCP_ACK == 0 {
         return;
     }
     let ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
@@ -195,6 +223,8 @@ fn record_fin_out(ctx: &SkBuffContext, st: &mut SockState) {
     if let Some(end) = fin_end(ctx, h.l4_offset) {
         st.fin_out_end = end;
         st.fin_out_seen = 1;
+        // Visible to the iterator before the peer's ACK of the FIN can reach `bytes_acked`.
+        fence(st);
     }
 }
 
@@ -205,14 +235,7 @@ fn record_fin_out(ctx: &SkBuffContext, st: &mut SockState) {
 /// another CPU; both write the same key and near-identical baselines, and it happens once per
 /// pre-existing connection.
 #[inline(always)]
-fn adopt(
-    ctx: &SkBuffContext,
-    sk: *mut bpf_sock,
-    st: &mut SockState,
-    cfg: &Config,
-    state: u32,
-    egress: bool,
-) {
+fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, state: u32, egress: bool) {
     if state != BPF_TCP_ESTABLISHED
         && state != BPF_TCP_FIN_WAIT1
         && state != BPF_TCP_FIN_WAIT2
@@ -240,6 +263,7 @@ fn adopt(
     st.remote_addr = if egress { h.dst_addr } else { h.src_addr };
     // Which side connected is not recorded on an established socket; the side whose port the
     // kernel picked from the ephemeral range is the client.
+    let cfg = config();
     let ephemeral = |p: u16| p >= cfg.ephemeral_low && p <= cfg.ephemeral_high;
     let client = match (ephemeral(local), ephemeral(remote)) {
         (true, false) => true,
@@ -255,7 +279,9 @@ fn adopt(
     }
     st.sent_reported = tp.bytes_acked;
     st.received_reported = tp.bytes_received;
-    st.open_pending = 0;
+    st.retrans_reported = tp.total_retrans as u64;
+    st.sent_una = tp.snd_una;
+    st.pending_open = 0;
     st.fin_out_seen = 0;
     st.fin_in_seen = 0;
     st.phase = PHASE_ADOPTED;

@@ -1,5 +1,6 @@
-//! cgroup/sock_create: which network namespace each cgroup's sockets live in, and (with the
-//! process label) which process created each TCP/UDP socket.
+//! cgroup/sock_create: the state of every TCP/UDP socket, created with its owner cgroup (and,
+//! with the process label, its creating process), and which network namespace each cgroup's
+//! sockets live in.
 //!
 //! This runs in the creating process's context, the only place its `comm` is reliable: a
 //! connected socket is established in softirq context, and an accepted socket is created by the
@@ -54,11 +55,17 @@ fn try_sock_create(ctx: &SockContext) {
         // SAFETY: this CPU's slot of a live per-CPU array.
         unsafe { *l = [cgroup, netns] };
     }
-    if config().flags & CONFIG_PROCESS_LABEL == 0 {
-        return;
-    }
-    let mut init = SockState::default();
-    if let Ok(comm) = bpf_get_current_comm() {
+    // The socket's state, with its owner: a socket belongs to the cgroup of the process that
+    // creates it (`sock_cgroup_set()` from `current`, net/core/sock.c), so every later program
+    // finds the owner without a helper call, and the iterator can count a connection before
+    // its first packet.
+    let mut init = SockState {
+        cgroup_id: cgroup,
+        ..Default::default()
+    };
+    if config().flags & CONFIG_PROCESS_LABEL != 0
+        && let Ok(comm) = bpf_get_current_comm()
+    {
         init.comm = comm;
     }
     let _ = unsafe { sock_state(sk.cast(), Some(&mut init)) };

@@ -1,28 +1,33 @@
 //! sock_ops: the TCP lifecycle of every connection established while sockscope runs.
 //!
 //! Callbacks used (include/uapi/linux/bpf.h, `BPF_SOCK_OPS_*`):
-//! - TCP_CONNECT_CB: a client connect starts; enable state/retransmit/RTT callbacks.
+//! - TCP_CONNECT_CB: a client connect starts; enable the state callback.
 //! - ACTIVE/PASSIVE_ESTABLISHED_CB: build the flow key, take the byte counters as baseline.
-//! - RTT_CB: runs in `tcp_ack()` after `bytes_acked` moved, so the sender's count is flushed
-//!   without waiting for its next outgoing packet. It fires once per RTT window, not per ACK
-//!   (`tcp_rtt_estimator()` calls it only when `snd_una` passes `rtt_seq`, net/ipv4/tcp_input.c),
-//!   so cgroup_skb ingress also counts what each ACK acknowledges (`flow::ack_ingress`).
-//! - RETRANS_CB: retransmitted segments.
+//!   The "opened" count waits for the next flush (the iterator's, at the next drain), so a short
+//!   connection costs one flow update in all, at its close.
 //! - STATE_CB to TCP_CLOSE: final flush; SYN_SENT -> CLOSE is a failed connect.
+//! - RTT_CB, per-packet mode only (no iterator on this kernel): runs in `tcp_ack()` after
+//!   `bytes_acked` moved, so the sender's count is flushed without waiting for its next
+//!   outgoing packet. It fires once per RTT window, not per ACK (`tcp_rtt_estimator()` calls it
+//!   only when `snd_una` passes `rtt_seq`, net/ipv4/tcp_input.c), so cgroup_skb ingress also
+//!   counts what each ACK acknowledges (`flow::ack_ingress`).
+//!
+//! Retransmits come from the kernel's own `total_retrans` at every flush, not from RETRANS_CB
+//! (one callback per retransmitted segment): `__tcp_retransmit_skb()` adds to it exactly when
+//! the callback would have fired (a transmit that succeeded), net/ipv4/tcp_output.c.
 
 use aya_ebpf::{
     bindings::{
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_RETRANS_CB, BPF_SOCK_OPS_RETRANS_CB_FLAG, BPF_SOCK_OPS_RTT_CB,
-        BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
+        BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
+        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
     },
     macros::sock_ops,
     programs::SockOpsContext,
 };
 use sockscope_common::{
-    FlowStats, PHASE_ADOPTED, PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED, ROLE_CLIENT,
-    ROLE_SERVER, SockState, v4_mapped,
+    CONFIG_TCP_ITER, Config, FlowStats, PHASE_ADOPTED, PHASE_CLOSED, PHASE_CONNECTING,
+    PHASE_TRACKED, ROLE_CLIENT, ROLE_SERVER, SockState, v4_mapped,
 };
 
 use core::ptr::{addr_of, read_volatile};
@@ -34,8 +39,16 @@ use crate::{
 };
 
 const AF_INET: u32 = 2;
-const CB_FLAGS: i32 =
-    (BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RETRANS_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG) as i32;
+
+/// Callbacks each mode needs beyond the ones the kernel always makes.
+#[inline(always)]
+fn cb_flags(cfg: &Config) -> i32 {
+    if cfg.flags & CONFIG_TCP_ITER != 0 {
+        BPF_SOCK_OPS_STATE_CB_FLAG as i32
+    } else {
+        (BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG) as i32
+    }
+}
 
 #[sock_ops]
 pub fn sockscope_sockops(ctx: SockOpsContext) -> u32 {
@@ -52,6 +65,7 @@ fn counters(ctx: &SockOpsContext) -> TcpCounters {
         bytes_received: ops.bytes_received,
         snd_una: ops.snd_una,
         rcv_nxt: ops.rcv_nxt,
+        total_retrans: ops.total_retrans,
     }
 }
 
@@ -96,11 +110,14 @@ fn try_sockops(ctx: &SockOpsContext) {
             let Some(st) = (unsafe { sock_state(sk, Some(&mut init)) }) else {
                 return;
             };
+            // Retransmits from here on are this attempt's (SYN retransmits included);
+            // tcp_disconnect() may have reset the counter of a socket connecting again.
+            st.retrans_reported = unsafe { (*ctx.ops).total_retrans } as u64;
             st.phase = PHASE_CONNECTING;
             st.role = ROLE_CLIENT;
             st.remote_addr = remote_addr(ctx);
             st.port = remote_port(ctx);
-            let _ = ctx.set_cb_flags(CB_FLAGS);
+            let _ = ctx.set_cb_flags(cb_flags(&config()));
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
             let mut init = SockState::default();
@@ -115,17 +132,21 @@ fn try_sockops(ctx: &SockOpsContext) {
                 st.role = ROLE_SERVER;
                 st.port = ctx.local_port() as u16;
             }
-            // Baseline: handshake sequence numbers (SYN) are already in the counters.
+            // Baseline: handshake sequence numbers (SYN) are already in the counters. Plain
+            // stores: nothing else flushes this socket before its phase says it is tracked.
             let c = counters(ctx);
             st.sent_reported = c.bytes_acked;
             st.sent_una = c.snd_una;
             st.received_reported = c.bytes_received;
             st.fin_out_seen = 0;
             st.fin_in_seen = 0;
-            st.open_pending = 1;
+            st.pending_open = 1;
             st.phase = PHASE_TRACKED;
-            let _ = ctx.set_cb_flags(CB_FLAGS);
-            flush_tcp(&config(), st, Some(&c), &FlowStats::default(), false);
+            let cfg = config();
+            let _ = ctx.set_cb_flags(cb_flags(&cfg));
+            if cfg.flags & CONFIG_TCP_ITER == 0 {
+                flush_tcp(&cfg, st, Some(&c), &FlowStats::default(), false);
+            }
         }
         BPF_SOCK_OPS_RTT_CB => {
             let Some(st) = (unsafe { sock_state(sk, None) }) else {
@@ -139,25 +160,6 @@ fn try_sockops(ctx: &SockOpsContext) {
                     &FlowStats::default(),
                     false,
                 );
-            }
-        }
-        BPF_SOCK_OPS_RETRANS_CB => {
-            // args: [seq of first byte, segments, tcp_transmit_skb() result]
-            if ctx.arg(2) != 0 {
-                return;
-            }
-            let Some(st) = (unsafe { sock_state(sk, None) }) else {
-                return;
-            };
-            if st.phase == PHASE_TRACKED
-                || st.phase == PHASE_ADOPTED
-                || st.phase == PHASE_CONNECTING
-            {
-                let events = FlowStats {
-                    retransmits: ctx.arg(1) as u64,
-                    ..Default::default()
-                };
-                flush_tcp(&config(), st, Some(&counters(ctx)), &events, false);
             }
         }
         BPF_SOCK_OPS_STATE_CB => {

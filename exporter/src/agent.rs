@@ -131,6 +131,7 @@ pub fn start(config: &Config) -> Result<Started> {
             process_label: config.label_process,
             dns_timeout: config.dns_timeout,
             sizes,
+            tcp: config.tcp_accounting,
         },
     )?;
     if config.keep_capabilities {
@@ -418,6 +419,10 @@ fn drain_loop(
             }
         }
         let start = Instant::now();
+        // Live TCP counts into the current generation, which the drain then takes.
+        if let Err(e) = kernel.sample_tcp() {
+            warn!("TCP iterator run failed: {e}; live TCP counts wait for the next drain");
+        }
         let batch = drainer.drain(|| labelling.catch_up());
         labelling.fold(&mut series, &batch);
         series.agent.record_drain(&batch, start.elapsed());
@@ -432,6 +437,10 @@ fn drain_loop(
         .agent
         .set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));
     let start = Instant::now();
+    // After the detach: every count up to the last close sock_ops saw, plus what is still open.
+    if let Err(e) = kernel.sample_tcp() {
+        warn!("TCP iterator run failed at shutdown: {e}");
+    }
     labelling.catch_up();
     let batch = drainer.drain_all();
     labelling.fold(&mut series, &batch);

@@ -36,6 +36,9 @@ pub enum Error {
         #[source]
         source: aya::maps::MapError,
     },
+    /// `--tcp-accounting iterator` was asked for and the iterator cannot count here.
+    #[error("TCP accounting by iterator unavailable: {0}")]
+    TcpIter(String),
     /// No program could be attached at all, so there is nothing to export.
     #[error("no eBPF program could be attached; see the errors above")]
     NothingAttached,

@@ -13,10 +13,54 @@ fn series<'a>(workload: &'a str, role: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![("workload", workload), ("role", role)]
 }
 
+/// Every test runs in both TCP accounting modes: by the socket iterator at each drain (what
+/// this kernel supports) and per packet (the fallback for kernels without iterators).
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn iterator() {
+                super::$name("iterator")
+            }
+            #[test]
+            fn per_packet() {
+                super::$name("per-packet")
+            }
+        }
+    )*};
+}
+
+both_modes!(
+    tcp_loopback_ipv4_exact,
+    tcp_loopback_ipv6_exact,
+    tcp_veth_ipv4_exact,
+    tcp_veth_ipv6_exact,
+    tcp_long_lived_connection_is_live,
+    tcp_preexisting_connection_counts_from_start,
+    tcp_refused_connect_is_a_failure,
+    tcp_burst_of_2000_connections_exact
+);
+
+/// The agent, counting TCP in `mode`, checked to be in that mode.
+fn start(cg: &TestCgroup, mode: &str) -> Agent {
+    let agent = Agent::start(PEER, &cg.root, &["--tcp-accounting", mode]);
+    let m = Metrics::parse(&agent.scrape());
+    let attached = m.sum(
+        "sockscope_bpf_program_attached",
+        &[("program", "sockscope_tcp_iter")],
+    );
+    assert_eq!(
+        attached,
+        if mode == "iterator" { 1.0 } else { 0.0 },
+        "{mode}"
+    );
+    agent
+}
+
 /// 10 MiB up, 1 MiB back on one connection; every byte and both ends' open/close exact.
-fn exchange(name: &str, net: Option<&NetPair>, v6: bool) {
-    let cg = TestCgroup::new(name);
-    let agent = Agent::start(PEER, &cg.root, &[]);
+fn exchange(mode: &str, name: &str, net: Option<&NetPair>, v6: bool) {
+    let cg = TestCgroup::new(&format!("{name}-{mode}"));
+    let agent = start(&cg, mode);
     let Placement {
         server_ns,
         client_ns,
@@ -107,34 +151,30 @@ fn exchange(name: &str, net: Option<&NetPair>, v6: bool) {
     );
 }
 
-#[test]
-fn tcp_loopback_ipv4_exact() {
-    exchange("tcp-lo4", None, false);
+fn tcp_loopback_ipv4_exact(mode: &str) {
+    exchange(mode, "tcp-lo4", None, false);
 }
 
-#[test]
-fn tcp_loopback_ipv6_exact() {
-    exchange("tcp-lo6", None, true);
+fn tcp_loopback_ipv6_exact(mode: &str) {
+    exchange(mode, "tcp-lo6", None, true);
 }
 
-#[test]
-fn tcp_veth_ipv4_exact() {
+fn tcp_veth_ipv4_exact(mode: &str) {
     let net = NetPair::new();
-    exchange("tcp-veth4", Some(&net), false);
+    exchange(mode, "tcp-veth4", Some(&net), false);
 }
 
-#[test]
-fn tcp_veth_ipv6_exact() {
+fn tcp_veth_ipv6_exact(mode: &str) {
     let net = NetPair::new();
-    exchange("tcp-veth6", Some(&net), true);
+    exchange(mode, "tcp-veth6", Some(&net), true);
 }
 
 /// Bytes of an open, idle connection are visible before it closes.
-#[test]
-fn tcp_long_lived_connection_is_live() {
-    let cg = TestCgroup::new("tcp-live");
-    let agent = Agent::start(PEER, &cg.root, &[]);
-    let hold = std::env::temp_dir().join(format!("sockscope-hold-{}-live", std::process::id()));
+fn tcp_long_lived_connection_is_live(mode: &str) {
+    let cg = TestCgroup::new(&format!("tcp-live-{mode}"));
+    let agent = start(&cg, mode);
+    let hold =
+        std::env::temp_dir().join(format!("sockscope-hold-{}-live-{mode}", std::process::id()));
     let _ = std::fs::remove_file(&hold);
     let mut srv = cg.spawn(
         "server",
@@ -199,10 +239,10 @@ fn tcp_long_lived_connection_is_live() {
 }
 
 /// A connection open before sockscope starts counts only the bytes after the start.
-#[test]
-fn tcp_preexisting_connection_counts_from_start() {
-    let cg = TestCgroup::new("tcp-pre");
-    let hold = std::env::temp_dir().join(format!("sockscope-hold-{}-pre", std::process::id()));
+fn tcp_preexisting_connection_counts_from_start(mode: &str) {
+    let cg = TestCgroup::new(&format!("tcp-pre-{mode}"));
+    let hold =
+        std::env::temp_dir().join(format!("sockscope-hold-{}-pre-{mode}", std::process::id()));
     let _ = std::fs::remove_file(&hold);
     let mut srv = cg.spawn(
         "server",
@@ -236,7 +276,7 @@ fn tcp_preexisting_connection_counts_from_start() {
         ),
     );
     let (before_sent, before_recv) = cli.totals("exchanged ");
-    let agent = Agent::start(PEER, &cg.root, &[]);
+    let agent = start(&cg, mode);
     std::fs::write(&hold, "").expect("release");
     let (c_sent, c_recv) = cli.totals("");
     cli.wait_ok();
@@ -269,10 +309,9 @@ fn tcp_preexisting_connection_counts_from_start() {
 }
 
 /// A refused connect is a client-side failure, not an open.
-#[test]
-fn tcp_refused_connect_is_a_failure() {
-    let cg = TestCgroup::new("tcp-refused");
-    let agent = Agent::start(PEER, &cg.root, &[]);
+fn tcp_refused_connect_is_a_failure(mode: &str) {
+    let cg = TestCgroup::new(&format!("tcp-refused-{mode}"));
+    let agent = start(&cg, mode);
     let port = sockscope_tests::free_port().to_string();
     let mut p = cg.spawn(
         "client",
@@ -295,11 +334,10 @@ fn tcp_refused_connect_is_a_failure() {
 }
 
 /// 2,000 short connections, 50 at a time: every open, close and byte counted.
-#[test]
-fn tcp_burst_of_2000_connections_exact() {
+fn tcp_burst_of_2000_connections_exact(mode: &str) {
     const N: u64 = 2000;
-    let cg = TestCgroup::new("tcp-burst");
-    let agent = Agent::start(PEER, &cg.root, &[]);
+    let cg = TestCgroup::new(&format!("tcp-burst-{mode}"));
+    let agent = start(&cg, mode);
     let mut srv = cg.spawn(
         "server",
         &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", &N.to_string()]),

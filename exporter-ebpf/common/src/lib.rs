@@ -146,6 +146,11 @@ pub const CONFIG_PROCESS_LABEL: u32 = 1;
 /// crafted packets exercise the UDP and DNS paths (see `exporter/src/ebpf/test_run.rs`).
 pub const CONFIG_TEST_RUN: u32 = 2;
 
+/// TCP byte counts come from the socket-storage iterator at each drain and from sock_ops at
+/// close (`exporter-ebpf/src/iter.rs`): cgroup_skb does no per-packet work for tracked TCP
+/// sockets beyond FIN tracking. Without it (no iterator on this kernel), the per-packet path.
+pub const CONFIG_TCP_ITER: u32 = 4;
+
 /// Agent-written settings, element 0 of the `CONFIG` array map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -178,16 +183,18 @@ pub const PHASE_ADOPTED: u8 = 3;
 /// Closed and flushed; nothing more is counted for it.
 pub const PHASE_CLOSED: u8 = 4;
 
-/// Per-socket state kept in socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`), cloned from a
-/// listener into the sockets it accepts.
+/// Per-socket state kept in socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`), created when the
+/// socket is (cgroup/sock_create) and cloned from a listener into the sockets it accepts.
 ///
 /// Writers: sock_ops callbacks and cgroup_skb egress run under the socket lock, so they never
-/// race each other. cgroup_skb ingress runs before the socket lock is taken and therefore only
-/// writes `fin_in_end`/`fin_in_seen` (and `cgroup_id` with the value egress would write).
+/// race each other. cgroup_skb ingress runs before the socket lock is taken, and the iterator
+/// (`exporter-ebpf/src/iter.rs`) without it: both only claim counts through compare-and-exchange
+/// on the `*_reported` and `pending_open` words (see `flow::claim`), and ingress otherwise only
+/// writes the FIN fields (and `cgroup_id` with the value egress would write).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
-    /// cgroup v2 id of the socket's owner; 0 until a packet of the socket has been seen.
+    /// cgroup v2 id of the socket's owner; 0 until known (sockets created before sockscope).
     pub cgroup_id: u64,
     /// Remote address (v4-mapped for IPv4) once known.
     pub remote_addr: [u8; 16],
@@ -197,6 +204,11 @@ pub struct SockState {
     pub sent_reported: u64,
     /// Payload bytes received already added to a flow.
     pub received_reported: u64,
+    /// The kernel's `total_retrans` (segments retransmitted) already added to a flow.
+    pub retrans_reported: u64,
+    /// 1 while the "opened" count of this connection still has to be added to a flow; whoever
+    /// exchanges it to 0 counts it.
+    pub pending_open: u64,
     /// Sequence number just past our FIN, valid when `fin_out_seen` is 1.
     pub fin_out_end: u32,
     /// Sequence number just past the peer's FIN, valid when `fin_in_seen` is 1.
@@ -211,18 +223,16 @@ pub struct SockState {
     pub fin_out_seen: u8,
     /// 1 once a FIN from the peer has been seen arriving (written by ingress only).
     pub fin_in_seen: u8,
-    /// 1 while the "opened" count of this connection still has to be added to a flow.
-    pub open_pending: u8,
     /// Explicit padding, always zero.
-    pub _pad: u8,
+    pub _pad: [u8; 2],
     /// `snd_una` when `sent_reported` was taken from the kernel's counters (or the ACK number
-    /// ingress counted up to): maps an ACK number to a sent-bytes total.
+    /// ingress counted up to): maps an ACK number to a sent-bytes total. Per-packet mode only.
     pub sent_una: u32,
     /// Explicit padding, always zero.
     pub _pad2: u32,
-    /// Sequence lock over {`sent_reported`, `sent_una`}: odd while a writer updates them.
-    /// Flushes under the socket lock and ingress (which runs without it) both take it. 64 bits:
-    /// BPF has no 32-bit compare-and-exchange before cpu v3.
+    /// Sequence lock over {`sent_reported`, `sent_una`} in per-packet mode: odd while a writer
+    /// updates them. Flushes under the socket lock and ingress's ACK accounting (which runs
+    /// without it) both take it. 64 bits: BPF has no 32-bit compare-and-exchange before cpu v3.
     pub seq: u64,
 }
 
@@ -316,7 +326,7 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
 const _: () = assert!(core::mem::size_of::<OverflowKey>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 24);
-const _: () = assert!(core::mem::size_of::<SockState>() == 88);
+const _: () = assert!(core::mem::size_of::<SockState>() == 104);
 
 #[cfg(test)]
 mod tests {

@@ -39,6 +39,19 @@ pub struct Config {
     #[arg(long, env = "SOCKSCOPE_LABEL_PROCESS", default_value_t = false)]
     pub label_process: bool,
 
+    /// How TCP bytes are counted: `auto` uses the socket-storage iterator where the kernel has
+    /// BPF iterators and BTF (no per-packet work for TCP) and falls back to per-packet counting
+    /// elsewhere (reported by sockscope_bpf_program_attached{program="sockscope_tcp_iter"}=0);
+    /// `iterator` refuses to start without it; `per-packet` never uses it. Counts are exact in
+    /// every mode.
+    #[arg(
+        long,
+        env = "SOCKSCOPE_TCP_ACCOUNTING",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub tcp_accounting: crate::ebpf::TcpAccounting,
+
     /// Add a `remote_ip` label with the peer's address. Unbounded for public peers: use only on
     /// hosts with a known, small set of peers.
     #[arg(long, env = "SOCKSCOPE_LABEL_REMOTE_IP", default_value_t = false)]

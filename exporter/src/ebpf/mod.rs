@@ -1,21 +1,23 @@
 //! Loading and attaching the eBPF programs, and typed handles on their maps.
 
+pub mod btf;
+pub mod iter;
 pub mod preflight;
 pub mod privileges;
 
-use std::{fs::File, time::Duration};
+use std::{fs::File, os::fd::AsFd, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, Program, ProgramError,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, Iter, Program, ProgramError,
         SockOps,
     },
 };
 use sockscope_common::{
-    CGROUP_NETNS_MAP, CONFIG_PROCESS_LABEL, Config, FLOW_MAP_NAMES, FLOW_OVERFLOW_NAMES,
-    FLOW_ROOM_NAMES, FlowKey, FlowStats, NODE_FLOWS_MAP, OverflowKey,
+    CGROUP_NETNS_MAP, CONFIG_PROCESS_LABEL, CONFIG_TCP_ITER, Config, FLOW_MAP_NAMES,
+    FLOW_OVERFLOW_NAMES, FLOW_ROOM_NAMES, FlowKey, FlowStats, NODE_FLOWS_MAP, OverflowKey,
     dns::{
         DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_NAMES_MAP, DNS_OVERFLOW_NAMES, DNS_PENDING_MAP,
         DNS_ROOM_NAMES, DnsKey, DnsName, DnsStats, NODE_DNS_MAP,
@@ -47,6 +49,21 @@ pub const PROGRAMS: [&str; 4] = [
 /// socket creators.
 pub const SOCK_CREATE: &str = "sockscope_sock_create";
 
+/// The socket iterator that counts live TCP bytes at each drain.
+pub const TCP_ITER: &str = "sockscope_tcp_iter";
+
+/// How TCP bytes are counted (`--tcp-accounting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcpAccounting {
+    /// The iterator where the kernel has it (BTF, BPF iterators), else per packet.
+    Auto,
+    /// The iterator, or refuse to start.
+    Iterator,
+    /// Per packet: cgroup_skb flushes on every packet that moved a counter, sock_ops on every
+    /// RTT window (kernels without iterators).
+    PerPacket,
+}
+
 /// What happened to one program.
 #[derive(Debug, Clone)]
 pub struct ProgramStatus {
@@ -71,6 +88,8 @@ pub struct Kernel {
     ebpf: Ebpf,
     /// Per-program outcome of loading and attaching.
     pub programs: Vec<ProgramStatus>,
+    /// The TCP iterator, when TCP is counted by it.
+    tcp_iter: Option<iter::TaskIter>,
 }
 
 /// Typed handles on the maps the agent reads and writes.
@@ -114,6 +133,8 @@ pub struct KernelOptions {
     pub dns_timeout: Duration,
     /// Map sizes and per-cgroup shares.
     pub sizes: MapSizes,
+    /// How TCP bytes are counted.
+    pub tcp: TcpAccounting,
 }
 
 /// Sizes of the generation-flipped maps, set at load.
@@ -243,7 +264,57 @@ impl Kernel {
         for (name, size) in options.sizes.maps() {
             loader.map_max_entries(name, size);
         }
+        let offsets = match options.tcp {
+            TcpAccounting::PerPacket => None,
+            mode => match preflight::sees_every_process()
+                .map_err(|e| e.to_string())
+                .and_then(|()| btf::TcpSockOffsets::running_kernel().map_err(|e| e.to_string()))
+            {
+                Ok(o) => Some(o),
+                Err(e) if mode == TcpAccounting::Iterator => return Err(Error::TcpIter(e)),
+                Err(e) => {
+                    warn!("TCP counted per packet: {e}");
+                    None
+                }
+            },
+        };
+        if let Some(o) = &offsets {
+            loader
+                .override_global("TCP_SOCK_BYTES_ACKED", &o.bytes_acked, true)
+                .override_global("TCP_SOCK_BYTES_RECEIVED", &o.bytes_received, true)
+                .override_global("TCP_SOCK_TOTAL_RETRANS", &o.total_retrans, true)
+                .override_global("SOCKET_SK", &o.socket_sk, true);
+        }
         let mut ebpf = loader.load(OBJECT).map_err(|e| Error::Load(Box::new(e)))?;
+        let mut programs = Vec::with_capacity(PROGRAMS.len() + 1);
+        // The iterator before any packet program attaches: the mode is fixed from the start.
+        let tcp_iter = match offsets {
+            None => None,
+            Some(o) => match start_tcp_iter(&mut ebpf) {
+                Ok(it) => {
+                    info!(program = TCP_ITER, offsets = ?o, "TCP counted by the socket iterator at each drain");
+                    programs.push(ProgramStatus {
+                        name: TCP_ITER,
+                        attached: true,
+                    });
+                    Some(it)
+                }
+                Err(e) if options.tcp == TcpAccounting::Iterator => {
+                    return Err(Error::TcpIter(e.to_string()));
+                }
+                Err(e) => {
+                    warn!(
+                        program = TCP_ITER,
+                        "TCP counted per packet (higher overhead, same counts): {e}"
+                    );
+                    programs.push(ProgramStatus {
+                        name: TCP_ITER,
+                        attached: false,
+                    });
+                    None
+                }
+            },
+        };
 
         // Maps first: programs read CONFIG from their first packet on.
         let mut config: Array<MapData, Config> = take_map(&mut ebpf, "CONFIG")?;
@@ -252,6 +323,10 @@ impl Kernel {
             generation: 0,
             flags: if options.process_label {
                 CONFIG_PROCESS_LABEL
+            } else {
+                0
+            } | if tcp_iter.is_some() {
+                CONFIG_TCP_ITER
             } else {
                 0
             },
@@ -312,7 +387,6 @@ impl Kernel {
             path: root.attach.clone(),
             source,
         })?;
-        let mut programs = Vec::with_capacity(PROGRAMS.len());
         for name in PROGRAMS {
             let attached = match attach_one(&mut ebpf, name, &cgroup) {
                 Ok(()) => {
@@ -346,7 +420,11 @@ impl Kernel {
             return Err(Error::NothingAttached);
         }
         Ok((
-            Kernel { ebpf, programs },
+            Kernel {
+                ebpf,
+                programs,
+                tcp_iter,
+            },
             Maps {
                 config,
                 flows,
@@ -386,9 +464,22 @@ impl Kernel {
             .collect()
     }
 
-    /// Detaches and unloads every program. Maps stay readable for a final drain.
+    /// Counts every tracked TCP socket's bytes since its last report into the current
+    /// generation's flow maps (iterator mode; nothing to do per packet).
+    pub fn sample_tcp(&self) -> std::io::Result<()> {
+        match &self.tcp_iter {
+            Some(it) => it.run().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Detaches and unloads every cgroup program (the iterator stays, for a last sample).
+    /// Maps stay readable for a final drain.
     pub fn detach(&mut self) {
         for status in &mut self.programs {
+            if status.name == TCP_ITER {
+                continue;
+            }
             if let Some(program) = self.ebpf.program_mut(status.name)
                 && status.attached
             {
@@ -399,6 +490,31 @@ impl Kernel {
             }
         }
     }
+}
+
+/// Loads the iterator, links it and runs it once (an iterator the kernel accepts but cannot run
+/// would otherwise only show at the first drain).
+fn start_tcp_iter(ebpf: &mut Ebpf) -> std::result::Result<iter::TaskIter, String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+    let program: &mut Iter = ebpf
+        .program_mut(TCP_ITER)
+        .ok_or_else(|| format!("program {TCP_ITER} missing from the eBPF object"))?
+        .try_into()
+        .map_err(|e: ProgramError| error_chain(&e))?;
+    if let Err(e) = program.load("task_file", &btf) {
+        return Err(match AttachError::from(e) {
+            AttachError::Verifier { error, log_tail } => {
+                format!("rejected by the verifier: {error}; verifier log tail:\n{log_tail}")
+            }
+            AttachError::Other(e) => e,
+        });
+    }
+    let prog = program.fd().map_err(|e| error_chain(&e))?;
+    let it =
+        iter::TaskIter::link(prog.as_fd()).map_err(|e| format!("cannot link the iterator: {e}"))?;
+    it.run()
+        .map_err(|e| format!("the iterator does not run: {e}"))?;
+    Ok(it)
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>

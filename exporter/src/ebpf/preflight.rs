@@ -159,6 +159,31 @@ pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
     }
 }
 
+/// Whether the agent sees every process of the node: the TCP iterator walks the open files of
+/// the tasks in the reader's PID namespace (`bpf_iter_task`, kernel/bpf/task_iter.c), so from a
+/// nested PID namespace (a container without `hostPID`) it would miss other workloads' sockets.
+/// A nested namespace shows as more than one pid on the `NSpid` line of /proc/self/status.
+pub fn sees_every_process() -> std::result::Result<(), String> {
+    let status = fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
+    match nspid_depth(&status) {
+        Some(1) => Ok(()),
+        Some(_) => Err(
+            "the agent runs in a nested PID namespace and cannot see every \
+             process's sockets (run it in the host PID namespace, e.g. hostPID: true)"
+                .into(),
+        ),
+        None => Err("no NSpid line in /proc/self/status (kernel older than 4.1)".into()),
+    }
+}
+
+/// How many PID namespaces deep the process is: the number of pids on the `NSpid` line.
+pub fn nspid_depth(status: &str) -> Option<usize> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    let n = line.split_whitespace().count();
+    (n > 0).then_some(n)
+}
+
 fn read(path: &str) -> Result<String> {
     fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.into(),
@@ -169,6 +194,14 @@ fn read(path: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_pid_namespaces() {
+        assert_eq!(nspid_depth("Name:\tx\nNSpid:\t4242\n"), Some(1));
+        assert_eq!(nspid_depth("NSpid:\t4242\t7\t1\n"), Some(3));
+        assert_eq!(nspid_depth("Name:\tx\n"), None);
+        assert_eq!(nspid_depth("NSpid:\n"), None);
+    }
 
     #[test]
     fn cap_eff() {
