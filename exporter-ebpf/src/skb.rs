@@ -27,9 +27,9 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    CONFIG_TCP_ITER, CONFIG_TEST_RUN, Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats,
-    PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER,
-    SockState, dns::DNS_PORT,
+    CONFIG_TCP_ITER, CONFIG_TEST_RUN, EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED,
+    PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState,
+    dns::DNS_PORT,
 };
 
 use crate::{

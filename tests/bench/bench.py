@@ -333,7 +333,7 @@ class Agent:
         self.port = free_port()
         self.log = f"/tmp/sockscope-bench-agent-{os.getpid()}.log"
         with open(self.log, "w") as log:
-            self.p = subprocess.Popen([os.path.join(BIN, "sockscope"), "--cgroup-root", cg,
+            self.p = subprocess.Popen([AGENT[0], "--cgroup-root", cg,
                                        "--listen-address", f"127.0.0.1:{self.port}", "--interval", "1s"],
                                       stdout=subprocess.DEVNULL, stderr=log)
         LIVE.append(self.p)
@@ -935,6 +935,10 @@ def metric_sum(text, name, label_filter=""):
     return total
 
 
+# The agent binary measured (--agent).
+AGENT = [os.path.join(BIN, "sockscope")]
+
+
 def main():
     ap = argparse.ArgumentParser(description="sockscope overhead benchmark (root)")
     ap.add_argument("--reps", type=int, default=7)
@@ -944,7 +948,10 @@ def main():
     ap.add_argument("--skip", default="", help="comma-separated phases to skip: throughput, cpu, stats, dnscheck")
     ap.add_argument("--cpu-seconds", type=int, default=10, help=f"length of the agent CPU measure at {CPU_RATE} conn/s")
     ap.add_argument("--json", metavar="PATH", help="also write the JSON results to PATH")
+    ap.add_argument("--agent", metavar="PATH", default=os.path.join(BIN, "sockscope"),
+                    help="the sockscope binary to measure (e.g. an older build, for before/after)")
     args = ap.parse_args()
+    AGENT[0] = args.agent
     only = []
     for k in filter(None, args.only.split(",")):
         for k2 in ALIASES.get(k, [k]):

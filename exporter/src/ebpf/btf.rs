@@ -124,7 +124,7 @@ fn find(btf: &Btf, s: &btf_rs::Struct, field: &str, kind: Kind, base: u32) -> Op
             continue;
         }
         if name == field {
-            if bits % 8 != 0 {
+            if !bits.is_multiple_of(8) {
                 return None;
             }
             return match (ty, kind) {
@@ -165,15 +165,15 @@ mod tests {
             return;
         }
         let o = TcpSockOffsets::running_kernel().expect("offsets");
-        assert_eq!(o.bytes_acked % 8, 0);
-        assert_eq!(o.bytes_received % 8, 0);
-        assert_eq!(o.total_retrans % 4, 0);
+        assert!(o.bytes_acked.is_multiple_of(8));
+        assert!(o.bytes_received.is_multiple_of(8));
+        assert!(o.total_retrans.is_multiple_of(4));
         assert!(o.bytes_acked != o.bytes_received);
         // Far past struct sock (the first member), and inside a plausible tcp_sock.
         for off in [o.bytes_acked, o.bytes_received, o.total_retrans] {
             assert!((700..8192).contains(&off), "{o:?}");
         }
-        assert!(o.socket_sk % 8 == 0 && o.socket_sk < 256, "{o:?}");
+        assert!(o.socket_sk.is_multiple_of(8) && o.socket_sk < 256, "{o:?}");
     }
 
     #[test]

@@ -19,7 +19,12 @@
 //!       with a qname, asks the server (A, id); then waits for one datagram and, after it, does
 //!       one TCP exchange with connect addr; prints `ready <port>`, `answered`, totals
 //!   sockscope-peer connect-refused <addr>
-//!   sockscope-peer http-server <bind addr> <threads>   (benchmarks: one response per connection)
+//!   sockscope-peer http-server <bind addr> <threads>   (benchmarks: HTTP/1.1, keep-alive unless
+//!       the request says `Connection: close`)
+//!   sockscope-peer connect-rate <addr> <per second> <seconds>   paced HTTP connections, one
+//!       request each; prints `connections <n>`
+//!   sockscope-peer empty-hooks <cgroup path>   sockscope's empty programs at its hooks (the
+//!       benchmark's floor); prints `ready`, holds them until killed
 //!   sockscope-peer resolve <name> [port send reply [family]]
 //!       getaddrinfo() through the system resolver, then (with a port) one TCP exchange with
 //!       the first address of `family` (4, 6 or any); prints `resolved <ip>` and `connected <ip>`
@@ -54,6 +59,8 @@ fn main() -> ExitCode {
         Some("udp-client") => udp_client(&args[1..]),
         Some("connect-refused") => connect_refused(&args[1..]),
         Some("http-server") => http_server(&args[1..]),
+        Some("connect-rate") => connect_rate(&args[1..]),
+        Some("empty-hooks") => empty_hooks(&args[1..]),
         Some("resolve") => resolve(&args[1..]),
         Some("dns-junk") => dns_junk(&args[1..]),
         Some("dns-junk-server") => dns_junk_server(&args[1..]),
@@ -366,21 +373,11 @@ fn http_server(args: &[String]) -> Res<()> {
         .map(|_| {
             let listener = listener.clone();
             thread::spawn(move || {
-                let mut buf = [0u8; 4096];
                 loop {
-                    let Ok((mut s, _)) = listener.accept() else {
+                    let Ok((s, _)) = listener.accept() else {
                         continue;
                     };
-                    let mut seen = Vec::new();
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = s.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    );
+                    serve_http(s);
                 }
             })
         })
@@ -389,6 +386,118 @@ fn http_server(args: &[String]) -> Res<()> {
         let _ = w.join();
     }
     Ok(())
+}
+
+/// Answers every request of one connection (keep-alive) until the client closes it or asks
+/// for `Connection: close`.
+fn serve_http(mut s: TcpStream) {
+    const KEEP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    const CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    let _ = s.set_nodelay(true);
+    let mut buf = [0u8; 4096];
+    let mut seen: Vec<u8> = Vec::new();
+    loop {
+        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+            seen.drain(..end + 4);
+            if head.contains("connection: close") {
+                let _ = s.write_all(CLOSE);
+                return;
+            }
+            if s.write_all(KEEP).is_err() {
+                return;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Opens `rate` connections a second for `seconds`, each one HTTP request read to the
+/// server's close, paced against the clock (not back to back).
+fn connect_rate(args: &[String]) -> Res<()> {
+    let addr: SocketAddr = arg(args, 0, "address")?;
+    let rate: u64 = arg(args, 1, "connections per second")?;
+    let seconds: u64 = arg(args, 2, "seconds")?;
+    let start = std::time::Instant::now();
+    let total = rate * seconds;
+    let mut done = 0u64;
+    let mut buf = [0u8; 512];
+    for i in 0..total {
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate.max(1));
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            thread::sleep(wait);
+        }
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            continue;
+        };
+        if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .is_err()
+        {
+            continue;
+        }
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        done += 1;
+    }
+    say(&format!("connections {done}"));
+    Ok(())
+}
+
+/// Attaches sockscope's empty programs (they return "allow" at once) at the same hooks as the
+/// agent, for the benchmark's floor; prints `ready`, then holds them until killed.
+fn empty_hooks(args: &[String]) -> Res<()> {
+    use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, SockOps};
+    let path: String = arg(args, 0, "cgroup path")?;
+    let cgroup = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+    let mut ebpf =
+        aya::Ebpf::load(sockscope::ebpf::OBJECT).map_err(|e| format!("load object: {e}"))?;
+    let err = |name: &str, e: &dyn std::fmt::Display| format!("{name}: {e}");
+    {
+        let name = "sockscope_empty_sock_create";
+        let p: &mut CgroupSock = ebpf
+            .program_mut(name)
+            .ok_or("missing program")?
+            .try_into()
+            .map_err(|e| err(name, &e))?;
+        p.load().map_err(|e| err(name, &e))?;
+        p.attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|e| err(name, &e))?;
+    }
+    {
+        let name = "sockscope_empty_sockops";
+        let p: &mut SockOps = ebpf
+            .program_mut(name)
+            .ok_or("missing program")?
+            .try_into()
+            .map_err(|e| err(name, &e))?;
+        p.load().map_err(|e| err(name, &e))?;
+        p.attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|e| err(name, &e))?;
+    }
+    for (name, kind) in [
+        ("sockscope_empty_egress", CgroupSkbAttachType::Egress),
+        ("sockscope_empty_ingress", CgroupSkbAttachType::Ingress),
+    ] {
+        let p: &mut CgroupSkb = ebpf
+            .program_mut(name)
+            .ok_or("missing program")?
+            .try_into()
+            .map_err(|e| err(name, &e))?;
+        p.load().map_err(|e| err(name, &e))?;
+        p.attach(&cgroup, kind, CgroupAttachMode::Single)
+            .map_err(|e| err(name, &e))?;
+    }
+    say("ready");
+    // Links close with the process: SIGTERM's default action is all the cleanup needed.
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 fn resolve(args: &[String]) -> Res<()> {
