@@ -22,11 +22,15 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::generated::{bpf_skc_to_tcp_sock, bpf_sock_from_file};
-use sockscope_common::{PHASE_ADOPTED, PHASE_TRACKED};
+use aya_ebpf::{
+    helpers::generated::{bpf_skc_to_tcp_sock, bpf_sock_from_file},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use sockscope_common::{FlowStats, PHASE_ADOPTED, PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED};
 
 use crate::{
-    flow::{Read, TcpCounters, flush_claimed},
+    flow::{Read, TcpCounters, flush_claimed, flush_tcp},
     maps::{config, sock_state},
 };
 
@@ -49,6 +53,12 @@ static TCP_SOCK_BYTES_ACKED: u32 = 0;
 static TCP_SOCK_BYTES_RECEIVED: u32 = 0;
 #[unsafe(no_mangle)]
 static TCP_SOCK_TOTAL_RETRANS: u32 = 0;
+/// Offsets in `struct tcp_sock` of `snd_una` and `rcv_nxt` (u32), for the close's exact FIN
+/// check.
+#[unsafe(no_mangle)]
+static TCP_SOCK_SND_UNA: u32 = 0;
+#[unsafe(no_mangle)]
+static TCP_SOCK_RCV_NXT: u32 = 0;
 /// Offset of `struct sock *sk` in `struct socket`.
 #[unsafe(no_mangle)]
 static SOCKET_SK: u32 = 0;
@@ -111,4 +121,60 @@ fn try_iter(ctx: *mut TaskFileIterCtx) {
         }
     };
     flush_claimed(&config(), st, Some(&c), Read::Live, &Default::default());
+}
+
+/// The close, in iterator mode: `tcp:tcp_destroy_sock` fires once per TCP socket, when the
+/// kernel frees it (`tcp_v4_destroy_sock()`, net/ipv4/tcp_ipv4.c, also for IPv6), with the
+/// socket locked and its counters final. Where sock_ops' state callback fires on every state
+/// change of every tracked connection (about eight per connection, both ends), this fires
+/// twice; sockets sockscope does not track cost one failed storage lookup.
+///
+/// A connection reset while its process still holds the socket is counted closed when the
+/// process closes it (its bytes, final from the reset on, are counted live until then). One
+/// that never got established (phase CONNECTING) is a failed connect.
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn sockscope_tcp_close(ctx: BtfTracePointContext) -> i32 {
+    try_close(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_close(ctx: &BtfTracePointContext) {
+    let sk: *mut c_void = ctx.arg(0);
+    if sk.is_null() {
+        return;
+    }
+    let Some(st) = (unsafe { sock_state(sk, None) }) else {
+        return;
+    };
+    let events = match st.phase {
+        PHASE_TRACKED => FlowStats {
+            closed: 1,
+            ..Default::default()
+        },
+        // Not opened while sockscope watched, so not closed either: bytes only.
+        PHASE_ADOPTED => FlowStats::default(),
+        PHASE_CONNECTING => FlowStats {
+            connect_failures: 1,
+            ..Default::default()
+        },
+        _ => return,
+    };
+    let tp = unsafe { bpf_skc_to_tcp_sock(sk) };
+    if tp.is_null() {
+        return;
+    }
+    let tp = tp as *const u8;
+    // SAFETY: offsets of fields of `struct tcp_sock` in the running kernel (see module docs).
+    let c = unsafe {
+        TcpCounters {
+            bytes_acked: field::<u64>(tp, &TCP_SOCK_BYTES_ACKED),
+            bytes_received: field::<u64>(tp, &TCP_SOCK_BYTES_RECEIVED),
+            snd_una: field::<u32>(tp, &TCP_SOCK_SND_UNA),
+            rcv_nxt: field::<u32>(tp, &TCP_SOCK_RCV_NXT),
+            total_retrans: field::<u32>(tp, &TCP_SOCK_TOTAL_RETRANS),
+        }
+    };
+    flush_tcp(&config(), st, Some(&c), &events, true);
+    st.phase = PHASE_CLOSED;
 }

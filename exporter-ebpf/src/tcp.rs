@@ -1,11 +1,13 @@
 //! sock_ops: the TCP lifecycle of every connection established while sockscope runs.
 //!
 //! Callbacks used (include/uapi/linux/bpf.h, `BPF_SOCK_OPS_*`):
-//! - TCP_CONNECT_CB: a client connect starts; enable the state callback.
+//! - TCP_CONNECT_CB: a client connect starts; enable the callbacks the mode needs.
 //! - ACTIVE/PASSIVE_ESTABLISHED_CB: build the flow key, take the byte counters as baseline.
 //!   The "opened" count waits for the next flush (the iterator's, at the next drain), so a short
 //!   connection costs one flow update in all, at its close.
-//! - STATE_CB to TCP_CLOSE: final flush; SYN_SENT -> CLOSE is a failed connect.
+//! - STATE_CB to TCP_CLOSE, per-packet mode only: final flush; SYN_SENT -> CLOSE is a failed
+//!   connect. In iterator mode the close comes from `tcp:tcp_destroy_sock` instead
+//!   ([`crate::iter`]), two calls per connection where the state callback makes about eight.
 //! - RTT_CB, per-packet mode only (no iterator on this kernel): runs in `tcp_ack()` after
 //!   `bytes_acked` moved, so the sender's count is flushed without waiting for its next
 //!   outgoing packet. It fires once per RTT window, not per ACK (`tcp_rtt_estimator()` calls it
@@ -40,11 +42,12 @@ use crate::{
 
 const AF_INET: u32 = 2;
 
-/// Callbacks each mode needs beyond the ones the kernel always makes.
+/// Callbacks each mode needs beyond the ones the kernel always makes: none in iterator mode,
+/// whose close comes from `tcp:tcp_destroy_sock` (`iter::sockscope_tcp_close`).
 #[inline(always)]
 fn cb_flags(cfg: &Config) -> i32 {
     if cfg.flags & CONFIG_TCP_ITER != 0 {
-        BPF_SOCK_OPS_STATE_CB_FLAG as i32
+        0
     } else {
         (BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG) as i32
     }
@@ -117,7 +120,10 @@ fn try_sockops(ctx: &SockOpsContext) {
             st.role = ROLE_CLIENT;
             st.remote_addr = remote_addr(ctx);
             st.port = remote_port(ctx);
-            let _ = ctx.set_cb_flags(cb_flags(&config()));
+            let flags = cb_flags(&config());
+            if flags != 0 {
+                let _ = ctx.set_cb_flags(flags);
+            }
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
             let mut init = SockState::default();
@@ -143,7 +149,10 @@ fn try_sockops(ctx: &SockOpsContext) {
             st.pending_open = 1;
             st.phase = PHASE_TRACKED;
             let cfg = config();
-            let _ = ctx.set_cb_flags(cb_flags(&cfg));
+            let flags = cb_flags(&cfg);
+            if flags != 0 {
+                let _ = ctx.set_cb_flags(flags);
+            }
             if cfg.flags & CONFIG_TCP_ITER == 0 {
                 flush_tcp(&cfg, st, Some(&c), &FlowStats::default(), false);
             }

@@ -47,6 +47,10 @@ pub struct TcpSockOffsets {
     pub bytes_received: u32,
     /// `u32 total_retrans`.
     pub total_retrans: u32,
+    /// `u32 snd_una`.
+    pub snd_una: u32,
+    /// `u32 rcv_nxt`.
+    pub rcv_nxt: u32,
     /// `struct sock *sk` in `struct socket`.
     pub socket_sk: u32,
 }
@@ -83,6 +87,8 @@ impl TcpSockOffsets {
             bytes_acked: field("tcp_sock", "bytes_acked", Kind::Int(8))?,
             bytes_received: field("tcp_sock", "bytes_received", Kind::Int(8))?,
             total_retrans: field("tcp_sock", "total_retrans", Kind::Int(4))?,
+            snd_una: field("tcp_sock", "snd_una", Kind::Int(4))?,
+            rcv_nxt: field("tcp_sock", "rcv_nxt", Kind::Int(4))?,
             socket_sk: field("socket", "sk", Kind::Ptr)?,
         })
     }

@@ -11,8 +11,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, Iter, Program, ProgramError,
-        SockOps,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, Iter, Program,
+        ProgramError, SockOps,
     },
 };
 use sockscope_common::{
@@ -51,6 +51,9 @@ pub const SOCK_CREATE: &str = "sockscope_sock_create";
 
 /// The socket iterator that counts live TCP bytes at each drain.
 pub const TCP_ITER: &str = "sockscope_tcp_iter";
+
+/// The `tcp:tcp_destroy_sock` program that flushes a TCP socket at its end, in iterator mode.
+pub const TCP_CLOSE: &str = "sockscope_tcp_close";
 
 /// How TCP bytes are counted (`--tcp-accounting`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -283,6 +286,8 @@ impl Kernel {
                 .override_global("TCP_SOCK_BYTES_ACKED", &o.bytes_acked, true)
                 .override_global("TCP_SOCK_BYTES_RECEIVED", &o.bytes_received, true)
                 .override_global("TCP_SOCK_TOTAL_RETRANS", &o.total_retrans, true)
+                .override_global("TCP_SOCK_SND_UNA", &o.snd_una, true)
+                .override_global("TCP_SOCK_RCV_NXT", &o.rcv_nxt, true)
                 .override_global("SOCKET_SK", &o.socket_sk, true);
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| Error::Load(Box::new(e)))?;
@@ -297,6 +302,10 @@ impl Kernel {
                         name: TCP_ITER,
                         attached: true,
                     });
+                    programs.push(ProgramStatus {
+                        name: TCP_CLOSE,
+                        attached: true,
+                    });
                     Some(it)
                 }
                 Err(e) if options.tcp == TcpAccounting::Iterator => {
@@ -309,6 +318,10 @@ impl Kernel {
                     );
                     programs.push(ProgramStatus {
                         name: TCP_ITER,
+                        attached: false,
+                    });
+                    programs.push(ProgramStatus {
+                        name: TCP_CLOSE,
                         attached: false,
                     });
                     None
@@ -477,7 +490,8 @@ impl Kernel {
     /// Maps stay readable for a final drain.
     pub fn detach(&mut self) {
         for status in &mut self.programs {
-            if status.name == TCP_ITER {
+            // Both TCP programs stay: a last sample, and the closes until the final drain.
+            if status.name == TCP_ITER || status.name == TCP_CLOSE {
                 continue;
             }
             if let Some(program) = self.ebpf.program_mut(status.name)
@@ -514,6 +528,23 @@ fn start_tcp_iter(ebpf: &mut Ebpf) -> std::result::Result<iter::TaskIter, String
         iter::TaskIter::link(prog.as_fd()).map_err(|e| format!("cannot link the iterator: {e}"))?;
     it.run()
         .map_err(|e| format!("the iterator does not run: {e}"))?;
+    // Without the close, sock_ops would have to watch every state change again.
+    let close: &mut BtfTracePoint = ebpf
+        .program_mut(TCP_CLOSE)
+        .ok_or_else(|| format!("program {TCP_CLOSE} missing from the eBPF object"))?
+        .try_into()
+        .map_err(|e: ProgramError| error_chain(&e))?;
+    if let Err(e) = close.load("tcp_destroy_sock", &btf) {
+        return Err(match AttachError::from(e) {
+            AttachError::Verifier { error, log_tail } => format!(
+                "{TCP_CLOSE} rejected by the verifier: {error}; verifier log tail:\n{log_tail}"
+            ),
+            AttachError::Other(e) => format!("{TCP_CLOSE}: {e}"),
+        });
+    }
+    close
+        .attach()
+        .map_err(|e| format!("{TCP_CLOSE} not attached: {}", error_chain(&e)))?;
     Ok(it)
 }
 
