@@ -166,9 +166,11 @@ fn manifests_agree_with_each_other_and_the_agent() {
         sc["capabilities"]["add"],
         serde_json::json!(["BPF", "PERFMON", "NET_ADMIN"])
     );
-    for host in ["hostPID", "hostNetwork", "hostIPC"] {
+    for host in ["hostNetwork", "hostIPC"] {
         assert!(pod[host].is_null() || pod[host] == false, "{host} set");
     }
+    // The TCP iterator walks the sockets of the processes the agent sees.
+    assert_eq!(pod["hostPID"], true, "hostPID");
     // NODE_NAME from the downward API, Kubernetes on, the host cgroup root as --cgroup-root.
     let env = c["env"].as_array().expect("env");
     let node = env

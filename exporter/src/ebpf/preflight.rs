@@ -123,14 +123,15 @@ fn unescape_mountinfo(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v as char);
+        // Three octal digits; above \\377 it is no escape the kernel writes (and would
+        // overflow a byte), so it stays as it is.
+        let octal = (i + 3 < bytes.len())
+            .then(|| &bytes[i + 1..i + 4])
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .map(|d| d.iter().fold(0u32, |v, b| v * 8 + u32::from(b - b'0')))
+            .filter(|v| *v <= 0xff);
+        if let Some(v) = octal {
+            out.push(char::from(v as u8));
             i += 4;
         } else {
             out.push(bytes[i] as char);
@@ -194,6 +195,13 @@ fn read(path: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn octal_escapes_above_a_byte_stay_as_they_are() {
+        // Found by fuzzing (fuzz/regressions/text_parsers/mountinfo-octal-above-377).
+        assert_eq!(unescape_mountinfo("a\\675b"), "a\\675b");
+        assert_eq!(unescape_mountinfo("a\\040b"), "a b");
+    }
 
     #[test]
     fn nested_pid_namespaces() {
