@@ -54,7 +54,7 @@ static TCP_SOCK_BYTES_RECEIVED: u32 = 0;
 #[unsafe(no_mangle)]
 static TCP_SOCK_TOTAL_RETRANS: u32 = 0;
 /// Offsets in `struct tcp_sock` of `snd_una` and `rcv_nxt` (u32), for the close's exact FIN
-/// check.
+/// check (the iterator reads them too, and does not use them: `flow::live_payload_totals`).
 #[unsafe(no_mangle)]
 static TCP_SOCK_SND_UNA: u32 = 0;
 #[unsafe(no_mangle)]
@@ -72,6 +72,26 @@ static SOCKET_SK: u32 = 0;
 unsafe fn field<T: Copy>(base: *const u8, offset: &'static u32) -> T {
     let off = unsafe { core::ptr::read_volatile(offset) } as usize;
     unsafe { core::ptr::read_volatile(base.add(off).cast::<T>()) }
+}
+
+/// The counters of a TCP socket (`None` for other sockets), read through the offsets above.
+#[inline(always)]
+fn tcp_counters(sk: *mut c_void) -> Option<TcpCounters> {
+    let tp = unsafe { bpf_skc_to_tcp_sock(sk) };
+    if tp.is_null() {
+        return None;
+    }
+    let tp = tp as *const u8;
+    // SAFETY: offsets of fields of `struct tcp_sock` in the running kernel (see module docs).
+    Some(unsafe {
+        TcpCounters {
+            bytes_acked: field::<u64>(tp, &TCP_SOCK_BYTES_ACKED),
+            bytes_received: field::<u64>(tp, &TCP_SOCK_BYTES_RECEIVED),
+            snd_una: field::<u32>(tp, &TCP_SOCK_SND_UNA),
+            rcv_nxt: field::<u32>(tp, &TCP_SOCK_RCV_NXT),
+            total_retrans: field::<u32>(tp, &TCP_SOCK_TOTAL_RETRANS),
+        }
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -105,21 +125,7 @@ fn try_iter(ctx: *mut TaskFileIterCtx) {
     if st.cgroup_id == 0 || (st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED) {
         return;
     }
-    let tp = unsafe { bpf_skc_to_tcp_sock(sk) };
-    if tp.is_null() {
-        return;
-    }
-    let tp = tp as *const u8;
-    // SAFETY: offsets of fields of `struct tcp_sock` in the running kernel (see module docs).
-    let c = unsafe {
-        TcpCounters {
-            bytes_acked: field::<u64>(tp, &TCP_SOCK_BYTES_ACKED),
-            bytes_received: field::<u64>(tp, &TCP_SOCK_BYTES_RECEIVED),
-            snd_una: 0,
-            rcv_nxt: 0,
-            total_retrans: field::<u32>(tp, &TCP_SOCK_TOTAL_RETRANS),
-        }
-    };
+    let Some(c) = tcp_counters(sk) else { return };
     flush_claimed(&config(), st, Some(&c), Read::Live, &Default::default());
 }
 
@@ -160,21 +166,7 @@ fn try_close(ctx: &BtfTracePointContext) {
         },
         _ => return,
     };
-    let tp = unsafe { bpf_skc_to_tcp_sock(sk) };
-    if tp.is_null() {
-        return;
-    }
-    let tp = tp as *const u8;
-    // SAFETY: offsets of fields of `struct tcp_sock` in the running kernel (see module docs).
-    let c = unsafe {
-        TcpCounters {
-            bytes_acked: field::<u64>(tp, &TCP_SOCK_BYTES_ACKED),
-            bytes_received: field::<u64>(tp, &TCP_SOCK_BYTES_RECEIVED),
-            snd_una: field::<u32>(tp, &TCP_SOCK_SND_UNA),
-            rcv_nxt: field::<u32>(tp, &TCP_SOCK_RCV_NXT),
-            total_retrans: field::<u32>(tp, &TCP_SOCK_TOTAL_RETRANS),
-        }
-    };
+    let Some(c) = tcp_counters(sk) else { return };
     flush_tcp(&config(), st, Some(&c), &events, true);
     st.phase = PHASE_CLOSED;
 }

@@ -326,6 +326,19 @@ class Nothing:
         return False
 
 
+def terminate(p, what):
+    """SIGTERM, up to 20 s to exit, then kill; forgets the process."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            warn(f"{what} did not stop within 20s of SIGTERM; killed")
+    kill(p)
+    if p in LIVE:
+        LIVE.remove(p)
+
+
 class Agent:
     peak_rss = 0.0
 
@@ -401,14 +414,7 @@ class Agent:
     def stop(self):
         if self.p.poll() is None:
             Agent.peak_rss = max(Agent.peak_rss, self.rss_peak_mb())
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                warn("agent did not stop within 20s of SIGTERM; killed")
-        kill(self.p)
-        if self.p in LIVE:
-            LIVE.remove(self.p)
+        terminate(self.p, "agent")
 
     def __enter__(self):
         return self
@@ -471,15 +477,7 @@ class EmptyHooks:
         return out
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                warn("empty-hooks did not stop within 20s of SIGTERM; killed")
-        kill(self.p)
-        if self.p in LIVE:
-            LIVE.remove(self.p)
+        terminate(self.p, "empty-hooks")
 
     def __enter__(self):
         return self

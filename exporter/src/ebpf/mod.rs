@@ -515,14 +515,9 @@ fn start_tcp_iter(ebpf: &mut Ebpf) -> std::result::Result<iter::TaskIter, String
         .ok_or_else(|| format!("program {TCP_ITER} missing from the eBPF object"))?
         .try_into()
         .map_err(|e: ProgramError| error_chain(&e))?;
-    if let Err(e) = program.load("task_file", &btf) {
-        return Err(match AttachError::from(e) {
-            AttachError::Verifier { error, log_tail } => {
-                format!("rejected by the verifier: {error}; verifier log tail:\n{log_tail}")
-            }
-            AttachError::Other(e) => e,
-        });
-    }
+    program
+        .load("task_file", &btf)
+        .map_err(|e| load_error(TCP_ITER, e))?;
     let prog = program.fd().map_err(|e| error_chain(&e))?;
     let it =
         iter::TaskIter::link(prog.as_fd()).map_err(|e| format!("cannot link the iterator: {e}"))?;
@@ -534,18 +529,27 @@ fn start_tcp_iter(ebpf: &mut Ebpf) -> std::result::Result<iter::TaskIter, String
         .ok_or_else(|| format!("program {TCP_CLOSE} missing from the eBPF object"))?
         .try_into()
         .map_err(|e: ProgramError| error_chain(&e))?;
-    if let Err(e) = close.load("tcp_destroy_sock", &btf) {
-        return Err(match AttachError::from(e) {
-            AttachError::Verifier { error, log_tail } => format!(
-                "{TCP_CLOSE} rejected by the verifier: {error}; verifier log tail:\n{log_tail}"
-            ),
-            AttachError::Other(e) => format!("{TCP_CLOSE}: {e}"),
-        });
-    }
+    close
+        .load("tcp_destroy_sock", &btf)
+        .map_err(|e| load_error(TCP_CLOSE, e))?;
     close
         .attach()
         .map_err(|e| format!("{TCP_CLOSE} not attached: {}", error_chain(&e)))?;
     Ok(it)
+}
+
+/// One line (plus the verifier's log tail) for a program that did not load.
+fn load_error(name: &str, e: ProgramError) -> String {
+    describe(name, AttachError::from(e))
+}
+
+fn describe(name: &str, e: AttachError) -> String {
+    match e {
+        AttachError::Verifier { error, log_tail } => {
+            format!("{name} rejected by the verifier: {error}; verifier log tail:\n{log_tail}")
+        }
+        AttachError::Other(e) => format!("{name}: {e}"),
+    }
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
@@ -590,6 +594,17 @@ impl From<ProgramError> for AttachError {
 }
 
 pub use crate::report::error_chain;
+
+/// Loads program `name` of `ebpf` and attaches it to `cgroup` by its type (cgroup_skb by the
+/// name's `egress`/`ingress` suffix); for tools that load the object themselves (the
+/// benchmark's empty hooks).
+pub fn attach_to_cgroup(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    cgroup: &File,
+) -> std::result::Result<(), String> {
+    attach_one(ebpf, name, cgroup).map_err(|e| describe(name, e))
+}
 
 fn attach_one(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), AttachError> {
     let program = ebpf.program_mut(name).ok_or_else(|| {

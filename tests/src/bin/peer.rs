@@ -452,46 +452,17 @@ fn connect_rate(args: &[String]) -> Res<()> {
 /// Attaches sockscope's empty programs (they return "allow" at once) at the same hooks as the
 /// agent, for the benchmark's floor; prints `ready`, then holds them until killed.
 fn empty_hooks(args: &[String]) -> Res<()> {
-    use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, SockOps};
     let path: String = arg(args, 0, "cgroup path")?;
     let cgroup = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
     let mut ebpf =
         aya::Ebpf::load(sockscope::ebpf::OBJECT).map_err(|e| format!("load object: {e}"))?;
-    let err = |name: &str, e: &dyn std::fmt::Display| format!("{name}: {e}");
-    {
-        let name = "sockscope_empty_sock_create";
-        let p: &mut CgroupSock = ebpf
-            .program_mut(name)
-            .ok_or("missing program")?
-            .try_into()
-            .map_err(|e| err(name, &e))?;
-        p.load().map_err(|e| err(name, &e))?;
-        p.attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|e| err(name, &e))?;
-    }
-    {
-        let name = "sockscope_empty_sockops";
-        let p: &mut SockOps = ebpf
-            .program_mut(name)
-            .ok_or("missing program")?
-            .try_into()
-            .map_err(|e| err(name, &e))?;
-        p.load().map_err(|e| err(name, &e))?;
-        p.attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|e| err(name, &e))?;
-    }
-    for (name, kind) in [
-        ("sockscope_empty_egress", CgroupSkbAttachType::Egress),
-        ("sockscope_empty_ingress", CgroupSkbAttachType::Ingress),
+    for name in [
+        "sockscope_empty_sock_create",
+        "sockscope_empty_sockops",
+        "sockscope_empty_egress",
+        "sockscope_empty_ingress",
     ] {
-        let p: &mut CgroupSkb = ebpf
-            .program_mut(name)
-            .ok_or("missing program")?
-            .try_into()
-            .map_err(|e| err(name, &e))?;
-        p.load().map_err(|e| err(name, &e))?;
-        p.attach(&cgroup, kind, CgroupAttachMode::Single)
-            .map_err(|e| err(name, &e))?;
+        sockscope::ebpf::attach_to_cgroup(&mut ebpf, name, &cgroup)?;
     }
     say("ready");
     // Links close with the process: SIGTERM's default action is all the cleanup needed.
