@@ -112,6 +112,19 @@ pub fn key_of(cfg: &Config, st: &SockState, proto: u8) -> FlowKey {
     }
 }
 
+/// Which side of an established connection we are, where the socket does not record who
+/// connected: the side whose port the kernel picked from the ephemeral range
+/// (net.ipv4.ip_local_port_range) is the client; if both or neither are, the higher port.
+#[inline(always)]
+pub fn is_client(cfg: &Config, local: u16, remote: u16) -> bool {
+    let ephemeral = |p: u16| p >= cfg.ephemeral_low && p <= cfg.ephemeral_high;
+    match (ephemeral(local), ephemeral(remote)) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => local > remote,
+    }
+}
+
 /// A TCP socket's own counters, read from `bpf_sock_ops`, `bpf_tcp_sock` or (by the iterator)
 /// `struct tcp_sock`.
 pub struct TcpCounters {

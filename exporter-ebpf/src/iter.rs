@@ -5,16 +5,18 @@
 //! that carries sockscope's state (in any network namespace) it flushes the tracked TCP
 //! connection's counter deltas since its last report into the flow maps, as sock_ops does at
 //! close. A socket open in several processes is visited once per process; the claims below
-//! make every visit after the first find nothing new. Flushes race the close path and cgroup_skb
-//! adoption without the socket lock; each delta is claimed by compare-and-exchange first
-//! (`flow::claim`), so none is counted twice, and FINs are handled with a lower bound
-//! (`flow::live_payload_totals`), so none is counted as payload.
+//! make every visit after the first find nothing new. Flushes race the close path without the
+//! socket lock; each delta is claimed by compare-and-exchange first (`flow::claim`), so none is
+//! counted twice, and FINs are handled with a lower bound (`flow::live_payload_totals`), so none
+//! is counted as payload. Right after attaching, the agent runs one adoption pass, in which TCP
+//! sockets open before sockscope get their state ([`adopt`]).
 //!
 //! Why not `iter/bpf_sk_storage_map`, which visits exactly the sockets carrying the state: some
 //! kernels refuse map-element iterators at load (EPERM before verification, on the 6.18 this
 //! was built on, as for `iter/bpf_map_elem`), while task iterators load everywhere iterators do.
 //!
-//! `struct tcp_sock` and `struct socket` are kernel-internal: the offsets of the fields read here
+//! `struct tcp_sock`, `struct socket`, `struct sock`, `struct cgroup`, `struct kernfs_node` and
+//! `struct task_struct` are kernel-internal: the offsets of the fields read here
 //! are not fixed at build time but written by the agent into the constants below at load, from
 //! the running kernel's BTF (`exporter/src/ebpf/btf.rs`). The verifier then checks each load
 //! against that same BTF (a load at an offset that is not a field of that size is refused, and
@@ -27,11 +29,14 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use sockscope_common::{FlowStats, PHASE_ADOPTED, PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED};
+use sockscope_common::{
+    CONFIG_PROCESS_LABEL, CONFIG_TCP_ADOPT, CONFIG_TCP_ITER, FlowStats, PHASE_ADOPTED,
+    PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED, ROLE_CLIENT, ROLE_SERVER, SockState, v4_mapped,
+};
 
 use crate::{
-    flow::{Read, TcpCounters, flush_claimed, flush_tcp},
-    maps::{config, sock_state},
+    flow::{Read, TcpCounters, fence, flush_claimed, flush_tcp, is_client},
+    maps::{ADOPT_CGROUPS, config, sock_state},
 };
 
 /// `struct bpf_iter__task_file` (kernel/bpf/task_iter.c): `__bpf_md_ptr` members are 8 bytes,
@@ -62,6 +67,35 @@ static TCP_SOCK_RCV_NXT: u32 = 0;
 /// Offset of `struct sock *sk` in `struct socket`.
 #[unsafe(no_mangle)]
 static SOCKET_SK: u32 = 0;
+/// Offsets in `struct sock` (its `struct sock_common` first) of what adoption reads: state,
+/// family, local port (`skc_num`, host order), remote port (`skc_dport`, network order), remote
+/// IPv4 and IPv6 address, socket type.
+#[unsafe(no_mangle)]
+static SK_STATE: u32 = 0;
+#[unsafe(no_mangle)]
+static SK_FAMILY: u32 = 0;
+#[unsafe(no_mangle)]
+static SK_NUM: u32 = 0;
+#[unsafe(no_mangle)]
+static SK_DPORT: u32 = 0;
+#[unsafe(no_mangle)]
+static SK_DADDR: u32 = 0;
+#[unsafe(no_mangle)]
+static SK_V6_DADDR: u32 = 0;
+#[unsafe(no_mangle)]
+static SK_TYPE: u32 = 0;
+/// The owner cgroup: `sk->sk_cgrp_data.cgroup` (`struct cgroup *`), its `kn`
+/// (`struct kernfs_node *`) and that node's `id`, the cgroup id (`cgroup_id()`,
+/// include/linux/cgroup.h).
+#[unsafe(no_mangle)]
+static SK_CGROUP: u32 = 0;
+#[unsafe(no_mangle)]
+static CGROUP_KN: u32 = 0;
+#[unsafe(no_mangle)]
+static KERNFS_NODE_ID: u32 = 0;
+/// `comm` in `struct task_struct`.
+#[unsafe(no_mangle)]
+static TASK_COMM: u32 = 0;
 
 /// Reads the `T` at `offset` bytes into `base`.
 ///
@@ -70,8 +104,46 @@ static SOCKET_SK: u32 = 0;
 /// verifier checks the access against the kernel's BTF.
 #[inline(always)]
 unsafe fn field<T: Copy>(base: *const u8, offset: &'static u32) -> T {
-    let off = unsafe { core::ptr::read_volatile(offset) } as usize;
+    unsafe { field_at(base, offset, 0) }
+}
+
+/// [`field`], `extra` bytes further (the second half of an array field).
+#[inline(always)]
+unsafe fn field_at<T: Copy>(base: *const u8, offset: &'static u32, extra: usize) -> T {
+    let off = unsafe { core::ptr::read_volatile(offset) } as usize + extra;
     unsafe { core::ptr::read_volatile(base.add(off).cast::<T>()) }
+}
+
+/// The cgroup v2 id of a socket's owner, the one `bpf_skb_cgroup_id()` gives for its packets
+/// (`sock_cgroup_ptr(&sk->sk_cgrp_data)`, net/core/filter.c); 0 if unreadable.
+#[inline(always)]
+fn sk_cgroup_id(sk: *const u8) -> u64 {
+    // SAFETY: offsets of pointer and u64 fields in the running kernel (see module docs).
+    unsafe {
+        let cgroup: *const u8 = field(sk, &SK_CGROUP);
+        if cgroup.is_null() {
+            return 0;
+        }
+        let kn: *const u8 = field(cgroup, &CGROUP_KN);
+        if kn.is_null() {
+            return 0;
+        }
+        field::<u64>(kn, &KERNFS_NODE_ID)
+    }
+}
+
+/// The `comm` of the task being walked.
+#[inline(always)]
+fn task_comm(task: *const u8) -> [u8; 16] {
+    if task.is_null() {
+        return [0; 16];
+    }
+    // SAFETY: two 8-byte loads inside `char comm[16]` (see module docs).
+    let (a, b): (u64, u64) = unsafe { (field(task, &TASK_COMM), field_at(task, &TASK_COMM, 8)) };
+    let mut comm = [0u8; 16];
+    comm[..8].copy_from_slice(&a.to_ne_bytes());
+    comm[8..].copy_from_slice(&b.to_ne_bytes());
+    comm
 }
 
 /// The counters of a TCP socket (`None` for other sockets), read through the offsets above.
@@ -119,14 +191,111 @@ fn try_iter(ctx: *mut TaskFileIterCtx) {
     if sk.is_null() {
         return;
     }
+    let cfg = config();
+    if cfg.flags & CONFIG_TCP_ITER == 0 {
+        // Per-packet mode after all (sock_ops did not attach): nothing to do here.
+        return;
+    }
+    let task = unsafe { (*ctx).task } as *const u8;
     let Some(st) = (unsafe { sock_state(sk, None) }) else {
+        if cfg.flags & CONFIG_TCP_ADOPT != 0 {
+            adopt(&cfg, sk, task);
+        }
         return;
     };
+    if st.cgroup_id == 0 {
+        // State sock_ops created for a socket open before sockscope (connect() after it
+        // started, or accepted from a listener without state): its owner from the socket.
+        if cfg.flags & CONFIG_PROCESS_LABEL != 0 && st.comm == [0; 16] {
+            st.comm = task_comm(task);
+            // The name before the owner: a flush (which waits for the owner) sees it whole.
+            fence(st);
+        }
+        st.cgroup_id = sk_cgroup_id(sk.cast());
+    }
     if st.cgroup_id == 0 || (st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED) {
         return;
     }
     let Some(c) = tcp_counters(sk) else { return };
-    flush_claimed(&config(), st, Some(&c), Read::Live, &Default::default());
+    flush_claimed(&cfg, st, Some(&c), Read::Live, &Default::default());
+}
+
+/// `SOCK_STREAM` (include/linux/net.h), `AF_INET`.
+const SOCK_STREAM: u16 = 1;
+const AF_INET: u16 = 2;
+/// `TCP_ESTABLISHED`, `TCP_CLOSE_WAIT`, `TCP_LISTEN` (include/net/tcp_states.h).
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LISTEN: u8 = 10;
+
+/// The adoption pass: a TCP socket open before sockscope started, in a cgroup below the attach
+/// point, gets its state now. An established connection (or one whose peer has closed) is
+/// counted from here on, with the counters just read as baseline; its role is told by the
+/// ephemeral port range, as the socket does not record who connected. A listener gets its owner
+/// and creator, which the sockets it accepts from now on inherit (`BPF_F_CLONE`).
+///
+/// Sockets already closing on our side (FIN_WAIT*, CLOSING, LAST_ACK) are left alone: we sent
+/// our FIN before this baseline, so the acknowledgement of its sequence number could not be told
+/// from payload. Creating the state is atomic (`bpf_sk_storage_get()` with `F_CREATE` returns the
+/// existing state if another program created it first), so a racing creator wins unchanged.
+#[inline(always)]
+fn adopt(cfg: &sockscope_common::Config, sk: *mut c_void, task: *const u8) {
+    let skp = sk as *const u8;
+    // SAFETY: offsets of fields of `struct sock` in the running kernel (see module docs).
+    let (kind, state): (u16, u8) = unsafe { (field(skp, &SK_TYPE), field(skp, &SK_STATE)) };
+    if kind != SOCK_STREAM
+        || (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT && state != TCP_LISTEN)
+    {
+        return;
+    }
+    let Some(c) = tcp_counters(sk) else { return };
+    let cgroup = sk_cgroup_id(skp);
+    // SAFETY: copied out at once.
+    if cgroup == 0 || unsafe { ADOPT_CGROUPS.get(&cgroup) }.is_none() {
+        return;
+    }
+    let mut init = SockState {
+        cgroup_id: cgroup,
+        ..Default::default()
+    };
+    if cfg.flags & CONFIG_PROCESS_LABEL != 0 {
+        init.comm = task_comm(task);
+    }
+    if state != TCP_LISTEN {
+        // SAFETY: as above.
+        let (family, local, dport): (u16, u16, u16) = unsafe {
+            (
+                field(skp, &SK_FAMILY),
+                field(skp, &SK_NUM),
+                field(skp, &SK_DPORT),
+            )
+        };
+        let remote = u16::from_be(dport);
+        init.remote_addr = if family == AF_INET {
+            let a: u32 = unsafe { field(skp, &SK_DADDR) };
+            v4_mapped(a.to_ne_bytes())
+        } else {
+            let (a, b): (u64, u64) =
+                unsafe { (field(skp, &SK_V6_DADDR), field_at(skp, &SK_V6_DADDR, 8)) };
+            let mut addr = [0u8; 16];
+            addr[..8].copy_from_slice(&a.to_ne_bytes());
+            addr[8..].copy_from_slice(&b.to_ne_bytes());
+            addr
+        };
+        if is_client(cfg, local, remote) {
+            init.role = ROLE_CLIENT;
+            init.port = remote;
+        } else {
+            init.role = ROLE_SERVER;
+            init.port = local;
+        }
+        init.sent_reported = c.bytes_acked;
+        init.received_reported = c.bytes_received;
+        init.retrans_reported = c.total_retrans as u64;
+        init.sent_una = c.snd_una;
+        init.phase = PHASE_ADOPTED;
+    }
+    let _ = unsafe { sock_state(sk, Some(&mut init)) };
 }
 
 /// The close, in iterator mode: `tcp:tcp_destroy_sock` fires once per TCP socket, when the
@@ -153,6 +322,10 @@ fn try_close(ctx: &BtfTracePointContext) {
     let Some(st) = (unsafe { sock_state(sk, None) }) else {
         return;
     };
+    if st.cgroup_id == 0 {
+        // See `try_iter`: a connection that closed before any drain learnt its owner.
+        st.cgroup_id = sk_cgroup_id(sk.cast());
+    }
     let events = match st.phase {
         PHASE_TRACKED => FlowStats {
             closed: 1,

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use sockscope_common::{
-    CGROUP_NETNS_CAPACITY, Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey, FlowStats,
-    NODE_FLOW_SLOTS, OVERFLOW_MAP_CAPACITY, OverflowKey, SockState,
+    ADOPT_CGROUPS_CAPACITY, CGROUP_NETNS_CAPACITY, Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey,
+    FlowStats, NODE_FLOW_SLOTS, OVERFLOW_MAP_CAPACITY, OverflowKey, SockState,
     dns::{
         DNS_ANSWERS_BYTES, DNS_MAP_CAPACITY, DNS_NAMES_CAPACITY, DNS_OVERFLOW_CAPACITY,
         DNS_PENDING_SLOTS, DnsKey, DnsName, DnsStats, NODE_DNS_SLOTS, PendingSlot,
@@ -139,6 +139,12 @@ pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(
 #[map]
 pub static CGROUP_NETNS: LruHashMap<u64, u64> =
     LruHashMap::with_max_entries(CGROUP_NETNS_CAPACITY, 0);
+
+/// cgroup ids whose pre-existing TCP sockets the iterator's adoption pass adopts (see
+/// `sockscope_common::CONFIG_TCP_ADOPT`); the value is unused.
+#[map]
+pub static ADOPT_CGROUPS: HashMap<u64, u8> =
+    HashMap::with_max_entries(ADOPT_CGROUPS_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// Per CPU, the last {cgroup, netns cookie} pair recorded in `CGROUP_NETNS`.
 #[map]

@@ -109,6 +109,59 @@ pub fn ip_headers(ctx: &SkBuffContext) -> Option<Headers> {
     }
 }
 
+/// `IPPROTO_TCP`.
+const IPPROTO_TCP: u8 = 6;
+
+/// A pointer to `len` bytes at `off` from the network header, if they are in the linear part
+/// of the skb (direct packet access only, no fallback): for single-byte loads on the hot path,
+/// where copying a header out makes LLVM assemble whole words from bytes.
+#[inline(always)]
+fn linear(ctx: &SkBuffContext, off: usize, len: usize) -> Option<*const u8> {
+    let skb = ctx.skb.skb;
+    let (start, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    (start + off + len <= end).then_some((start + off) as *const u8)
+}
+
+/// The byte at `i` of a range [`linear`] checked.
+///
+/// # Safety
+/// `i` must be below the length that was checked.
+#[inline(always)]
+unsafe fn byte(p: *const u8, i: usize) -> u8 {
+    unsafe { core::ptr::read_volatile(p.add(i)) }
+}
+
+/// Offset of the TCP header for a TCP packet whose transport header directly follows the IP
+/// header (IPv4 with any options, IPv6 without extension headers), in the linear part of the
+/// skb; `None` for everything else, which [`ip_headers`] then parses in full. For the hot path:
+/// one bounds check and two loads.
+#[inline(always)]
+pub fn tcp_offset(ctx: &SkBuffContext) -> Option<u32> {
+    let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16) as u32;
+    if protocol == ETH_P_IP {
+        let h = linear(ctx, 0, 20)?;
+        // SAFETY: inside the 20 bytes checked.
+        let (vihl, proto) = unsafe { (byte(h, 0), byte(h, 9)) };
+        let ihl = ((vihl & 0x0f) as u32) * 4;
+        (proto == IPPROTO_TCP && ihl >= 20).then_some(ihl)
+    } else if protocol == ETH_P_IPV6 {
+        let h = linear(ctx, 0, 40)?;
+        // SAFETY: inside the 40 bytes checked.
+        (unsafe { byte(h, 6) } == IPPROTO_TCP).then_some(40)
+    } else {
+        None
+    }
+}
+
+/// The flags byte of the TCP header at `l4_offset` (from [`tcp_offset`]), if it is in the
+/// linear part of the skb.
+#[inline(always)]
+pub fn tcp_flags(ctx: &SkBuffContext, l4_offset: u32) -> Option<u8> {
+    let t = linear(ctx, l4_offset as usize, 14)?;
+    // SAFETY: inside the 14 bytes checked.
+    Some(unsafe { byte(t, 13) })
+}
+
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;

@@ -1,18 +1,18 @@
 //! cgroup_skb ingress/egress: per-packet work.
 //!
-//! TCP, iterator mode (the default where the kernel has BPF iterators): a tracked socket costs
-//! one socket-storage lookup per packet, plus a read of the TCP flags on ingress and outside
-//! ESTABLISHED on egress, to remember FINs so their sequence number is not counted as a payload
-//! byte. Bytes are counted by the iterator at each drain and by sock_ops at close.
+//! TCP, iterator mode (the default where the kernel has BPF iterators): bytes are counted by the
+//! iterator at each drain and at close (`crate::iter`), so a TCP packet costs one look at its
+//! headers and its socket's state, with no helper call and no map lookup, unless it is a FIN
+//! (see [`tcp_without_fin`]). A FIN's sequence number must not be counted as a payload byte, so
+//! FINs are remembered in the socket's state before TCP processes them (ingress) or the peer
+//! can acknowledge them (egress).
 //!
 //! TCP, per-packet mode (no iterator): egress flushes the socket's counter deltas (the
 //! receiver's `bytes_received` has moved by the time it sends its ACK; ingress runs in
 //! `tcp_filter()` before the segment is processed, so it could not see the effect of the packet
-//! it inspects), and ingress counts what each ACK acknowledges.
-//!
-//! Both modes: established sockets without state (open before sockscope started, or sock_ops
-//! unavailable) are adopted with their current counters as baseline, so only bytes from that
-//! moment on count.
+//! it inspects), and ingress counts what each ACK acknowledges. Established sockets without
+//! state (open before sockscope started, or sock_ops unavailable) are adopted on their first
+//! packet, with their current counters as baseline, so only bytes from that moment on count.
 //!
 //! UDP: every datagram's payload is added to its flow; datagrams to or from port 53 are also
 //! parsed as DNS ([`crate::dns`]).
@@ -34,9 +34,13 @@ use sockscope_common::{
 
 use crate::{
     dns::dns_packet,
-    flow::{TcpCounters, ack_ingress, acks_new_bytes, fence, flow_add, flush_tcp, key_of},
+    flow::{
+        TcpCounters, ack_ingress, acks_new_bytes, fence, flow_add, flush_tcp, is_client, key_of,
+    },
     maps::{config, count_event, sock_state},
-    packet::{TCP_ACK, fin_end, fin_end_of, ip_headers, ports, read},
+    packet::{
+        TCP_ACK, TCP_FIN, fin_end, fin_end_of, ip_headers, ports, read, tcp_flags, tcp_offset,
+    },
 };
 
 #[cgroup_skb(ingress)]
@@ -57,6 +61,9 @@ pub fn sockscope_egress(ctx: SkBuffContext) -> i32 {
 fn try_skb(ctx: &SkBuffContext, egress: bool) {
     let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
     if sk.is_null() {
+        return;
+    }
+    if config().flags & CONFIG_TCP_ITER != 0 && tcp_without_fin(ctx, sk, egress) {
         return;
     }
     let sk = unsafe { bpf_sk_fullsock(sk) };
@@ -90,6 +97,30 @@ fn try_skb(ctx: &SkBuffContext, egress: bool) {
     }
 }
 
+/// Iterator mode: whether this is a TCP segment that cannot carry a FIN, told from the packet's
+/// headers (direct packet access) and the socket's state (`struct sock_common`, so no
+/// `bpf_sk_fullsock()` call), before anything else is looked up. Everything else takes the full
+/// path, where the socket's type is checked: a TCP packet of a raw socket lands here too, and is
+/// skipped, as the full path would.
+///
+/// Egress: we send a FIN only after close() or shutdown() moved the state to FIN_WAIT1 or
+/// LAST_ACK (`tcp_close_state()` runs before `tcp_send_fin()`, net/ipv4/tcp.c), and retransmit
+/// it from those states or CLOSING. Ingress: a FIN may arrive in any state, so its flag is read.
+#[inline(always)]
+fn tcp_without_fin(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) -> bool {
+    if egress {
+        let state = unsafe { (*sk).state };
+        if state == BPF_TCP_FIN_WAIT1 || state == BPF_TCP_LAST_ACK || state == BPF_TCP_CLOSING {
+            return false;
+        }
+        return tcp_offset(ctx).is_some();
+    }
+    match tcp_offset(ctx).and_then(|l4| tcp_flags(ctx, l4)) {
+        Some(flags) => flags & TCP_FIN == 0,
+        None => false,
+    }
+}
+
 /// `SOCK_STREAM` and `SOCK_DGRAM` (include/linux/net.h).
 const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
@@ -120,40 +151,37 @@ fn state_of(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<&'static mut SockS
 #[inline(always)]
 fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
     let cfg = config();
-    // Iterator mode: the iterator counts tracked sockets' bytes at each drain, sock_ops at
-    // close; per packet there is only the FIN to remember, which leaves in a state after
-    // ESTABLISHED and may arrive in any. Adopted sockets (open before sockscope) have no
-    // sock_ops callbacks, so nothing would flush them at close: they stay on the per-packet
-    // path, a startup transient.
-    let iter = cfg.flags & CONFIG_TCP_ITER != 0;
-    let st = match unsafe { sock_state(sk.cast(), None) } {
-        Some(st) if iter && st.cgroup_id != 0 && st.phase == PHASE_TRACKED => st,
-        _ => {
-            let Some(st) = state_of(ctx, sk) else { return };
-            if st.phase == PHASE_NEW {
-                // Adopt on the first packet either way: ingress runs before the segment is
-                // processed, so its baseline excludes this packet's payload, which is then
-                // counted.
-                adopt(ctx, sk, st, unsafe { (*sk).state }, egress);
-            }
-            if st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED {
-                return;
-            }
-            st
+    if cfg.flags & CONFIG_TCP_ITER != 0 {
+        // Only possible FINs get here (see `tcp_without_fin`). A socket without state was open
+        // before sockscope: the iterator adopts it, with the FIN in its baseline if it came
+        // first.
+        let Some(st) = (unsafe { sock_state(sk.cast(), None) }) else {
+            return;
+        };
+        if egress {
+            record_fin_out(ctx, st);
+        } else {
+            tcp_ingress(ctx, sk, st, false);
         }
-    };
-    let per_packet = !iter || st.phase == PHASE_ADOPTED;
+        return;
+    }
+    let Some(st) = state_of(ctx, sk) else { return };
+    if st.phase == PHASE_NEW {
+        // Adopt on the first packet either way: ingress runs before the segment is
+        // processed, so its baseline excludes this packet's payload, which is then counted.
+        adopt(ctx, sk, st, unsafe { (*sk).state }, egress);
+    }
+    if st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED {
+        return;
+    }
     if !egress {
-        tcp_ingress(ctx, sk, st, per_packet);
+        tcp_ingress(ctx, sk, st, true);
         return;
     }
     // We only send a FIN after leaving ESTABLISHED (tcp_close_state() runs before
     // tcp_send_fin()), so established egress skips the header read.
     if unsafe { (*sk).state } != BPF_TCP_ESTABLISHED {
         record_fin_out(ctx, st);
-    }
-    if !per_packet {
-        return;
     }
     let tp = unsafe { bpf_tcp_sock(sk) };
     if tp.is_null() {
@@ -261,16 +289,7 @@ fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, state: u32,
     };
     let (local, remote) = if egress { (src, dst) } else { (dst, src) };
     st.remote_addr = if egress { h.dst_addr } else { h.src_addr };
-    // Which side connected is not recorded on an established socket; the side whose port the
-    // kernel picked from the ephemeral range is the client.
-    let cfg = config();
-    let ephemeral = |p: u16| p >= cfg.ephemeral_low && p <= cfg.ephemeral_high;
-    let client = match (ephemeral(local), ephemeral(remote)) {
-        (true, false) => true,
-        (false, true) => false,
-        _ => local > remote,
-    };
-    if client {
+    if is_client(&config(), local, remote) {
         st.role = ROLE_CLIENT;
         st.port = remote;
     } else {

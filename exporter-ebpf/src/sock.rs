@@ -24,6 +24,9 @@ use crate::maps::{CGROUP_NETNS, LAST_NETNS, config, sock_state};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
+/// `SOCK_STREAM` and `SOCK_DGRAM` (include/linux/net.h).
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
 
 #[cgroup_sock(sock_create)]
 pub fn sockscope_sock_create(ctx: SockContext) -> i32 {
@@ -35,9 +38,11 @@ pub fn sockscope_sock_create(ctx: SockContext) -> i32 {
 #[inline(always)]
 fn try_sock_create(ctx: &SockContext) {
     let sk = ctx.sock;
-    let (family, protocol) = unsafe { ((*sk).family, (*sk).protocol) };
+    let (family, kind, protocol) = unsafe { ((*sk).family, (*sk).type_, (*sk).protocol) };
+    // Type and protocol both: a raw socket may carry protocol 6 or 17.
     if (family != AF_INET && family != AF_INET6)
-        || (protocol != PROTO_TCP as u32 && protocol != PROTO_UDP as u32)
+        || !((kind == SOCK_STREAM && protocol == PROTO_TCP as u32)
+            || (kind == SOCK_DGRAM && protocol == PROTO_UDP as u32))
     {
         return;
     }

@@ -37,6 +37,8 @@ both_modes!(
     tcp_veth_ipv6_exact,
     tcp_long_lived_connection_is_live,
     tcp_preexisting_connection_counts_from_start,
+    tcp_preexisting_listener_accepts_tracked_connections,
+    tcp_preexisting_socket_connecting_later_is_tracked,
     tcp_refused_connect_is_a_failure,
     tcp_burst_of_2000_connections_exact
 );
@@ -304,6 +306,112 @@ fn tcp_preexisting_connection_counts_from_start(mode: &str) {
     assert_eq!(
         again.sum("sockscope_tcp_sent_bytes_total", &client),
         after_sent as f64
+    );
+    let _ = std::fs::remove_file(&hold);
+}
+
+/// A listener open before the agent: the connections it accepts afterwards are opened, counted
+/// exactly and closed under the listener's owner (the iterator's adoption pass gives the
+/// listener its state, which the accepted sockets inherit).
+fn tcp_preexisting_listener_accepts_tracked_connections(mode: &str) {
+    let cg = TestCgroup::new(&format!("tcp-prelisten-{mode}"));
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "3"]),
+    );
+    let port = srv.line("ready ");
+    let agent = start(&cg, mode);
+    let mut cli = cg.spawn(
+        "client",
+        &mut peer_cmd(
+            PEER,
+            None,
+            &[
+                "tcp-client",
+                &format!("127.0.0.1:{port}"),
+                "3",
+                "1",
+                "300000",
+                "70000",
+            ],
+        ),
+    );
+    let (c_sent, c_recv) = cli.totals("");
+    let (s_sent, s_recv) = srv.totals("");
+    cli.wait_ok();
+    srv.wait_ok();
+    assert_eq!((c_sent, c_recv), (3 * 300_016, 3 * 70_000));
+    let server = series("server", "server");
+    let m = agent.wait_until(WAIT, "accepted connections exact", |m: &Metrics| {
+        m.sum("sockscope_tcp_sent_bytes_total", &server) == s_sent as f64
+            && m.sum("sockscope_tcp_received_bytes_total", &server) == s_recv as f64
+            && m.sum("sockscope_tcp_connections_closed_total", &server) == 3.0
+            && m.sum(
+                "sockscope_tcp_sent_bytes_total",
+                &series("client", "client"),
+            ) == c_sent as f64
+    });
+    assert_eq!(
+        m.sum("sockscope_tcp_connections_opened_total", &server),
+        3.0
+    );
+    let s: Vec<_> = m
+        .matching("sockscope_tcp_sent_bytes_total", &server)
+        .collect();
+    assert_eq!(s.len(), 1, "{}", m.dump());
+    assert_eq!(s[0].0["port"], port);
+}
+
+/// A socket created before the agent and connected after it: its state is made by sock_ops,
+/// which cannot tell the owner; the owner comes from the socket itself (the iterator, or the
+/// close), so the connection is opened, counted and closed under the right workload.
+fn tcp_preexisting_socket_connecting_later_is_tracked(mode: &str) {
+    let cg = TestCgroup::new(&format!("tcp-late-{mode}"));
+    let hold =
+        std::env::temp_dir().join(format!("sockscope-hold-{}-late-{mode}", std::process::id()));
+    let _ = std::fs::remove_file(&hold);
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "1"]),
+    );
+    let port = srv.line("ready ");
+    let mut cli = cg.spawn(
+        "client",
+        &mut peer_cmd(
+            PEER,
+            None,
+            &[
+                "tcp-late-connect",
+                &format!("127.0.0.1:{port}"),
+                hold.to_str().expect("path"),
+                "123456",
+                "654321",
+            ],
+        ),
+    );
+    cli.line("socket");
+    let agent = start(&cg, mode);
+    std::fs::write(&hold, "").expect("release");
+    let (c_sent, c_recv) = cli.totals("");
+    cli.wait_ok();
+    srv.wait_ok();
+    assert_eq!((c_sent, c_recv), (123_472, 654_321));
+    let client = series("client", "client");
+    let m = agent.wait_until(WAIT, "late connection exact", |m: &Metrics| {
+        m.sum("sockscope_tcp_sent_bytes_total", &client) == c_sent as f64
+            && m.sum("sockscope_tcp_received_bytes_total", &client) == c_recv as f64
+            && m.sum("sockscope_tcp_connections_closed_total", &client) == 1.0
+    });
+    assert_eq!(
+        m.sum("sockscope_tcp_connections_opened_total", &client),
+        1.0
+    );
+    assert_eq!(
+        m.sum(
+            "sockscope_events_lost_total",
+            &[("source", "close_flush_lost")]
+        ),
+        0.0
     );
     let _ = std::fs::remove_file(&hold);
 }

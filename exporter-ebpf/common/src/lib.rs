@@ -146,10 +146,21 @@ pub const CONFIG_PROCESS_LABEL: u32 = 1;
 /// crafted packets exercise the UDP and DNS paths (see `exporter/src/ebpf/test_run.rs`).
 pub const CONFIG_TEST_RUN: u32 = 2;
 
-/// TCP byte counts come from the socket-storage iterator at each drain and from sock_ops at
-/// close (`exporter-ebpf/src/iter.rs`): cgroup_skb does no per-packet work for tracked TCP
-/// sockets beyond FIN tracking. Without it (no iterator on this kernel), the per-packet path.
+/// TCP byte counts come from the socket iterator at each drain and from `tcp:tcp_destroy_sock`
+/// at close (`exporter-ebpf/src/iter.rs`): cgroup_skb looks at a TCP packet only if it carries
+/// a FIN. Without it (no iterator on this kernel), the per-packet path.
 pub const CONFIG_TCP_ITER: u32 = 4;
+
+/// Set by the agent for the one iterator pass it runs right after attaching: TCP sockets that
+/// were open before sockscope (no state yet) and belong to a cgroup in [`ADOPT_CGROUPS_MAP`]
+/// are adopted, counted from that pass on.
+pub const CONFIG_TCP_ADOPT: u32 = 8;
+
+/// Name of the map of cgroup ids below the attach point whose pre-existing TCP sockets the
+/// iterator adopts (filled by the agent from the cgroup tree before its adoption pass).
+pub const ADOPT_CGROUPS_MAP: &str = "ADOPT_CGROUPS";
+/// cgroups the adoption pass can know.
+pub const ADOPT_CGROUPS_CAPACITY: u32 = 65536;
 
 /// Agent-written settings, element 0 of the `CONFIG` array map.
 #[repr(C)]
@@ -178,7 +189,8 @@ pub const PHASE_NEW: u8 = 0;
 pub const PHASE_CONNECTING: u8 = 1;
 /// Established while sockscope ran; sock_ops callbacks keep it up to date and flush it at close.
 pub const PHASE_TRACKED: u8 = 2;
-/// Already established when sockscope started: counted from packets, from that moment on.
+/// Already established when sockscope started: counted from its adoption on (the iterator's
+/// first pass, or its first packet in per-packet mode); no open or close is counted for it.
 pub const PHASE_ADOPTED: u8 = 3;
 /// Closed and flushed; nothing more is counted for it.
 pub const PHASE_CLOSED: u8 = 4;
@@ -189,8 +201,10 @@ pub const PHASE_CLOSED: u8 = 4;
 /// Writers: sock_ops callbacks and cgroup_skb egress run under the socket lock, so they never
 /// race each other. cgroup_skb ingress runs before the socket lock is taken, and the iterator
 /// (`exporter-ebpf/src/iter.rs`) without it: both only claim counts through compare-and-exchange
-/// on the `*_reported` and `pending_open` words (see `flow::claim`), and ingress otherwise only
-/// writes the FIN fields (and `cgroup_id` with the value egress would write).
+/// on the `*_reported` and `pending_open` words (see `flow::claim`); ingress otherwise only
+/// writes the FIN fields (and `cgroup_id` with the value egress would write), the iterator only
+/// the owner (`cgroup_id`, `comm`) of a socket whose state sock_ops created without one, with
+/// the value the socket's own cgroup gives.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {

@@ -31,14 +31,15 @@ pub enum Error {
     NoField {
         /// The struct.
         ty: &'static str,
-        /// The field.
-        field: &'static str,
+        /// The field (a path through nested members).
+        field: String,
         /// Its expected size in bytes.
         size: usize,
     },
 }
 
-/// Byte offsets of the fields the iterator reads (in `struct tcp_sock` unless said otherwise).
+/// Byte offsets of the fields the iterator and the close read (in `struct tcp_sock` unless said
+/// otherwise; `struct sock` fields are at the same offsets from a `tcp_sock`, its first member).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpSockOffsets {
     /// `u64 bytes_acked`.
@@ -53,6 +54,28 @@ pub struct TcpSockOffsets {
     pub rcv_nxt: u32,
     /// `struct sock *sk` in `struct socket`.
     pub socket_sk: u32,
+    /// `skc_state` (u8) in `struct sock`.
+    pub sk_state: u32,
+    /// `skc_family` (u16) in `struct sock`.
+    pub sk_family: u32,
+    /// `skc_num`, the local port in host order (u16), in `struct sock`.
+    pub sk_num: u32,
+    /// `skc_dport`, the remote port in network order (u16), in `struct sock`.
+    pub sk_dport: u32,
+    /// `skc_daddr`, the remote IPv4 address (u32), in `struct sock`.
+    pub sk_daddr: u32,
+    /// `skc_v6_daddr`, the remote IPv6 address (16 bytes), in `struct sock`.
+    pub sk_v6_daddr: u32,
+    /// `sk_type` (u16) in `struct sock`.
+    pub sk_type: u32,
+    /// `sk_cgrp_data.cgroup` (`struct cgroup *`) in `struct sock`.
+    pub sk_cgroup: u32,
+    /// `kn` (`struct kernfs_node *`) in `struct cgroup`.
+    pub cgroup_kn: u32,
+    /// `id` (u64) in `struct kernfs_node`.
+    pub kernfs_node_id: u32,
+    /// `comm` (16 bytes) in `struct task_struct`.
+    pub task_comm: u32,
 }
 
 impl TcpSockOffsets {
@@ -67,30 +90,64 @@ impl TcpSockOffsets {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let field = |ty: &'static str, name, kind| {
+        let field = |ty: &'static str, path: &'static [&'static str], kind| {
             if !btf
                 .resolve_types_by_name(ty)
                 .is_ok_and(|t| t.iter().any(|t| matches!(t, Type::Struct(_))))
             {
                 return Err(Error::NoStruct(ty));
             }
-            offset_of(&btf, ty, name, kind).ok_or(Error::NoField {
+            offset_of(&btf, ty, path, kind).ok_or(Error::NoField {
                 ty,
-                field: name,
+                field: path.join("."),
                 size: match kind {
-                    Kind::Int(n) => n,
+                    Kind::Int(n) | Kind::Bytes(n) => n,
                     Kind::Ptr => 8,
                 },
             })
         };
         Ok(TcpSockOffsets {
-            bytes_acked: field("tcp_sock", "bytes_acked", Kind::Int(8))?,
-            bytes_received: field("tcp_sock", "bytes_received", Kind::Int(8))?,
-            total_retrans: field("tcp_sock", "total_retrans", Kind::Int(4))?,
-            snd_una: field("tcp_sock", "snd_una", Kind::Int(4))?,
-            rcv_nxt: field("tcp_sock", "rcv_nxt", Kind::Int(4))?,
-            socket_sk: field("socket", "sk", Kind::Ptr)?,
+            bytes_acked: field("tcp_sock", &["bytes_acked"], Kind::Int(8))?,
+            bytes_received: field("tcp_sock", &["bytes_received"], Kind::Int(8))?,
+            total_retrans: field("tcp_sock", &["total_retrans"], Kind::Int(4))?,
+            snd_una: field("tcp_sock", &["snd_una"], Kind::Int(4))?,
+            rcv_nxt: field("tcp_sock", &["rcv_nxt"], Kind::Int(4))?,
+            socket_sk: field("socket", &["sk"], Kind::Ptr)?,
+            sk_state: field("sock", &["__sk_common", "skc_state"], Kind::Int(1))?,
+            sk_family: field("sock", &["__sk_common", "skc_family"], Kind::Int(2))?,
+            sk_num: field("sock", &["__sk_common", "skc_num"], Kind::Int(2))?,
+            sk_dport: field("sock", &["__sk_common", "skc_dport"], Kind::Int(2))?,
+            sk_daddr: field("sock", &["__sk_common", "skc_daddr"], Kind::Int(4))?,
+            sk_v6_daddr: field("sock", &["__sk_common", "skc_v6_daddr"], Kind::Bytes(16))?,
+            sk_type: field("sock", &["sk_type"], Kind::Int(2))?,
+            sk_cgroup: field("sock", &["sk_cgrp_data", "cgroup"], Kind::Ptr)?,
+            cgroup_kn: field("cgroup", &["kn"], Kind::Ptr)?,
+            kernfs_node_id: field("kernfs_node", &["id"], Kind::Int(8))?,
+            task_comm: field("task_struct", &["comm"], Kind::Bytes(16))?,
         })
+    }
+
+    /// (name of the eBPF object's constant, value) for every offset.
+    pub fn globals(&self) -> [(&'static str, u32); 17] {
+        [
+            ("TCP_SOCK_BYTES_ACKED", self.bytes_acked),
+            ("TCP_SOCK_BYTES_RECEIVED", self.bytes_received),
+            ("TCP_SOCK_TOTAL_RETRANS", self.total_retrans),
+            ("TCP_SOCK_SND_UNA", self.snd_una),
+            ("TCP_SOCK_RCV_NXT", self.rcv_nxt),
+            ("SOCKET_SK", self.socket_sk),
+            ("SK_STATE", self.sk_state),
+            ("SK_FAMILY", self.sk_family),
+            ("SK_NUM", self.sk_num),
+            ("SK_DPORT", self.sk_dport),
+            ("SK_DADDR", self.sk_daddr),
+            ("SK_V6_DADDR", self.sk_v6_daddr),
+            ("SK_TYPE", self.sk_type),
+            ("SK_CGROUP", self.sk_cgroup),
+            ("CGROUP_KN", self.cgroup_kn),
+            ("KERNFS_NODE_ID", self.kernfs_node_id),
+            ("TASK_COMM", self.task_comm),
+        ]
     }
 }
 
@@ -101,19 +158,38 @@ enum Kind {
     Int(usize),
     /// A pointer.
     Ptr,
+    /// Anything (array, struct, union, integer) of this many bytes.
+    Bytes(usize),
 }
 
-/// Byte offset of field `field` of struct `ty`, of kind `kind`, looking through anonymous
-/// struct and union members (where recent kernels group fields).
-fn offset_of(btf: &Btf, ty: &str, field: &str, kind: Kind) -> Option<u32> {
+/// Byte offset in struct `ty` of the field reached through `path` (each step a member of the
+/// struct or union before it), of kind `kind`, looking through anonymous struct and union
+/// members (where recent kernels group fields).
+fn offset_of(btf: &Btf, ty: &str, path: &[&str], kind: Kind) -> Option<u32> {
     let types = btf.resolve_types_by_name(ty).ok()?;
     types.iter().find_map(|t| match t {
-        Type::Struct(s) => find(btf, s, field, kind, 0),
+        Type::Struct(s) => walk(btf, s, path, kind, 0),
         _ => None,
     })
 }
 
-fn find(btf: &Btf, s: &btf_rs::Struct, field: &str, kind: Kind, base: u32) -> Option<u32> {
+fn walk(btf: &Btf, s: &btf_rs::Struct, path: &[&str], kind: Kind, base: u32) -> Option<u32> {
+    let (first, rest) = path.split_first()?;
+    let (bits, ty) = find(btf, s, first, base)?;
+    if !bits.is_multiple_of(8) {
+        return None;
+    }
+    if rest.is_empty() {
+        return matches(btf, &ty, kind).then_some(bits / 8);
+    }
+    match &ty {
+        Type::Struct(inner) | Type::Union(inner) => walk(btf, inner, rest, kind, bits),
+        _ => None,
+    }
+}
+
+/// The bit offset (from the outermost struct) and type of member `field`.
+fn find(btf: &Btf, s: &btf_rs::Struct, field: &str, base: u32) -> Option<(u32, Type)> {
     for m in &s.members {
         if m.bitfield_size().is_some_and(|b| b != 0) {
             continue;
@@ -123,24 +199,40 @@ fn find(btf: &Btf, s: &btf_rs::Struct, field: &str, kind: Kind, base: u32) -> Op
         let ty = strip(btf, btf.resolve_chained_type(m).ok()?)?;
         if name.is_empty() {
             if let Type::Struct(inner) | Type::Union(inner) = &ty
-                && let Some(off) = find(btf, inner, field, kind, bits)
+                && let Some(found) = find(btf, inner, field, bits)
             {
-                return Some(off);
+                return Some(found);
             }
             continue;
         }
         if name == field {
-            if !bits.is_multiple_of(8) {
-                return None;
-            }
-            return match (ty, kind) {
-                (Type::Int(i), Kind::Int(size)) if i.size() == size => Some(bits / 8),
-                (Type::Ptr(_), Kind::Ptr) => Some(bits / 8),
-                _ => None,
-            };
+            return Some((bits, ty));
         }
     }
     None
+}
+
+/// Whether a field of type `ty` is of kind `kind`.
+fn matches(btf: &Btf, ty: &Type, kind: Kind) -> bool {
+    match (ty, kind) {
+        (Type::Int(i), Kind::Int(size)) => i.size() == size,
+        (Type::Ptr(_), Kind::Ptr) => true,
+        (_, Kind::Bytes(size)) => size_of(btf, ty) == Some(size),
+        _ => false,
+    }
+}
+
+/// Size in bytes of a type.
+fn size_of(btf: &Btf, ty: &Type) -> Option<usize> {
+    match ty {
+        Type::Int(i) => Some(i.size()),
+        Type::Struct(s) | Type::Union(s) => Some(s.size()),
+        Type::Array(a) => {
+            let elem = strip(btf, btf.resolve_chained_type(a).ok()?)?;
+            Some(size_of(btf, &elem)? * a.len())
+        }
+        _ => None,
+    }
 }
 
 /// The type behind typedefs and qualifiers.

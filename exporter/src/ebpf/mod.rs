@@ -16,8 +16,9 @@ use aya::{
     },
 };
 use sockscope_common::{
-    CGROUP_NETNS_MAP, CONFIG_PROCESS_LABEL, CONFIG_TCP_ITER, Config, FLOW_MAP_NAMES,
-    FLOW_OVERFLOW_NAMES, FLOW_ROOM_NAMES, FlowKey, FlowStats, NODE_FLOWS_MAP, OverflowKey,
+    ADOPT_CGROUPS_CAPACITY, ADOPT_CGROUPS_MAP, CGROUP_NETNS_MAP, CONFIG_PROCESS_LABEL,
+    CONFIG_TCP_ADOPT, CONFIG_TCP_ITER, Config, FLOW_MAP_NAMES, FLOW_OVERFLOW_NAMES,
+    FLOW_ROOM_NAMES, FlowKey, FlowStats, NODE_FLOWS_MAP, OverflowKey,
     dns::{
         DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_NAMES_MAP, DNS_OVERFLOW_NAMES, DNS_PENDING_MAP,
         DNS_ROOM_NAMES, DnsKey, DnsName, DnsStats, NODE_DNS_MAP,
@@ -35,15 +36,20 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// How many lines of the verifier log an error shows.
 const VERIFIER_LOG_TAIL: usize = 20;
 
-/// The programs, in attach order. sock_create first so sockets created while the others attach
-/// already carry their creator; sock_ops before cgroup_skb so new connections are tracked by
-/// sock_ops rather than adopted by cgroup_skb.
+/// The programs, in attach order. sock_ops first: every socket that gets sockscope's state
+/// from here on (sock_create, a listener's clone) then has its connection seen by sock_ops,
+/// and the sockets without state at the adoption pass are exactly those open before. Then
+/// sock_create, and cgroup_skb last, so new connections are tracked by sock_ops rather than
+/// adopted by cgroup_skb in per-packet mode.
 pub const PROGRAMS: [&str; 4] = [
-    "sockscope_sock_create",
-    "sockscope_sockops",
+    SOCK_OPS,
+    SOCK_CREATE,
     "sockscope_egress",
     "sockscope_ingress",
 ];
+
+/// The sock_ops program: connection setup (and, in per-packet mode, RTT windows and close).
+pub const SOCK_OPS: &str = "sockscope_sockops";
 
 /// The program that records each cgroup's network namespace and, for the `process` label,
 /// socket creators.
@@ -281,14 +287,9 @@ impl Kernel {
                 }
             },
         };
-        if let Some(o) = &offsets {
-            loader
-                .override_global("TCP_SOCK_BYTES_ACKED", &o.bytes_acked, true)
-                .override_global("TCP_SOCK_BYTES_RECEIVED", &o.bytes_received, true)
-                .override_global("TCP_SOCK_TOTAL_RETRANS", &o.total_retrans, true)
-                .override_global("TCP_SOCK_SND_UNA", &o.snd_una, true)
-                .override_global("TCP_SOCK_RCV_NXT", &o.rcv_nxt, true)
-                .override_global("SOCKET_SK", &o.socket_sk, true);
+        let globals = offsets.map(|o| o.globals());
+        for (name, value) in globals.iter().flatten() {
+            loader.override_global(name, value, true);
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| Error::Load(Box::new(e)))?;
         let mut programs = Vec::with_capacity(PROGRAMS.len() + 1);
@@ -432,6 +433,41 @@ impl Kernel {
         if !programs.iter().any(|p| p.attached) {
             return Err(Error::NothingAttached);
         }
+        let mut tcp_iter = tcp_iter;
+        if let Some(it) = &tcp_iter {
+            if programs.iter().any(|p| p.name == SOCK_OPS && p.attached) {
+                match adopt_preexisting(&mut ebpf, &mut config, cfg, it, &root.attach) {
+                    Ok(cgroups) => info!(
+                        program = TCP_ITER,
+                        cgroups, "TCP connections open before sockscope adopted"
+                    ),
+                    Err(e) => warn!(
+                        program = TCP_ITER,
+                        "TCP connections open before sockscope are not counted: {e}"
+                    ),
+                }
+            } else {
+                // The iterator counts connections sock_ops saw established; without it, none
+                // would ever be.
+                let why = format!("{SOCK_OPS} is not attached, and the iterator needs it");
+                if options.tcp == TcpAccounting::Iterator {
+                    return Err(Error::TcpIter(why));
+                }
+                warn!(program = TCP_ITER, "TCP counted per packet: {why}");
+                let per_packet = Config {
+                    flags: cfg.flags & !CONFIG_TCP_ITER,
+                    ..cfg
+                };
+                config.set(0, per_packet, 0).map_err(|source| Error::Map {
+                    name: "CONFIG",
+                    source,
+                })?;
+                for p in programs.iter_mut().filter(|p| p.name == TCP_ITER) {
+                    p.attached = false;
+                }
+                tcp_iter = None;
+            }
+        }
         Ok((
             Kernel {
                 ebpf,
@@ -504,6 +540,53 @@ impl Kernel {
             }
         }
     }
+}
+
+/// The adoption pass (see `sockscope_common::CONFIG_TCP_ADOPT`): every cgroup id below the
+/// attach point into `ADOPT_CGROUPS`, one iterator run with the flag set, then the flag and the
+/// map cleared. Runs after every program is attached, so each socket without state is one that
+/// was open before. Returns how many cgroups were given.
+fn adopt_preexisting(
+    ebpf: &mut Ebpf,
+    config: &mut Array<MapData, Config>,
+    cfg: Config,
+    it: &iter::TaskIter,
+    attach: &std::path::Path,
+) -> std::result::Result<usize, String> {
+    let map = ebpf
+        .map_mut(ADOPT_CGROUPS_MAP)
+        .ok_or_else(|| format!("map {ADOPT_CGROUPS_MAP} missing from the eBPF object"))?;
+    let mut cgroups: HashMap<&mut MapData, u64, u8> =
+        HashMap::try_from(map).map_err(|e| error_chain(&e))?;
+    let ids = preflight::cgroup_ids(attach);
+    if ids.len() > ADOPT_CGROUPS_CAPACITY as usize {
+        warn!(
+            cgroups = ids.len(),
+            "more cgroups than the adoption pass can hold ({ADOPT_CGROUPS_CAPACITY}); the \
+             connections of the others, open before sockscope, are not counted"
+        );
+    }
+    for id in ids.iter().take(ADOPT_CGROUPS_CAPACITY as usize) {
+        cgroups
+            .insert(id, 0, 0)
+            .map_err(|e| format!("{ADOPT_CGROUPS_MAP}: {}", error_chain(&e)))?;
+    }
+    let adopting = Config {
+        flags: cfg.flags | CONFIG_TCP_ADOPT,
+        ..cfg
+    };
+    config
+        .set(0, adopting, 0)
+        .map_err(|e| format!("CONFIG: {}", error_chain(&e)))?;
+    let ran = it.run();
+    // Back to normal whatever the run did: adoption is for sockets open before the start only.
+    let restored = config.set(0, cfg, 0);
+    for id in ids.iter().take(ADOPT_CGROUPS_CAPACITY as usize) {
+        let _ = cgroups.remove(id);
+    }
+    restored.map_err(|e| format!("CONFIG: {}", error_chain(&e)))?;
+    ran.map_err(|e| format!("the adoption pass did not run: {e}"))?;
+    Ok(ids.len().min(ADOPT_CGROUPS_CAPACITY as usize))
 }
 
 /// Loads the iterator, links it and runs it once (an iterator the kernel accepts but cannot run

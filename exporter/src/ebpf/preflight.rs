@@ -3,6 +3,7 @@
 
 use std::{
     fs,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -176,6 +177,30 @@ pub fn sees_every_process() -> std::result::Result<(), String> {
         ),
         None => Err("no NSpid line in /proc/self/status (kernel older than 4.1)".into()),
     }
+}
+
+/// The ids of the cgroup `root` and every cgroup below it: on cgroup v2 a cgroup's id is its
+/// directory's inode number (`cgroup_id()` is the kernfs node id, include/linux/cgroup.h).
+/// Directories that vanish during the walk are skipped.
+pub fn cgroup_ids(root: &Path) -> Vec<u64> {
+    let mut ids = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(meta) = fs::metadata(&dir) else {
+            continue;
+        };
+        ids.push(meta.ino());
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        stack.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    ids
 }
 
 /// How many PID namespaces deep the process is: the number of pids on the `NSpid` line.

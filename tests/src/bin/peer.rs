@@ -19,6 +19,8 @@
 //!       with a qname, asks the server (A, id); then waits for one datagram and, after it, does
 //!       one TCP exchange with connect addr; prints `ready <port>`, `answered`, totals
 //!   sockscope-peer connect-refused <addr>
+//!   sockscope-peer tcp-late-connect <addr> <hold-file> <send> <reply>   creates its socket and
+//!       prints `socket`, connects once the hold file exists, does one exchange
 //!   sockscope-peer http-server <bind addr> <threads>   (benchmarks: HTTP/1.1, keep-alive unless
 //!       the request says `Connection: close`)
 //!   sockscope-peer connect-rate <addr> <per second> <seconds>   paced HTTP connections, one
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Some("udp-server") => udp_server(&args[1..]),
         Some("udp-client") => udp_client(&args[1..]),
         Some("connect-refused") => connect_refused(&args[1..]),
+        Some("tcp-late-connect") => tcp_late_connect(&args[1..]),
         Some("http-server") => http_server(&args[1..]),
         Some("connect-rate") => connect_rate(&args[1..]),
         Some("empty-hooks") => empty_hooks(&args[1..]),
@@ -357,6 +360,38 @@ fn connect_refused(args: &[String]) -> Res<()> {
         Err(e) => Err(format!("expected refusal, got {e}")),
         Ok(_) => Err("expected refusal, but connected".into()),
     }
+}
+
+/// A socket created now and connected later (once the hold file exists): for a socket that is
+/// older than the agent but whose connection is not.
+fn tcp_late_connect(args: &[String]) -> Res<()> {
+    let addr: SocketAddr = arg(args, 0, "address")?;
+    let hold: String = arg(args, 1, "hold file")?;
+    let send: u64 = arg(args, 2, "send bytes")?;
+    let reply: u64 = arg(args, 3, "reply bytes")?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("socket: {e}"))?;
+    say("socket");
+    while !Path::new(&hold).exists() {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let stream = rt
+        .block_on(socket.connect(addr))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut s = stream.into_std().map_err(|e| e.to_string())?;
+    s.set_nonblocking(false).map_err(|e| e.to_string())?;
+    let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
+    exchange(&mut s, send, reply, &sent, &received)?;
+    let _ = s.shutdown(Shutdown::Both);
+    report("", &sent, &received, 0)
 }
 
 /// Minimal HTTP/1.1 server for connection-churn benchmarks: answers every request with a tiny
