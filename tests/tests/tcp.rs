@@ -37,6 +37,7 @@ both_modes!(
     tcp_veth_ipv6_exact,
     tcp_long_lived_connection_is_live,
     tcp_preexisting_connection_counts_from_start,
+    tcp_preexisting_ipv6_connection_counts_from_start,
     tcp_preexisting_listener_accepts_tracked_connections,
     tcp_preexisting_socket_connecting_later_is_tracked,
     tcp_refused_connect_is_a_failure,
@@ -242,18 +243,41 @@ fn tcp_long_lived_connection_is_live(mode: &str) {
 
 /// A connection open before sockscope starts counts only the bytes after the start.
 fn tcp_preexisting_connection_counts_from_start(mode: &str) {
-    let cg = TestCgroup::new(&format!("tcp-pre-{mode}"));
-    let hold =
-        std::env::temp_dir().join(format!("sockscope-hold-{}-pre-{mode}", std::process::id()));
+    preexisting(mode, None, false);
+}
+
+/// The same over IPv6 between two network namespaces: the adopted connection's peer address
+/// comes from the socket (`skc_v6_daddr`), and names its class.
+fn tcp_preexisting_ipv6_connection_counts_from_start(mode: &str) {
+    let net = NetPair::new();
+    preexisting(mode, Some(&net), true);
+}
+
+/// A connection open before the agent: only the bytes after its start count, it is not counted
+/// as opened, and its role comes from the ephemeral port range.
+fn preexisting(mode: &str, net: Option<&NetPair>, v6: bool) {
+    let Placement {
+        server_ns,
+        client_ns,
+        host,
+        class,
+        ..
+    } = Placement::new(net, v6);
+    let tag = if v6 { "6" } else { "4" };
+    let cg = TestCgroup::new(&format!("tcp-pre{tag}-{mode}"));
+    let hold = std::env::temp_dir().join(format!(
+        "sockscope-hold-{}-pre{tag}-{mode}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&hold);
     let mut srv = cg.spawn(
         "server",
         &mut peer_cmd(
             PEER,
-            None,
+            server_ns,
             &[
                 "tcp-server",
-                &format!("127.0.0.1:{}", sockscope_tests::service_port()),
+                &format!("{host}:{}", sockscope_tests::service_port()),
                 "1",
             ],
         ),
@@ -263,10 +287,10 @@ fn tcp_preexisting_connection_counts_from_start(mode: &str) {
         "client",
         &mut peer_cmd(
             PEER,
-            None,
+            client_ns,
             &[
                 "tcp-client",
-                &format!("127.0.0.1:{port}"),
+                &format!("{host}:{port}"),
                 "1",
                 "1",
                 "1000000",
@@ -297,10 +321,12 @@ fn tcp_preexisting_connection_counts_from_start(mode: &str) {
     let c: Vec<_> = m
         .matching("sockscope_tcp_sent_bytes_total", &client)
         .collect();
+    assert_eq!(c.len(), 1, "{}", m.dump());
     assert_eq!(
         c[0].0["port"], port,
         "role inferred from the ephemeral port range"
     );
+    assert_eq!(c[0].0["remote_class"], class, "{}", m.dump());
     std::thread::sleep(Duration::from_millis(800));
     let again = Metrics::parse(&agent.scrape());
     assert_eq!(
