@@ -3,7 +3,8 @@
 use sockscope_common::{
     CONFIG_PROCESS_LABEL, CONFIG_TCP_ITER, Config, EVENT_CLOSE_FLUSH_LOST, EVENT_FLOW_CGROUP_LIMIT,
     EVENT_FLOW_LOST, EVENT_FLOW_MAP_FULL, EVENT_FLOW_OVERFLOW_FULL, FlowKey, FlowStats,
-    OverflowKey, PHASE_CONNECTING, SockState, node_flow_slot,
+    OverflowKey, PHASE_ADOPTED, PHASE_CONNECTING, ROLE_CLIENT, ROLE_SERVER, SockState,
+    node_flow_slot,
 };
 
 use core::ptr::addr_of_mut;
@@ -123,6 +124,28 @@ pub fn is_client(cfg: &Config, local: u16, remote: u16) -> bool {
         (false, true) => false,
         _ => local > remote,
     }
+}
+
+/// Makes `st` the state of a connection adopted now (open before sockscope saw it): its role
+/// and service port from its ports ([`is_client`]), its counters `c` as the baseline, nothing
+/// pending, no FIN seen. Only what happens from here on counts.
+#[inline(always)]
+pub fn adopted(cfg: &Config, st: &mut SockState, local: u16, remote: u16, c: &TcpCounters) {
+    if is_client(cfg, local, remote) {
+        st.role = ROLE_CLIENT;
+        st.port = remote;
+    } else {
+        st.role = ROLE_SERVER;
+        st.port = local;
+    }
+    st.sent_reported = c.bytes_acked;
+    st.received_reported = c.bytes_received;
+    st.retrans_reported = c.total_retrans as u64;
+    st.sent_una = c.snd_una;
+    st.pending_open = 0;
+    st.fin_out_seen = 0;
+    st.fin_in_seen = 0;
+    st.phase = PHASE_ADOPTED;
 }
 
 /// A TCP socket's own counters, read from `bpf_sock_ops`, `bpf_tcp_sock` or (by the iterator)

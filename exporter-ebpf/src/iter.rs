@@ -30,12 +30,12 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use sockscope_common::{
-    CONFIG_PROCESS_LABEL, CONFIG_TCP_ADOPT, CONFIG_TCP_ITER, FlowStats, PHASE_ADOPTED,
-    PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED, ROLE_CLIENT, ROLE_SERVER, SockState, v4_mapped,
+    AF_INET, CONFIG_PROCESS_LABEL, CONFIG_TCP_ADOPT, CONFIG_TCP_ITER, FlowStats, PHASE_ADOPTED,
+    PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED, SOCK_STREAM, SockState, v4_mapped,
 };
 
 use crate::{
-    flow::{Read, TcpCounters, fence, flush_claimed, flush_tcp, is_client},
+    flow::{Read, TcpCounters, adopted, fence, flush_claimed, flush_tcp},
     maps::{ADOPT_CGROUPS, config, sock_state},
 };
 
@@ -220,9 +220,6 @@ fn try_iter(ctx: *mut TaskFileIterCtx) {
     flush_claimed(&cfg, st, Some(&c), Read::Live, &Default::default());
 }
 
-/// `SOCK_STREAM` (include/linux/net.h), `AF_INET`.
-const SOCK_STREAM: u16 = 1;
-const AF_INET: u16 = 2;
 /// `TCP_ESTABLISHED`, `TCP_CLOSE_WAIT`, `TCP_LISTEN` (include/net/tcp_states.h).
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE_WAIT: u8 = 8;
@@ -243,7 +240,7 @@ fn adopt(cfg: &sockscope_common::Config, sk: *mut c_void, task: *const u8) {
     let skp = sk as *const u8;
     // SAFETY: offsets of fields of `struct sock` in the running kernel (see module docs).
     let (kind, state): (u16, u8) = unsafe { (field(skp, &SK_TYPE), field(skp, &SK_STATE)) };
-    if kind != SOCK_STREAM
+    if kind as u32 != SOCK_STREAM
         || (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT && state != TCP_LISTEN)
     {
         return;
@@ -271,7 +268,7 @@ fn adopt(cfg: &sockscope_common::Config, sk: *mut c_void, task: *const u8) {
             )
         };
         let remote = u16::from_be(dport);
-        init.remote_addr = if family == AF_INET {
+        init.remote_addr = if family as u32 == AF_INET {
             let a: u32 = unsafe { field(skp, &SK_DADDR) };
             v4_mapped(a.to_ne_bytes())
         } else {
@@ -282,18 +279,7 @@ fn adopt(cfg: &sockscope_common::Config, sk: *mut c_void, task: *const u8) {
             addr[8..].copy_from_slice(&b.to_ne_bytes());
             addr
         };
-        if is_client(cfg, local, remote) {
-            init.role = ROLE_CLIENT;
-            init.port = remote;
-        } else {
-            init.role = ROLE_SERVER;
-            init.port = local;
-        }
-        init.sent_reported = c.bytes_acked;
-        init.received_reported = c.bytes_received;
-        init.retrans_reported = c.total_retrans as u64;
-        init.sent_una = c.snd_una;
-        init.phase = PHASE_ADOPTED;
+        adopted(cfg, &mut init, local, remote, &c);
     }
     let _ = unsafe { sock_state(sk, Some(&mut init)) };
 }

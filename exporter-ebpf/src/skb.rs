@@ -27,16 +27,14 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    CONFIG_TCP_ITER, CONFIG_TEST_RUN, EVENT_PACKET_UNPARSED, FlowKey, FlowStats, PHASE_ADOPTED,
-    PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER, SockState,
-    dns::DNS_PORT,
+    CONFIG_TCP_ITER, CONFIG_TEST_RUN, Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats,
+    PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER,
+    SockState, counted_proto, dns::DNS_PORT,
 };
 
 use crate::{
     dns::dns_packet,
-    flow::{
-        TcpCounters, ack_ingress, acks_new_bytes, fence, flow_add, flush_tcp, is_client, key_of,
-    },
+    flow::{TcpCounters, ack_ingress, acks_new_bytes, adopted, fence, flow_add, flush_tcp, key_of},
     maps::{config, count_event, sock_state},
     packet::{
         TCP_ACK, TCP_FIN, fin_end, fin_end_of, ip_headers, ports, read, tcp_flags, tcp_offset,
@@ -63,21 +61,19 @@ fn try_skb(ctx: &SkBuffContext, egress: bool) {
     if sk.is_null() {
         return;
     }
-    if config().flags & CONFIG_TCP_ITER != 0 && tcp_without_fin(ctx, sk, egress) {
+    // One read of the settings per packet, passed down.
+    let cfg = config();
+    if cfg.flags & CONFIG_TCP_ITER != 0 && tcp_without_fin(ctx, sk, egress) {
         return;
     }
     let sk = unsafe { bpf_sk_fullsock(sk) };
     if sk.is_null() {
         return;
     }
-    // Type and protocol both: a raw socket (SOCK_RAW) may carry protocol 6 or 17 and craft
-    // any header; only real TCP and UDP sockets are counted.
     let (kind, protocol) = unsafe { ((*sk).type_, (*sk).protocol) };
-    let proto = if kind == SOCK_STREAM && protocol == PROTO_TCP as u32 {
-        PROTO_TCP
-    } else if kind == SOCK_DGRAM && protocol == PROTO_UDP as u32 {
-        PROTO_UDP
-    } else if kind == 0 && protocol == 0 && config().flags & CONFIG_TEST_RUN != 0 {
+    let proto = if let Some(p) = counted_proto(kind, protocol) {
+        p
+    } else if kind == 0 && protocol == 0 && cfg.flags & CONFIG_TEST_RUN != 0 {
         // BPF_PROG_TEST_RUN's dummy socket (net/bpf/test_run.c, `bpf_prog_test_run_skb()`):
         // only tests set this flag, to run crafted packets through the real parsers.
         match ip_headers(ctx) {
@@ -91,9 +87,9 @@ fn try_skb(ctx: &SkBuffContext, egress: bool) {
         return;
     };
     if proto == PROTO_TCP {
-        tcp_packet(ctx, sk, egress);
+        tcp_packet(ctx, &cfg, sk, egress);
     } else if proto == PROTO_UDP {
-        udp_packet(ctx, sk, egress);
+        udp_packet(ctx, &cfg, sk, egress);
     }
 }
 
@@ -121,10 +117,6 @@ fn tcp_without_fin(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) -> bool
     }
 }
 
-/// `SOCK_STREAM` and `SOCK_DGRAM` (include/linux/net.h).
-const SOCK_STREAM: u32 = 1;
-const SOCK_DGRAM: u32 = 2;
-
 #[inline(always)]
 fn cgroup_id(ctx: &SkBuffContext) -> u64 {
     unsafe { bpf_skb_cgroup_id(ctx.skb.skb) }
@@ -149,8 +141,7 @@ fn state_of(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<&'static mut SockS
 }
 
 #[inline(always)]
-fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
-    let cfg = config();
+fn tcp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool) {
     if cfg.flags & CONFIG_TCP_ITER != 0 {
         // Only possible FINs get here (see `tcp_without_fin`). A socket without state was open
         // before sockscope: the iterator adopts it, with the FIN in its baseline if it came
@@ -161,7 +152,7 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         if egress {
             record_fin_out(ctx, st);
         } else {
-            tcp_ingress(ctx, sk, st, false);
+            tcp_ingress(ctx, cfg, sk, st, false);
         }
         return;
     }
@@ -169,13 +160,13 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
     if st.phase == PHASE_NEW {
         // Adopt on the first packet either way: ingress runs before the segment is
         // processed, so its baseline excludes this packet's payload, which is then counted.
-        adopt(ctx, sk, st, unsafe { (*sk).state }, egress);
+        adopt(ctx, cfg, sk, st, unsafe { (*sk).state }, egress);
     }
     if st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED {
         return;
     }
     if !egress {
-        tcp_ingress(ctx, sk, st, true);
+        tcp_ingress(ctx, cfg, sk, st, true);
         return;
     }
     // We only send a FIN after leaving ESTABLISHED (tcp_close_state() runs before
@@ -204,7 +195,7 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
     {
         return;
     }
-    flush_tcp(&cfg, st, Some(&c), &FlowStats::default(), false);
+    flush_tcp(cfg, st, Some(&c), &FlowStats::default(), false);
 }
 
 /// An incoming segment, with one read of its TCP header: a FIN from the peer is remembered
@@ -212,7 +203,13 @@ fn tcp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
 /// arrives while we are still ESTABLISHED, so every segment is looked at). In per-packet mode
 /// (`count_acks`) what its ACK acknowledges is also counted (see [`ack_ingress`]).
 #[inline(always)]
-fn tcp_ingress(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, count_acks: bool) {
+fn tcp_ingress(
+    ctx: &SkBuffContext,
+    cfg: &Config,
+    sk: *mut bpf_sock,
+    st: &mut SockState,
+    count_acks: bool,
+) {
     let Some(h) = ip_headers(ctx) else { return };
     if h.proto != PROTO_TCP {
         return;
@@ -238,7 +235,7 @@ fn tcp_ingress(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, count
         return;
     }
     let snd_nxt = unsafe { (*tp).snd_nxt };
-    ack_ingress(&config(), st, ack, snd_nxt);
+    ack_ingress(cfg, st, ack, snd_nxt);
 }
 
 /// Remembers where our FIN ends in sequence space (seq + payload + 1).
@@ -263,7 +260,14 @@ fn record_fin_out(ctx: &SkBuffContext, st: &mut SockState) {
 /// another CPU; both write the same key and near-identical baselines, and it happens once per
 /// pre-existing connection.
 #[inline(always)]
-fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, state: u32, egress: bool) {
+fn adopt(
+    ctx: &SkBuffContext,
+    cfg: &Config,
+    sk: *mut bpf_sock,
+    st: &mut SockState,
+    state: u32,
+    egress: bool,
+) {
     if state != BPF_TCP_ESTABLISHED
         && state != BPF_TCP_FIN_WAIT1
         && state != BPF_TCP_FIN_WAIT2
@@ -289,25 +293,18 @@ fn adopt(ctx: &SkBuffContext, sk: *mut bpf_sock, st: &mut SockState, state: u32,
     };
     let (local, remote) = if egress { (src, dst) } else { (dst, src) };
     st.remote_addr = if egress { h.dst_addr } else { h.src_addr };
-    if is_client(&config(), local, remote) {
-        st.role = ROLE_CLIENT;
-        st.port = remote;
-    } else {
-        st.role = ROLE_SERVER;
-        st.port = local;
-    }
-    st.sent_reported = tp.bytes_acked;
-    st.received_reported = tp.bytes_received;
-    st.retrans_reported = tp.total_retrans as u64;
-    st.sent_una = tp.snd_una;
-    st.pending_open = 0;
-    st.fin_out_seen = 0;
-    st.fin_in_seen = 0;
-    st.phase = PHASE_ADOPTED;
+    let c = TcpCounters {
+        bytes_acked: tp.bytes_acked,
+        bytes_received: tp.bytes_received,
+        snd_una: tp.snd_una,
+        rcv_nxt: tp.rcv_nxt,
+        total_retrans: tp.total_retrans,
+    };
+    adopted(cfg, st, local, remote, &c);
 }
 
 #[inline(always)]
-fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
+fn udp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool) {
     let Some(st) = state_of(ctx, sk) else { return };
     if st.role == 0 {
         // The side that sends first is the client (a resolver asking a DNS server, a client
@@ -337,9 +334,8 @@ fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         (h.src_addr, dst_port, src_port)
     };
     let payload = ctx.skb.len().saturating_sub(h.l4_offset + 8) as u64;
-    let cfg = config();
     let role = st.role;
-    let base = key_of(&cfg, st, PROTO_UDP);
+    let base = key_of(cfg, st, PROTO_UDP);
     let key = FlowKey {
         remote_addr,
         port: if role == ROLE_CLIENT {
@@ -361,10 +357,10 @@ fn udp_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) {
         }
     };
     if payload > 0 {
-        flow_add(&cfg, &key, &delta);
+        flow_add(cfg, &key, &delta);
     }
     if remote_port == DNS_PORT {
         // To port 53 on egress, from port 53 on ingress: the client side of DNS.
-        dns_packet(ctx, &cfg, key.cgroup_id, h.l4_offset + 8, egress);
+        dns_packet(ctx, cfg, key.cgroup_id, h.l4_offset + 8, egress);
     }
 }

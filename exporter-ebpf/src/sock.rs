@@ -18,15 +18,9 @@ use aya_ebpf::{
     macros::cgroup_sock,
     programs::SockContext,
 };
-use sockscope_common::{CONFIG_PROCESS_LABEL, PROTO_TCP, PROTO_UDP, SockState};
+use sockscope_common::{AF_INET, AF_INET6, CONFIG_PROCESS_LABEL, SockState, counted_proto};
 
 use crate::maps::{CGROUP_NETNS, LAST_NETNS, config, sock_state};
-
-const AF_INET: u32 = 2;
-const AF_INET6: u32 = 10;
-/// `SOCK_STREAM` and `SOCK_DGRAM` (include/linux/net.h).
-const SOCK_STREAM: u32 = 1;
-const SOCK_DGRAM: u32 = 2;
 
 #[cgroup_sock(sock_create)]
 pub fn sockscope_sock_create(ctx: SockContext) -> i32 {
@@ -39,11 +33,7 @@ pub fn sockscope_sock_create(ctx: SockContext) -> i32 {
 fn try_sock_create(ctx: &SockContext) {
     let sk = ctx.sock;
     let (family, kind, protocol) = unsafe { ((*sk).family, (*sk).type_, (*sk).protocol) };
-    // Type and protocol both: a raw socket may carry protocol 6 or 17.
-    if (family != AF_INET && family != AF_INET6)
-        || !((kind == SOCK_STREAM && protocol == PROTO_TCP as u32)
-            || (kind == SOCK_DGRAM && protocol == PROTO_UDP as u32))
-    {
+    if (family != AF_INET && family != AF_INET6) || counted_proto(kind, protocol).is_none() {
         return;
     }
     // SAFETY: helpers allowed for cgroup sock programs; the context pointer is the socket.

@@ -28,7 +28,7 @@ use aya_ebpf::{
     programs::SockOpsContext,
 };
 use sockscope_common::{
-    CONFIG_TCP_ITER, Config, FlowStats, PHASE_ADOPTED, PHASE_CLOSED, PHASE_CONNECTING,
+    AF_INET, CONFIG_TCP_ITER, Config, FlowStats, PHASE_ADOPTED, PHASE_CLOSED, PHASE_CONNECTING,
     PHASE_TRACKED, ROLE_CLIENT, ROLE_SERVER, SockState, v4_mapped,
 };
 
@@ -39,8 +39,6 @@ use crate::{
     maps::{config, sock_state},
     packet::ip6_words,
 };
-
-const AF_INET: u32 = 2;
 
 /// Callbacks each mode needs beyond the ones the kernel always makes: none in iterator mode,
 /// whose close comes from `tcp:tcp_destroy_sock` (`iter::sockscope_tcp_close`).

@@ -44,6 +44,15 @@ pub fn unique() -> u32 {
     (std::process::id().wrapping_mul(31).wrapping_add(n * 7)) % 250 + 1
 }
 
+/// A fresh path in the temp directory, for a file a test creates to signal a child (a fault
+/// trigger, a hold file): unique to this process and call, and absent.
+pub fn signal_file(tag: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let p = std::env::temp_dir().join(format!("sockscope-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
 /// Path of the sockscope binary: $SOCKSCOPE_BIN, else next to the peer binary.
 pub fn sockscope_bin(peer: &str) -> PathBuf {
     if let Ok(p) = std::env::var("SOCKSCOPE_BIN") {

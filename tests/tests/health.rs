@@ -15,13 +15,7 @@ const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
 
 /// A trigger file path of this test (not created yet).
 fn trigger(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "sockscope-fault-{tag}-{}-{}",
-        std::process::id(),
-        sockscope_tests::unique()
-    ));
-    let _ = std::fs::remove_file(&p);
-    p
+    sockscope_tests::signal_file(&format!("fault-{tag}"))
 }
 
 /// Arms `fault`, fires it, and returns how long the agent took to exit and its status.

@@ -25,13 +25,7 @@ fn received(m: &Metrics, labels: &[(&str, &str)]) -> f64 {
 }
 
 fn hold_file(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "sockscope-k8s-hold-{tag}-{}-{}",
-        std::process::id(),
-        sockscope_tests::unique()
-    ));
-    let _ = std::fs::remove_file(&p);
-    p
+    sockscope_tests::signal_file(&format!("k8s-hold-{tag}"))
 }
 
 /// Both ends named from the API: the client pod's Deployment (through its ReplicaSet), the

@@ -176,9 +176,7 @@ fn tcp_veth_ipv6_exact(mode: &str) {
 fn tcp_long_lived_connection_is_live(mode: &str) {
     let cg = TestCgroup::new(&format!("tcp-live-{mode}"));
     let agent = start(&cg, mode);
-    let hold =
-        std::env::temp_dir().join(format!("sockscope-hold-{}-live-{mode}", std::process::id()));
-    let _ = std::fs::remove_file(&hold);
+    let hold = sockscope_tests::signal_file(&format!("hold-live-{mode}"));
     let mut srv = cg.spawn(
         "server",
         &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "1"]),
@@ -265,11 +263,7 @@ fn preexisting(mode: &str, net: Option<&NetPair>, v6: bool) {
     } = Placement::new(net, v6);
     let tag = if v6 { "6" } else { "4" };
     let cg = TestCgroup::new(&format!("tcp-pre{tag}-{mode}"));
-    let hold = std::env::temp_dir().join(format!(
-        "sockscope-hold-{}-pre{tag}-{mode}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&hold);
+    let hold = sockscope_tests::signal_file(&format!("hold-pre{tag}-{mode}"));
     let mut srv = cg.spawn(
         "server",
         &mut peer_cmd(
@@ -393,9 +387,7 @@ fn tcp_preexisting_listener_accepts_tracked_connections(mode: &str) {
 /// close), so the connection is opened, counted and closed under the right workload.
 fn tcp_preexisting_socket_connecting_later_is_tracked(mode: &str) {
     let cg = TestCgroup::new(&format!("tcp-late-{mode}"));
-    let hold =
-        std::env::temp_dir().join(format!("sockscope-hold-{}-late-{mode}", std::process::id()));
-    let _ = std::fs::remove_file(&hold);
+    let hold = sockscope_tests::signal_file(&format!("hold-late-{mode}"));
     let mut srv = cg.spawn(
         "server",
         &mut peer_cmd(PEER, None, &["tcp-server", "127.0.0.1:0", "1"]),

@@ -15,6 +15,26 @@ pub const PROTO_TCP: u8 = 6;
 /// IANA protocol number of UDP, as stored in [`FlowKey::proto`].
 pub const PROTO_UDP: u8 = 17;
 
+/// `AF_INET` and `AF_INET6` (include/linux/socket.h).
+pub const AF_INET: u32 = 2;
+pub const AF_INET6: u32 = 10;
+/// `SOCK_STREAM` and `SOCK_DGRAM` (include/linux/net.h).
+pub const SOCK_STREAM: u32 = 1;
+pub const SOCK_DGRAM: u32 = 2;
+
+/// The protocol sockscope counts a socket of this type and protocol under: TCP for a stream
+/// socket of protocol 6, UDP for a datagram socket of protocol 17, else none. Both are checked:
+/// a raw socket (SOCK_RAW) may carry protocol 6 or 17 and craft any header.
+pub const fn counted_proto(kind: u32, protocol: u32) -> Option<u8> {
+    if kind == SOCK_STREAM && protocol == PROTO_TCP as u32 {
+        Some(PROTO_TCP)
+    } else if kind == SOCK_DGRAM && protocol == PROTO_UDP as u32 {
+        Some(PROTO_UDP)
+    } else {
+        None
+    }
+}
+
 /// Names of the flow maps; programs write into the one [`Config::generation`] selects and the
 /// agent drains the other (see `exporter/src/drain`).
 pub const FLOW_MAP_NAMES: [&str; 2] = ["FLOWS_0", "FLOWS_1"];

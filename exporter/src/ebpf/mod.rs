@@ -593,11 +593,7 @@ fn adopt_preexisting(
 /// would otherwise only show at the first drain).
 fn start_tcp_iter(ebpf: &mut Ebpf) -> std::result::Result<iter::TaskIter, String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
-    let program: &mut Iter = ebpf
-        .program_mut(TCP_ITER)
-        .ok_or_else(|| format!("program {TCP_ITER} missing from the eBPF object"))?
-        .try_into()
-        .map_err(|e: ProgramError| error_chain(&e))?;
+    let program: &mut Iter = program_of(ebpf, TCP_ITER)?;
     program
         .load("task_file", &btf)
         .map_err(|e| load_error(TCP_ITER, e))?;
@@ -607,11 +603,7 @@ fn start_tcp_iter(ebpf: &mut Ebpf) -> std::result::Result<iter::TaskIter, String
     it.run()
         .map_err(|e| format!("the iterator does not run: {e}"))?;
     // Without the close, sock_ops would have to watch every state change again.
-    let close: &mut BtfTracePoint = ebpf
-        .program_mut(TCP_CLOSE)
-        .ok_or_else(|| format!("program {TCP_CLOSE} missing from the eBPF object"))?
-        .try_into()
-        .map_err(|e: ProgramError| error_chain(&e))?;
+    let close: &mut BtfTracePoint = program_of(ebpf, TCP_CLOSE)?;
     close
         .load("tcp_destroy_sock", &btf)
         .map_err(|e| load_error(TCP_CLOSE, e))?;
@@ -619,6 +611,17 @@ fn start_tcp_iter(ebpf: &mut Ebpf) -> std::result::Result<iter::TaskIter, String
         .attach()
         .map_err(|e| format!("{TCP_CLOSE} not attached: {}", error_chain(&e)))?;
     Ok(it)
+}
+
+/// Program `name` of the object, as its type.
+fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> std::result::Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()
+        .map_err(|e: ProgramError| error_chain(&e))
 }
 
 /// One line (plus the verifier's log tail) for a program that did not load.
