@@ -20,7 +20,7 @@
 use aya_ebpf::{
     bindings::{
         BPF_TCP_CLOSE_WAIT, BPF_TCP_CLOSING, BPF_TCP_ESTABLISHED, BPF_TCP_FIN_WAIT1,
-        BPF_TCP_FIN_WAIT2, BPF_TCP_LAST_ACK, bpf_sock,
+        BPF_TCP_FIN_WAIT2, BPF_TCP_LAST_ACK, bpf_sock, bpf_tcp_sock,
     },
     helpers::generated::{bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_tcp_sock},
     macros::cgroup_skb,
@@ -179,13 +179,7 @@ fn tcp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
         return;
     }
     let tp = unsafe { &*tp };
-    let c = TcpCounters {
-        bytes_acked: tp.bytes_acked,
-        bytes_received: tp.bytes_received,
-        snd_una: tp.snd_una,
-        rcv_nxt: tp.rcv_nxt,
-        total_retrans: tp.total_retrans,
-    };
+    let c = counters_of(tp);
     // Skip the flow update when nothing moved since the last flush (most data segments of a
     // sender, whose acks are counted on ingress and by sock_ops).
     if c.bytes_acked == st.sent_reported
@@ -196,6 +190,18 @@ fn tcp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
         return;
     }
     flush_tcp(cfg, st, Some(&c), &FlowStats::default(), false);
+}
+
+/// The counters `bpf_tcp_sock()` gives.
+#[inline(always)]
+fn counters_of(tp: &bpf_tcp_sock) -> TcpCounters {
+    TcpCounters {
+        bytes_acked: tp.bytes_acked,
+        bytes_received: tp.bytes_received,
+        snd_una: tp.snd_una,
+        rcv_nxt: tp.rcv_nxt,
+        total_retrans: tp.total_retrans,
+    }
 }
 
 /// An incoming segment, with one read of its TCP header: a FIN from the peer is remembered
@@ -293,13 +299,7 @@ fn adopt(
     };
     let (local, remote) = if egress { (src, dst) } else { (dst, src) };
     st.remote_addr = if egress { h.dst_addr } else { h.src_addr };
-    let c = TcpCounters {
-        bytes_acked: tp.bytes_acked,
-        bytes_received: tp.bytes_received,
-        snd_una: tp.snd_una,
-        rcv_nxt: tp.rcv_nxt,
-        total_retrans: tp.total_retrans,
-    };
+    let c = counters_of(tp);
     adopted(cfg, st, local, remote, &c);
 }
 
