@@ -26,3 +26,8 @@ pub fn sockscope_empty_sockops(_ctx: SockOpsContext) -> u32 {
 pub fn sockscope_empty_sock_create(_ctx: SockContext) -> i32 {
     1
 }
+
+#[cgroup_sock(sock_release)]
+pub fn sockscope_empty_sock_release(_ctx: SockContext) -> i32 {
+    1
+}

@@ -1,11 +1,12 @@
-//! The socket iterator: live TCP byte counts with no per-packet work.
+//! The socket iterator: live TCP byte counts with no per-packet work, and UDP sockets' batches.
 //!
 //! The agent runs this program once per drain (`iter/task_file`, kernel/bpf/task_iter.c): the
 //! kernel calls it for every open file of every process the agent can see, and for each socket
 //! that carries sockscope's state (in any network namespace) it flushes the tracked TCP
 //! connection's counter deltas since its last report into the flow maps, as sock_ops does at
 //! close. A socket open in several processes is visited once per process; the claims below
-//! make every visit after the first find nothing new. Flushes race the close path without the
+//! make every visit after the first find nothing new. A UDP socket's batch of bytes since its
+//! last flush goes to its flow the same way (`crate::udp`). TCP flushes race the close path without the
 //! socket lock; each delta is claimed by compare-and-exchange first (`flow::claim`), so none is
 //! counted twice, and FINs are handled with a lower bound (`flow::live_payload_totals`), so none
 //! is counted as payload. Right after attaching, the agent runs one adoption pass, in which TCP
@@ -31,12 +32,14 @@ use aya_ebpf::{
 };
 use sockscope_common::{
     AF_INET, CONFIG_PROCESS_LABEL, CONFIG_TCP_ADOPT, CONFIG_TCP_ITER, FlowStats, PHASE_ADOPTED,
-    PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED, SOCK_STREAM, SockState, v4_mapped,
+    PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED, PHASE_UDP_SOCKET, SOCK_DGRAM, SOCK_STREAM,
+    SockState, v4_mapped,
 };
 
 use crate::{
     flow::{Read, TcpCounters, adopted, fence, flush_claimed, flush_tcp},
     maps::{ADOPT_CGROUPS, config, sock_state},
+    udp,
 };
 
 /// `struct bpf_iter__task_file` (kernel/bpf/task_iter.c): `__bpf_md_ptr` members are 8 bytes,
@@ -203,6 +206,13 @@ fn try_iter(ctx: *mut TaskFileIterCtx) {
         }
         return;
     };
+    // SAFETY: a field of `struct sock` in the running kernel (see module docs).
+    let kind: u16 = unsafe { field(sk as *const u8, &SK_TYPE) };
+    if kind as u32 == SOCK_DGRAM {
+        // Only UDP sockets carry state of this type (`counted_proto`).
+        udp::flush_live(&cfg, st);
+        return;
+    }
     if st.cgroup_id == 0 {
         // State sock_ops created for a socket open before sockscope (connect() after it
         // started, or accepted from a listener without state): its owner from the socket.
@@ -225,8 +235,8 @@ const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE_WAIT: u8 = 8;
 const TCP_LISTEN: u8 = 10;
 
-/// The adoption pass: a TCP socket open before sockscope started, in a cgroup below the attach
-/// point, gets its state now. An established connection (or one whose peer has closed) is
+/// The adoption pass: a TCP or UDP socket open before sockscope started, in a cgroup below the
+/// attach point, gets its state now (a UDP socket its owner and creator, see `crate::udp`). An established connection (or one whose peer has closed) is
 /// counted from here on, with the counters just read as baseline; its role is told by the
 /// ephemeral port range, as the socket does not record who connected. A listener gets its owner
 /// and creator, which the sockets it accepts from now on inherit (`BPF_F_CLONE`).
@@ -240,12 +250,13 @@ fn adopt(cfg: &sockscope_common::Config, sk: *mut c_void, task: *const u8) {
     let skp = sk as *const u8;
     // SAFETY: offsets of fields of `struct sock` in the running kernel (see module docs).
     let (kind, state): (u16, u8) = unsafe { (field(skp, &SK_TYPE), field(skp, &SK_STATE)) };
-    if kind as u32 != SOCK_STREAM
-        || (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT && state != TCP_LISTEN)
+    let udp = kind as u32 == SOCK_DGRAM;
+    if !udp
+        && (kind as u32 != SOCK_STREAM
+            || (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT && state != TCP_LISTEN))
     {
         return;
     }
-    let Some(c) = tcp_counters(sk) else { return };
     let cgroup = sk_cgroup_id(skp);
     // SAFETY: copied out at once.
     if cgroup == 0 || unsafe { ADOPT_CGROUPS.get(&cgroup) }.is_none() {
@@ -258,6 +269,14 @@ fn adopt(cfg: &sockscope_common::Config, sk: *mut c_void, task: *const u8) {
     if cfg.flags & CONFIG_PROCESS_LABEL != 0 {
         init.comm = task_comm(task);
     }
+    if udp {
+        // A process's UDP socket: its owner and creator now, and it batches from its first
+        // datagram on, as if sock_create had seen it. Its role comes from that datagram.
+        init.phase = PHASE_UDP_SOCKET;
+        let _ = unsafe { sock_state(sk, Some(&mut init)) };
+        return;
+    }
+    let Some(c) = tcp_counters(sk) else { return };
     if state != TCP_LISTEN {
         // SAFETY: as above.
         let (family, local, dport): (u16, u16, u16) = unsafe {

@@ -1,12 +1,13 @@
 //! sockscope's in-kernel side.
 //!
 //! Where a byte is counted:
-//! - `iter/bpf_sk_storage_map` ([`iter`]): run by the agent at every drain, the live byte and
-//!   retransmit counts of every tracked TCP socket.
+//! - `iter/task_file` ([`iter`]): run by the agent at every drain, the live byte and
+//!   retransmit counts of every tracked TCP socket, and every UDP socket's batch.
 //! - `sock_ops` ([`tcp`]): TCP lifecycle. Connection opened/closed, failed connects, and the
 //!   final counts at close.
 //! - `cgroup_skb` ([`skb`]): every packet of every socket under the attach cgroup. TCP: FIN
-//!   tracking and adoption of connections that predate the agent. UDP: datagram payload bytes.
+//!   tracking and adoption of connections that predate the agent. UDP: datagram payload bytes,
+//!   batched per socket and peer ([`udp`]; the last batch at cgroup/sock_release).
 //!   Where the kernel has no iterators, TCP falls back to per-packet counting here and in
 //!   sock_ops' RTT callback.
 //! - [`dns`], called from cgroup_skb for UDP port 53: DNS queries, responses, latency and parse
@@ -33,6 +34,7 @@ mod packet;
 mod skb;
 mod sock;
 mod tcp;
+mod udp;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -14,8 +14,8 @@
 //! state (open before sockscope started, or sock_ops unavailable) are adopted on their first
 //! packet, with their current counters as baseline, so only bytes from that moment on count.
 //!
-//! UDP: every datagram's payload is added to its flow; datagrams to or from port 53 are also
-//! parsed as DNS ([`crate::dns`]).
+//! UDP: every datagram's payload is added to its flow, through the socket's batch where it has
+//! one ([`crate::udp`]); datagrams to or from port 53 are also parsed as DNS ([`crate::dns`]).
 
 use aya_ebpf::{
     bindings::{
@@ -34,11 +34,12 @@ use sockscope_common::{
 
 use crate::{
     dns::dns_packet,
-    flow::{TcpCounters, ack_ingress, acks_new_bytes, adopted, fence, flow_add, flush_tcp, key_of},
+    flow::{TcpCounters, ack_ingress, acks_new_bytes, adopted, fence, flush_tcp, key_of},
     maps::{config, count_event, sock_state},
     packet::{
         TCP_ACK, TCP_FIN, fin_end, fin_end_of, ip_headers, ports, read, tcp_flags, tcp_offset,
     },
+    udp,
 };
 
 #[cgroup_skb(ingress)]
@@ -357,7 +358,7 @@ fn udp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
         }
     };
     if payload > 0 {
-        flow_add(cfg, &key, &delta);
+        udp::count(cfg, st, &key, &delta);
     }
     if remote_port == DNS_PORT {
         // To port 53 on egress, from port 53 on ingress: the client side of DNS.

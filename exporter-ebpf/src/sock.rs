@@ -18,7 +18,10 @@ use aya_ebpf::{
     macros::cgroup_sock,
     programs::SockContext,
 };
-use sockscope_common::{AF_INET, AF_INET6, CONFIG_PROCESS_LABEL, SockState, counted_proto};
+use sockscope_common::{
+    AF_INET, AF_INET6, CONFIG_PROCESS_LABEL, PHASE_NEW, PHASE_UDP_SOCKET, PROTO_UDP, SockState,
+    counted_proto,
+};
 
 use crate::maps::{CGROUP_NETNS, LAST_NETNS, config, sock_state};
 
@@ -33,7 +36,10 @@ pub fn sockscope_sock_create(ctx: SockContext) -> i32 {
 fn try_sock_create(ctx: &SockContext) {
     let sk = ctx.sock;
     let (family, kind, protocol) = unsafe { ((*sk).family, (*sk).type_, (*sk).protocol) };
-    if (family != AF_INET && family != AF_INET6) || counted_proto(kind, protocol).is_none() {
+    let Some(proto) = counted_proto(kind, protocol) else {
+        return;
+    };
+    if family != AF_INET && family != AF_INET6 {
         return;
     }
     // SAFETY: helpers allowed for cgroup sock programs; the context pointer is the socket.
@@ -56,6 +62,12 @@ fn try_sock_create(ctx: &SockContext) {
     // its first packet.
     let mut init = SockState {
         cgroup_id: cgroup,
+        // A socket() socket: its release runs sock_release, so it may batch (`crate::udp`).
+        phase: if proto == PROTO_UDP {
+            PHASE_UDP_SOCKET
+        } else {
+            PHASE_NEW
+        },
         ..Default::default()
     };
     if config().flags & CONFIG_PROCESS_LABEL != 0

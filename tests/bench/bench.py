@@ -98,9 +98,11 @@ ROWS = {
     "dns": ("dnsperf, max rate", "queries/s", False),
 }
 # Agent program names, and the cgroup attach types (bpftool's old and new spellings) of each.
-PROGRAMS = ["sockscope_sock_create", "sockscope_sockops", "sockscope_egress", "sockscope_ingress"]
+PROGRAMS = ["sockscope_sock_create", "sockscope_sock_release", "sockscope_sockops", "sockscope_egress",
+            "sockscope_ingress"]
 HOOK_PROGRAM = {
     "sock_create": "sockscope_sock_create", "cgroup_inet_sock_create": "sockscope_sock_create",
+    "sock_release": "sockscope_sock_release", "cgroup_inet_sock_release": "sockscope_sock_release",
     "sock_ops": "sockscope_sockops", "cgroup_sock_ops": "sockscope_sockops",
     "egress": "sockscope_egress", "cgroup_inet_egress": "sockscope_egress",
     "ingress": "sockscope_ingress", "cgroup_inet_ingress": "sockscope_ingress",
@@ -108,7 +110,7 @@ HOOK_PROGRAM = {
 # Any other program the agent reports (e.g. an iterator it runs at each drain) is agent-side: its
 # time is the agent's CPU, not the packet path's; it is listed, but not summed per connection.
 # Fallback when bpftool cannot list the cgroup's programs: bpftool program type -> agent name.
-TYPE_PROGRAM = {"cgroup_sock": "sockscope_sock_create", "sock_ops": "sockscope_sockops",
+TYPE_PROGRAM = {"cgroup_sock": "cgroup_sock (sock_create + sock_release)", "sock_ops": "sockscope_sockops",
                 "cgroup_skb": "cgroup_skb (egress + ingress)"}
 
 LIVE = []  # long-lived processes outside the measured cgroup (agent, empty hooks, unbound)

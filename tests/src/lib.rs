@@ -201,6 +201,26 @@ impl Proc {
     }
 }
 
+/// Tests that run in both accounting modes: `both_modes!(a, b)` makes `a::iterator`,
+/// `a::per_packet`, ..., each calling `a("iterator")` or `a("per-packet")` (see
+/// [`Agent::start_in_mode`]): what this kernel supports, and the fallback for kernels without
+/// iterators.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn iterator() {
+                super::$name("iterator")
+            }
+            #[test]
+            fn per_packet() {
+                super::$name("per-packet")
+            }
+        }
+    )*};
+}
+
 /// The peer binary invoked (optionally) inside a network namespace.
 pub fn peer_cmd(peer: &str, netns: Option<&str>, args: &[&str]) -> Command {
     match netns {
@@ -444,6 +464,24 @@ impl Agent {
     /// Starts sockscope attached to `cgroup_root` and waits until /readyz says ready.
     pub fn start(peer: &str, cgroup_root: &Path, extra: &[&str]) -> Self {
         Self::start_wrapped(peer, &[], cgroup_root, extra)
+    }
+
+    /// Starts sockscope with `--tcp-accounting mode` (see [`both_modes`]), checked to be in
+    /// that mode: `iterator` (TCP by the socket iterator, UDP batched per socket) or
+    /// `per-packet` (every packet counted as it passes).
+    pub fn start_in_mode(peer: &str, cgroup_root: &Path, mode: &str) -> Self {
+        let agent = Self::start(peer, cgroup_root, &["--tcp-accounting", mode]);
+        let m = Metrics::parse(&agent.scrape());
+        let attached = m.sum(
+            "sockscope_bpf_program_attached",
+            &[("program", "sockscope_tcp_iter")],
+        );
+        assert_eq!(
+            attached,
+            if mode == "iterator" { 1.0 } else { 0.0 },
+            "{mode}"
+        );
+        agent
     }
 
     /// Like [`Agent::start`], with sockscope run by `wrapper` (e.g. setpriv with fewer

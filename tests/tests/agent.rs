@@ -94,6 +94,7 @@ fn endpoints_and_formats() {
     assert_eq!(m.sum("sockscope_build_info", &[]), 1.0);
     for p in [
         "sockscope_sock_create",
+        "sockscope_sock_release",
         "sockscope_sockops",
         "sockscope_egress",
         "sockscope_ingress",

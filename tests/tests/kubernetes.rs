@@ -514,9 +514,9 @@ fn daemonset_capabilities_are_enough() {
         m.matching("sockscope_bpf_program_attached", &[])
             .filter(|(_, v)| *v == 1.0)
             .count(),
-        // The four cgroup programs, the TCP iterator and its close tracepoint: tracing
+        // The five cgroup programs, the TCP iterator and its close tracepoint: tracing
         // programs too load with BPF and PERFMON alone.
-        6,
+        7,
         "{}",
         agent.log_text()
     );

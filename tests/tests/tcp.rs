@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sockscope_tests::{Agent, Metrics, NetPair, Placement, TestCgroup, peer_cmd};
+use sockscope_tests::{Agent, Metrics, NetPair, Placement, TestCgroup, both_modes, peer_cmd};
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
 const UP: u64 = 10 * 1024 * 1024;
@@ -11,23 +11,6 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn series<'a>(workload: &'a str, role: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![("workload", workload), ("role", role)]
-}
-
-/// Every test runs in both TCP accounting modes: by the socket iterator at each drain (what
-/// this kernel supports) and per packet (the fallback for kernels without iterators).
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn iterator() {
-                super::$name("iterator")
-            }
-            #[test]
-            fn per_packet() {
-                super::$name("per-packet")
-            }
-        }
-    )*};
 }
 
 both_modes!(
@@ -44,20 +27,9 @@ both_modes!(
     tcp_burst_of_2000_connections_exact
 );
 
-/// The agent, counting TCP in `mode`, checked to be in that mode.
+/// The agent, counting TCP in `mode`.
 fn start(cg: &TestCgroup, mode: &str) -> Agent {
-    let agent = Agent::start(PEER, &cg.root, &["--tcp-accounting", mode]);
-    let m = Metrics::parse(&agent.scrape());
-    let attached = m.sum(
-        "sockscope_bpf_program_attached",
-        &[("program", "sockscope_tcp_iter")],
-    );
-    assert_eq!(
-        attached,
-        if mode == "iterator" { 1.0 } else { 0.0 },
-        "{mode}"
-    );
-    agent
+    Agent::start_in_mode(PEER, &cg.root, mode)
 }
 
 /// 10 MiB up, 1 MiB back on one connection; every byte and both ends' open/close exact.

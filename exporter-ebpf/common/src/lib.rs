@@ -171,10 +171,17 @@ pub const CONFIG_TEST_RUN: u32 = 2;
 /// a FIN. Without it (no iterator on this kernel), the per-packet path.
 pub const CONFIG_TCP_ITER: u32 = 4;
 
-/// Set by the agent for the one iterator pass it runs right after attaching: TCP sockets that
+/// Set by the agent for the one iterator pass it runs right after attaching: TCP and UDP sockets that
 /// were open before sockscope (no state yet) and belong to a cgroup in [`ADOPT_CGROUPS_MAP`]
 /// are adopted, counted from that pass on.
 pub const CONFIG_TCP_ADOPT: u32 = 8;
+
+/// UDP bytes of sockets made by socket() are batched in the socket's state while they go to or
+/// come from one peer, and reach the flow maps when the peer changes, at each drain (the
+/// iterator) and when the socket is released (cgroup/sock_release), instead of one flow-map
+/// update per datagram (`exporter-ebpf/src/udp.rs`). Set only with [`CONFIG_TCP_ITER`] and the
+/// release program attached: without either, a batch could outlive its socket.
+pub const CONFIG_UDP_BATCH: u32 = 16;
 
 /// Name of the map of cgroup ids below the attach point whose pre-existing TCP sockets the
 /// iterator adopts (filled by the agent from the cgroup tree before its adoption pass).
@@ -214,6 +221,19 @@ pub const PHASE_TRACKED: u8 = 2;
 pub const PHASE_ADOPTED: u8 = 3;
 /// Closed and flushed; nothing more is counted for it.
 pub const PHASE_CLOSED: u8 = 4;
+/// A UDP socket whose release cgroup/sock_release sees: made by socket() (sock_create runs
+/// only for those, `inet_create()` in net/ipv4/af_inet.c) or found in a process's files by the
+/// iterator. Only these batch their bytes ([`CONFIG_UDP_BATCH`]); a kernel socket's release
+/// runs no program, so a batch of it could be lost.
+pub const PHASE_UDP_SOCKET: u8 = 5;
+
+/// [`SockState::seq`] of a UDP socket: the batch is free to take.
+pub const UDP_BATCH_FREE: u64 = 0;
+/// Bit of [`SockState::seq`] of a UDP socket: a program holds the batch.
+pub const UDP_BATCH_HELD: u64 = 1;
+/// Bit of [`SockState::seq`] of a UDP socket: released; nothing batches any more, and whoever
+/// held the batch when it was set flushes it.
+pub const UDP_BATCH_RELEASED: u64 = 2;
 
 /// Per-socket state kept in socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`), created when the
 /// socket is (cgroup/sock_create) and cloned from a listener into the sockets it accepts.
@@ -230,7 +250,7 @@ pub const PHASE_CLOSED: u8 = 4;
 pub struct SockState {
     /// cgroup v2 id of the socket's owner; 0 until known (sockets created before sockscope).
     pub cgroup_id: u64,
-    /// Remote address (v4-mapped for IPv4) once known.
+    /// Remote address (v4-mapped for IPv4) once known; UDP: of the batched bytes.
     pub remote_addr: [u8; 16],
     /// `comm` of the process that created the socket (or its listener).
     pub comm: [u8; 16],
@@ -247,7 +267,7 @@ pub struct SockState {
     pub fin_out_end: u32,
     /// Sequence number just past the peer's FIN, valid when `fin_in_seen` is 1.
     pub fin_in_end: u32,
-    /// Service port (host byte order).
+    /// Service port (host byte order); UDP: of the batched bytes.
     pub port: u16,
     /// [`ROLE_CLIENT`], [`ROLE_SERVER`] or 0 while unknown.
     pub role: u8,
@@ -264,10 +284,16 @@ pub struct SockState {
     pub sent_una: u32,
     /// Explicit padding, always zero.
     pub _pad2: u32,
-    /// Sequence lock over {`sent_reported`, `sent_una`} in per-packet mode: odd while a writer
-    /// updates them. Flushes under the socket lock and ingress's ACK accounting (which runs
-    /// without it) both take it. 64 bits: BPF has no 32-bit compare-and-exchange before cpu v3.
+    /// TCP: sequence lock over {`sent_reported`, `sent_una`} in per-packet mode: odd while a
+    /// writer updates them. Flushes under the socket lock and ingress's ACK accounting (which
+    /// runs without it) both take it. 64 bits: BPF has no 32-bit compare-and-exchange before
+    /// cpu v3. UDP: the batch's lock, `UDP_BATCH_*` bits.
     pub seq: u64,
+    /// UDP: payload bytes sent to the peer {`remote_addr`, `port`} and not yet in a flow
+    /// ([`CONFIG_UDP_BATCH`]).
+    pub udp_sent: u64,
+    /// UDP: payload bytes received from that peer and not yet in a flow.
+    pub udp_received: u64,
 }
 
 /// Index into the `EVENTS` per-CPU array: socket-local storage could not be allocated (memory
@@ -360,7 +386,7 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
 const _: () = assert!(core::mem::size_of::<OverflowKey>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 24);
-const _: () = assert!(core::mem::size_of::<SockState>() == 104);
+const _: () = assert!(core::mem::size_of::<SockState>() == 120);
 
 #[cfg(test)]
 mod tests {

@@ -39,11 +39,12 @@ pub struct Config {
     #[arg(long, env = "SOCKSCOPE_LABEL_PROCESS", default_value_t = false)]
     pub label_process: bool,
 
-    /// How TCP bytes are counted: `auto` uses the socket-storage iterator where the kernel has
+    /// How TCP bytes are counted: `auto` uses the socket iterator where the kernel has
     /// BPF iterators and BTF (no per-packet work for TCP) and falls back to per-packet counting
     /// elsewhere (reported by sockscope_bpf_program_attached{program="sockscope_tcp_iter"}=0);
-    /// `iterator` refuses to start without it; `per-packet` never uses it. Counts are exact in
-    /// every mode.
+    /// `iterator` refuses to start without it; `per-packet` never uses it (and counts UDP into
+    /// the flow maps datagram by datagram, not batched per socket). Counts are exact in every
+    /// mode.
     #[arg(
         long,
         env = "SOCKSCOPE_TCP_ACCOUNTING",

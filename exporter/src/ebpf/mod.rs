@@ -17,8 +17,8 @@ use aya::{
 };
 use sockscope_common::{
     ADOPT_CGROUPS_CAPACITY, ADOPT_CGROUPS_MAP, CGROUP_NETNS_MAP, CONFIG_PROCESS_LABEL,
-    CONFIG_TCP_ADOPT, CONFIG_TCP_ITER, Config, FLOW_MAP_NAMES, FLOW_OVERFLOW_NAMES,
-    FLOW_ROOM_NAMES, FlowKey, FlowStats, NODE_FLOWS_MAP, OverflowKey,
+    CONFIG_TCP_ADOPT, CONFIG_TCP_ITER, CONFIG_UDP_BATCH, Config, FLOW_MAP_NAMES,
+    FLOW_OVERFLOW_NAMES, FLOW_ROOM_NAMES, FlowKey, FlowStats, NODE_FLOWS_MAP, OverflowKey,
     dns::{
         DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_NAMES_MAP, DNS_OVERFLOW_NAMES, DNS_PENDING_MAP,
         DNS_ROOM_NAMES, DnsKey, DnsName, DnsStats, NODE_DNS_MAP,
@@ -36,17 +36,16 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// How many lines of the verifier log an error shows.
 const VERIFIER_LOG_TAIL: usize = 20;
 
-/// The programs, in attach order. sock_ops first: every socket that gets sockscope's state
-/// from here on (sock_create, a listener's clone) then has its connection seen by sock_ops,
-/// and the sockets without state at the adoption pass are exactly those open before. Then
-/// sock_create, and cgroup_skb last, so new connections are tracked by sock_ops rather than
-/// adopted by cgroup_skb in per-packet mode.
-pub const PROGRAMS: [&str; 4] = [
-    SOCK_OPS,
-    SOCK_CREATE,
-    "sockscope_egress",
-    "sockscope_ingress",
-];
+/// The socket programs, in attach order. sock_ops first: every socket that gets sockscope's
+/// state from here on (sock_create, a listener's clone) then has its connection seen by
+/// sock_ops, and the sockets without state at the adoption pass are exactly those open before.
+/// Then sock_create, and sock_release, which flushes UDP batches at the end (before any packet
+/// program can batch).
+pub const SOCKET_PROGRAMS: [&str; 3] = [SOCK_OPS, SOCK_CREATE, SOCK_RELEASE];
+
+/// The cgroup_skb programs, attached last, once the mode is settled: new connections are then
+/// tracked by sock_ops rather than adopted by cgroup_skb in per-packet mode.
+pub const PACKET_PROGRAMS: [&str; 2] = ["sockscope_egress", "sockscope_ingress"];
 
 /// The sock_ops program: connection setup (and, in per-packet mode, RTT windows and close).
 pub const SOCK_OPS: &str = "sockscope_sockops";
@@ -55,7 +54,10 @@ pub const SOCK_OPS: &str = "sockscope_sockops";
 /// socket creators.
 pub const SOCK_CREATE: &str = "sockscope_sock_create";
 
-/// The socket iterator that counts live TCP bytes at each drain.
+/// The program that flushes a UDP socket's last batch when it is released.
+pub const SOCK_RELEASE: &str = "sockscope_sock_release";
+
+/// The socket iterator that counts live TCP bytes (and UDP batches) at each drain.
 pub const TCP_ITER: &str = "sockscope_tcp_iter";
 
 /// The `tcp:tcp_destroy_sock` program that flushes a TCP socket at its end, in iterator mode.
@@ -292,7 +294,7 @@ impl Kernel {
             loader.override_global(name, value, true);
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| Error::Load(Box::new(e)))?;
-        let mut programs = Vec::with_capacity(PROGRAMS.len() + 1);
+        let mut programs = Vec::with_capacity(SOCKET_PROGRAMS.len() + PACKET_PROGRAMS.len() + 2);
         // The iterator before any packet program attaches: the mode is fixed from the start.
         let tcp_iter = match offsets {
             None => None,
@@ -401,71 +403,59 @@ impl Kernel {
             path: root.attach.clone(),
             source,
         })?;
-        for name in PROGRAMS {
-            let attached = match attach_one(&mut ebpf, name, &cgroup) {
-                Ok(()) => {
-                    // How close the verifier came to its 1M-instruction limit, for whoever
-                    // changes the programs next.
-                    let verified = ebpf
-                        .program(name)
-                        .and_then(|p| p.info().ok())
-                        .and_then(|i| i.verified_instruction_count());
-                    info!(program = name, cgroup = %root.attach.display(), verified_insns = ?verified, "attached");
-                    true
-                }
-                Err(AttachError::Verifier { error, log_tail }) => {
-                    error!(
-                        program = name,
-                        "program {name} rejected by the verifier: {error}; verifier log tail:\n{log_tail}"
-                    );
-                    false
-                }
-                Err(AttachError::Other(e)) => {
-                    warn!(
-                        program = name,
-                        "program {name} not attached (hook unavailable on this kernel?): {e}"
-                    );
-                    false
-                }
-            };
-            programs.push(ProgramStatus { name, attached });
+        // Socket programs first, then the mode is settled, then the packet programs: no packet
+        // is ever handled in a mode the agent takes back.
+        attach_all(&mut ebpf, &SOCKET_PROGRAMS, &cgroup, root, &mut programs);
+        let attached = |programs: &[ProgramStatus], name| {
+            programs.iter().any(|p| p.name == name && p.attached)
+        };
+        let mut tcp_iter = tcp_iter;
+        if tcp_iter.is_some() && !attached(&programs, SOCK_OPS) {
+            // The iterator counts connections sock_ops saw established; without it, none
+            // would ever be.
+            let why = format!("{SOCK_OPS} is not attached, and the iterator needs it");
+            if options.tcp == TcpAccounting::Iterator {
+                return Err(Error::TcpIter(why));
+            }
+            warn!(program = TCP_ITER, "TCP counted per packet: {why}");
+            for p in programs.iter_mut().filter(|p| p.name == TCP_ITER) {
+                p.attached = false;
+            }
+            tcp_iter = None;
         }
+        let mut settled = cfg;
+        if tcp_iter.is_none() {
+            settled.flags &= !CONFIG_TCP_ITER;
+        } else if attached(&programs, SOCK_RELEASE) {
+            // A batch is flushed by the iterator at each drain and by the release at the end.
+            settled.flags |= CONFIG_UDP_BATCH;
+        } else {
+            warn!(
+                program = SOCK_RELEASE,
+                "UDP counted into the flow maps datagram by datagram (higher overhead, same counts)"
+            );
+        }
+        if settled != cfg {
+            config.set(0, settled, 0).map_err(|source| Error::Map {
+                name: "CONFIG",
+                source,
+            })?;
+        }
+        let cfg = settled;
+        attach_all(&mut ebpf, &PACKET_PROGRAMS, &cgroup, root, &mut programs);
         if !programs.iter().any(|p| p.attached) {
             return Err(Error::NothingAttached);
         }
-        let mut tcp_iter = tcp_iter;
         if let Some(it) = &tcp_iter {
-            if programs.iter().any(|p| p.name == SOCK_OPS && p.attached) {
-                match adopt_preexisting(&mut ebpf, &mut config, cfg, it, &root.attach) {
-                    Ok(cgroups) => info!(
-                        program = TCP_ITER,
-                        cgroups, "TCP connections open before sockscope adopted"
-                    ),
-                    Err(e) => warn!(
-                        program = TCP_ITER,
-                        "TCP connections open before sockscope are not counted: {e}"
-                    ),
-                }
-            } else {
-                // The iterator counts connections sock_ops saw established; without it, none
-                // would ever be.
-                let why = format!("{SOCK_OPS} is not attached, and the iterator needs it");
-                if options.tcp == TcpAccounting::Iterator {
-                    return Err(Error::TcpIter(why));
-                }
-                warn!(program = TCP_ITER, "TCP counted per packet: {why}");
-                let per_packet = Config {
-                    flags: cfg.flags & !CONFIG_TCP_ITER,
-                    ..cfg
-                };
-                config.set(0, per_packet, 0).map_err(|source| Error::Map {
-                    name: "CONFIG",
-                    source,
-                })?;
-                for p in programs.iter_mut().filter(|p| p.name == TCP_ITER) {
-                    p.attached = false;
-                }
-                tcp_iter = None;
+            match adopt_preexisting(&mut ebpf, &mut config, cfg, it, &root.attach) {
+                Ok(cgroups) => info!(
+                    program = TCP_ITER,
+                    cgroups, "TCP connections open before sockscope adopted"
+                ),
+                Err(e) => warn!(
+                    program = TCP_ITER,
+                    "TCP connections open before sockscope are not counted: {e}"
+                ),
             }
         }
         Ok((
@@ -526,8 +516,9 @@ impl Kernel {
     /// Maps stay readable for a final drain.
     pub fn detach(&mut self) {
         for status in &mut self.programs {
-            // Both TCP programs stay: a last sample, and the closes until the final drain.
-            if status.name == TCP_ITER || status.name == TCP_CLOSE {
+            // The iterator, the TCP close and the UDP release stay: a last sample, and the
+            // closes until the final drain.
+            if status.name == TCP_ITER || status.name == TCP_CLOSE || status.name == SOCK_RELEASE {
                 continue;
             }
             if let Some(program) = self.ebpf.program_mut(status.name)
@@ -690,6 +681,45 @@ pub fn attach_to_cgroup(
     cgroup: &File,
 ) -> std::result::Result<(), String> {
     attach_one(ebpf, name, cgroup).map_err(|e| describe(name, e))
+}
+
+/// Attaches each of `names` to `cgroup`, logging and recording each outcome in `programs`.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    names: &[&'static str],
+    cgroup: &File,
+    root: &CgroupRoot,
+    programs: &mut Vec<ProgramStatus>,
+) {
+    for &name in names {
+        let attached = match attach_one(ebpf, name, cgroup) {
+            Ok(()) => {
+                // How close the verifier came to its 1M-instruction limit, for whoever
+                // changes the programs next.
+                let verified = ebpf
+                    .program(name)
+                    .and_then(|p| p.info().ok())
+                    .and_then(|i| i.verified_instruction_count());
+                info!(program = name, cgroup = %root.attach.display(), verified_insns = ?verified, "attached");
+                true
+            }
+            Err(AttachError::Verifier { error, log_tail }) => {
+                error!(
+                    program = name,
+                    "program {name} rejected by the verifier: {error}; verifier log tail:\n{log_tail}"
+                );
+                false
+            }
+            Err(AttachError::Other(e)) => {
+                warn!(
+                    program = name,
+                    "program {name} not attached (hook unavailable on this kernel?): {e}"
+                );
+                false
+            }
+        };
+        programs.push(ProgramStatus { name, attached });
+    }
 }
 
 fn attach_one(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), AttachError> {

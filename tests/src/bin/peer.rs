@@ -9,7 +9,10 @@
 //!   sockscope-peer tcp-server <bind addr> <connections>
 //!   sockscope-peer tcp-client <addr> <connections> <concurrency> <send> <reply> [hold-file [send2 reply2]]
 //!   sockscope-peer udp-server <bind addr> <datagrams> <reply size>
-//!   sockscope-peer udp-client <addr> <datagrams> <size>
+//!   sockscope-peer udp-client <addr> <datagrams> <size> [threads [hold-file datagrams]...]
+//!       threads share one socket, each sends the datagrams (one in flight, waiting for the
+//!       reply); then per hold file: prints `phase sent <n> received <m>`, waits for the file,
+//!       sends that many more
 //!   sockscope-peer udp-spray <count> [size [first]]   one datagram to each of count addresses
 //!   sockscope-peer dns-spray <server addr> <count> <zone> [qtype]   count distinct names (or types)
 //!   sockscope-peer udp-ports <ip> <port>... [first-last]...   one 10-byte datagram to each port
@@ -297,7 +300,8 @@ fn exchange(
 /// A bound UDP server socket (20 s receive timeout), announced with `ready <port>`.
 fn udp_listen(bind: SocketAddr) -> Res<UdpSocket> {
     let s = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))
+    // Long enough for a test to start an agent while its clients hold.
+    s.set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
     say(&format!(
         "ready {}",
@@ -327,6 +331,11 @@ fn udp_client(args: &[String]) -> Res<()> {
     let addr: SocketAddr = arg(args, 0, "address")?;
     let count: usize = arg(args, 1, "datagram count")?;
     let size: usize = arg(args, 2, "size")?;
+    let threads: usize = if args.len() > 3 {
+        arg(args, 3, "threads")?
+    } else {
+        1
+    };
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -337,16 +346,63 @@ fn udp_client(args: &[String]) -> Res<()> {
     let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
+    // One socket shared by every thread (one datagram in flight per thread: nothing is dropped
+    // for lack of buffer space; a thread may take another's reply, the totals are the same).
+    let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..threads.max(1) {
+        let (s, sent, received) = (
+            s.try_clone().map_err(|e| e.to_string())?,
+            sent.clone(),
+            received.clone(),
+        );
+        workers.push(thread::spawn(move || {
+            udp_exchanges(&s, addr, count, size, &sent, &received)
+        }));
+    }
+    for w in workers {
+        w.join().map_err(|_| "client thread panicked")??;
+    }
+    // Later phases, one thread each: after `sent ... received ...` so far, wait for the hold
+    // file, then `count` more datagrams on the same socket.
+    for phase in args.get(4..).unwrap_or_default().chunks(2) {
+        let hold = phase.first().ok_or("missing hold file")?;
+        let more: usize = arg(phase, 1, "datagram count")?;
+        say(&format!(
+            "phase sent {} received {}",
+            sent.load(Ordering::SeqCst),
+            received.load(Ordering::SeqCst)
+        ));
+        while !Path::new(hold).exists() {
+            thread::sleep(Duration::from_millis(20));
+        }
+        udp_exchanges(&s, addr, more, size, &sent, &received)?;
+    }
+    say(&format!(
+        "sent {} received {}",
+        sent.load(Ordering::SeqCst),
+        received.load(Ordering::SeqCst)
+    ));
+    Ok(())
+}
+
+/// `count` datagrams of `size` bytes to `addr`, each followed by one reply.
+fn udp_exchanges(
+    s: &UdpSocket,
+    addr: SocketAddr,
+    count: usize,
+    size: usize,
+    sent: &AtomicU64,
+    received: &AtomicU64,
+) -> Res<()> {
     let out = vec![0x44u8; size];
     let mut buf = vec![0u8; 65536];
-    let (mut sent, mut received) = (0u64, 0u64);
-    // One datagram in flight at a time: nothing is dropped for lack of buffer space.
     for _ in 0..count {
-        sent += s.send_to(&out, addr).map_err(|e| format!("send: {e}"))? as u64;
+        let n = s.send_to(&out, addr).map_err(|e| format!("send: {e}"))?;
+        sent.fetch_add(n as u64, Ordering::SeqCst);
         let (n, _) = s.recv_from(&mut buf).map_err(|e| format!("recv: {e}"))?;
-        received += n as u64;
+        received.fetch_add(n as u64, Ordering::SeqCst);
     }
-    say(&format!("sent {sent} received {received}"));
     Ok(())
 }
 
@@ -493,6 +549,7 @@ fn empty_hooks(args: &[String]) -> Res<()> {
         aya::Ebpf::load(sockscope::ebpf::OBJECT).map_err(|e| format!("load object: {e}"))?;
     for name in [
         "sockscope_empty_sock_create",
+        "sockscope_empty_sock_release",
         "sockscope_empty_sockops",
         "sockscope_empty_egress",
         "sockscope_empty_ingress",
