@@ -312,6 +312,9 @@ fn udp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
         // probing a service); a socket that first receives is serving.
         st.role = if egress { ROLE_CLIENT } else { ROLE_SERVER };
     }
+    if udp::count_fast(ctx, cfg, st, egress) {
+        return;
+    }
     let Some(h) = ip_headers(ctx) else {
         count_event(EVENT_PACKET_UNPARSED);
         return;

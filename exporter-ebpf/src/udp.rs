@@ -22,17 +22,61 @@
 
 use core::intrinsics::{AtomicOrdering::SeqCst, atomic_cxchg};
 
-use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
+use aya_ebpf::{
+    macros::cgroup_sock,
+    programs::{SkBuffContext, SockContext},
+};
 use sockscope_common::{
     CONFIG_UDP_BATCH, Config, EVENT_CLOSE_FLUSH_LOST, FlowKey, FlowStats, PHASE_NEW,
-    PHASE_UDP_SOCKET, PROTO_UDP, SockState, UDP_BATCH_FREE, UDP_BATCH_HELD, UDP_BATCH_RELEASED,
-    counted_proto,
+    PHASE_UDP_SOCKET, PROTO_UDP, ROLE_CLIENT, SockState, UDP_BATCH_FREE, UDP_BATCH_HELD,
+    UDP_BATCH_RELEASED, counted_proto, dns::DNS_PORT,
 };
 
 use crate::{
     flow::{flow_add, key_of},
     maps::{config, count_event, sock_state},
+    packet::udp_linear,
 };
+
+/// The hot path: a datagram to or from the batch's own peer, read by [`udp_linear`], added to
+/// the batch without building its flow key. Returns false (nothing counted) for anything else:
+/// no batching, another peer, the batch taken, no payload, headers that need the full parse,
+/// a DNS server as peer; [`count`] then handles it.
+#[inline(always)]
+pub fn count_fast(ctx: &SkBuffContext, cfg: &Config, st: &mut SockState, egress: bool) -> bool {
+    if cfg.flags & CONFIG_UDP_BATCH == 0 || st.phase != PHASE_UDP_SOCKET {
+        return false;
+    }
+    let Some(p) = udp_linear(ctx, egress) else {
+        return false;
+    };
+    let port = if st.role == ROLE_CLIENT {
+        p.remote_port
+    } else {
+        p.local_port
+    };
+    // To or from a DNS server: the full path parses it (a server's own port 53 is not parsed).
+    if p.payload == 0 || p.remote_port == DNS_PORT || port != st.port {
+        return false;
+    }
+    // SAFETY: `remote_addr` is 16 bytes at a 4-aligned offset of the state (after a u64).
+    let stored = unsafe { core::ptr::read(core::ptr::addr_of!(st.remote_addr).cast::<[u32; 4]>()) };
+    if stored != p.remote || !try_lock(st) {
+        return false;
+    }
+    // The peer again under the lock: a switch may have happened since it was read.
+    let stored = unsafe { core::ptr::read(core::ptr::addr_of!(st.remote_addr).cast::<[u32; 4]>()) };
+    let same = stored == p.remote && st.port == port;
+    if same {
+        if egress {
+            st.udp_sent += p.payload as u64;
+        } else {
+            st.udp_received += p.payload as u64;
+        }
+    }
+    unlock(st);
+    same
+}
 
 /// Counts one datagram's payload (`delta`, to or from the peer in `key`) for socket `st`.
 ///

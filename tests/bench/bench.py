@@ -260,12 +260,12 @@ class _ProgQuery(ctypes.Structure):
 
 
 BPF_PROG_QUERY = 16
-CGROUP_ATTACH_TYPES = {0: "ingress", 1: "egress", 2: "sock_create", 3: "sock_ops"}
+CGROUP_ATTACH_TYPES = {0: "ingress", 1: "egress", 2: "sock_create", 3: "sock_ops", 34: "sock_release"}
 NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "s390x": 351, "ppc64le": 361}.get(os.uname().machine)
 
 
 def cgroup_prog_ids(cg):
-    """[(attach type, program id)] attached to cg itself, by BPF_PROG_QUERY for the four hooks
+    """[(attach type, program id)] attached to cg itself, by BPF_PROG_QUERY for the five hooks
     sockscope uses: exact attach types, whatever bpftool's version calls them."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(cg, os.O_RDONLY | os.O_DIRECTORY)
