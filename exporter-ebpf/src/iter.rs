@@ -32,8 +32,8 @@ use aya_ebpf::{
 };
 use sockscope_common::{
     AF_INET, CONFIG_PROCESS_LABEL, CONFIG_TCP_ADOPT, CONFIG_TCP_ITER, FlowStats, PHASE_ADOPTED,
-    PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED, PHASE_UDP_SOCKET, SOCK_DGRAM, SOCK_STREAM,
-    SockState, v4_mapped,
+    PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED, PHASE_UDP_SOCKET, PROTO_UDP, SOCK_DGRAM,
+    SOCK_STREAM, SockState, v4_mapped,
 };
 
 use crate::{
@@ -72,7 +72,7 @@ static TCP_SOCK_RCV_NXT: u32 = 0;
 static SOCKET_SK: u32 = 0;
 /// Offsets in `struct sock` (its `struct sock_common` first) of what adoption reads: state,
 /// family, local port (`skc_num`, host order), remote port (`skc_dport`, network order), remote
-/// IPv4 and IPv6 address, socket type.
+/// IPv4 and IPv6 address, socket type and protocol.
 #[unsafe(no_mangle)]
 static SK_STATE: u32 = 0;
 #[unsafe(no_mangle)]
@@ -87,6 +87,8 @@ static SK_DADDR: u32 = 0;
 static SK_V6_DADDR: u32 = 0;
 #[unsafe(no_mangle)]
 static SK_TYPE: u32 = 0;
+#[unsafe(no_mangle)]
+static SK_PROTOCOL: u32 = 0;
 /// The owner cgroup: `sk->sk_cgrp_data.cgroup` (`struct cgroup *`), its `kn`
 /// (`struct kernfs_node *`) and that node's `id`, the cgroup id (`cgroup_id()`,
 /// include/linux/cgroup.h).
@@ -250,7 +252,10 @@ fn adopt(cfg: &sockscope_common::Config, sk: *mut c_void, task: *const u8) {
     let skp = sk as *const u8;
     // SAFETY: offsets of fields of `struct sock` in the running kernel (see module docs).
     let (kind, state): (u16, u8) = unsafe { (field(skp, &SK_TYPE), field(skp, &SK_STATE)) };
-    let udp = kind as u32 == SOCK_DGRAM;
+    // SAFETY: as above.
+    let protocol: u16 = unsafe { field(skp, &SK_PROTOCOL) };
+    // Not ICMP "ping" sockets, which are SOCK_DGRAM too.
+    let udp = kind as u32 == SOCK_DGRAM && protocol == PROTO_UDP as u16;
     if !udp
         && (kind as u32 != SOCK_STREAM
             || (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT && state != TCP_LISTEN))

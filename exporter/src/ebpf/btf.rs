@@ -68,6 +68,8 @@ pub struct TcpSockOffsets {
     pub sk_v6_daddr: u32,
     /// `sk_type` (u16) in `struct sock`.
     pub sk_type: u32,
+    /// `sk_protocol` (u16) in `struct sock`.
+    pub sk_protocol: u32,
     /// `sk_cgrp_data.cgroup` (`struct cgroup *`) in `struct sock`.
     pub sk_cgroup: u32,
     /// `kn` (`struct kernfs_node *`) in `struct cgroup`.
@@ -120,6 +122,7 @@ impl TcpSockOffsets {
             sk_daddr: field("sock", &["__sk_common", "skc_daddr"], Kind::Int(4))?,
             sk_v6_daddr: field("sock", &["__sk_common", "skc_v6_daddr"], Kind::Bytes(16))?,
             sk_type: field("sock", &["sk_type"], Kind::Int(2))?,
+            sk_protocol: field("sock", &["sk_protocol"], Kind::Int(2))?,
             sk_cgroup: field("sock", &["sk_cgrp_data", "cgroup"], Kind::Ptr)?,
             cgroup_kn: field("cgroup", &["kn"], Kind::Ptr)?,
             kernfs_node_id: field("kernfs_node", &["id"], Kind::Int(8))?,
@@ -128,7 +131,7 @@ impl TcpSockOffsets {
     }
 
     /// (name of the eBPF object's constant, value) for every offset.
-    pub fn globals(&self) -> [(&'static str, u32); 17] {
+    pub fn globals(&self) -> [(&'static str, u32); 18] {
         [
             ("TCP_SOCK_BYTES_ACKED", self.bytes_acked),
             ("TCP_SOCK_BYTES_RECEIVED", self.bytes_received),
@@ -143,6 +146,7 @@ impl TcpSockOffsets {
             ("SK_DADDR", self.sk_daddr),
             ("SK_V6_DADDR", self.sk_v6_daddr),
             ("SK_TYPE", self.sk_type),
+            ("SK_PROTOCOL", self.sk_protocol),
             ("SK_CGROUP", self.sk_cgroup),
             ("CGROUP_KN", self.cgroup_kn),
             ("KERNFS_NODE_ID", self.kernfs_node_id),
