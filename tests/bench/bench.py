@@ -107,6 +107,9 @@ HOOK_PROGRAM = {
     "egress": "sockscope_egress", "cgroup_inet_egress": "sockscope_egress",
     "ingress": "sockscope_ingress", "cgroup_inet_ingress": "sockscope_ingress",
 }
+# Programs on the traffic's own path that are not cgroup hooks (no empty counterpart): the TCP close
+# tracepoint fires as each socket is destroyed, so its time is the connection's, not the agent's.
+DATA_PATH = PROGRAMS + ["sockscope_tcp_close"]
 # Any other program the agent reports (e.g. an iterator it runs at each drain) is agent-side: its
 # time is the agent's CPU, not the packet path's; it is listed, but not summed per connection.
 # Fallback when bpftool cannot list the cgroup's programs: bpftool program type -> agent name.
@@ -830,7 +833,7 @@ def print_stats(stats):
         print(f"  {title}")
         print(f"    {'program':30} {'sockscope ns':>12} {'runs':>11}   {'empty ns':>9} {'runs':>11}")
         for p in ordered(set(a) | set(e)):
-            name = p if p in PROGRAMS else f"{p} (agent-side)"
+            name = p if p in DATA_PATH else f"{p} (agent-side)"
             print(f"    {name:30} {num(per_run(a.get(p))):>12} {a.get(p, [0, 0])[1]:>11}   "
                   f"{num(per_run(e.get(p))):>9} {e.get(p, [0, 0])[1]:>11}")
     a53, a5353 = combine(agent, ["dns53"]), combine(agent, ["dns5353"])
@@ -858,14 +861,14 @@ def print_per_connection(stats):
         for p in ordered(progs):
             t = progs[p]
             rpc, ns, npc = t[1] / conns, per_run(t), t[0] / conns
-            rows[p] = {"runs_per_conn": rpc, "ns_per_run": ns, "ns_per_conn": npc, "hook": p in PROGRAMS}
-            if p in PROGRAMS:
+            rows[p] = {"runs_per_conn": rpc, "ns_per_run": ns, "ns_per_conn": npc, "hook": p in DATA_PATH}
+            if p in DATA_PATH:
                 total += npc
             else:
                 other += npc
-            if p in PROGRAMS or t[1]:
-                print(f"    {p:30} {rpc:>10.2f} {num(ns):>9} {npc:>10.1f}{'' if p in PROGRAMS else '   (agent-side, at drains)'}")
-        print(f"    {'the four hooks':30} {'':>10} {'':>9} {total:>10.1f}")
+            if p in DATA_PATH or t[1]:
+                print(f"    {p:30} {rpc:>10.2f} {num(ns):>9} {npc:>10.1f}{'' if p in DATA_PATH else '   (agent-side, at drains)'}")
+        print(f"    {'on the connection':30} {'':>10} {'':>9} {total:>10.1f}")
         so = rows.get("sockscope_sockops")
         if so:
             print(f"    sock_ops: {so['runs_per_conn']:.2f} callbacks per connection (both ends) x {num(so['ns_per_run'])} ns "
