@@ -166,6 +166,8 @@ pub struct UdpLinear {
     pub remote_port: u16,
     /// Payload bytes (past the UDP header).
     pub payload: u32,
+    /// Offset of the UDP header from the network header.
+    pub l4_offset: u32,
 }
 
 /// The v4-mapped prefix's third word (bytes `00 00 ff ff`) as a native load gives it.
@@ -225,6 +227,7 @@ pub fn udp_linear(ctx: &SkBuffContext, egress: bool) -> Option<UdpLinear> {
         local_port,
         remote_port,
         payload: ctx.skb.len().saturating_sub(l4 as u32 + 8),
+        l4_offset: l4 as u32,
     })
 }
 

@@ -312,25 +312,44 @@ fn udp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
         // probing a service); a socket that first receives is serving.
         st.role = if egress { ROLE_CLIENT } else { ROLE_SERVER };
     }
-    if udp::count_fast(ctx, cfg, st, egress) {
+    // The hot path, else the full parse; either way the datagram's bytes are counted.
+    let Some((remote_port, l4_offset)) =
+        udp::count_fast(ctx, cfg, st, egress).or_else(|| udp_full(ctx, cfg, st, egress))
+    else {
         return;
+    };
+    if remote_port == DNS_PORT {
+        // To port 53 on egress, from port 53 on ingress: the client side of DNS.
+        dns_packet(ctx, cfg, st.cgroup_id, l4_offset + 8, egress);
     }
+}
+
+/// A datagram's bytes through its headers parsed in full (IPv4 options, IPv6 extension
+/// headers, a first datagram or a new peer): returns its remote port and the offset of its UDP
+/// header, or `None` (counted as unparsed) if the headers cannot be read.
+#[inline(always)]
+fn udp_full(
+    ctx: &SkBuffContext,
+    cfg: &Config,
+    st: &mut SockState,
+    egress: bool,
+) -> Option<(u16, u32)> {
     let Some(h) = ip_headers(ctx) else {
         count_event(EVENT_PACKET_UNPARSED);
-        return;
+        return None;
     };
     if h.proto != PROTO_UDP {
         count_event(EVENT_PACKET_UNPARSED);
-        return;
+        return None;
     }
     let Some((src_port, dst_port)) = ports(ctx, h.l4_offset) else {
         count_event(EVENT_PACKET_UNPARSED);
-        return;
+        return None;
     };
     if ctx.skb.len() < h.l4_offset + 8 {
         // Ports, but not the whole UDP header: no datagram the kernel would deliver.
         count_event(EVENT_PACKET_UNPARSED);
-        return;
+        return None;
     }
     let (remote_addr, local_port, remote_port) = if egress {
         (h.dst_addr, src_port, dst_port)
@@ -363,8 +382,5 @@ fn udp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
     if payload > 0 {
         udp::count(cfg, st, &key, &delta);
     }
-    if remote_port == DNS_PORT {
-        // To port 53 on egress, from port 53 on ingress: the client side of DNS.
-        dns_packet(ctx, cfg, key.cgroup_id, h.l4_offset + 8, egress);
-    }
+    Some((remote_port, h.l4_offset))
 }

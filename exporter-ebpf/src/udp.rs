@@ -29,7 +29,7 @@ use aya_ebpf::{
 use sockscope_common::{
     CONFIG_UDP_BATCH, Config, EVENT_CLOSE_FLUSH_LOST, FlowKey, FlowStats, PHASE_NEW,
     PHASE_UDP_SOCKET, PROTO_UDP, ROLE_CLIENT, SockState, UDP_BATCH_FREE, UDP_BATCH_HELD,
-    UDP_BATCH_RELEASED, counted_proto, dns::DNS_PORT,
+    UDP_BATCH_RELEASED, counted_proto,
 };
 
 use crate::{
@@ -39,30 +39,33 @@ use crate::{
 };
 
 /// The hot path: a datagram to or from the batch's own peer, read by [`udp_linear`], added to
-/// the batch without building its flow key. Returns false (nothing counted) for anything else:
-/// no batching, another peer, the batch taken, no payload, headers that need the full parse,
-/// a DNS server as peer; [`count`] then handles it.
+/// the batch without building its flow key; returns its remote port and the offset of its UDP
+/// header (a DNS client's datagram is then parsed as DNS). `None`, with nothing counted, for
+/// anything else: no batching, another peer, the batch taken, no payload, headers that need
+/// the full parse; [`count`] then handles it.
 #[inline(always)]
-pub fn count_fast(ctx: &SkBuffContext, cfg: &Config, st: &mut SockState, egress: bool) -> bool {
+pub fn count_fast(
+    ctx: &SkBuffContext,
+    cfg: &Config,
+    st: &mut SockState,
+    egress: bool,
+) -> Option<(u16, u32)> {
     if cfg.flags & CONFIG_UDP_BATCH == 0 || st.phase != PHASE_UDP_SOCKET {
-        return false;
+        return None;
     }
-    let Some(p) = udp_linear(ctx, egress) else {
-        return false;
-    };
+    let p = udp_linear(ctx, egress)?;
     let port = if st.role == ROLE_CLIENT {
         p.remote_port
     } else {
         p.local_port
     };
-    // To or from a DNS server: the full path parses it (a server's own port 53 is not parsed).
-    if p.payload == 0 || p.remote_port == DNS_PORT || port != st.port {
-        return false;
+    if p.payload == 0 || port != st.port {
+        return None;
     }
     // SAFETY: `remote_addr` is 16 bytes at a 4-aligned offset of the state (after a u64).
     let stored = unsafe { core::ptr::read(core::ptr::addr_of!(st.remote_addr).cast::<[u32; 4]>()) };
     if stored != p.remote || !try_lock(st) {
-        return false;
+        return None;
     }
     // The peer again under the lock: a switch may have happened since it was read.
     let stored = unsafe { core::ptr::read(core::ptr::addr_of!(st.remote_addr).cast::<[u32; 4]>()) };
@@ -75,7 +78,7 @@ pub fn count_fast(ctx: &SkBuffContext, cfg: &Config, st: &mut SockState, egress:
         }
     }
     unlock(st);
-    same
+    same.then_some((p.remote_port, p.l4_offset))
 }
 
 /// Counts one datagram's payload (`delta`, to or from the peer in `key`) for socket `st`.
