@@ -318,6 +318,7 @@ fn adopt(cfg: &sockscope_common::Config, sk: *mut c_void, task: *const u8) {
 /// process closes it (its bytes, final from the reset on, are counted live until then). One
 /// that never got established (phase CONNECTING) is a failed connect.
 #[btf_tracepoint(function = "tcp_destroy_sock")]
+#[inline(always)]
 pub fn sockscope_tcp_close(ctx: BtfTracePointContext) -> i32 {
     try_close(&ctx);
     0

@@ -235,6 +235,17 @@ pub fn config() -> Config {
     }
 }
 
+/// The agent's `CONFIG_*` bits alone: one load, for fast paths that decide before anything
+/// else is read (0 if the agent has not written its settings yet).
+#[inline(always)]
+pub fn config_flags() -> u32 {
+    match CONFIG.get_ptr(0) {
+        // SAFETY: element 0 of a live array map.
+        Some(c) => unsafe { (*c).flags },
+        None => 0,
+    }
+}
+
 /// Increments one event counter. Atomically: the slot is this CPU's, but a program in process
 /// context (egress from sendmsg) can be interrupted by a softirq's program counting the same
 /// event, and a plain increment would lose one of the two.

@@ -26,6 +26,7 @@ use sockscope_common::{
 use crate::maps::{CGROUP_NETNS, LAST_NETNS, config, sock_state};
 
 #[cgroup_sock(sock_create)]
+#[inline(always)]
 pub fn sockscope_sock_create(ctx: SockContext) -> i32 {
     try_sock_create(&ctx);
     // Always allow: 0 would make socket() fail for every process below the attach point.

@@ -52,6 +52,7 @@ fn cb_flags(cfg: &Config) -> i32 {
 }
 
 #[sock_ops]
+#[inline(always)]
 pub fn sockscope_sockops(ctx: SockOpsContext) -> u32 {
     try_sockops(&ctx);
     // The return value only matters for ops that ask for a reply; 1 means "no opinion".

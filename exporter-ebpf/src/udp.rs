@@ -138,6 +138,7 @@ pub fn flush_live(cfg: &Config, st: &mut SockState) {
 /// made): the socket's last batch. Runs before the socket is unhashed, so a datagram may still
 /// reach cgroup_skb on another CPU; it finds the batch released and counts directly.
 #[cgroup_sock(sock_release)]
+#[inline(always)]
 pub fn sockscope_sock_release(ctx: SockContext) -> i32 {
     try_release(&ctx);
     // Always allow (1 is "allow"; the kernel ignores what a release program returns).

@@ -30,8 +30,8 @@ then, with kernel.bpf_stats_enabled=1, stats passes (following --only), each a d
 time and runs per program (read before and after the pass, so passes don't mix), for the agent
 (its /metrics) and for the empty hooks (the cgroup's programs by BPF_PROG_QUERY, their
 run_time_ns/run_cnt from `bpftool prog show`):
-  - kernel ns per invocation: TCP (veth1 + churn), UDP (udp64 at a fixed ~100k packets/s, below
-    saturation so preemption doesn't inflate run times), DNS (dnsperf at a fixed rate to port 53,
+  - kernel ns per invocation: TCP (veth1 + churn, and each alone), UDP (udp64 at a fixed ~100k
+    packets/s, below saturation so preemption doesn't inflate run times), DNS (dnsperf at a fixed rate to port 53,
     and to port 5353 for the UDP accounting alone);
   - per TCP connection (both ends in the measured cgroup), from the churn pass: invocations and
     ns of every program, sock_ops callbacks per connection among them;
@@ -818,6 +818,11 @@ def print_stats(stats):
     agent, empty = stats.get("with", {}), stats.get("empty", {})
     groups = [
         ("TCP: veth1 + churn", ["veth1", "churn"]),
+        # Apart, because they differ by an order of magnitude in what a packet costs: bulk
+        # transfer is data segments and their ACKs (the fast path), churn is mostly handshake
+        # and FIN segments (the full path).
+        ("TCP data segments: veth1 alone (bulk transfer, one stream)", ["veth1"]),
+        ("TCP handshakes and FINs: churn alone (one connection per request)", ["churn"]),
         (f"UDP: udp64 at ~{UDP_STATS_PPS // 1000}k packets/s", ["udp"]),
         (f"DNS: dnsperf at {DNS_STATS_RATE} queries/s to port 53 (every invocation a DNS packet)", ["dns53"]),
         ("DNS: the same packets to port 5353 (UDP byte accounting alone, no DNS parsing)", ["dns5353"]),
