@@ -83,4 +83,10 @@ if ! "$VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "${KUBERNE
   /usr/bin/python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
 fi
+# rotel (PyPI): an OTLP collector independent of sockscope, for the OTLP end-to-end tests.
+ROTEL_VERSION=0.0.1a15
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('rotel') != '${ROTEL_VERSION}')" 2>/dev/null; then
+  log "installing rotel ${ROTEL_VERSION} into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "rotel==${ROTEL_VERSION}"
+fi
 log "ready"

@@ -28,7 +28,9 @@ pub fn sh(cmd: &str, dir: &Path) {
     );
 }
 
-/// A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA.
+/// A CA (`ca.crt`), a server certificate for 127.0.0.1 signed by it (`tls.crt`, `tls.key`), a
+/// client certificate signed by it (`client.crt`, `client.key`), and an unrelated CA
+/// (`other.crt`).
 pub fn pki(name: &str) -> Dir {
     let dir = std::env::temp_dir().join(format!(
         "sockscope-web-{name}-{}-{}",
@@ -45,6 +47,11 @@ pub fn pki(name: &str) -> Dir {
          printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
          openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
            -extfile ext.cnf -out tls.crt 2>/dev/null && \
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+           -subj /CN=sockscope-client -keyout client.key -out client.csr 2>/dev/null && \
+         printf 'extendedKeyUsage=clientAuth\\n' > client.cnf && \
+         openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+           -extfile client.cnf -out client.crt 2>/dev/null && \
          openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
            -subj /CN=other-ca -keyout other.key -out other.crt 2>/dev/null",
         &dir,

@@ -41,6 +41,10 @@ struct Otlp {
     interval: Option<String>,
     timeout: Option<String>,
     temporality: Option<crate::export::otlp::Temporality>,
+    compression: Option<crate::export::otlp::Compression>,
+    certificate: Option<PathBuf>,
+    client_certificate: Option<PathBuf>,
+    client_key: Option<PathBuf>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
 }
@@ -383,6 +387,26 @@ impl File {
             {
                 c.otlp_timeout = Some(key("otlp.timeout", parse_interval(&t))?);
             }
+            if let Some(x) = o.compression
+                && !explicit("otlp_compression")
+            {
+                c.otlp_compression = Some(x);
+            }
+            if let Some(f) = o.certificate
+                && !explicit("otlp_certificate")
+            {
+                c.otlp_certificate = Some(f);
+            }
+            if let Some(f) = o.client_certificate
+                && !explicit("otlp_client_certificate")
+            {
+                c.otlp_client_certificate = Some(f);
+            }
+            if let Some(f) = o.client_key
+                && !explicit("otlp_client_key")
+            {
+                c.otlp_client_key = Some(f);
+            }
             for (k, v) in o.headers {
                 if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
                     return Err(format!("otlp.headers.{k}: not a valid header name"));
@@ -443,6 +467,9 @@ mod tests {
     fn apply(yaml: &str) -> Result<Config, String> {
         let mut c = Config::try_parse_from(["sockscope"]).expect("defaults");
         parse(yaml)?.apply(&mut c, &|_| false)?;
+        // What `--check-config` and the start add: the settings that need files or the OTEL_*
+        // variables.
+        crate::config::check(&c)?;
         Ok(c)
     }
 
@@ -559,8 +586,24 @@ otlp:
                 "otlp.headers.bad header: not a valid header name",
             ),
             (
-                "otlp: {endpoint: http://c:4317, compression: gzip}",
-                "otlp.compression: unknown field `compression`",
+                "otlp: {endpoint: http://c:4317, compression: zstd}",
+                "otlp.compression: unknown variant `zstd`",
+            ),
+            (
+                "otlp: {endpoint: https://c:4318, certificate: /nonexistent/ca.pem}",
+                "OTLP certificate /nonexistent/ca.pem: No such file",
+            ),
+            (
+                "otlp: {endpoint: https://c:4318, certificate: /proc/version}",
+                "OTLP certificate /proc/version: no PEM certificate in it",
+            ),
+            (
+                "otlp: {endpoint: http://c:4318, certificate: /proc/version}",
+                "TLS certificates are set but the endpoint is http://",
+            ),
+            (
+                "otlp: {endpoint: https://c:4318, client_key: /proc/version}",
+                "needs both a client certificate and its key",
             ),
             (
                 "web: {max_requests: 0}",

@@ -225,6 +225,25 @@ pub struct Config {
     #[arg(long, env = "SOCKSCOPE_OTLP_TEMPORALITY", value_enum)]
     pub otlp_temporality: Option<crate::export::otlp::Temporality>,
 
+    /// Compress OTLP request bodies: gzip or none (default: OTEL_EXPORTER_OTLP_COMPRESSION,
+    /// else none).
+    #[arg(long, env = "SOCKSCOPE_OTLP_COMPRESSION", value_enum)]
+    pub otlp_compression: Option<crate::export::otlp::Compression>,
+
+    /// CA certificates (PEM) trusted for an https:// OTLP endpoint, besides the system's roots
+    /// (default: OTEL_EXPORTER_OTLP_CERTIFICATE).
+    #[arg(long, env = "SOCKSCOPE_OTLP_CERTIFICATE")]
+    pub otlp_certificate: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) sockscope presents to an https:// OTLP endpoint (mTLS;
+    /// default: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE).
+    #[arg(long, env = "SOCKSCOPE_OTLP_CLIENT_CERTIFICATE")]
+    pub otlp_client_certificate: Option<PathBuf>,
+
+    /// Private key (PEM) of --otlp-client-certificate (default: OTEL_EXPORTER_OTLP_CLIENT_KEY).
+    #[arg(long, env = "SOCKSCOPE_OTLP_CLIENT_KEY")]
+    pub otlp_client_key: Option<PathBuf>,
+
     /// Extra OTLP request headers (config file `otlp.headers`).
     #[arg(skip)]
     pub otlp_headers: Vec<(String, String)>,
@@ -416,6 +435,12 @@ impl Config {
             timeout: self.otlp_timeout,
             temporality: self.otlp_temporality,
             headers: self.otlp_headers.clone(),
+            compression: self.otlp_compression,
+            tls: crate::export::otlp::TlsFiles {
+                certificate: self.otlp_certificate.clone(),
+                client_certificate: self.otlp_client_certificate.clone(),
+                client_key: self.otlp_client_key.clone(),
+            },
             node_name: self.node(),
             cluster_name: self.cluster_name.clone(),
         }

@@ -7,30 +7,35 @@
 //! fresh totals (cumulative) or the whole gap since the last delivery (delta): memory holds one
 //! request at most, however long the collector is away.
 //!
+//! A collector that answers "retry" with a throttling hint (HTTP `Retry-After`, gRPC
+//! `RetryInfo`) is not sent to again before the hint has passed, within the interval or across
+//! it.
+//!
 //! Settings follow the OTel SDK environment variables (OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT,
-//! _PROTOCOL, _HEADERS, _TIMEOUT, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
-//! OTEL_METRIC_EXPORT_INTERVAL, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES); sockscope's own
-//! flags and config file win over them.
+//! _PROTOCOL, _HEADERS, _TIMEOUT, _COMPRESSION, _CERTIFICATE, _CLIENT_CERTIFICATE, _CLIENT_KEY,
+//! OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, OTEL_METRIC_EXPORT_INTERVAL,
+//! OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES); sockscope's own flags and config file win over
+//! them.
 
 pub mod encode;
 pub mod snapshot;
+pub mod tls;
+pub mod transport;
 
 use std::{
+    path::PathBuf,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use opentelemetry_proto::tonic::{
-    collector::metrics::v1::{
-        ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
-    },
-    common::v1::KeyValue,
-};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
 use tracing::{debug, info, warn};
 
 pub use encode::Temporality;
 use encode::{Encoder, kv};
+pub use tls::{Tls, TlsFiles};
+use transport::{Failure, Transport};
 
 use super::prometheus::Shared;
 
@@ -45,6 +50,17 @@ pub enum Protocol {
     #[value(name = "http/protobuf")]
     #[serde(rename = "http/protobuf")]
     HttpProtobuf,
+}
+
+/// Request body compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Uncompressed bodies.
+    #[default]
+    None,
+    /// gzip (gRPC `grpc-encoding: gzip`, HTTP `Content-Encoding: gzip`).
+    Gzip,
 }
 
 /// Everything the exporter needs, resolved from flags, config and OTEL_* variables.
@@ -64,6 +80,10 @@ pub struct Options {
     pub temporality: Temporality,
     /// Resource attributes.
     pub resource: Vec<(String, String)>,
+    /// Body compression.
+    pub compression: Compression,
+    /// TLS material, for an `https://` endpoint (checked when resolved).
+    pub tls: Option<Tls>,
 }
 
 /// What sockscope's own settings say; `None` leaves the OTEL_* variable or default.
@@ -81,6 +101,11 @@ pub struct Settings {
     pub temporality: Option<Temporality>,
     /// Config file `otlp.headers`.
     pub headers: Vec<(String, String)>,
+    /// --otlp-compression.
+    pub compression: Option<Compression>,
+    /// --otlp-certificate, --otlp-client-certificate, --otlp-client-key (each overrides its
+    /// OTEL_* variable alone).
+    pub tls: TlsFiles,
     /// k8s.node.name.
     pub node_name: Option<String>,
     /// k8s.cluster.name.
@@ -121,6 +146,12 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The signal-specific variable (OTEL_EXPORTER_OTLP_METRICS_<name>), else the general one.
+fn otlp_env(name: &str) -> Option<String> {
+    env(&format!("OTEL_EXPORTER_OTLP_METRICS_{name}"))
+        .or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{name}")))
 }
 
 fn millis(name: &str) -> Result<Option<Duration>, String> {
@@ -169,19 +200,54 @@ impl Options {
         let uri: hyper::Uri = endpoint
             .parse()
             .map_err(|e| format!("OTLP endpoint {endpoint:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
+        let files = TlsFiles {
+            certificate: s
+                .tls
+                .certificate
+                .clone()
+                .or_else(|| otlp_env("CERTIFICATE").map(PathBuf::from)),
+            client_certificate: s
+                .tls
+                .client_certificate
+                .clone()
+                .or_else(|| otlp_env("CLIENT_CERTIFICATE").map(PathBuf::from)),
+            client_key: s
+                .tls
+                .client_key
+                .clone()
+                .or_else(|| otlp_env("CLIENT_KEY").map(PathBuf::from)),
+        };
+        let tls = match uri.scheme_str() {
+            Some("http") if files.any() => {
+                // Certificates named for a plain-text endpoint would be silently unused:
+                // almost certainly an endpoint written with the wrong scheme.
                 return Err(format!(
-                    "OTLP endpoint {endpoint}: https is not supported yet; send to a node-local collector over http"
+                    "OTLP endpoint {endpoint}: TLS certificates are set but the endpoint is http://; write https://"
                 ));
             }
+            Some("http") => None,
+            Some("https") => Some(Tls::load(&files).map_err(|e| e.to_string())?),
             _ => {
                 return Err(format!(
-                    "OTLP endpoint {endpoint:?}: write it like http://collector:4317"
+                    "OTLP endpoint {endpoint:?}: write it like http://collector:4317 or https://collector:4317"
                 ));
             }
-        }
+        };
+        let compression = match s.compression {
+            Some(c) => c,
+            None => match otlp_env("COMPRESSION")
+                .map(|v| v.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                None | Some("none") => Compression::None,
+                Some("gzip") => Compression::Gzip,
+                Some(other) => {
+                    return Err(format!(
+                        "OTEL_EXPORTER_OTLP_COMPRESSION={other}: gzip or none"
+                    ));
+                }
+            },
+        };
         let interval = match s.interval {
             Some(d) => d,
             None => millis("OTEL_METRIC_EXPORT_INTERVAL")?.unwrap_or(Duration::from_secs(60)),
@@ -257,6 +323,8 @@ impl Options {
             headers,
             temporality,
             resource,
+            compression,
+            tls,
         }))
     }
 }
@@ -287,114 +355,6 @@ fn hostname() -> Option<String> {
 // The counters live with the other self-metrics; this exporter counts into them.
 pub use crate::series::agent::{OTLP_FAILURE_REASONS as FAILURE_REASONS, OtlpStats as Stats};
 
-enum Failure {
-    /// Connection refused, reset, 429/502/503/504, gRPC UNAVAILABLE...: worth retrying.
-    Unavailable(String),
-    /// The collector refused the data (4xx, gRPC INVALID_ARGUMENT...): retrying won't help.
-    Rejected(String),
-}
-
-/// Sends requests to one collector.
-enum Transport {
-    Grpc(MetricsServiceClient<tonic::transport::Channel>),
-    Http(
-        hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            http_body_util::Full<bytes::Bytes>,
-        >,
-    ),
-}
-
-impl Transport {
-    fn new(o: &Options) -> Result<Transport, String> {
-        Ok(match o.protocol {
-            Protocol::Grpc => {
-                let channel = tonic::transport::Channel::from_shared(o.endpoint.clone())
-                    .map_err(|e| format!("OTLP endpoint {}: {e}", o.endpoint))?
-                    .connect_timeout(o.timeout)
-                    .timeout(o.timeout)
-                    .connect_lazy();
-                Transport::Grpc(MetricsServiceClient::new(channel))
-            }
-            Protocol::HttpProtobuf => {
-                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-                connector.set_connect_timeout(Some(o.timeout));
-                Transport::Http(
-                    hyper_util::client::legacy::Client::builder(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .build(connector),
-                )
-            }
-        })
-    }
-
-    async fn send(&mut self, o: &Options, req: ExportMetricsServiceRequest) -> Result<(), Failure> {
-        match self {
-            Transport::Grpc(client) => {
-                let mut request = tonic::Request::new(req);
-                for (k, v) in &o.headers {
-                    if let (Ok(k), Ok(v)) = (
-                        tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
-                        v.parse(),
-                    ) {
-                        request.metadata_mut().insert(k, v);
-                    }
-                }
-                match client.export(request).await {
-                    Ok(resp) => {
-                        if let Some(p) = resp.into_inner().partial_success
-                            && p.rejected_data_points > 0
-                        {
-                            warn!(
-                                rejected = p.rejected_data_points,
-                                "OTLP collector rejected some points: {}", p.error_message
-                            );
-                        }
-                        Ok(())
-                    }
-                    Err(s) => match s.code() {
-                        tonic::Code::Unavailable
-                        | tonic::Code::DeadlineExceeded
-                        | tonic::Code::ResourceExhausted
-                        | tonic::Code::Aborted
-                        | tonic::Code::Cancelled
-                        | tonic::Code::Unknown
-                        | tonic::Code::Internal => Err(Failure::Unavailable(s.to_string())),
-                        _ => Err(Failure::Rejected(s.to_string())),
-                    },
-                }
-            }
-            Transport::Http(client) => {
-                let mut b = hyper::Request::post(&o.endpoint)
-                    .header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
-                    .header(
-                        hyper::header::USER_AGENT,
-                        concat!("sockscope/", env!("CARGO_PKG_VERSION")),
-                    );
-                for (k, v) in &o.headers {
-                    b = b.header(k.as_str(), v.as_str());
-                }
-                let body = http_body_util::Full::new(bytes::Bytes::from(req.encode_to_vec()));
-                let request = b.body(body).map_err(|e| Failure::Rejected(e.to_string()))?;
-                match client.request(request).await {
-                    Ok(resp) if resp.status().is_success() => Ok(()),
-                    Ok(resp) => {
-                        let code = resp.status().as_u16();
-                        let msg = format!("HTTP {code}");
-                        if matches!(code, 429 | 502 | 503 | 504) {
-                            Err(Failure::Unavailable(msg))
-                        } else {
-                            Err(Failure::Rejected(msg))
-                        }
-                    }
-                    Err(e) => Err(Failure::Unavailable(e.to_string())),
-                }
-            }
-        }
-    }
-}
-
 fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -410,20 +370,33 @@ pub async fn run(options: Options, shared: Arc<Shared>, stats: Arc<Stats>, start
             return;
         }
     };
-    info!(endpoint = %options.endpoint, protocol = ?options.protocol, interval = ?options.interval, temporality = ?options.temporality, "exporting metrics over OTLP");
+    info!(endpoint = %options.endpoint, protocol = ?options.protocol, interval = ?options.interval, temporality = ?options.temporality, compression = ?options.compression, tls = ?options.tls, "exporting metrics over OTLP");
     let resource: Vec<KeyValue> = options.resource.iter().map(|(k, v)| kv(k, v)).collect();
     let mut encoder = Encoder::new(resource, options.temporality, unix_ns(started));
     let mut ticks = tokio::time::interval(options.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     let mut quiet_since: Option<Instant> = None;
+    // The collector's throttling hint: nothing is sent before it.
+    let mut not_before: Option<Instant> = None;
     loop {
         ticks.tick().await;
         let tick = Instant::now();
+        if let Some(t) = not_before {
+            if tick < t {
+                debug!(
+                    "OTLP export skipped: the collector asked to wait {:?} more",
+                    t - tick
+                );
+                continue;
+            }
+            not_before = None;
+        }
         let exposition = shared.current();
         let families = snapshot::parse(&exposition.prometheus);
         let mut backoff = Duration::from_secs(1);
         loop {
+            let mut retry_after: Option<Duration> = None;
             let mut pending = encoder.encode(&families, unix_ns(SystemTime::now()));
             let request = std::mem::take(&mut pending.request);
             let size = request.encoded_len() as u64;
@@ -445,7 +418,10 @@ pub async fn run(options: Options, shared: Arc<Shared>, stats: Arc<Stats>, start
                     }
                     break;
                 }
-                Ok(Err(Failure::Unavailable(e))) => (0, e),
+                Ok(Err(Failure::Unavailable(e, after))) => {
+                    retry_after = after;
+                    (0, e)
+                }
                 Err(_) => (1, format!("no answer within {:?}", options.timeout)),
                 Ok(Err(Failure::Rejected(e))) => (2, e),
             };
@@ -457,11 +433,16 @@ pub async fn run(options: Options, shared: Arc<Shared>, stats: Arc<Stats>, start
             } else {
                 debug!("OTLP export failed again: {}", reason.1);
             }
-            // Rejections are not retried; others until the next export is due.
-            if reason.0 == 2 || tick.elapsed() + backoff >= options.interval {
+            // Rejections are not retried; others until the next export is due, no sooner than
+            // the collector's hint says.
+            let wait = retry_after.map_or(backoff, |a| a.max(backoff));
+            if reason.0 == 2 || tick.elapsed() + wait >= options.interval {
+                if let Some(a) = retry_after {
+                    not_before = Some(Instant::now() + a);
+                }
                 break;
             }
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(options.interval);
         }
     }
