@@ -4,3 +4,6 @@ pub mod format;
 pub mod otlp;
 pub mod prometheus;
 pub mod web;
+
+#[cfg(test)]
+mod golden;

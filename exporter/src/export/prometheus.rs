@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use axum::{
     Router,
     extract::State,
@@ -25,7 +26,8 @@ use super::format::{
 
 /// State shared between the drain loop and the HTTP handlers.
 pub struct Shared {
-    exposition: RwLock<Arc<Exposition>>,
+    /// Published by the drain, read by every scrape and export without a lock.
+    exposition: ArcSwap<Exposition>,
     ready: AtomicBool,
     started: Instant,
     /// When the last drain completed, in ms since `started` (0: none yet).
@@ -69,7 +71,7 @@ impl Shared {
     /// `first_grace + stale_after` after start, before the first one).
     pub fn new(stale_after: Duration, first_grace: Duration) -> Self {
         Shared {
-            exposition: RwLock::default(),
+            exposition: ArcSwap::default(),
             ready: AtomicBool::new(false),
             started: Instant::now(),
             last_drain_ms: AtomicU64::new(0),
@@ -128,11 +130,7 @@ impl Shared {
     }
     /// Publishes a new exposition.
     pub fn publish(&self, exposition: Exposition) {
-        let new = Arc::new(exposition);
-        match self.exposition.write() {
-            Ok(mut guard) => *guard = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
-        }
+        self.exposition.store(Arc::new(exposition));
     }
 
     /// Marks the agent ready (programs attached, first drain done) or not.
@@ -142,10 +140,7 @@ impl Shared {
 
     /// The exposition of the last drain.
     pub fn current(&self) -> Arc<Exposition> {
-        match self.exposition.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.exposition.load_full()
     }
 }
 
