@@ -137,11 +137,12 @@ pub fn start(config: &Config) -> Result<Started> {
     if config.keep_capabilities {
         info!("keeping every capability (--keep-capabilities)");
     } else {
-        let before = privileges::effective().unwrap_or(0);
-        let reduced = privileges::reduce_to(1 << privileges::CAP_DAC_READ_SEARCH)?;
+        let before = privileges::effective().unwrap_or_default();
+        let reduced = privileges::reduce_to(privileges::KEEP)?;
+        let dropped: caps::CapsHashSet = before.difference(&reduced.effective).copied().collect();
         info!(
-            dropped = ?privileges::names(before & !reduced.effective),
-            kept = ?privileges::names(reduced.effective),
+            dropped = ?privileges::names(&dropped),
+            kept = ?privileges::names(&reduced.effective),
             "programs attached: capabilities dropped"
         );
         if let Some(e) = reduced.bounding {

@@ -9,113 +9,57 @@
 //! Capabilities are per thread, so this runs on the main thread before any other exists;
 //! threads started later inherit the reduced sets.
 
+use caps::{CapSet, Capability, CapsHashSet};
+
 use crate::error::{Error, Result};
 
-/// CAP_DAC_READ_SEARCH (include/uapi/linux/capability.h).
-pub const CAP_DAC_READ_SEARCH: u32 = 2;
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+/// What stays after the programs are attached: `open_by_handle_at()` on cgroup ids.
+pub const KEEP: &[Capability] = &[Capability::CAP_DAC_READ_SEARCH];
 
-#[repr(C)]
-struct Header {
-    version: u32,
-    pid: libc::c_int,
+fn err(what: &str, e: caps::errors::CapsError) -> Error {
+    Error::Privileges(format!("{what}: {e}"))
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Data {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-fn get() -> std::io::Result<[Data; 2]> {
-    let mut header = Header {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: header and two data words as capget(2) expects for version 3.
-    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(data)
-}
-
-/// The effective set as a bit mask.
-pub fn effective() -> std::io::Result<u64> {
-    let d = get()?;
-    Ok(u64::from(d[0].effective) | (u64::from(d[1].effective) << 32))
+/// The calling thread's effective set.
+pub fn effective() -> Result<CapsHashSet> {
+    caps::read(None, CapSet::Effective).map_err(|e| err("capget", e))
 }
 
 /// What [`reduce_to`] achieved.
 #[derive(Debug)]
 pub struct Reduced {
-    /// The new effective mask.
-    pub effective: u64,
+    /// The new effective set.
+    pub effective: CapsHashSet,
     /// Why capabilities stayed in the bounding set, if they did (EPERM without CAP_SETPCAP):
     /// the other sets are reduced either way, and without them an execve could not regain
     /// any (no_new_privs is set too).
-    pub bounding: Option<std::io::Error>,
+    pub bounding: Option<String>,
 }
 
 /// Reduces the calling thread's effective, permitted and inheritable sets to `keep` (only
 /// capabilities it has), clears the ambient set, and drops the rest from the bounding set
 /// where allowed (needs CAP_SETPCAP).
-pub fn reduce_to(keep: u64) -> Result<Reduced> {
-    let err = |what: &str, e: std::io::Error| Error::Privileges(format!("{what}: {e}"));
-    let have = effective().map_err(|e| err("capget", e))?;
-    let keep = keep & have;
-    // Bounding set first: dropping from it needs CAP_SETPCAP, which goes below.
+pub fn reduce_to(keep: &[Capability]) -> Result<Reduced> {
+    let have = effective()?;
+    let keep: CapsHashSet = keep.iter().copied().filter(|c| have.contains(c)).collect();
+    // Bounding set first: dropping from it needs CAP_SETPCAP, which goes below. Only what this
+    // kernel knows: PR_CAPBSET_DROP refuses the rest.
     let mut bounding = None;
-    for cap in 0..64u32 {
-        if keep & (1 << cap) == 0 {
-            // SAFETY: prctl with integer arguments.
-            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-            if r != 0 {
-                let e = std::io::Error::last_os_error();
-                // EINVAL: past the last capability this kernel knows.
-                if e.raw_os_error() == Some(libc::EINVAL) {
-                    break;
-                }
-                bounding.get_or_insert(e);
-            }
+    for cap in caps::runtime::thread_all_supported() {
+        if !keep.contains(&cap)
+            && let Err(e) = caps::drop(None, CapSet::Bounding, cap)
+        {
+            bounding.get_or_insert(e.to_string());
         }
     }
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    let mut header = Header {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let data = [
-        Data {
-            effective: keep as u32,
-            permitted: keep as u32,
-            inheritable: 0,
-        },
-        Data {
-            effective: (keep >> 32) as u32,
-            permitted: (keep >> 32) as u32,
-            inheritable: 0,
-        },
-    ];
-    // SAFETY: header and two data words as capset(2) expects for version 3.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
-    if r != 0 {
-        return Err(err("capset", std::io::Error::last_os_error()));
-    }
+    // Kernels before 4.3 have no ambient set: nothing to clear there.
+    let _ = caps::clear(None, CapSet::Ambient);
+    // Effective before permitted: the effective set must stay within the permitted one.
+    caps::set(None, CapSet::Effective, &keep).map_err(|e| err("capset", e))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(|e| err("capset", e))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| err("capset", e))?;
     Ok(Reduced {
-        effective: effective().map_err(|e| err("capget", e))?,
+        effective: effective()?,
         bounding,
     })
 }
@@ -141,54 +85,15 @@ pub fn has_no_new_privs() -> bool {
     unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1 }
 }
 
-/// Names of the capabilities in a mask, for the log.
-pub fn names(mask: u64) -> Vec<&'static str> {
-    const NAMES: [&str; 41] = [
-        "chown",
-        "dac_override",
-        "dac_read_search",
-        "fowner",
-        "fsetid",
-        "kill",
-        "setgid",
-        "setuid",
-        "setpcap",
-        "linux_immutable",
-        "net_bind_service",
-        "net_broadcast",
-        "net_admin",
-        "net_raw",
-        "ipc_lock",
-        "ipc_owner",
-        "sys_module",
-        "sys_rawio",
-        "sys_chroot",
-        "sys_ptrace",
-        "sys_pacct",
-        "sys_admin",
-        "sys_boot",
-        "sys_nice",
-        "sys_resource",
-        "sys_time",
-        "sys_tty_config",
-        "mknod",
-        "lease",
-        "audit_write",
-        "audit_control",
-        "setfcap",
-        "mac_override",
-        "mac_admin",
-        "syslog",
-        "wake_alarm",
-        "block_suspend",
-        "audit_read",
-        "perfmon",
-        "bpf",
-        "checkpoint_restore",
-    ];
-    (0..64)
-        .filter(|b| mask & (1u64 << b) != 0)
-        .map(|b| NAMES.get(b).copied().unwrap_or("unknown"))
+/// Names of the capabilities in a set, in the kernel's order, for the log (`net_admin`, ...).
+pub fn names(set: &CapsHashSet) -> Vec<String> {
+    let mut caps: Vec<Capability> = set.iter().copied().collect();
+    caps.sort_by_key(|c| c.index());
+    caps.iter()
+        .map(|c| {
+            let name = c.to_string().to_ascii_lowercase();
+            name.strip_prefix("cap_").unwrap_or(&name).to_string()
+        })
         .collect()
 }
 
@@ -197,12 +102,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_of_masks() {
-        assert_eq!(
-            names((1 << 12) | (1 << 38) | (1 << 39)),
-            ["net_admin", "perfmon", "bpf"]
-        );
-        assert!(names(0).is_empty());
+    fn names_in_kernel_order() {
+        let set = CapsHashSet::from([
+            Capability::CAP_BPF,
+            Capability::CAP_NET_ADMIN,
+            Capability::CAP_PERFMON,
+        ]);
+        assert_eq!(names(&set), ["net_admin", "perfmon", "bpf"]);
+        assert!(names(&CapsHashSet::new()).is_empty());
     }
 
     #[test]
@@ -210,17 +117,35 @@ mod tests {
         // On a thread of its own: capabilities are per thread, the test runner's stay.
         std::thread::spawn(|| {
             let before = effective().expect("capget");
-            let after = reduce_to(1 << CAP_DAC_READ_SEARCH)
-                .expect("capset")
-                .effective;
-            assert_eq!(after, before & (1 << CAP_DAC_READ_SEARCH));
+            let reduced = reduce_to(KEEP).expect("capset");
+            let after = reduced.effective;
+            let want: CapsHashSet = KEEP
+                .iter()
+                .copied()
+                .filter(|c| before.contains(c))
+                .collect();
+            assert_eq!(after, want);
             no_new_privs().expect("no_new_privs");
             assert!(has_no_new_privs());
+            // What the kernel itself reports for the thread.
+            let mask: u64 = after.iter().map(|c| c.bitmask()).sum();
             let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
             assert!(
-                status.contains(&format!("CapEff:\t{after:016x}")),
+                status.contains(&format!("CapEff:\t{mask:016x}")),
                 "{status}"
             );
+            assert!(
+                status.contains(&format!("CapPrm:\t{mask:016x}")),
+                "{status}"
+            );
+            assert!(status.contains("CapInh:\t0000000000000000"), "{status}");
+            assert!(status.contains("CapAmb:\t0000000000000000"), "{status}");
+            if reduced.bounding.is_none() {
+                assert!(
+                    status.contains(&format!("CapBnd:\t{mask:016x}")),
+                    "{status}"
+                );
+            }
         })
         .join()
         .expect("thread");
