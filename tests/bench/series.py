@@ -36,6 +36,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--series", type=int, default=50000)
     ap.add_argument("--otlp", choices=["grpc", "http"], help="also export over OTLP to a local receiver every 2 s")
+    ap.add_argument("--otlp-gzip", action="store_true", help="with --otlp: gzip the requests (prints their size on the wire)")
     args = ap.parse_args()
     tag = f"ssrs{os.getpid() % 10000}"
     cg = os.path.join(cgroup2(), f"sockscope-bench-series-{os.getpid()}")
@@ -50,11 +51,20 @@ def main():
         receiver = subprocess.Popen([os.path.join(BIN, "sockscope-peer"), "otlp-receiver", args.otlp, "127.0.0.1:0"],
                                     stdout=subprocess.PIPE, text=True)
         rport = receiver.stdout.readline().split()[1]
-        # Drain what it prints so it never blocks on a full pipe.
+        # Drain what it prints so it never blocks on a full pipe; keep the size of the last
+        # request as it arrived (HTTP: the body on the wire, compressed or not).
         import threading
-        threading.Thread(target=lambda: [None for _ in receiver.stdout], daemon=True).start()
+        wire = {}
+
+        def drain_receiver():
+            for line in receiver.stdout:
+                if line.startswith("request "):
+                    wire["bytes"] = int(line.split()[1])
+        threading.Thread(target=drain_receiver, daemon=True).start()
         extra = ["--otlp-endpoint", f"http://127.0.0.1:{rport}", "--otlp-protocol",
                  "grpc" if args.otlp == "grpc" else "http/protobuf", "--otlp-interval", "2s"]
+        if args.otlp_gzip:
+            extra += ["--otlp-compression", "gzip"]
     agent = subprocess.Popen([os.path.join(BIN, "sockscope"), "--listen-address", f"127.0.0.1:{port}",
                               "--cgroup-root", cg, "--label-remote-ip", "--interval", "1s",
                               # One workload, 50,000 peers: every one its own series.
@@ -105,7 +115,8 @@ def main():
             durations.sort()
             print(f"OTLP {args.otlp} export (send and wait for the receiver's answer): "
                   f"median {durations[len(durations) // 2] * 1e3:.1f} ms, max {durations[-1] * 1e3:.1f} ms, "
-                  f"{size / 1024:.0f} KiB per request")
+                  f"{size / 1024:.0f} KiB per request"
+                  + (f" ({wire['bytes'] / 1024:.0f} KiB on the wire, gzip)" if args.otlp_gzip and args.otlp == "http" and "bytes" in wire else ""))
     finally:
         agent.terminate()
         agent.wait()
