@@ -76,18 +76,19 @@ fn a_dns_answer_thread_panic_ends_the_process() {
 
 #[test]
 fn a_kubernetes_watch_panic_ends_the_process() {
-    let env = sockscope_tests::kube::Env::new("fault-watch-panic", PEER);
+    let env = sockscope_tests::fake_cluster::Env::new("fault-watch-panic", PEER);
     let file = trigger("watch-panic");
     let arg = format!("watch-panic={}", file.display());
     let mut agent = env.agent(&["--fault", &arg]);
     // The watches wake on their next event: make one.
     let t0 = Instant::now();
     std::fs::write(&file, b"").expect("trigger");
-    env.api.apply(sockscope_tests::kubeapi::objects::node(
-        "another-node",
-        &sockscope_tests::kubeapi::objects::uid(990),
-        "192.0.2.99",
-    ));
+    env.api
+        .apply(sockscope_tests::fake_apiserver::objects::node(
+            "another-node",
+            &sockscope_tests::fake_apiserver::objects::uid(990),
+            "192.0.2.99",
+        ));
     let st = wait_timeout(&mut agent.child, Duration::from_secs(20))
         .unwrap_or_else(|| panic!("still running; log:\n{}", agent.log_text()));
     let _ = std::fs::remove_file(&file);

@@ -10,7 +10,7 @@ use std::{
 
 use sockscope_tests::{
     Metrics,
-    kube::{CLUSTER_IP, Env, NODE, NODE_IP, Pod, with},
+    fake_cluster::{CLUSTER_IP, Env, NODE, NODE_IP, Pod, with},
     peer_cmd,
 };
 
@@ -540,7 +540,7 @@ fn peak_rss(pid: u32) -> u64 {
 /// API behaves, the watches list and are up again.
 #[test]
 fn misbehaving_api_is_an_error_not_a_hang() {
-    use sockscope_tests::kubeapi::Misbehaviour;
+    use sockscope_tests::fake_apiserver::Misbehaviour;
     let env = Env::new("k8s-misbehave", PEER);
     env.api.misbehave(Misbehaviour::Hang);
     let agent = env.agent(&["--kubernetes-timeout", "2s"]);

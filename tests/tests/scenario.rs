@@ -14,9 +14,8 @@ use serde_json::Value;
 use sockscope_tests::{
     Agent, TestCgroup,
     dns::DnsServer,
-    free_port, http_get,
-    kube::{Env, Pod},
-    peer_cmd, urlencode,
+    fake_cluster::{Env, Pod},
+    free_port, http_get, peer_cmd, urlencode,
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");

@@ -786,7 +786,7 @@ fn dns_junk_server(args: &[String]) -> Res<()> {
 /// <kubeconfig>`, then takes commands on stdin: `add <n>` / `del <n>` a pod `churn-<n>` on
 /// node `bench-node` (namespace `churn`, container `app` with id `<n as 16 hex digits> x4`).
 fn kube_api(args: &[String]) -> Res<()> {
-    use sockscope_tests::kubeapi::{KubeApi, objects};
+    use sockscope_tests::fake_apiserver::{KubeApi, objects};
     let pods: u64 = arg(args, 0, "pods")?;
     let services: u64 = arg(args, 1, "services")?;
     let nodes: u64 = arg(args, 2, "nodes")?;

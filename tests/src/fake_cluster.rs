@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::{
     Agent, NetPair, Proc, TestCgroup,
-    kubeapi::{KubeApi, objects},
+    fake_apiserver::{KubeApi, objects},
     peer_cmd,
 };
 
