@@ -147,15 +147,23 @@ fn read_exports(
 
 /// Sum over points of `metric` whose attributes include every `want` pair.
 fn point_sum(e: &Export, metric: &str, want: &[(&str, &str)]) -> f64 {
-    e.points
-        .iter()
+    sum_matching(e.points.iter().map(|(k, (v, ..))| (k, *v)), metric, want)
+}
+
+/// Sum over `(metric, "k=v;...")` points of `metric` whose attributes include every `want` pair.
+fn sum_matching<'a>(
+    points: impl Iterator<Item = (&'a (String, String), f64)>,
+    metric: &str,
+    want: &[(&str, &str)],
+) -> f64 {
+    points
         .filter(|((m, attrs), _)| {
             m == metric
                 && want
                     .iter()
                     .all(|(k, v)| attrs.split(';').any(|kv| kv == format!("{k}={v}")))
         })
-        .map(|(_, (v, ..))| *v)
+        .map(|(_, v)| v)
         .sum()
 }
 
@@ -742,16 +750,7 @@ impl Rotel {
 
     fn sum(&self, metric: &str, want: &[(&str, &str)]) -> f64 {
         let points = self.points.lock().expect("lock");
-        points
-            .iter()
-            .filter(|((m, attrs), _)| {
-                m == metric
-                    && want
-                        .iter()
-                        .all(|(k, v)| attrs.split(';').any(|kv| kv == format!("{k}={v}")))
-            })
-            .map(|(_, v)| *v)
-            .sum()
+        sum_matching(points.iter().map(|(k, v)| (k, *v)), metric, want)
     }
 }
 

@@ -184,22 +184,14 @@ impl Options {
         let uri: hyper::Uri = endpoint
             .parse()
             .map_err(|e| format!("OTLP endpoint {endpoint:?}: {e}"))?;
+        // Each of sockscope's settings overrides its own OTEL_* variable alone.
+        let file = |own: &Option<PathBuf>, var: &str| {
+            own.clone().or_else(|| otlp_env(var).map(PathBuf::from))
+        };
         let files = TlsFiles {
-            certificate: s
-                .tls
-                .certificate
-                .clone()
-                .or_else(|| otlp_env("CERTIFICATE").map(PathBuf::from)),
-            client_certificate: s
-                .tls
-                .client_certificate
-                .clone()
-                .or_else(|| otlp_env("CLIENT_CERTIFICATE").map(PathBuf::from)),
-            client_key: s
-                .tls
-                .client_key
-                .clone()
-                .or_else(|| otlp_env("CLIENT_KEY").map(PathBuf::from)),
+            certificate: file(&s.tls.certificate, "CERTIFICATE"),
+            client_certificate: file(&s.tls.client_certificate, "CLIENT_CERTIFICATE"),
+            client_key: file(&s.tls.client_key, "CLIENT_KEY"),
         };
         let tls = match uri.scheme_str() {
             Some("http") if files.any() => {
