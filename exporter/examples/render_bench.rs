@@ -1,20 +1,23 @@
-//! Benchmark of the export path (prints figures; not a test): rendering /metrics (OpenMetrics
-//! and Prometheus text, as each drain does) at 1k, 10k and 50k flow series, and building one
-//! OTLP request (parse + convert + protobuf encode) at 10k.
+//! Benchmark of the export path (prints figures; not a test) at 1k, 10k and 50k flow series:
+//! taking the snapshot a drain publishes, rendering it as Prometheus text and as OpenMetrics
+//! (each on the first scrape of that format after a drain), and at 10k building one OTLP
+//! request (convert + protobuf encode).
 //!
 //! cargo run --release -p sockscope --example render_bench [-- 1000 10000 50000]
 
 use std::time::{Duration, Instant};
 
-use prometheus_client::registry::Registry;
 use prost::Message;
 use sockscope::{
     export::{
-        format::render,
-        otlp::{Temporality, encode::Encoder, snapshot},
+        otlp::{Temporality, encode::Encoder},
+        text,
     },
     identity::{Identity, hosts::HostCache},
-    series::{Budgets, budget::Overflow, expiry::Expiry, flows::FlowMetrics, labels::LabelOptions},
+    series::{
+        Budgets, budget::Overflow, expiry::Expiry, flows::FlowMetrics, labels::LabelOptions,
+        registry::Registry,
+    },
 };
 use sockscope_common::{FlowKey, FlowStats, PROTO_TCP, ROLE_CLIENT, v4_mapped};
 
@@ -83,42 +86,40 @@ fn main() {
             &mut Expiry::new(Duration::from_secs(300)),
         );
         let reps = if n > 20_000 { 30 } else { 100 };
-        let mut times = Vec::with_capacity(reps);
-        let mut exposition = render(&registry);
-        for _ in 0..reps {
-            let t = Instant::now();
-            exposition = render(&registry);
-            times.push(t.elapsed());
-        }
-        times.sort();
-        let series = exposition
-            .prometheus
-            .lines()
-            .filter(|l| l.starts_with("sockscope_tcp_"))
-            .count();
+        let measure = |f: &mut dyn FnMut()| {
+            let mut times: Vec<Duration> = (0..reps)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .collect();
+            times.sort();
+            (
+                percentile(&times, 0.5).as_secs_f64() * 1e3,
+                percentile(&times, 0.99).as_secs_f64() * 1e3,
+            )
+        };
+        let mut snapshot = registry.snapshot();
+        let (s50, s99) = measure(&mut || snapshot = registry.snapshot());
+        let series = snapshot.len();
+        let (mut prom, mut om) = (String::new(), String::new());
+        let (p50, p99) = measure(&mut || prom = text::prometheus(&snapshot));
+        let (o50, o99) = measure(&mut || om = text::openmetrics(&snapshot));
         println!(
-            "render {series:6} series: p50 {:7.2} ms  p99 {:7.2} ms  Prometheus text {:6} KiB, OpenMetrics {:6} KiB",
-            percentile(&times, 0.5).as_secs_f64() * 1e3,
-            percentile(&times, 0.99).as_secs_f64() * 1e3,
-            exposition.prometheus.len() / 1024,
-            exposition.openmetrics.len() / 1024,
+            "{series:6} series: snapshot p50 {s50:6.2} ms p99 {s99:6.2} ms | Prometheus text p50 {p50:6.2} ms p99 {p99:6.2} ms ({} KiB) | OpenMetrics p50 {o50:6.2} ms p99 {o99:6.2} ms ({} KiB)",
+            prom.len() / 1024,
+            om.len() / 1024,
         );
         if n == 10_000 {
             let encoder = Encoder::new(Vec::new(), Temporality::Cumulative, 1);
-            let mut times = Vec::new();
             let mut bytes = 0;
-            for _ in 0..50 {
-                let t = Instant::now();
-                let families = snapshot::parse(&exposition.prometheus);
-                let pending = encoder.encode(&families, 2);
+            let (b50, b99) = measure(&mut || {
+                let pending = encoder.encode(&snapshot, 2);
                 bytes = pending.request.encode_to_vec().len();
-                times.push(t.elapsed());
-            }
-            times.sort();
+            });
             println!(
-                "OTLP request {series:6} series: p50 {:7.2} ms  p99 {:7.2} ms  protobuf {} KiB (parse + convert + encode; sending is on top)",
-                percentile(&times, 0.5).as_secs_f64() * 1e3,
-                percentile(&times, 0.99).as_secs_f64() * 1e3,
+                "OTLP request {series:6} series: p50 {b50:6.2} ms p99 {b99:6.2} ms, protobuf {} KiB (from the snapshot: convert + encode; sending is on top)",
                 bytes / 1024
             );
         }

@@ -20,9 +20,9 @@ use crate::{
     ebpf::{Kernel, KernelOptions, MapSizes, preflight, privileges},
     error::{Error, Result},
     export::{
-        format::render,
         otlp,
         prometheus::{Heartbeat, Shared, router},
+        text::Exposition,
         web::{self, WebOptions},
     },
     fault::{self, Fault},
@@ -261,7 +261,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
                 source,
             })?;
     }
-    shared.publish(render(&series.registry));
+    shared.publish(Exposition::new(series.registry.snapshot()));
 
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let mut identity = Identity::new(
@@ -446,8 +446,7 @@ fn drain_loop(
         labelling.fold(&mut series, &batch);
         series.agent.record_drain(&batch, start.elapsed());
         series.agent.record_run_stats(&kernel.run_stats());
-        series.agent.record_otlp();
-        shared.publish(render(&series.registry));
+        shared.publish(Exposition::new(series.registry.snapshot()));
         shared.drained();
         shared.set_ready(kernel.programs.iter().any(|p| p.attached));
     }
@@ -464,7 +463,7 @@ fn drain_loop(
     let batch = drainer.drain_all();
     labelling.fold(&mut series, &batch);
     series.agent.record_drain(&batch, start.elapsed());
-    shared.publish(render(&series.registry));
+    shared.publish(Exposition::new(series.registry.snapshot()));
     info!(
         flows = batch.flows.len(),
         dns = batch.dns.len(),

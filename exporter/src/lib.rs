@@ -16,6 +16,7 @@ pub mod fault;
 pub mod identity;
 pub mod kubernetes;
 pub mod report;
+pub mod schema;
 pub mod series;
 
 pub use error::{Error, Result};

@@ -95,8 +95,8 @@ fn kube_objects_regressions() {
 fn text_parsers_regressions() {
     for (_, data) in inputs("text_parsers") {
         if let Ok(text) = std::str::from_utf8(&data) {
-            let _ = sockscope::export::otlp::snapshot::parse(text);
-            let _ = sockscope::export::format::to_prometheus_text(text);
+            let line = sockscope::export::text::one_label_line(text);
+            assert_eq!(line.lines().count(), 1, "{line:?}");
             let _ = sockscope::export::otlp::pairs(text);
             let _ = sockscope::ebpf::preflight::cgroup2_mounts(text);
         }

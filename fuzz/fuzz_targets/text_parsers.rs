@@ -1,5 +1,6 @@
-//! Every other text sockscope reads from outside: the exposition text the OTLP exporter
-//! converts, the Accept and Authorization headers, OTEL_* pairs, /proc files, durations and
+//! Every other text sockscope reads from outside, or writes from outside values: a label
+//! value rendered into the exposition (it must stay on its one line), the Accept and
+//! Authorization headers, OTEL_* pairs, /proc files, durations and
 //! sizes from flags. No panic.
 #![no_main]
 
@@ -9,10 +10,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let families = sockscope::export::otlp::snapshot::parse(text);
-    let _ = families.len();
-    let _ = sockscope::export::format::to_prometheus_text(text);
-    let _ = sockscope::export::format::wants_openmetrics(Some(text));
+    let rendered = sockscope::export::text::one_label_line(text);
+    assert_eq!(rendered.lines().count(), 1, "{rendered:?}");
+    let _ = sockscope::export::text::wants_openmetrics(Some(text));
     let _ = sockscope::export::web::basic_credentials(text);
     for (k, v) in sockscope::export::otlp::pairs(text) {
         assert!(!k.contains(','), "{k:?}");

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{Config, KubernetesMode, parse_expiry, parse_interval, parse_ttl};
-use crate::series::FAMILY_LABELS;
+use crate::schema;
 
 /// The file's shape. Every key is optional; absent keys leave the flag or default in place.
 #[derive(Debug, Default, Deserialize)]
@@ -416,12 +416,14 @@ impl File {
         }
         if let Some(metrics) = self.metrics {
             for (name, m) in metrics {
-                let Some((_, labels)) = FAMILY_LABELS.iter().find(|(n, _)| *n == name) else {
+                let Some(labels) = schema::droppable()
+                    .find(|f| f.exposed() == name)
+                    .map(|f| f.labels)
+                else {
                     return Err(format!(
                         "metrics.{name}: no such metric (metrics with labels: {})",
-                        FAMILY_LABELS
-                            .iter()
-                            .map(|(n, _)| *n)
+                        schema::droppable()
+                            .map(|f| f.exposed())
                             .collect::<Vec<_>>()
                             .join(", ")
                     ));

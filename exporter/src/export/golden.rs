@@ -20,8 +20,8 @@ use sockscope_common::{
 };
 
 use super::{
-    format,
-    otlp::{Temporality, encode::Encoder, encode::kv, snapshot},
+    otlp::{Temporality, encode::Encoder, encode::kv},
+    text,
 };
 use crate::{
     drain::Batch,
@@ -318,16 +318,21 @@ fn expositions_match_golden_files() {
     series.fold(&b, &mut identity);
     // A second drain: counters add up, nothing new appears.
     series.fold(&b, &mut identity);
-    let exposition = format::render(&series.registry);
-    golden("exposition.prom", &canonical_text(&exposition.prometheus));
-    golden("exposition.om", &canonical_text(&exposition.openmetrics));
-    let families = snapshot::parse(&exposition.prometheus);
+    let snapshot = series.registry.snapshot();
+    golden(
+        "exposition.prom",
+        &canonical_text(&text::prometheus(&snapshot)),
+    );
+    golden(
+        "exposition.om",
+        &canonical_text(&text::openmetrics(&snapshot)),
+    );
     let start = 1_700_000_000_000_000_000;
     let encoder = Encoder::new(
         vec![kv("service.name", "sockscope")],
         Temporality::Cumulative,
         start,
     );
-    let request = encoder.encode(&families, start + 5_000_000_000).request;
+    let request = encoder.encode(&snapshot, start + 5_000_000_000).request;
     golden("otlp-request.txt", &canonical_request(request));
 }

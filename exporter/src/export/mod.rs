@@ -1,8 +1,8 @@
 //! Exposition of the series: Prometheus/OpenMetrics over HTTP.
 
-pub mod format;
 pub mod otlp;
 pub mod prometheus;
+pub mod text;
 pub mod web;
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use axum::{
     routing::get,
 };
 
-use super::format::{
+use super::text::{
     Exposition, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, wants_openmetrics,
 };
 
@@ -167,9 +167,9 @@ struct Text {
 impl AsRef<[u8]> for Text {
     fn as_ref(&self) -> &[u8] {
         if self.openmetrics {
-            self.exposition.openmetrics.as_bytes()
+            self.exposition.openmetrics().as_bytes()
         } else {
-            self.exposition.prometheus.as_bytes()
+            self.exposition.prometheus().as_bytes()
         }
     }
 }
@@ -182,8 +182,26 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     } else {
         PROMETHEUS_CONTENT_TYPE
     };
+    let mut exposition = shared.current();
+    if !exposition.rendered(openmetrics) {
+        // The first scrape after a drain renders that format (milliseconds at 10k series):
+        // on a blocking thread, so the server's workers keep answering.
+        exposition = match tokio::task::spawn_blocking(move || {
+            if openmetrics {
+                exposition.openmetrics();
+            } else {
+                exposition.prometheus();
+            }
+            exposition
+        })
+        .await
+        {
+            Ok(e) => e,
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+    }
     let body = bytes::Bytes::from_owner(Text {
-        exposition: shared.current(),
+        exposition,
         openmetrics,
     });
     ([(header::CONTENT_TYPE, content_type)], body).into_response()

@@ -1,54 +1,47 @@
 //! sockscope's own health: build, programs, maps, lost events, drain duration.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::Registry,
-};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use sockscope_common::{
     EVENTS, EventKind, FLOW_MAP_NAMES, FLOW_OVERFLOW_NAMES,
     dns::{DNS_MAP_NAMES, DNS_OVERFLOW_NAMES, DNS_PENDING_MAP},
 };
 use std::sync::atomic::AtomicU64;
 
-use crate::{drain::Batch, ebpf::ProgramRunStats};
+use super::{
+    histogram::Histogram,
+    registry::{Collector, Family, Registry},
+    snapshot::{NoLabels, Point, Value, label_set},
+};
+use crate::{drain::Batch, ebpf::ProgramRunStats, schema};
 
-pub const BUILD_INFO: &str = "sockscope_build_info";
-pub const BPF_PROGRAM_ATTACHED: &str = "sockscope_bpf_program_attached";
-pub const BPF_PROGRAM_RUN_SECONDS: &str = "sockscope_bpf_program_run_seconds";
-pub const BPF_PROGRAM_RUNS: &str = "sockscope_bpf_program_runs";
-pub const BPF_MAP_ENTRIES: &str = "sockscope_bpf_map_entries";
-pub const BPF_MAP_CAPACITY: &str = "sockscope_bpf_map_capacity";
-pub const EVENTS_LOST: &str = "sockscope_events_lost";
-pub const EVENTS_FOLDED: &str = "sockscope_events_folded";
-pub const DRAIN_MEMBARRIER_FALLBACKS: &str = "sockscope_drain_membarrier_fallbacks";
-pub const LAST_DRAIN_TIMESTAMP: &str = "sockscope_last_drain_timestamp_seconds";
-pub const DRAIN_INTERVAL: &str = "sockscope_drain_interval_seconds";
-pub const DRAIN_DURATION: &str = "sockscope_drain_duration_seconds";
-pub const DRAIN_ERRORS: &str = "sockscope_drain_errors";
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct BuildLabels {
     version: String,
     arch: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct ProgramLabels {
     program: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct MapLabels {
     map: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct SourceLabels {
     source: String,
 }
+
+label_set!(BuildLabels { version, arch });
+label_set!(ProgramLabels { program });
+label_set!(MapLabels { map });
+label_set!(SourceLabels { source });
+label_set!(ReasonLabels { reason });
 
 /// Self-metrics.
 pub struct AgentMetrics {
@@ -66,26 +59,12 @@ pub struct AgentMetrics {
     last_drain: Gauge<f64, AtomicU64>,
     interval: Gauge<f64, AtomicU64>,
     web: WebCounters,
-    otlp: Option<OtlpMetrics>,
 }
 
-/// `sockscope_otlp_*`, when OTLP export is on.
-struct OtlpMetrics {
-    stats: std::sync::Arc<OtlpStats>,
-    exports: Counter,
-    exports_seen: u64,
-    failures: Family<ReasonLabels, Counter>,
-    failures_seen: [u64; 3],
-    duration: Gauge<f64, AtomicU64>,
-    bytes: Gauge,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct ReasonLabels {
     reason: String,
 }
-
-pub const WEB_REFUSED: &str = "sockscope_web_refused";
 
 /// `sockscope_web_refused_total{reason}`, shared with the HTTP server, which counts into it.
 #[derive(Clone, Default)]
@@ -129,11 +108,6 @@ pub struct OtlpStats {
 /// `reason` label values of `sockscope_otlp_export_failures_total`.
 pub const OTLP_FAILURE_REASONS: [&str; 3] = ["unavailable", "timeout", "rejected"];
 
-pub const OTLP_EXPORTS: &str = "sockscope_otlp_exports";
-pub const OTLP_EXPORT_FAILURES: &str = "sockscope_otlp_export_failures";
-pub const OTLP_LAST_EXPORT_DURATION: &str = "sockscope_otlp_last_export_duration_seconds";
-pub const OTLP_LAST_EXPORT_BYTES: &str = "sockscope_otlp_last_export_bytes";
-
 impl AgentMetrics {
     /// Registers the families; build info is set once here.
     pub fn register(registry: &mut Registry) -> Self {
@@ -144,7 +118,7 @@ impl AgentMetrics {
                 arch: std::env::consts::ARCH.to_string(),
             })
             .set(1);
-        registry.register(BUILD_INFO, "sockscope build; always 1", build);
+        registry.register(&schema::BUILD_INFO, build);
         let m = AgentMetrics {
             attached: Family::default(),
             run_seconds: Family::default(),
@@ -158,82 +132,32 @@ impl AgentMetrics {
             last_drain: Gauge::default(),
             interval: Gauge::default(),
             web: WebCounters::default(),
-            drain_duration: Histogram::new([
+            drain_duration: Histogram::new(&[
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
             drain_errors: Counter::default(),
-            otlp: None,
         };
+        registry.register(&schema::BPF_PROGRAM_ATTACHED, m.attached.clone());
+        registry.register(&schema::BPF_PROGRAM_RUN_SECONDS, m.run_seconds.clone());
+        registry.register(&schema::BPF_PROGRAM_RUNS, m.runs.clone());
+        registry.register(&schema::BPF_MAP_ENTRIES, m.map_entries.clone());
+        registry.register(&schema::BPF_MAP_CAPACITY, m.map_capacity.clone());
+        registry.register(&schema::EVENTS_LOST, m.events_lost.clone());
+        registry.register(&schema::EVENTS_FOLDED, m.events_folded.clone());
         registry.register(
-            BPF_PROGRAM_ATTACHED,
-            "1 if the eBPF program is attached, 0 if loading or attaching it failed",
-            m.attached.clone(),
-        );
-        registry.register(
-            BPF_PROGRAM_RUN_SECONDS,
-            "Time spent in the eBPF program (counts only while kernel.bpf_stats_enabled=1)",
-            m.run_seconds.clone(),
-        );
-        registry.register(
-            BPF_PROGRAM_RUNS,
-            "Invocations of the eBPF program (counts only while kernel.bpf_stats_enabled=1)",
-            m.runs.clone(),
-        );
-        registry.register(
-            BPF_MAP_ENTRIES,
-            "Entries in the eBPF map at the last drain",
-            m.map_entries.clone(),
-        );
-        registry.register(
-            BPF_MAP_CAPACITY,
-            "Maximum entries of the eBPF map",
-            m.map_capacity.clone(),
-        );
-        registry.register(
-            EVENTS_LOST,
-            "Events the kernel side could not record (their counts are missing), by source",
-            m.events_lost.clone(),
-        );
-        registry.register(
-            EVENTS_FOLDED,
-            "Kernel updates whose counts were kept without their peer (remote_class=\"~overflow\") or, past the overflow map, without their owner (workload=\"~overflow\"), by source",
-            m.events_folded.clone(),
-        );
-        registry.register(
-            DRAIN_MEMBARRIER_FALLBACKS,
-            "Drains that could not wait for the eBPF programs with membarrier(2) and paused 50ms instead",
+            &schema::DRAIN_MEMBARRIER_FALLBACKS,
             m.membarrier_fallbacks.clone(),
         );
-        registry.register(
-            WEB_REFUSED,
-            "HTTP requests and connections the endpoint refused: connections (over --web-max-connections), requests (over --web-max-requests), logins (bcrypt verifications busy), unauthorized, timeout (a response not taken within --web-timeout, cut)",
-            m.web.refused.clone(),
-        );
+        registry.register(&schema::WEB_REFUSED, m.web.refused.clone());
         for reason in WEB_REFUSALS {
             let _ = m.web.refused.get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
             });
         }
-        registry.register(
-            DRAIN_INTERVAL,
-            "The configured time between drains (--interval)",
-            m.interval.clone(),
-        );
-        registry.register(
-            LAST_DRAIN_TIMESTAMP,
-            "Unix time at which the last drain completed",
-            m.last_drain.clone(),
-        );
-        registry.register(
-            DRAIN_DURATION,
-            "Time to drain the kernel maps and fold the deltas",
-            m.drain_duration.clone(),
-        );
-        registry.register(
-            DRAIN_ERRORS,
-            "Map entries that could not be read or deleted while draining",
-            m.drain_errors.clone(),
-        );
+        registry.register(&schema::DRAIN_INTERVAL, m.interval.clone());
+        registry.register(&schema::LAST_DRAIN_TIMESTAMP, m.last_drain.clone());
+        registry.register(&schema::DRAIN_DURATION, m.drain_duration.clone());
+        registry.register(&schema::DRAIN_ERRORS, m.drain_errors.clone());
         for (kind, name) in EVENTS {
             // Present from the start so alerts on increase() see the zero.
             let labels = SourceLabels {
@@ -278,64 +202,52 @@ impl AgentMetrics {
             .set(i64::from(capacity));
     }
 
-    /// Registers the OTLP export families, fed from `stats` at each drain.
-    pub fn enable_otlp(&mut self, registry: &mut Registry, stats: std::sync::Arc<OtlpStats>) {
-        let m = OtlpMetrics {
-            stats,
-            exports: Counter::default(),
-            exports_seen: 0,
-            failures: Family::default(),
-            failures_seen: [0; 3],
-            duration: Gauge::default(),
-            bytes: Gauge::default(),
-        };
-        registry.register(
-            OTLP_EXPORTS,
-            "OTLP export requests the collector accepted",
-            m.exports.clone(),
-        );
-        registry.register(
-            OTLP_EXPORT_FAILURES,
-            "Failed OTLP export attempts: unavailable (connection failed, 429/502/503/504, gRPC UNAVAILABLE; retried with backoff), timeout, rejected (not retried)",
-            m.failures.clone(),
-        );
-        for reason in OTLP_FAILURE_REASONS {
-            let _ = m.failures.get_or_create(&ReasonLabels {
-                reason: reason.to_string(),
-            });
-        }
-        registry.register(
-            OTLP_LAST_EXPORT_DURATION,
-            "Duration of the last successful OTLP export",
-            m.duration.clone(),
-        );
-        registry.register(
-            OTLP_LAST_EXPORT_BYTES,
-            "Size of the last OTLP export request",
-            m.bytes.clone(),
-        );
-        self.otlp = Some(m);
-    }
-
-    /// Publishes the OTLP exporter's counts (cumulative there, deltas here).
-    pub fn record_otlp(&mut self) {
+    /// Registers the OTLP export families, read from the exporter's `stats` whenever a
+    /// snapshot is taken.
+    pub fn enable_otlp(&mut self, registry: &mut Registry, stats: Arc<OtlpStats>) {
         use std::sync::atomic::Ordering::Relaxed;
-        let Some(m) = &mut self.otlp else { return };
-        let exports = m.stats.exports.load(Relaxed);
-        m.exports.inc_by(exports.saturating_sub(m.exports_seen));
-        m.exports_seen = exports;
-        for (i, reason) in OTLP_FAILURE_REASONS.iter().enumerate() {
-            let n = m.stats.failures[i].load(Relaxed);
-            m.failures
-                .get_or_create(&ReasonLabels {
-                    reason: (*reason).to_string(),
-                })
-                .inc_by(n.saturating_sub(m.failures_seen[i]));
-            m.failures_seen[i] = n;
-        }
-        m.duration
-            .set(m.stats.last_duration_us.load(Relaxed) as f64 / 1e6);
-        m.bytes.set(m.stats.last_bytes.load(Relaxed) as i64);
+        let single = |value| Point {
+            labels: Arc::new(NoLabels),
+            value,
+        };
+        let s = stats.clone();
+        registry.register(
+            &schema::OTLP_EXPORTS,
+            Collector(move |out: &mut Vec<Point>| {
+                out.push(single(Value::Counter(s.exports.load(Relaxed))))
+            }),
+        );
+        let s = stats.clone();
+        registry.register(
+            &schema::OTLP_EXPORT_FAILURES,
+            Collector(move |out: &mut Vec<Point>| {
+                for (i, reason) in OTLP_FAILURE_REASONS.iter().enumerate() {
+                    out.push(Point {
+                        labels: Arc::new(ReasonLabels {
+                            reason: (*reason).to_string(),
+                        }),
+                        value: Value::Counter(s.failures[i].load(Relaxed)),
+                    });
+                }
+            }),
+        );
+        let s = stats.clone();
+        registry.register(
+            &schema::OTLP_LAST_EXPORT_DURATION,
+            Collector(move |out: &mut Vec<Point>| {
+                let us = s.last_duration_us.load(Relaxed);
+                out.push(single(Value::GaugeF64(us as f64 / 1e6)))
+            }),
+        );
+        registry.register(
+            &schema::OTLP_LAST_EXPORT_BYTES,
+            Collector(move |out: &mut Vec<Point>| {
+                let bytes = stats.last_bytes.load(Relaxed);
+                out.push(single(Value::Gauge(
+                    i64::try_from(bytes).unwrap_or(i64::MAX),
+                )))
+            }),
+        );
     }
 
     /// Records what one drain did.

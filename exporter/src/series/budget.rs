@@ -4,22 +4,23 @@
 
 use std::collections::{HashMap, HashSet};
 
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family},
-};
+use prometheus_client::metrics::counter::Counter;
+
+use super::{registry::Family, snapshot::label_set};
 
 /// Label value that stands for every value beyond the budget.
 pub const OTHER: &str = "~other";
 
 /// Label set of the overflow counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct OverflowLabels {
     /// The metric family whose label was folded (with `_total` for counters).
     pub metric: String,
     /// The label that was folded.
     pub label: String,
 }
+
+label_set!(OverflowLabels { metric, label });
 
 /// Counter of samples that went to [`OTHER`], shared by every family.
 pub type Overflow = Family<OverflowLabels, Counter>;

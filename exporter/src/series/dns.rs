@@ -2,11 +2,7 @@
 
 use std::{collections::HashMap, sync::atomic::Ordering};
 
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use sockscope_common::dns::{
     DNS_ERR_NAMES, DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT,
     DNS_NO_LATENCY, DnsKey, DnsStats,
@@ -19,6 +15,8 @@ use super::{
     expiry::{Expiry, Members},
     histogram::KernelHistogram,
     labels::{LocalLabels, OVERFLOW, node_overflow_local},
+    registry::{Family, Registry},
+    snapshot::label_set,
 };
 use crate::{
     dns::{
@@ -26,44 +24,38 @@ use crate::{
         name::{qtype_name, rcode_name},
     },
     identity::Identity,
+    schema,
 };
 
-pub const DNS_QUERIES: &str = "sockscope_dns_queries";
-pub const DNS_RESPONSES: &str = "sockscope_dns_responses";
-pub const DNS_LATENCY: &str = "sockscope_dns_latency_seconds";
-pub const DNS_TIMEOUTS: &str = "sockscope_dns_timeouts";
-pub const DNS_PARSE_ERRORS: &str = "sockscope_dns_parse_errors";
-pub const DNS_ANSWERS: &str = "sockscope_dns_answers";
-pub const DNS_HOST_CACHE_ENTRIES: &str = "sockscope_dns_host_cache_entries";
-pub const DNS_HOST_CACHE_EVICTIONS: &str = "sockscope_dns_host_cache_evictions";
+const DNS_QUERIES: &str = schema::DNS_QUERIES.name;
+const DNS_RESPONSES: &str = schema::DNS_RESPONSES.name;
+const DNS_LATENCY: &str = schema::DNS_LATENCY.name;
+const DNS_TIMEOUTS: &str = schema::DNS_TIMEOUTS.name;
+const DNS_PARSE_ERRORS: &str = schema::DNS_PARSE_ERRORS.name;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct QueryLabels {
-    #[prometheus(flatten)]
     local: LocalLabels,
     qname: String,
     qtype: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct ResponseLabels {
-    #[prometheus(flatten)]
     local: LocalLabels,
     qname: String,
     qtype: String,
     rcode: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct LatencyLabels {
-    #[prometheus(flatten)]
     local: LocalLabels,
     rcode: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct ErrorLabels {
-    #[prometheus(flatten)]
     local: LocalLabels,
     reason: String,
 }
@@ -90,6 +82,12 @@ macro_rules! droppable {
     };
 }
 
+label_set!(QueryLabels { [local] qname, qtype });
+label_set!(ResponseLabels { [local] qname, qtype, rcode });
+label_set!(LatencyLabels { [local] rcode });
+label_set!(ErrorLabels { [local] reason });
+label_set!(ResultLabels { result });
+
 droppable!(QueryLabels { qname, qtype });
 droppable!(ResponseLabels {
     qname,
@@ -108,7 +106,7 @@ fn exported<L: Droppable + std::hash::Hash + Eq>(
     family: &str,
     labels: L,
     owner: (u64, Option<u128>),
-) -> L {
+) -> std::sync::Arc<L> {
     // Cloned only when this family drops something.
     let out = if drops.applies_to(family) {
         let out = drops.apply(family, &labels).into_owned();
@@ -119,11 +117,10 @@ fn exported<L: Droppable + std::hash::Hash + Eq>(
     } else {
         labels
     };
-    members.note(out.local(), &out);
-    out
+    members.note(out.local(), &out)
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct ResultLabels {
     result: String,
 }
@@ -180,46 +177,14 @@ impl DnsMetrics {
             members: DnsMembers::default(),
             drops: Drops::default(),
         };
-        registry.register(
-            DNS_QUERIES,
-            "DNS queries sent over UDP to port 53, by question name and type",
-            m.queries.clone(),
-        );
-        registry.register(
-            DNS_RESPONSES,
-            "DNS responses received over UDP from port 53, by question name, type and response code",
-            m.responses.clone(),
-        );
-        registry.register(
-            DNS_LATENCY,
-            "Time from a DNS query leaving the socket to its response arriving, measured in the kernel",
-            m.latency.clone(),
-        );
-        registry.register(
-            DNS_TIMEOUTS,
-            "DNS queries that got no response within the DNS timeout",
-            m.timeouts.clone(),
-        );
-        registry.register(
-            DNS_PARSE_ERRORS,
-            "Packets to or from port 53 that are not a parseable single-question DNS message, by reason",
-            m.parse_errors.clone(),
-        );
-        registry.register(
-            DNS_ANSWERS,
-            "DNS responses with answers, by what became of them: cached (named addresses), no_addresses, undecodable, no_namespace, name_too_long (refused), unmatched (no pending query of the socket asked it: never forwarded, names nothing)",
-            m.answers.clone(),
-        );
-        registry.register(
-            DNS_HOST_CACHE_ENTRIES,
-            "(network namespace, IP) entries in the hostname cache",
-            m.cache_entries.clone(),
-        );
-        registry.register(
-            DNS_HOST_CACHE_EVICTIONS,
-            "Hostname cache entries evicted to make room for newer ones",
-            m.cache_evictions.clone(),
-        );
+        registry.register(&schema::DNS_QUERIES, m.queries.clone());
+        registry.register(&schema::DNS_RESPONSES, m.responses.clone());
+        registry.register(&schema::DNS_LATENCY, m.latency.clone());
+        registry.register(&schema::DNS_TIMEOUTS, m.timeouts.clone());
+        registry.register(&schema::DNS_PARSE_ERRORS, m.parse_errors.clone());
+        registry.register(&schema::DNS_ANSWERS, m.answers.clone());
+        registry.register(&schema::DNS_HOST_CACHE_ENTRIES, m.cache_entries.clone());
+        registry.register(&schema::DNS_HOST_CACHE_EVICTIONS, m.cache_evictions.clone());
         m
     }
 
@@ -264,7 +229,9 @@ impl DnsMetrics {
                         labels,
                         owner,
                     );
-                    self.queries.get_or_create(&labels).inc_by(stats.count);
+                    self.queries
+                        .get_or_create_shared(&labels)
+                        .inc_by(stats.count);
                 }
                 DNS_KIND_RESPONSE => {
                     let rcode = rcode_name(key.code).to_string();
@@ -281,7 +248,7 @@ impl DnsMetrics {
                             labels,
                             owner,
                         );
-                        self.latency.get_or_create(&labels).add(
+                        self.latency.get_or_create_shared(&labels).add(
                             key.bucket as usize,
                             stats.count,
                             stats.sum_ns,
@@ -302,7 +269,9 @@ impl DnsMetrics {
                         labels,
                         owner,
                     );
-                    self.responses.get_or_create(&labels).inc_by(stats.count);
+                    self.responses
+                        .get_or_create_shared(&labels)
+                        .inc_by(stats.count);
                 }
                 DNS_KIND_TIMEOUT => self.timeout(local, key, qnames, stats.count, expiry, owner),
                 DNS_KIND_ERROR => {
@@ -322,7 +291,9 @@ impl DnsMetrics {
                         labels,
                         owner,
                     );
-                    self.parse_errors.get_or_create(&labels).inc_by(stats.count);
+                    self.parse_errors
+                        .get_or_create_shared(&labels)
+                        .inc_by(stats.count);
                 }
                 _ => {}
             }
@@ -388,23 +359,23 @@ impl DnsMetrics {
             labels,
             owner,
         );
-        self.timeouts.get_or_create(&labels).inc_by(n);
+        self.timeouts.get_or_create_shared(&labels).inc_by(n);
     }
 
     /// Removes every series of an expired owner; returns how many went.
     pub fn remove(&mut self, local: &LocalLabels) -> usize {
         let mut n = 0;
         for l in self.members.queries.take(local) {
-            n += usize::from(self.queries.remove(&l)) + usize::from(self.timeouts.remove(&l));
+            n += usize::from(self.queries.remove(&*l)) + usize::from(self.timeouts.remove(&*l));
         }
         for l in self.members.responses.take(local) {
-            n += usize::from(self.responses.remove(&l));
+            n += usize::from(self.responses.remove(&*l));
         }
         for l in self.members.latency.take(local) {
-            n += usize::from(self.latency.remove(&l));
+            n += usize::from(self.latency.remove(&*l));
         }
         for l in self.members.errors.take(local) {
-            n += usize::from(self.parse_errors.remove(&l));
+            n += usize::from(self.parse_errors.remove(&*l));
         }
         n
     }
@@ -460,7 +431,6 @@ impl DnsMetrics {
 mod tests {
     use std::time::Duration;
 
-    use prometheus_client::encoding::text::encode;
     use sockscope_common::dns::name_hash;
 
     use super::*;
@@ -490,7 +460,7 @@ mod tests {
             },
             overflow.clone(),
         );
-        registry.register("sockscope_series_overflow", "x", overflow);
+        registry.register(&crate::schema::SERIES_OVERFLOW, overflow);
         let mut id = Identity::new(
             "/nonexistent".into(),
             "/nonexistent".into(),
@@ -528,7 +498,7 @@ mod tests {
             &mut Expiry::new(Duration::from_secs(60)),
         );
         let mut out = String::new();
-        encode(&mut out, &registry).expect("encode");
+        out.push_str(&crate::export::text::openmetrics(&registry.snapshot()));
         let has = |s: &str| assert!(out.contains(s), "{s} missing in\n{out}");
         has(
             r#"sockscope_dns_queries_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A"} 3"#,

@@ -6,49 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::labels::{FlowLabels, LocalLabels};
 
-const LOCAL: [&str; 5] = ["namespace", "workload", "workload_kind", "pod", "container"];
-const FLOW: [&str; 13] = [
-    "namespace",
-    "workload",
-    "workload_kind",
-    "pod",
-    "container",
-    "remote_namespace",
-    "remote_workload",
-    "remote_host",
-    "remote_class",
-    "port",
-    "role",
-    "process",
-    "remote_ip",
-];
-const DNS_QUERY: [&str; 7] = [
-    LOCAL[0], LOCAL[1], LOCAL[2], LOCAL[3], LOCAL[4], "qname", "qtype",
-];
-const DNS_RESPONSE: [&str; 8] = [
-    LOCAL[0], LOCAL[1], LOCAL[2], LOCAL[3], LOCAL[4], "qname", "qtype", "rcode",
-];
-const DNS_LATENCY: [&str; 6] = [LOCAL[0], LOCAL[1], LOCAL[2], LOCAL[3], LOCAL[4], "rcode"];
-const DNS_ERROR: [&str; 6] = [LOCAL[0], LOCAL[1], LOCAL[2], LOCAL[3], LOCAL[4], "reason"];
-
-/// Every family whose labels can be dropped, as exposed (counters with `_total`), and its
-/// labels.
-pub const FAMILY_LABELS: [(&str, &[&str]); 13] = [
-    ("sockscope_tcp_sent_bytes_total", &FLOW),
-    ("sockscope_tcp_received_bytes_total", &FLOW),
-    ("sockscope_tcp_connections_opened_total", &FLOW),
-    ("sockscope_tcp_connections_closed_total", &FLOW),
-    ("sockscope_tcp_connect_failures_total", &FLOW),
-    ("sockscope_tcp_retransmits_total", &FLOW),
-    ("sockscope_udp_sent_bytes_total", &FLOW),
-    ("sockscope_udp_received_bytes_total", &FLOW),
-    ("sockscope_dns_queries_total", &DNS_QUERY),
-    ("sockscope_dns_responses_total", &DNS_RESPONSE),
-    ("sockscope_dns_latency_seconds", &DNS_LATENCY),
-    ("sockscope_dns_timeouts_total", &DNS_QUERY),
-    ("sockscope_dns_parse_errors_total", &DNS_ERROR),
-];
-
 /// A label set some of whose labels can be emptied by name.
 pub trait Droppable: Clone {
     /// Empties label `name` (unknown names are ignored: validated at start).
@@ -175,7 +132,7 @@ mod tests {
             std::borrow::Cow::Borrowed(_)
         ));
         {
-            for l in FLOW {
+            for l in crate::schema::FLOW_LABELS {
                 // Every advertised label is droppable.
                 let mut f = labels_with_all();
                 f.drop_label(l);

@@ -5,16 +5,18 @@
 use std::{
     collections::{HashMap, HashSet},
     hash::Hash,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use super::labels::LocalLabels;
 use crate::identity::Identity;
 
-/// The label sets each local owner has in some families, so its series can be removed.
+/// The label sets each local owner has in some families, so its series can be removed. It
+/// holds the one shared copy of each label set: the families point at the same one.
 #[derive(Debug)]
 pub struct Members<L> {
-    by_local: HashMap<LocalLabels, HashSet<L>>,
+    by_local: HashMap<LocalLabels, HashSet<Arc<L>>>,
 }
 
 impl<L> Default for Members<L> {
@@ -26,23 +28,24 @@ impl<L> Default for Members<L> {
 }
 
 impl<L: Hash + Eq + Clone> Members<L> {
-    /// Records that `labels` (owned by `local`) exist.
-    pub fn note(&mut self, local: &LocalLabels, labels: &L) {
-        match self.by_local.get_mut(local) {
-            Some(set) => {
-                if !set.contains(labels) {
-                    set.insert(labels.clone());
-                }
-            }
+    /// Records that `labels` (owned by `local`) exist; returns the shared copy.
+    pub fn note(&mut self, local: &LocalLabels, labels: &L) -> Arc<L> {
+        let set = match self.by_local.get_mut(local) {
+            Some(set) => set,
+            None => self.by_local.entry(local.clone()).or_default(),
+        };
+        match set.get(labels) {
+            Some(shared) => shared.clone(),
             None => {
-                self.by_local
-                    .insert(local.clone(), HashSet::from([labels.clone()]));
+                let shared = Arc::new(labels.clone());
+                set.insert(shared.clone());
+                shared
             }
         }
     }
 
     /// Takes every label set of `local`.
-    pub fn take(&mut self, local: &LocalLabels) -> HashSet<L> {
+    pub fn take(&mut self, local: &LocalLabels) -> HashSet<Arc<L>> {
         self.by_local.remove(local).unwrap_or_default()
     }
 

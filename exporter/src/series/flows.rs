@@ -5,10 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use prometheus_client::{
-    metrics::{counter::Counter, family::Family},
-    registry::Registry,
-};
+use prometheus_client::metrics::counter::Counter;
 use sockscope_common::{FlowKey, FlowStats, OverflowKey, PROTO_TCP, PROTO_UDP, ROLE_SERVER};
 
 use super::{
@@ -19,17 +16,15 @@ use super::{
     labels::{
         FlowLabels, LabelOptions, LocalLabels, flow_labels, node_overflow_local, overflow_labels,
     },
+    registry::{Family, Registry},
 };
-use crate::identity::{Identity, remote::ip_from_key};
-
-pub const TCP_SENT_BYTES: &str = "sockscope_tcp_sent_bytes";
-pub const TCP_RECEIVED_BYTES: &str = "sockscope_tcp_received_bytes";
-pub const TCP_CONNECTIONS_OPENED: &str = "sockscope_tcp_connections_opened";
-pub const TCP_CONNECTIONS_CLOSED: &str = "sockscope_tcp_connections_closed";
-pub const TCP_CONNECT_FAILURES: &str = "sockscope_tcp_connect_failures";
-pub const TCP_RETRANSMITS: &str = "sockscope_tcp_retransmits";
-pub const UDP_SENT_BYTES: &str = "sockscope_udp_sent_bytes";
-pub const UDP_RECEIVED_BYTES: &str = "sockscope_udp_received_bytes";
+use crate::{
+    identity::{Identity, remote::ip_from_key},
+    schema::{
+        self, TCP_CONNECT_FAILURES, TCP_CONNECTIONS_CLOSED, TCP_CONNECTIONS_OPENED,
+        TCP_RECEIVED_BYTES, TCP_RETRANSMITS, TCP_SENT_BYTES, UDP_RECEIVED_BYTES, UDP_SENT_BYTES,
+    },
+};
 
 type CounterFamily = Family<FlowLabels, Counter>;
 
@@ -92,46 +87,18 @@ impl FlowMetrics {
             udp_sent: Family::default(),
             udp_received: Family::default(),
         };
-        let fams: [(&str, &str, &CounterFamily); 8] = [
-            (
-                TCP_SENT_BYTES,
-                "TCP payload bytes sent and acknowledged by the peer",
-                &m.tcp_sent,
-            ),
-            (
-                TCP_RECEIVED_BYTES,
-                "TCP payload bytes received",
-                &m.tcp_received,
-            ),
-            (
-                TCP_CONNECTIONS_OPENED,
-                "TCP connections established",
-                &m.tcp_opened,
-            ),
-            (
-                TCP_CONNECTIONS_CLOSED,
-                "TCP connections closed",
-                &m.tcp_closed,
-            ),
-            (
-                TCP_CONNECT_FAILURES,
-                "Client TCP connects that failed (refused, timed out, reset, aborted)",
-                &m.tcp_failures,
-            ),
-            (
-                TCP_RETRANSMITS,
-                "Retransmitted TCP segments",
-                &m.tcp_retransmits,
-            ),
-            (UDP_SENT_BYTES, "UDP payload bytes sent", &m.udp_sent),
-            (
-                UDP_RECEIVED_BYTES,
-                "UDP payload bytes received",
-                &m.udp_received,
-            ),
+        let fams: [(&'static schema::Family, &CounterFamily); 8] = [
+            (&TCP_SENT_BYTES, &m.tcp_sent),
+            (&TCP_RECEIVED_BYTES, &m.tcp_received),
+            (&TCP_CONNECTIONS_OPENED, &m.tcp_opened),
+            (&TCP_CONNECTIONS_CLOSED, &m.tcp_closed),
+            (&TCP_CONNECT_FAILURES, &m.tcp_failures),
+            (&TCP_RETRANSMITS, &m.tcp_retransmits),
+            (&UDP_SENT_BYTES, &m.udp_sent),
+            (&UDP_RECEIVED_BYTES, &m.udp_received),
         ];
-        for (name, help, family) in fams {
-            registry.register(name, help, family.clone());
+        for (family, series) in fams {
+            registry.register(family, series.clone());
         }
         m
     }
@@ -280,43 +247,55 @@ impl FlowMetrics {
         now: Instant,
     ) {
         expiry.touch(&labels.local, owner.0, owner.1, now);
-        // Once per flow; families that drop labels note their own label sets below.
-        self.members.note(&labels.local, labels);
+        // Once per flow: the shared copy every family without drops uses. Families that drop
+        // labels note their own label sets below.
+        let shared = self.members.note(&labels.local, labels);
         let overflow = &self.overflow;
         let (drops, members) = (&self.drops, &mut self.members);
-        let mut add = |family: &CounterFamily, name: &str, v: u64| {
+        let mut add = |family: &CounterFamily, schema: &schema::Family, v: u64| {
             if v == 0 {
                 return;
             }
-            let exported = drops.apply(name, labels);
-            if let std::borrow::Cow::Owned(e) = &exported {
-                if e.local != labels.local {
-                    // An aggregate over owners lives as long as one of them updates it.
-                    expiry.touch(&e.local, owner.0, owner.1, now);
+            let name = schema.name;
+            let exported = match drops.apply(name, labels) {
+                std::borrow::Cow::Borrowed(_) => shared.clone(),
+                std::borrow::Cow::Owned(e) => {
+                    if e.local != labels.local {
+                        // An aggregate over owners lives as long as one of them updates it.
+                        expiry.touch(&e.local, owner.0, owner.1, now);
+                    }
+                    members.note(&e.local, &e)
                 }
-                members.note(&e.local, e);
-            }
-            family.get_or_create(&exported).inc_by(v);
+            };
+            family.get_or_create_shared(&exported).inc_by(v);
             for label in folded {
                 count_overflow(overflow, name, label);
             }
         };
         match proto {
             PROTO_TCP => {
-                add(&self.tcp_sent, TCP_SENT_BYTES, stats.sent_bytes);
-                add(&self.tcp_received, TCP_RECEIVED_BYTES, stats.received_bytes);
-                add(&self.tcp_opened, TCP_CONNECTIONS_OPENED, stats.opened);
-                add(&self.tcp_closed, TCP_CONNECTIONS_CLOSED, stats.closed);
+                add(&self.tcp_sent, &TCP_SENT_BYTES, stats.sent_bytes);
+                add(
+                    &self.tcp_received,
+                    &TCP_RECEIVED_BYTES,
+                    stats.received_bytes,
+                );
+                add(&self.tcp_opened, &TCP_CONNECTIONS_OPENED, stats.opened);
+                add(&self.tcp_closed, &TCP_CONNECTIONS_CLOSED, stats.closed);
                 add(
                     &self.tcp_failures,
-                    TCP_CONNECT_FAILURES,
+                    &TCP_CONNECT_FAILURES,
                     stats.connect_failures,
                 );
-                add(&self.tcp_retransmits, TCP_RETRANSMITS, stats.retransmits);
+                add(&self.tcp_retransmits, &TCP_RETRANSMITS, stats.retransmits);
             }
             PROTO_UDP => {
-                add(&self.udp_sent, UDP_SENT_BYTES, stats.sent_bytes);
-                add(&self.udp_received, UDP_RECEIVED_BYTES, stats.received_bytes);
+                add(&self.udp_sent, &UDP_SENT_BYTES, stats.sent_bytes);
+                add(
+                    &self.udp_received,
+                    &UDP_RECEIVED_BYTES,
+                    stats.received_bytes,
+                );
             }
             _ => {}
         }
@@ -336,7 +315,7 @@ impl FlowMetrics {
                 &self.udp_sent,
                 &self.udp_received,
             ] {
-                n += usize::from(family.remove(labels));
+                n += usize::from(family.remove(&**labels));
             }
         }
         n
@@ -369,7 +348,6 @@ impl FlowMetrics {
 mod tests {
     use std::time::Duration;
 
-    use prometheus_client::encoding::text::encode;
     use sockscope_common::{ROLE_CLIENT, ROLE_SERVER, v4_mapped};
 
     use super::*;
@@ -430,7 +408,7 @@ mod tests {
             },
             overflow.clone(),
         );
-        registry.register("sockscope_series_overflow", "x", overflow);
+        registry.register(&crate::schema::SERIES_OVERFLOW, overflow);
         let tcp = FlowStats {
             sent_bytes: 10,
             ..Default::default()
@@ -453,7 +431,7 @@ mod tests {
             &mut Expiry::new(Duration::from_secs(60)),
         );
         let mut out = String::new();
-        encode(&mut out, &registry).expect("encode");
+        out.push_str(&crate::export::text::openmetrics(&registry.snapshot()));
         let _ = std::fs::remove_dir_all(&dir);
         assert!(out.contains("workload=\"app.service\""), "{out}");
         assert!(
@@ -493,7 +471,7 @@ mod tests {
             &mut Expiry::new(Duration::from_secs(60)),
         );
         let mut out = String::new();
-        encode(&mut out, &registry).expect("encode");
+        out.push_str(&crate::export::text::openmetrics(&registry.snapshot()));
         let h1 =
             "remote_host=\"h1.test\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 20";
         assert!(out.contains(h1), "{out}");
@@ -507,7 +485,7 @@ mod tests {
             &mut Expiry::new(Duration::from_secs(60)),
         );
         let mut out = String::new();
-        encode(&mut out, &registry).expect("encode");
+        out.push_str(&crate::export::text::openmetrics(&registry.snapshot()));
         let unnamed = "remote_host=\"\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 20";
         assert!(out.contains(h1) && out.contains(unnamed), "{out}");
     }
@@ -553,7 +531,7 @@ mod tests {
         );
 
         let mut out = String::new();
-        encode(&mut out, &registry).expect("encode");
+        out.push_str(&crate::export::text::openmetrics(&registry.snapshot()));
         assert!(out.contains("sockscope_tcp_sent_bytes_total{namespace=\"\",workload=\"\",workload_kind=\"\",pod=\"\",container=\"\",remote_namespace=\"\",remote_workload=\"\",remote_host=\"\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 200"), "{out}");
         assert!(
             out.contains("sockscope_tcp_received_bytes_total{") && out.contains("} 14"),

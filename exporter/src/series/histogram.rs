@@ -1,82 +1,151 @@
-//! A histogram whose buckets are filled by the kernel: the eBPF side sorts each sample into a
-//! fixed bucket, the agent adds bucket counts and sums. prometheus-client's `Histogram` only
-//! takes single observations, so this type encodes the same exposition from counts.
+//! Histograms: [`KernelHistogram`] takes bucket counts the eBPF side already sorted samples
+//! into (prometheus-client's `Histogram` only takes single observations and cannot be read
+//! back); [`Histogram`] takes single observations of the agent's own timings.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock};
 
-use prometheus_client::{
-    encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
-    metrics::{MetricType, TypedMetric},
-};
+use parking_lot::Mutex;
 use sockscope_common::dns::{DNS_LATENCY_BOUNDS_NS, DNS_LATENCY_BUCKETS};
 
-#[derive(Debug, Default)]
+use super::{
+    registry::Sample,
+    snapshot::{HistogramValue, Value},
+};
+
+#[derive(Debug)]
 struct Inner {
-    sum_seconds: f64,
+    sum: f64,
     count: u64,
-    buckets: [u64; DNS_LATENCY_BUCKETS],
+    /// Per bucket, +Inf last.
+    counts: Box<[u64]>,
 }
 
+impl Inner {
+    fn new(buckets: usize) -> Self {
+        Inner {
+            sum: 0.0,
+            count: 0,
+            counts: vec![0; buckets].into_boxed_slice(),
+        }
+    }
+
+    fn value(&self, bounds: &Arc<[f64]>) -> Value {
+        Value::Histogram(Box::new(HistogramValue {
+            bounds: bounds.clone(),
+            counts: self.counts.clone(),
+            sum: self.sum,
+            count: self.count,
+        }))
+    }
+}
+
+static DNS_BOUNDS: LazyLock<Arc<[f64]>> = LazyLock::new(|| {
+    DNS_LATENCY_BOUNDS_NS
+        .iter()
+        .map(|ns| *ns as f64 / 1e9)
+        .collect()
+});
+
 /// Latency histogram with the kernel's bucket bounds ([`DNS_LATENCY_BOUNDS_NS`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct KernelHistogram {
-    inner: Arc<Mutex<Inner>>,
+    inner: Mutex<Inner>,
+}
+
+impl Default for KernelHistogram {
+    fn default() -> Self {
+        KernelHistogram {
+            inner: Mutex::new(Inner::new(DNS_LATENCY_BUCKETS)),
+        }
+    }
 }
 
 impl KernelHistogram {
     /// Adds `count` samples to bucket `index` (the last index is +Inf) and `sum_ns` to the sum.
     /// An index out of range counts in +Inf.
     pub fn add(&self, index: usize, count: u64, sum_ns: u64) {
-        let mut inner = crate::lock(&self.inner);
+        let mut inner = self.inner.lock();
         let i = index.min(DNS_LATENCY_BUCKETS - 1);
-        inner.buckets[i] = inner.buckets[i].wrapping_add(count);
+        inner.counts[i] = inner.counts[i].wrapping_add(count);
         inner.count = inner.count.wrapping_add(count);
-        inner.sum_seconds += sum_ns as f64 / 1e9;
+        inner.sum += sum_ns as f64 / 1e9;
     }
 }
 
-impl TypedMetric for KernelHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
+impl Sample for KernelHistogram {
+    fn sample(&self) -> Value {
+        self.inner.lock().value(&DNS_BOUNDS)
+    }
 }
 
-impl EncodeMetric for KernelHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let inner = crate::lock(&self.inner);
-        let buckets: Vec<(f64, u64)> = DNS_LATENCY_BOUNDS_NS
-            .iter()
-            .map(|ns| *ns as f64 / 1e9)
-            .chain(std::iter::once(f64::INFINITY))
-            .zip(inner.buckets.iter().copied())
-            .collect();
-        encoder.encode_histogram::<NoLabelSet>(inner.sum_seconds, inner.count, &buckets, None)
+/// A histogram of single observations with fixed bounds. Clones share the counts.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: Arc<[f64]>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Histogram {
+    /// Buckets up to each of `bounds` (ascending), and +Inf.
+    pub fn new(bounds: &[f64]) -> Self {
+        Histogram {
+            bounds: bounds.into(),
+            inner: Arc::new(Mutex::new(Inner::new(bounds.len() + 1))),
+        }
     }
 
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
+    /// Records one observation.
+    pub fn observe(&self, v: f64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        let mut inner = self.inner.lock();
+        inner.counts[i] += 1;
+        inner.count += 1;
+        inner.sum += v;
+    }
+}
+
+impl Sample for Histogram {
+    fn sample(&self) -> Value {
+        self.inner.lock().value(&self.bounds)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::{encoding::text::encode, registry::Registry};
-
     use super::*;
 
+    fn parts(v: Value) -> HistogramValue {
+        match v {
+            Value::Histogram(h) => *h,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn encodes_cumulative_buckets() {
+    fn kernel_buckets_and_sum() {
         let h = KernelHistogram::default();
         h.add(0, 2, 100_000);
         h.add(3, 1, 900_000);
         h.add(99, 1, 9_000_000_000);
-        let mut r = Registry::default();
-        r.register("lat_seconds", "x", h.clone());
-        let mut out = String::new();
-        encode(&mut out, &r).expect("encode");
-        assert!(out.contains("lat_seconds_bucket{le=\"0.0001\"} 2"), "{out}");
-        assert!(out.contains("lat_seconds_bucket{le=\"0.001\"} 3"), "{out}");
-        assert!(out.contains("lat_seconds_bucket{le=\"5.0\"} 3"), "{out}");
-        assert!(out.contains("lat_seconds_bucket{le=\"+Inf\"} 4"), "{out}");
-        assert!(out.contains("lat_seconds_count 4"), "{out}");
-        assert!(out.contains("lat_seconds_sum 9.001"), "{out}");
+        let v = parts(h.sample());
+        assert_eq!(v.bounds.len() + 1, v.counts.len());
+        assert_eq!((v.bounds[0], v.bounds[3]), (0.0001, 0.001));
+        assert_eq!(v.counts[0], 2);
+        assert_eq!(v.counts[3], 1);
+        assert_eq!(v.counts[DNS_LATENCY_BUCKETS - 1], 1);
+        assert_eq!(v.count, 4);
+        assert!((v.sum - 9.001).abs() < 1e-9);
+    }
+
+    #[test]
+    fn observations_land_in_their_bucket() {
+        let h = Histogram::new(&[0.1, 1.0]);
+        for v in [0.05, 0.1, 0.5, 7.0] {
+            h.observe(v);
+        }
+        let v = parts(h.sample());
+        // le="0.1" includes 0.1 itself.
+        assert_eq!(&*v.counts, &[2, 1, 1]);
+        assert_eq!(v.count, 4);
     }
 }

@@ -2,33 +2,30 @@
 
 use std::sync::atomic::Ordering;
 
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 
+use super::{
+    registry::{Family, Registry},
+    snapshot::label_set,
+};
 use crate::{
     identity::Misses,
     kubernetes::{Cluster, WATCHES, read},
+    schema,
 };
 
-pub const KUBERNETES_UP: &str = "sockscope_kubernetes_up";
-pub const KUBERNETES_WATCH_UP: &str = "sockscope_kubernetes_watch_up";
-pub const KUBERNETES_WATCH_ERRORS: &str = "sockscope_kubernetes_watch_errors";
-pub const KUBERNETES_OBJECTS: &str = "sockscope_kubernetes_objects";
-pub const REMOTE_INDEX_ENTRIES: &str = "sockscope_kubernetes_remote_index_entries";
-pub const METADATA_MISSES: &str = "sockscope_metadata_misses";
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct WatchLabels {
     watch: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct ReasonLabels {
     reason: String,
 }
+
+label_set!(WatchLabels { watch });
+label_set!(ReasonLabels { reason });
 
 /// The `sockscope_kubernetes_*` and `sockscope_metadata_misses_total` families.
 pub struct KubernetesMetrics {
@@ -55,36 +52,12 @@ impl KubernetesMetrics {
             misses: Family::default(),
             misses_seen: Misses::default(),
         };
-        registry.register(
-            KUBERNETES_UP,
-            "1 when every Kubernetes API watch is listed and streaming; 0 while any is failing (labels already known keep being used)",
-            m.up.clone(),
-        );
-        registry.register(
-            KUBERNETES_WATCH_UP,
-            "1 when this Kubernetes API watch is listed and streaming",
-            m.watch_up.clone(),
-        );
-        registry.register(
-            KUBERNETES_WATCH_ERRORS,
-            "Failed lists, watches and connections to the Kubernetes API, by watch",
-            m.errors.clone(),
-        );
-        registry.register(
-            KUBERNETES_OBJECTS,
-            "Objects each watch currently knows",
-            m.objects.clone(),
-        );
-        registry.register(
-            REMOTE_INDEX_ENTRIES,
-            "Addresses (pod IPs, Service ClusterIPs, node addresses) in the remote index",
-            m.index.clone(),
-        );
-        registry.register(
-            METADATA_MISSES,
-            "Pod cgroups labelled from the cgroup path alone (pod UID, short container id) because the API had not described them, per drain and cgroup, by reason",
-            m.misses.clone(),
-        );
+        registry.register(&schema::KUBERNETES_UP, m.up.clone());
+        registry.register(&schema::KUBERNETES_WATCH_UP, m.watch_up.clone());
+        registry.register(&schema::KUBERNETES_WATCH_ERRORS, m.errors.clone());
+        registry.register(&schema::KUBERNETES_OBJECTS, m.objects.clone());
+        registry.register(&schema::REMOTE_INDEX_ENTRIES, m.index.clone());
+        registry.register(&schema::METADATA_MISSES, m.misses.clone());
         for reason in ["pod_unknown", "container_unknown"] {
             let _ = m.misses.get_or_create(&ReasonLabels {
                 reason: reason.into(),

@@ -1,8 +1,8 @@
 //! The label set of flow series.
 
-use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use sockscope_common::{FlowKey, OverflowKey, ROLE_CLIENT, ROLE_SERVER};
 
+use super::snapshot::{LabelSet, label_set};
 use crate::identity::{Local, Remote, remote::ip_from_key};
 
 /// Which optional labels are on.
@@ -16,12 +16,9 @@ pub struct LabelOptions {
 
 /// Labels of every TCP/UDP series. The Kubernetes and DNS columns are present (empty on a
 /// plain host) so dashboards and rules keep working when later stages fill them.
-#[derive(
-    Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, prometheus_client::encoding::EncodeLabelSet,
-)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowLabels {
     /// Who owns the socket.
-    #[prometheus(flatten)]
     pub local: LocalLabels,
     /// Kubernetes namespace of the peer pod or Service.
     pub remote_namespace: String,
@@ -36,8 +33,25 @@ pub struct FlowLabels {
     /// client | server.
     pub role: String,
     /// Labels that are off by default.
-    #[prometheus(flatten)]
     pub optional: OptionalLabels,
+}
+
+impl LabelSet for FlowLabels {
+    fn visit(&self, f: &mut dyn FnMut(&'static str, &str)) {
+        self.local.visit(f);
+        f("remote_namespace", &self.remote_namespace);
+        f("remote_workload", &self.remote_workload);
+        f("remote_host", &self.remote_host);
+        f("remote_class", &self.remote_class);
+        f("port", &self.port);
+        f("role", &self.role);
+        if let Some(p) = &self.optional.process {
+            f("process", p);
+        }
+        if let Some(ip) = &self.optional.remote_ip {
+            f("remote_ip", ip);
+        }
+    }
 }
 
 /// Labels present only when their flag is on (absent, not empty, when off).
@@ -49,22 +63,8 @@ pub struct OptionalLabels {
     pub remote_ip: Option<String>,
 }
 
-impl EncodeLabelSet for OptionalLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        if let Some(p) = &self.process {
-            ("process", p.as_str()).encode(encoder.encode_label())?;
-        }
-        if let Some(ip) = &self.remote_ip {
-            ("remote_ip", ip.as_str()).encode(encoder.encode_label())?;
-        }
-        Ok(())
-    }
-}
-
 /// Local identity labels, shared by every family.
-#[derive(
-    Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, prometheus_client::encoding::EncodeLabelSet,
-)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LocalLabels {
     /// Kubernetes namespace of the socket owner.
     pub namespace: String,
@@ -77,6 +77,14 @@ pub struct LocalLabels {
     /// Container name (its short id until the API names it).
     pub container: String,
 }
+
+label_set!(LocalLabels {
+    namespace,
+    workload,
+    workload_kind,
+    pod,
+    container
+});
 
 impl LocalLabels {
     /// The labels of a resolved owner.

@@ -9,23 +9,18 @@ pub mod flows;
 pub mod histogram;
 pub mod kubernetes;
 pub mod labels;
+pub mod registry;
+pub mod snapshot;
 
 use std::time::{Duration, Instant};
 
-use prometheus_client::{metrics::counter::Counter, registry::Registry};
+use prometheus_client::metrics::counter::Counter;
 
-pub use drop::FAMILY_LABELS;
-
-use crate::identity::Identity;
+use crate::{identity::Identity, schema};
+use registry::Registry;
 
 /// Every this many expired series, the freed memory goes back to the kernel.
 const TRIM_AFTER: usize = 100;
-
-/// Name of the counter of series removed because their owner was gone and idle.
-pub const SERIES_EXPIRED: &str = "sockscope_series_expired";
-
-/// Name of the counter of samples folded into `~other`.
-pub const SERIES_OVERFLOW: &str = "sockscope_series_overflow";
 
 /// Cardinality limits: distinct values per local workload of each label whose values come
 /// from outside.
@@ -90,17 +85,9 @@ impl Series {
         let flows = flows::FlowMetrics::register(&mut registry, options, budgets, overflow.clone());
         let dns = dns::DnsMetrics::register(&mut registry, budgets, overflow.clone());
         let agent = agent::AgentMetrics::register(&mut registry);
-        registry.register(
-            SERIES_OVERFLOW,
-            "Samples whose label value was folded into ~other by a cardinality budget, by metric and label",
-            overflow,
-        );
+        registry.register(&schema::SERIES_OVERFLOW, overflow);
         let expired = Counter::default();
-        registry.register(
-            SERIES_EXPIRED,
-            "Series removed because their pod was deleted (or cgroup removed) and they stayed unchanged for the expiry grace",
-            expired.clone(),
-        );
+        registry.register(&schema::SERIES_EXPIRED, expired.clone());
         let kubernetes =
             on_kubernetes.then(|| kubernetes::KubernetesMetrics::register(&mut registry));
         Series {

@@ -2,7 +2,8 @@
 //!
 //! Names are the Prometheus family names (underscores; counters without `_total`, which an
 //! OTLP -> Prometheus conversion adds back), so dashboards and rules work on either path.
-//! Units follow the name suffix (`_bytes` -> `By`, `_seconds` -> `s`).
+//! Units and help come from the family schema; values keep their type (integer counters as
+//! `as_int`), straight from the snapshot the drain published.
 
 use std::collections::HashMap;
 
@@ -16,7 +17,10 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use super::snapshot::{Family, Kind, Number};
+use crate::{
+    schema::Kind,
+    series::snapshot::{self, Point, Snapshot},
+};
 
 /// How counters and histograms are reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -36,16 +40,6 @@ pub fn kv(key: &str, value: &str) -> KeyValue {
             value: Some(any_value::Value::StringValue(value.to_string())),
         }),
         ..Default::default()
-    }
-}
-
-fn unit(name: &str) -> &'static str {
-    if name.ends_with("_bytes") {
-        "By"
-    } else if name.ends_with("_seconds") {
-        "s"
-    } else {
-        ""
     }
 }
 
@@ -89,8 +83,8 @@ impl Encoder {
         }
     }
 
-    /// The request for `families` as of `now_ns`.
-    pub fn encode(&self, families: &[Family], now_ns: u64) -> Pending {
+    /// The request for `snapshot` as of `now_ns`.
+    pub fn encode(&self, snapshot: &Snapshot, now_ns: u64) -> Pending {
         let delta = self.temporality == Temporality::Delta;
         let start = if delta { self.last_ns } else { self.start_ns };
         let temporality = if delta {
@@ -99,24 +93,26 @@ impl Encoder {
             AggregationTemporality::Cumulative
         } as i32;
         let mut baseline = Vec::new();
-        let mut metrics = Vec::with_capacity(families.len());
-        for f in families {
-            if f.series.is_empty() {
-                continue;
-            }
-            let attrs = |labels: &[(String, String)]| -> Vec<KeyValue> {
-                labels.iter().map(|(k, v)| kv(k, v)).collect()
+        let mut metrics = Vec::with_capacity(snapshot.families.len());
+        for f in &snapshot.families {
+            let name = f.family.name;
+            // Delta: the point's key and what the last delivered export covered of it.
+            let mut previous = |p: &Point, now: Baseline| -> Option<Baseline> {
+                let key = (name.to_string(), p.label_pairs());
+                let before = self.baseline.get(&key).cloned();
+                baseline.push((key, now));
+                before
             };
-            let data = match f.kind {
+            let data = match f.family.kind {
                 Kind::Gauge => Data::Gauge(Gauge {
                     data_points: f
-                        .series
+                        .points
                         .iter()
-                        .filter_map(|s| {
+                        .filter_map(|p| {
                             Some(NumberDataPoint {
-                                attributes: attrs(&s.labels),
+                                attributes: attributes(p),
                                 time_unix_nano: now_ns,
-                                value: Some(number(s.value?)),
+                                value: Some(number(&p.value)?),
                                 ..Default::default()
                             })
                         })
@@ -124,26 +120,23 @@ impl Encoder {
                 }),
                 Kind::Counter => Data::Sum(Sum {
                     data_points: f
-                        .series
+                        .points
                         .iter()
-                        .filter_map(|s| {
-                            let v = s.value?;
-                            let value = if delta {
-                                let key = (f.name.clone(), s.labels.clone());
-                                let before = match self.baseline.get(&key) {
-                                    Some(Baseline::Number(b)) if *b <= v.as_f64() => *b,
+                        .filter_map(|p| {
+                            let mut value = number(&p.value)?;
+                            if delta {
+                                let now = as_f64(value);
+                                let before = match previous(p, Baseline::Number(now)) {
+                                    Some(Baseline::Number(b)) if b <= now => b,
                                     _ => 0.0,
                                 };
-                                baseline.push((key, Baseline::Number(v.as_f64())));
-                                match v {
-                                    Number::Int(i) => Value::AsInt(i - before as i64),
-                                    Number::Double(d) => Value::AsDouble(d - before),
-                                }
-                            } else {
-                                number(v)
-                            };
+                                value = match value {
+                                    Value::AsInt(i) => Value::AsInt(i - before as i64),
+                                    Value::AsDouble(d) => Value::AsDouble(d - before),
+                                };
+                            }
                             Some(NumberDataPoint {
-                                attributes: attrs(&s.labels),
+                                attributes: attributes(p),
                                 start_time_unix_nano: start,
                                 time_unix_nano: now_ns,
                                 value: Some(value),
@@ -156,43 +149,35 @@ impl Encoder {
                 }),
                 Kind::Histogram => Data::Histogram(Histogram {
                     data_points: f
-                        .series
+                        .points
                         .iter()
-                        .filter_map(|s| {
-                            let h = s.histogram.as_ref()?;
-                            let mut counts = per_bucket(&h.buckets);
+                        .filter_map(|p| {
+                            let snapshot::Value::Histogram(h) = &p.value else {
+                                return None;
+                            };
+                            let mut counts = h.counts.to_vec();
                             let (mut sum, mut count) = (h.sum, h.count);
                             if delta {
-                                let key = (f.name.clone(), s.labels.clone());
-                                if let Some(Baseline::Histogram(bc, bs, bn)) =
-                                    self.baseline.get(&key)
-                                    && *bn <= count
+                                let now = Baseline::Histogram(counts.clone(), sum, count);
+                                if let Some(Baseline::Histogram(bc, bs, bn)) = previous(p, now)
+                                    && bn <= count
                                     && bc.len() == counts.len()
                                 {
-                                    for (c, b) in counts.iter_mut().zip(bc) {
+                                    for (c, b) in counts.iter_mut().zip(&bc) {
                                         *c = c.saturating_sub(*b);
                                     }
                                     sum -= bs;
                                     count -= bn;
                                 }
-                                baseline.push((
-                                    key,
-                                    Baseline::Histogram(per_bucket(&h.buckets), h.sum, h.count),
-                                ));
                             }
                             Some(HistogramDataPoint {
-                                attributes: attrs(&s.labels),
+                                attributes: attributes(p),
                                 start_time_unix_nano: start,
                                 time_unix_nano: now_ns,
                                 count,
                                 sum: Some(sum),
                                 bucket_counts: counts,
-                                explicit_bounds: h
-                                    .buckets
-                                    .iter()
-                                    .map(|(le, _)| *le)
-                                    .filter(|le| le.is_finite())
-                                    .collect(),
+                                explicit_bounds: h.bounds.to_vec(),
                                 ..Default::default()
                             })
                         })
@@ -201,9 +186,9 @@ impl Encoder {
                 }),
             };
             metrics.push(Metric {
-                name: f.name.clone(),
-                description: f.help.clone(),
-                unit: unit(&f.name).to_string(),
+                name: name.to_string(),
+                description: format!("{}.", f.family.help),
+                unit: f.family.unit.ucum().to_string(),
                 data: Some(data),
                 ..Default::default()
             });
@@ -242,37 +227,77 @@ impl Encoder {
     }
 }
 
-/// Cumulative `le` buckets -> per-bucket counts, as OTLP wants them.
-fn per_bucket(buckets: &[(f64, u64)]) -> Vec<u64> {
-    buckets
-        .iter()
-        .scan(0u64, |prev, (_, c)| {
-            let n = c.saturating_sub(*prev);
-            *prev = *c;
-            Some(n)
-        })
-        .collect()
+/// The attributes of a point: its labels in exposition order.
+fn attributes(p: &Point) -> Vec<KeyValue> {
+    let mut out = Vec::with_capacity(13);
+    p.labels.visit(&mut |k, v| out.push(kv(k, v)));
+    out
 }
 
-fn number(v: Number) -> Value {
+/// A counter or gauge value as OTLP carries it; integers stay integers.
+fn number(v: &snapshot::Value) -> Option<Value> {
+    Some(match *v {
+        snapshot::Value::Counter(n) => match i64::try_from(n) {
+            Ok(i) => Value::AsInt(i),
+            Err(_) => Value::AsDouble(n as f64),
+        },
+        snapshot::Value::Gauge(i) => Value::AsInt(i),
+        snapshot::Value::CounterF64(d) | snapshot::Value::GaugeF64(d) => Value::AsDouble(d),
+        snapshot::Value::Histogram(_) => return None,
+    })
+}
+
+fn as_f64(v: Value) -> f64 {
     match v {
-        Number::Int(i) => Value::AsInt(i),
-        Number::Double(d) => Value::AsDouble(d),
+        Value::AsInt(i) => i as f64,
+        Value::AsDouble(d) => d,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::otlp::snapshot::parse;
+    use std::sync::Arc;
 
-    const T1: &str = "# HELP sockscope_tcp_sent_bytes Sent.\n# TYPE sockscope_tcp_sent_bytes counter\n\
-        sockscope_tcp_sent_bytes_total{role=\"client\"} 100\n\
-        # HELP sockscope_dns_latency_seconds L.\n# TYPE sockscope_dns_latency_seconds histogram\n\
-        sockscope_dns_latency_seconds_sum{rcode=\"NOERROR\"} 0.5\n\
-        sockscope_dns_latency_seconds_count{rcode=\"NOERROR\"} 2\n\
-        sockscope_dns_latency_seconds_bucket{rcode=\"NOERROR\",le=\"0.1\"} 1\n\
-        sockscope_dns_latency_seconds_bucket{rcode=\"NOERROR\",le=\"+Inf\"} 2\n";
+    use crate::{
+        schema,
+        series::snapshot::{FamilySnapshot, HistogramValue, LabelSet},
+    };
+
+    struct One(&'static str, &'static str);
+
+    impl LabelSet for One {
+        fn visit(&self, f: &mut dyn FnMut(&'static str, &str)) {
+            f(self.0, self.1)
+        }
+    }
+
+    /// Bytes sent so far, and a latency histogram with one sample <= 0.1 s and `slow` above.
+    fn snap(sent: u64, slow: u64) -> Snapshot {
+        Snapshot {
+            families: vec![
+                FamilySnapshot {
+                    family: &schema::TCP_SENT_BYTES,
+                    points: vec![Point {
+                        labels: Arc::new(One("role", "client")),
+                        value: snapshot::Value::Counter(sent),
+                    }],
+                },
+                FamilySnapshot {
+                    family: &schema::DNS_LATENCY,
+                    points: vec![Point {
+                        labels: Arc::new(One("rcode", "NOERROR")),
+                        value: snapshot::Value::Histogram(Box::new(HistogramValue {
+                            bounds: Arc::from([0.1]),
+                            counts: Box::from([1, slow]),
+                            sum: 0.5,
+                            count: 1 + slow,
+                        })),
+                    }],
+                },
+            ],
+        }
+    }
 
     fn sum_value(p: &Pending) -> (Value, u64) {
         let m = &p.request.resource_metrics[0].scope_metrics[0].metrics[0];
@@ -291,12 +316,8 @@ mod tests {
 
     #[test]
     fn cumulative_and_delta() {
-        let t1 = parse(T1);
-        let t2 = parse(
-            &T1.replace("} 100", "} 250")
-                .replace("_count{rcode=\"NOERROR\"} 2", "_count{rcode=\"NOERROR\"} 3")
-                .replace("le=\"+Inf\"} 2", "le=\"+Inf\"} 3"),
-        );
+        let t1 = snap(100, 1);
+        let t2 = snap(250, 2);
         let enc = Encoder::new(
             vec![kv("service.name", "sockscope")],
             Temporality::Cumulative,

@@ -1,8 +1,8 @@
 //! OTLP metrics push: what /metrics shows, sent to a collector over gRPC or HTTP/protobuf on
 //! its own schedule.
 //!
-//! Each export reads the exposition the last drain published (so it never touches the kernel
-//! maps or waits for a drain), converts it, and sends one request with a timeout. A failure is
+//! Each export reads the snapshot the last drain published (so it never touches the kernel
+//! maps or waits for a drain), encodes it, and sends one request with a timeout. A failure is
 //! retried with backoff within the interval, then given up until the next one, which carries
 //! fresh totals (cumulative) or the whole gap since the last delivery (delta): memory holds one
 //! request at most, however long the collector is away.
@@ -18,7 +18,6 @@
 //! them.
 
 pub mod encode;
-pub mod snapshot;
 pub mod tls;
 pub mod transport;
 
@@ -368,12 +367,11 @@ pub async fn run(options: Options, shared: Arc<Shared>, stats: Arc<Stats>, start
             }
             not_before = None;
         }
-        let exposition = shared.current();
-        let families = snapshot::parse(&exposition.prometheus);
+        let snapshot = shared.current().snapshot.clone();
         let mut backoff = Duration::from_secs(1);
         loop {
             let mut retry_after: Option<Duration> = None;
-            let mut pending = encoder.encode(&families, unix_ns(SystemTime::now()));
+            let mut pending = encoder.encode(&snapshot, unix_ns(SystemTime::now()));
             let request = std::mem::take(&mut pending.request);
             let size = request.encoded_len() as u64;
             let begin = Instant::now();
