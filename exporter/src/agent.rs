@@ -262,6 +262,8 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
             })?;
     }
     shared.publish(Exposition::new(series.registry.snapshot()));
+    // Loading the object file and the kernel's BTF took tens of MB, all freed by now.
+    crate::release_freed_memory();
 
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let mut identity = Identity::new(

@@ -333,6 +333,8 @@ fn expositions_match_golden_files() {
         Temporality::Cumulative,
         start,
     );
-    let request = encoder.encode(&snapshot, start + 5_000_000_000).request;
+    let request = encoder.encode(&snapshot, start + 5_000_000_000).body;
+    let request = <opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest as prost::Message>::decode(&request[..])
+        .expect("the request decodes");
     golden("otlp-request.txt", &canonical_request(request));
 }

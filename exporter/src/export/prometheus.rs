@@ -39,7 +39,17 @@ pub struct Shared {
     /// Other loops that must keep waking: name, how long since they last did, and the
     /// longest silence that is still healthy.
     heartbeats: RwLock<Vec<Heartbeat>>,
+    /// When each text format (Prometheus, OpenMetrics) was last asked for, in ms since
+    /// `started` (0: never).
+    asked_ms: [AtomicU64; 2],
 }
+
+/// A format asked for within this long is rendered by the drain itself, so scrapes find it
+/// ready; one nobody asks for is rendered only if someone does.
+const KEEP_RENDERING: Duration = Duration::from_secs(600);
+
+/// From this many series on, memory freed with a replaced exposition goes back to the kernel.
+const TRIM_ABOVE_SERIES: usize = 10_000;
 
 /// A loop /healthz watches besides the drain.
 pub struct Heartbeat {
@@ -78,6 +88,7 @@ impl Shared {
             stale_after,
             first_grace,
             heartbeats: RwLock::default(),
+            asked_ms: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -128,9 +139,38 @@ impl Shared {
             })
         })
     }
-    /// Publishes a new exposition.
+    /// Publishes a new exposition. The formats scrapers asked for lately are rendered first,
+    /// on the caller's (the drain's) thread, so scrapes never wait for a render and copy a
+    /// pointer; a format nobody asks for is rendered only if someone does.
     pub fn publish(&self, exposition: Exposition) {
-        self.exposition.store(Arc::new(exposition));
+        let now = self.elapsed_ms();
+        for (i, asked) in self.asked_ms.iter().enumerate() {
+            let at = asked.load(Ordering::Relaxed);
+            if at != 0 && now.saturating_sub(at) < KEEP_RENDERING.as_millis() as u64 {
+                if i == 1 {
+                    exposition.openmetrics();
+                } else {
+                    exposition.prometheus();
+                }
+            }
+        }
+        let large = exposition.snapshot.len() >= TRIM_ABOVE_SERIES;
+        drop(self.exposition.swap(Arc::new(exposition)));
+        if large {
+            // The previous texts (about 220 bytes a series each) were just freed; without this
+            // the allocator would keep their pages, and the agent would hold two renderings
+            // of every series instead of one.
+            crate::release_freed_memory();
+        }
+    }
+
+    /// Notes that a scraper asked for OpenMetrics (or Prometheus text).
+    fn asked(&self, openmetrics: bool) {
+        self.asked_ms[usize::from(openmetrics)].store(self.elapsed_ms().max(1), Ordering::Relaxed);
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis().min(u64::MAX as u128) as u64
     }
 
     /// Marks the agent ready (programs attached, first drain done) or not.
@@ -182,6 +222,7 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     } else {
         PROMETHEUS_CONTENT_TYPE
     };
+    shared.asked(openmetrics);
     let mut exposition = shared.current();
     if !exposition.rendered(openmetrics) {
         // The first scrape after a drain renders that format (milliseconds at 10k series):

@@ -4,9 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use prometheus_client::metrics::counter::Counter;
-
-use super::{registry::Family, snapshot::label_set};
+use super::{
+    registry::{Count, Family},
+    snapshot::label_set,
+};
 
 /// Label value that stands for every value beyond the budget.
 pub const OTHER: &str = "~other";
@@ -23,7 +24,7 @@ pub struct OverflowLabels {
 label_set!(OverflowLabels { metric, label });
 
 /// Counter of samples that went to [`OTHER`], shared by every family.
-pub type Overflow = Family<OverflowLabels, Counter>;
+pub type Overflow = Family<OverflowLabels, Count>;
 
 /// Counts one sample of counter family `metric` (registration name) whose `label` was folded.
 pub fn count_overflow(overflow: &Overflow, metric: &str, label: &str) {

@@ -11,12 +11,13 @@ use sockscope_common::dns::{
 use super::{
     Budgets,
     budget::{Budget, OTHER, Overflow, Rank, count_overflow},
+    compact::Compact,
     drop::{Droppable, Drops},
     expiry::{Expiry, Members},
     histogram::KernelHistogram,
     labels::{LocalLabels, OVERFLOW, node_overflow_local},
-    registry::{Family, Registry},
-    snapshot::label_set,
+    registry::{Count, Family, Registry},
+    snapshot::{LabelSet, label_set},
 };
 use crate::{
     dns::{
@@ -99,14 +100,14 @@ droppable!(ErrorLabels { reason });
 
 /// The labels family `family` exports for `labels` (some dropped), recorded for expiry; an
 /// aggregate over owners is kept alive by each of them.
-fn exported<L: Droppable + std::hash::Hash + Eq>(
+fn exported<L: Droppable + LabelSet>(
     drops: &Drops,
-    members: &mut Members<L>,
+    members: &mut Members,
     expiry: &mut Expiry,
     family: &str,
     labels: L,
     owner: (u64, Option<u128>),
-) -> std::sync::Arc<L> {
+) -> std::sync::Arc<Compact> {
     // Cloned only when this family drops something.
     let out = if drops.applies_to(family) {
         let out = drops.apply(family, &labels).into_owned();
@@ -127,12 +128,12 @@ struct ResultLabels {
 
 /// The DNS families and the `qname` budget.
 pub struct DnsMetrics {
-    queries: Family<QueryLabels, Counter>,
-    responses: Family<ResponseLabels, Counter>,
-    latency: Family<LatencyLabels, KernelHistogram>,
-    timeouts: Family<QueryLabels, Counter>,
-    parse_errors: Family<ErrorLabels, Counter>,
-    answers: Family<ResultLabels, Counter>,
+    queries: Family<Compact, Count>,
+    responses: Family<Compact, Count>,
+    latency: Family<Compact, KernelHistogram>,
+    timeouts: Family<Compact, Count>,
+    parse_errors: Family<Compact, Count>,
+    answers: Family<ResultLabels, Count>,
     answers_seen: HashMap<&'static str, u64>,
     cache_entries: Gauge,
     cache_evictions: Counter,
@@ -148,12 +149,22 @@ pub struct DnsMetrics {
 }
 
 /// Label sets of every DNS family, by owner.
-#[derive(Default)]
 struct DnsMembers {
-    queries: Members<QueryLabels>,
-    responses: Members<ResponseLabels>,
-    latency: Members<LatencyLabels>,
-    errors: Members<ErrorLabels>,
+    queries: Members,
+    responses: Members,
+    latency: Members,
+    errors: Members,
+}
+
+impl Default for DnsMembers {
+    fn default() -> Self {
+        DnsMembers {
+            queries: Members::new(schema::DNS_QUERIES.labels),
+            responses: Members::new(schema::DNS_RESPONSES.labels),
+            latency: Members::new(schema::DNS_LATENCY.labels),
+            errors: Members::new(schema::DNS_PARSE_ERRORS.labels),
+        }
+    }
 }
 
 impl DnsMetrics {

@@ -4,48 +4,49 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    hash::Hash,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use super::labels::LocalLabels;
+use super::{compact::Compact, labels::LocalLabels, snapshot::LabelSet};
 use crate::identity::Identity;
 
 /// The label sets each local owner has in some families, so its series can be removed. It
-/// holds the one shared copy of each label set: the families point at the same one.
+/// holds the one stored copy of each label set ([`Compact`]): the families point at it.
 #[derive(Debug)]
-pub struct Members<L> {
-    by_local: HashMap<LocalLabels, HashSet<Arc<L>>>,
+pub struct Members {
+    names: &'static [&'static str],
+    by_local: HashMap<LocalLabels, HashSet<Arc<Compact>>>,
 }
 
-impl<L> Default for Members<L> {
-    fn default() -> Self {
+impl Members {
+    /// Label sets of families whose labels are `names`.
+    pub fn new(names: &'static [&'static str]) -> Self {
         Members {
+            names,
             by_local: HashMap::new(),
         }
     }
-}
 
-impl<L: Hash + Eq + Clone> Members<L> {
-    /// Records that `labels` (owned by `local`) exist; returns the shared copy.
-    pub fn note(&mut self, local: &LocalLabels, labels: &L) -> Arc<L> {
+    /// Records that `labels` (owned by `local`) exist; returns the stored copy.
+    pub fn note(&mut self, local: &LocalLabels, labels: &dyn LabelSet) -> Arc<Compact> {
+        let compact = Compact::of(self.names, labels);
         let set = match self.by_local.get_mut(local) {
             Some(set) => set,
             None => self.by_local.entry(local.clone()).or_default(),
         };
-        match set.get(labels) {
-            Some(shared) => shared.clone(),
+        match set.get(&compact) {
+            Some(stored) => stored.clone(),
             None => {
-                let shared = Arc::new(labels.clone());
-                set.insert(shared.clone());
-                shared
+                let stored = Arc::new(compact);
+                set.insert(stored.clone());
+                stored
             }
         }
     }
 
     /// Takes every label set of `local`.
-    pub fn take(&mut self, local: &LocalLabels) -> HashSet<Arc<L>> {
+    pub fn take(&mut self, local: &LocalLabels) -> HashSet<Arc<Compact>> {
         self.by_local.remove(local).unwrap_or_default()
     }
 
@@ -169,11 +170,13 @@ mod tests {
 
     #[test]
     fn members() {
-        let mut m: Members<String> = Members::default();
-        m.note(&local("a"), &"x".to_string());
-        m.note(&local("a"), &"x".to_string());
-        m.note(&local("a"), &"y".to_string());
-        m.note(&local("b"), &"x".to_string());
+        let mut m = Members::new(&crate::schema::LOCAL_LABELS);
+        let x = m.note(&local("a"), &local("x"));
+        let again = m.note(&local("a"), &local("x"));
+        // One stored copy, shared.
+        assert!(Arc::ptr_eq(&x, &again));
+        m.note(&local("a"), &local("y"));
+        m.note(&local("b"), &local("x"));
         assert_eq!(m.len(), 3);
         assert_eq!(m.take(&local("a")).len(), 2);
         assert_eq!(m.len(), 1);

@@ -5,18 +5,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use prometheus_client::metrics::counter::Counter;
 use sockscope_common::{FlowKey, FlowStats, OverflowKey, PROTO_TCP, PROTO_UDP, ROLE_SERVER};
 
 use super::{
     Budgets,
     budget::{Budget, Overflow, Rank, count_overflow},
+    compact::Compact,
     drop::Drops,
     expiry::{Expiry, Members},
     labels::{
         FlowLabels, LabelOptions, LocalLabels, flow_labels, node_overflow_local, overflow_labels,
     },
-    registry::{Family, Registry},
+    registry::{Count, Family, Registry},
 };
 use crate::{
     identity::{Identity, remote::ip_from_key},
@@ -26,7 +26,7 @@ use crate::{
     },
 };
 
-type CounterFamily = Family<FlowLabels, Counter>;
+type CounterFamily = Family<Compact, Count>;
 
 /// A flow as far as its peer's name goes: owner, peer address, service port, role, protocol.
 type StickyKey = (u64, [u8; 16], u16, u8, u8);
@@ -45,7 +45,7 @@ pub struct FlowMetrics {
     sticky_for: Duration,
     overflow: Overflow,
     /// Every label set in use, by owner, for expiry.
-    members: Members<FlowLabels>,
+    members: Members,
     /// Labels emptied per family.
     drops: Drops,
     tcp_sent: CounterFamily,
@@ -76,7 +76,7 @@ impl FlowMetrics {
             sticky: HashMap::new(),
             sticky_for: Duration::from_secs(3600),
             overflow,
-            members: Members::default(),
+            members: Members::new(&schema::FLOW_LABELS),
             drops: Drops::default(),
             tcp_sent: Family::default(),
             tcp_received: Family::default(),

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod budget;
+pub mod compact;
 pub mod dns;
 pub mod drop;
 pub mod expiry;

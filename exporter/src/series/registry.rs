@@ -11,7 +11,7 @@ use std::{
     hash::Hash,
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicU64},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
 };
 
@@ -48,6 +48,34 @@ impl Sample for Gauge<i64, AtomicI64> {
 impl Sample for Gauge<f64, AtomicU64> {
     fn sample(&self) -> Value {
         Value::GaugeF64(self.get())
+    }
+}
+
+/// A counter kept inline in its family's map: prometheus-client's `Counter` is an `Arc` of
+/// its own, one more allocation for each of tens of thousands of flow series.
+#[derive(Debug, Default)]
+pub struct Count(AtomicU64);
+
+impl Count {
+    /// Adds `v`.
+    pub fn inc_by(&self, v: u64) {
+        self.0.fetch_add(v, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    /// The total.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Sample for Count {
+    fn sample(&self) -> Value {
+        Value::Counter(self.get())
     }
 }
 

@@ -28,7 +28,6 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use prost::Message;
 use tracing::{debug, info, warn};
 
 pub use encode::Temporality;
@@ -372,8 +371,8 @@ pub async fn run(options: Options, shared: Arc<Shared>, stats: Arc<Stats>, start
         loop {
             let mut retry_after: Option<Duration> = None;
             let mut pending = encoder.encode(&snapshot, unix_ns(SystemTime::now()));
-            let request = std::mem::take(&mut pending.request);
-            let size = request.encoded_len() as u64;
+            let request = std::mem::take(&mut pending.body);
+            let size = request.len() as u64;
             let begin = Instant::now();
             let outcome =
                 tokio::time::timeout(options.timeout, transport.send(&options, request)).await;

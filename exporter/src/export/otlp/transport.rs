@@ -4,11 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
-};
-use prost::Message;
-use tonic::codec::CompressionEncoding;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use tonic::{GrpcMethod, codec::CompressionEncoding, codegen::http::uri::PathAndQuery};
 use tracing::warn;
 
 use super::{Compression, Options, Protocol};
@@ -16,6 +13,39 @@ use super::{Compression, Options, Protocol};
 /// The longest wait a collector's throttling hint may impose: a buggy or hostile value must
 /// not silence the exporter for hours (the failure is counted, and the next attempt comes).
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
+const SERVICE: &str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// A request already encoded (by [`super::encode`]), sent as it is: tonic's codec takes any
+/// prost message, and this one writes its bytes.
+#[derive(Debug, Default, Clone)]
+struct Encoded(bytes::Bytes);
+
+impl prost::Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Never decoded (it is only sent); skip like an unknown field.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 /// Why a request did not get through.
 pub enum Failure {
@@ -35,7 +65,7 @@ type HttpClient = hyper_util::client::legacy::Client<
 /// Sends requests to one collector.
 pub enum Transport {
     /// OTLP/gRPC.
-    Grpc(MetricsServiceClient<tonic::transport::Channel>),
+    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
     /// OTLP/HTTP with protobuf bodies.
     Http(HttpClient),
 }
@@ -61,7 +91,7 @@ impl Transport {
                         .tls_config(c)
                         .map_err(|e| format!("OTLP endpoint {}: TLS: {e}", o.endpoint))?;
                 }
-                let mut client = MetricsServiceClient::new(endpoint.connect_lazy());
+                let mut client = tonic::client::Grpc::new(endpoint.connect_lazy());
                 if o.compression == Compression::Gzip {
                     client = client.send_compressed(CompressionEncoding::Gzip);
                 }
@@ -99,15 +129,12 @@ impl Transport {
         })
     }
 
-    /// Sends `req`; `Ok` once the collector accepted it.
-    pub async fn send(
-        &mut self,
-        o: &Options,
-        req: ExportMetricsServiceRequest,
-    ) -> Result<(), Failure> {
+    /// Sends `body` (an encoded `ExportMetricsServiceRequest`); `Ok` once the collector
+    /// accepted it.
+    pub async fn send(&mut self, o: &Options, body: Vec<u8>) -> Result<(), Failure> {
         match self {
             Transport::Grpc(client) => {
-                let mut request = tonic::Request::new(req);
+                let mut request = tonic::Request::new(Encoded(bytes::Bytes::from(body)));
                 for (k, v) in &o.headers {
                     if let (Ok(k), Ok(v)) = (
                         tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
@@ -116,7 +143,17 @@ impl Transport {
                         request.metadata_mut().insert(k, v);
                     }
                 }
-                match client.export(request).await {
+                // The call MetricsServiceClient::export makes, with the bytes already encoded.
+                request
+                    .extensions_mut()
+                    .insert(GrpcMethod::new(SERVICE, "Export"));
+                if let Err(e) = client.ready().await {
+                    return Err(Failure::Unavailable(error_chain(&e), None));
+                }
+                let codec =
+                    tonic_prost::ProstCodec::<Encoded, ExportMetricsServiceResponse>::default();
+                let path = PathAndQuery::from_static(EXPORT_PATH);
+                match client.unary(request, path, codec).await {
                     Ok(resp) => {
                         if let Some(p) = resp.into_inner().partial_success
                             && p.rejected_data_points > 0
@@ -138,8 +175,7 @@ impl Transport {
                         hyper::header::USER_AGENT,
                         concat!("sockscope/", env!("CARGO_PKG_VERSION")),
                     );
-                let mut body = req.encode_to_vec();
-                drop(req);
+                let mut body = body;
                 if o.compression == Compression::Gzip {
                     body = gzip(&body).map_err(|e| Failure::Rejected(format!("gzip: {e}")))?;
                     b = b.header(hyper::header::CONTENT_ENCODING, "gzip");
