@@ -12,11 +12,8 @@ use sockscope::{
         otlp::{Temporality, encode::Encoder},
         text,
     },
-    identity::{Identity, hosts::HostCache},
-    series::{
-        Budgets, budget::Overflow, expiry::Expiry, flows::FlowMetrics, labels::LabelOptions,
-        registry::Registry,
-    },
+    identity::{Identity, hosts::HostCache, labelled::Labeller, labels::LabelOptions},
+    series::{Budgets, budget::Overflow, expiry::Expiry, flows::FlowMetrics, registry::Registry},
 };
 use sockscope_common::{FlowKey, FlowStats, PROTO_TCP, ROLE_CLIENT, v4_mapped};
 
@@ -44,12 +41,12 @@ fn main() {
     let _ = std::fs::create_dir_all(&dir);
     for n in sizes {
         let mut registry = Registry::default();
+        let mut labeller = Labeller::new(LabelOptions {
+            process: false,
+            remote_ip: true,
+        });
         let mut flows = FlowMetrics::register(
             &mut registry,
-            LabelOptions {
-                process: false,
-                remote_ip: true,
-            },
             // Every flow has its own peer address: no budget folds any of them.
             Budgets {
                 remote_ips: usize::MAX,
@@ -86,9 +83,7 @@ fn main() {
             .collect();
         let before = heap_bytes();
         flows.fold(
-            &keys,
-            &[],
-            &mut identity,
+            labeller.flows(&keys, &[], &mut identity, Instant::now()),
             &mut Expiry::new(Duration::from_secs(300)),
         );
         let reps = if n > 20_000 { 30 } else { 100 };

@@ -26,10 +26,13 @@ use crate::{
         web::{self, WebOptions},
     },
     fault::{self, Fault},
+    identity::labelled::Labeller,
+    identity::labels::LabelOptions,
     identity::{Identity, hosts::HostCache},
     kubernetes::Cluster,
     lock,
-    series::{Budgets, Series, labels::LabelOptions},
+    pipeline::Pipeline,
+    series::{Budgets, Series},
 };
 
 /// Longest wait for the first list of this node's pods before draining starts.
@@ -206,10 +209,6 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         SYNC_WAIT,
     ));
     let mut series = Series::new(
-        LabelOptions {
-            process: config.label_process,
-            remote_ip: config.label_remote_ip,
-        },
         Budgets {
             qnames: config.max_qnames_per_workload as usize,
             qtypes: config.max_qtypes_per_workload as usize,
@@ -221,7 +220,6 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         config.series_expiry,
         cluster.is_some(),
     );
-    series.flows.set_sticky_for(config.dns_ttl_max);
     let drops = crate::series::drop::Drops::new(&config.drop_labels);
     series.flows.set_drops(drops.clone());
     series.dns.set_drops(drops);
@@ -324,19 +322,24 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
     let drain_shared = shared.clone();
     let interval = config.interval;
     let drainer = Drainer::new(maps, config.dns_timeout);
+    let mut labeller = Labeller::new(LabelOptions {
+        process: config.label_process,
+        remote_ip: config.label_remote_ip,
+    });
+    labeller.set_sticky_for(config.dns_ttl_max);
+    let pipeline = Pipeline {
+        kernel,
+        drainer,
+        identity,
+        answers,
+        labeller,
+        series,
+        shared: drain_shared,
+        grace: config.series_expiry,
+    };
     let drain_thread = thread::Builder::new()
         .name("drain".into())
-        .spawn(move || {
-            drain_loop(
-                kernel,
-                drainer,
-                series,
-                Labelling { identity, answers },
-                drain_shared,
-                interval,
-                stop_rx,
-            )
-        })
+        .spawn(move || drain_loop(pipeline, interval, stop_rx))
         .map_err(|source| Error::Thread {
             name: "drain",
             source,
@@ -377,42 +380,9 @@ async fn wait_for_signal() {
     }
 }
 
-/// What the drain thread labels with.
-struct Labelling {
-    identity: Arc<Mutex<Identity>>,
-    answers: Option<Arc<Answers>>,
-}
-
-impl Labelling {
-    /// Folds one batch into the series: DNS answers first (already applied by the drain),
-    /// then flows and DNS counts.
-    fn fold(&self, series: &mut Series, batch: &crate::drain::Batch) {
-        let mut identity = lock(&self.identity);
-        series.fold(batch, &mut identity);
-        series.expire(Instant::now(), &mut identity);
-        drop(identity);
-        if let Some(a) = &self.answers {
-            series.dns.record_answers(&a.stats);
-        }
-    }
-
-    fn catch_up(&self) {
-        if let Some(a) = &self.answers {
-            a.catch_up();
-        }
-    }
-}
-
-fn drain_loop(
-    mut kernel: Kernel,
-    mut drainer: Drainer,
-    mut series: Series,
-    labelling: Labelling,
-    shared: Arc<Shared>,
-    interval: std::time::Duration,
-    stop: mpsc::Receiver<()>,
-) {
-    lock(&labelling.identity).cgroups.scan();
+/// Runs a tick every `interval` until asked to stop, then the final drain.
+fn drain_loop(mut pipeline: Pipeline, interval: std::time::Duration, stop: mpsc::Receiver<()>) {
+    lock(&pipeline.identity).cgroups.scan();
     // The first drain runs right away so /readyz turns ready without waiting one interval.
     let mut next = Instant::now();
     loop {
@@ -439,36 +409,7 @@ fn drain_loop(
                 thread::sleep(std::time::Duration::from_secs(3600));
             }
         }
-        let start = Instant::now();
-        // Live TCP counts into the current generation, which the drain then takes.
-        if let Err(e) = kernel.sample_tcp() {
-            warn!("TCP iterator run failed: {e}; live TCP counts wait for the next drain");
-        }
-        let batch = drainer.drain(|| labelling.catch_up());
-        labelling.fold(&mut series, &batch);
-        series.agent.record_drain(&batch, start.elapsed());
-        series.agent.record_run_stats(&kernel.run_stats());
-        shared.publish(Exposition::new(series.registry.snapshot()));
-        shared.drained();
-        shared.set_ready(kernel.programs.iter().any(|p| p.attached));
+        pipeline.tick();
     }
-    kernel.detach();
-    series
-        .agent
-        .set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));
-    let start = Instant::now();
-    // After the detach: every count up to the last close sock_ops saw, plus what is still open.
-    if let Err(e) = kernel.sample_tcp() {
-        warn!("TCP iterator run failed at shutdown: {e}");
-    }
-    labelling.catch_up();
-    let batch = drainer.drain_all();
-    labelling.fold(&mut series, &batch);
-    series.agent.record_drain(&batch, start.elapsed());
-    shared.publish(Exposition::new(series.registry.snapshot()));
-    info!(
-        flows = batch.flows.len(),
-        dns = batch.dns.len(),
-        "final drain done"
-    );
+    pipeline.finish();
 }

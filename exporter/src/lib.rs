@@ -15,6 +15,7 @@ pub mod export;
 pub mod fault;
 pub mod identity;
 pub mod kubernetes;
+pub mod pipeline;
 pub mod report;
 pub mod schema;
 pub mod series;

@@ -3,6 +3,26 @@
 //! them, the exporters take names, help and units from them, and a test holds the README's
 //! metrics table to them.
 
+/// A label set: its (name, value) pairs in exposition order.
+pub trait LabelSet: Send + Sync + 'static {
+    /// Calls `f` with each label.
+    fn visit(&self, f: &mut dyn FnMut(&'static str, &str));
+}
+
+/// `impl LabelSet` for a struct of `String` label fields, optionally led by a flattened
+/// label set: `label_set!(T { [local] qname, qtype })`.
+macro_rules! label_set {
+    ($ty:ty { $([$flat:ident])? $($field:ident),* }) => {
+        impl $crate::schema::LabelSet for $ty {
+            fn visit(&self, f: &mut dyn FnMut(&'static str, &str)) {
+                $($crate::schema::LabelSet::visit(&self.$flat, f);)?
+                $(f(stringify!($field), &self.$field);)*
+            }
+        }
+    };
+}
+pub(crate) use label_set;
+
 /// What kind of values a family has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -60,7 +60,7 @@ fn dns_answer_regressions() {
 #[test]
 fn qname_regressions() {
     for (p, data) in inputs("qname") {
-        let name = sockscope::dns::name::presentation(&data);
+        let name = sockscope::identity::names::presentation(&data);
         assert!(
             name.bytes().all(|b| b.is_ascii_graphic()),
             "{}: {name:?}",
@@ -97,7 +97,7 @@ fn text_parsers_regressions() {
         if let Ok(text) = std::str::from_utf8(&data) {
             let line = sockscope::export::text::one_label_line(text);
             assert_eq!(line.lines().count(), 1, "{line:?}");
-            let _ = sockscope::export::otlp::pairs(text);
+            let _ = sockscope::config::otlp::pairs(text);
             let _ = sockscope::ebpf::preflight::cgroup2_mounts(text);
         }
     }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sockscope::dns::name::{presentation, qtype_name, rcode_name};
+use sockscope::identity::names::{presentation, qtype_name, rcode_name};
 
 fuzz_target!(|data: &[u8]| {
     let name = presentation(data);

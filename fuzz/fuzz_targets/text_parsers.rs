@@ -14,11 +14,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(rendered.lines().count(), 1, "{rendered:?}");
     let _ = sockscope::export::text::wants_openmetrics(Some(text));
     let _ = sockscope::export::web::basic_credentials(text);
-    for (k, v) in sockscope::export::otlp::pairs(text) {
+    for (k, v) in sockscope::config::otlp::pairs(text) {
         assert!(!k.contains(','), "{k:?}");
         let _ = v;
     }
-    let _ = sockscope::export::otlp::percent_decode(text);
+    let _ = sockscope::config::otlp::percent_decode(text);
     let _ = sockscope::ebpf::preflight::parse_cap_eff(text);
     let _ = sockscope::ebpf::preflight::cgroup2_mounts(text);
     let _ = sockscope::ebpf::preflight::parse_port_range(text);

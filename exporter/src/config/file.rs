@@ -37,11 +37,11 @@ pub struct File {
 #[serde(deny_unknown_fields)]
 struct Otlp {
     endpoint: Option<String>,
-    protocol: Option<crate::export::otlp::Protocol>,
+    protocol: Option<crate::config::otlp::Protocol>,
     interval: Option<String>,
     timeout: Option<String>,
-    temporality: Option<crate::export::otlp::Temporality>,
-    compression: Option<crate::export::otlp::Compression>,
+    temporality: Option<crate::config::otlp::Temporality>,
+    compression: Option<crate::config::otlp::Compression>,
     certificate: Option<PathBuf>,
     client_certificate: Option<PathBuf>,
     client_key: Option<PathBuf>,
@@ -524,12 +524,12 @@ otlp:
         assert_eq!(c.otlp_endpoint.as_deref(), Some("http://collector:4318"));
         assert_eq!(
             c.otlp_protocol,
-            Some(crate::export::otlp::Protocol::HttpProtobuf)
+            Some(crate::config::otlp::Protocol::HttpProtobuf)
         );
         assert_eq!(c.otlp_interval.map(|d| d.as_secs()), Some(30));
         assert_eq!(
             c.otlp_temporality,
-            Some(crate::export::otlp::Temporality::Delta)
+            Some(crate::config::otlp::Temporality::Delta)
         );
         assert_eq!(
             c.otlp_headers,

@@ -1,6 +1,7 @@
 //! Command-line flags; every flag can also be set with a `SOCKSCOPE_*` environment variable.
 
 pub mod file;
+pub mod otlp;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -51,7 +52,7 @@ pub struct Config {
         value_enum,
         default_value = "auto"
     )]
-    pub tcp_accounting: crate::ebpf::TcpAccounting,
+    pub tcp_accounting: TcpAccounting,
 
     /// Add a `remote_ip` label with the peer's address. Unbounded for public peers: use only on
     /// hosts with a known, small set of peers.
@@ -210,7 +211,7 @@ pub struct Config {
     /// OTLP protocol: grpc or http/protobuf (default: OTEL_EXPORTER_OTLP_PROTOCOL, else
     /// http/protobuf).
     #[arg(long, env = "SOCKSCOPE_OTLP_PROTOCOL", value_enum)]
-    pub otlp_protocol: Option<crate::export::otlp::Protocol>,
+    pub otlp_protocol: Option<crate::config::otlp::Protocol>,
 
     /// Time between OTLP exports (default: OTEL_METRIC_EXPORT_INTERVAL, else 60s).
     #[arg(long, env = "SOCKSCOPE_OTLP_INTERVAL", value_parser = parse_interval)]
@@ -223,12 +224,12 @@ pub struct Config {
     /// OTLP temporality of counters and histograms: cumulative or delta (default:
     /// OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, else cumulative).
     #[arg(long, env = "SOCKSCOPE_OTLP_TEMPORALITY", value_enum)]
-    pub otlp_temporality: Option<crate::export::otlp::Temporality>,
+    pub otlp_temporality: Option<crate::config::otlp::Temporality>,
 
     /// Compress OTLP request bodies: gzip or none (default: OTEL_EXPORTER_OTLP_COMPRESSION,
     /// else none).
     #[arg(long, env = "SOCKSCOPE_OTLP_COMPRESSION", value_enum)]
-    pub otlp_compression: Option<crate::export::otlp::Compression>,
+    pub otlp_compression: Option<crate::config::otlp::Compression>,
 
     /// CA certificates (PEM) trusted for an https:// OTLP endpoint, besides the system's roots
     /// (default: OTEL_EXPORTER_OTLP_CERTIFICATE).
@@ -427,8 +428,8 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 impl Config {
     /// The OTLP settings sockscope's own flags and config give (OTEL_* fill the rest).
-    pub fn otlp_settings(&self) -> crate::export::otlp::Settings {
-        crate::export::otlp::Settings {
+    pub fn otlp_settings(&self) -> crate::config::otlp::Settings {
+        crate::config::otlp::Settings {
             endpoint: self.otlp_endpoint.clone(),
             protocol: self.otlp_protocol,
             interval: self.otlp_interval,
@@ -436,7 +437,7 @@ impl Config {
             temporality: self.otlp_temporality,
             headers: self.otlp_headers.clone(),
             compression: self.otlp_compression,
-            tls: crate::export::otlp::TlsFiles {
+            tls: crate::config::otlp::TlsFiles {
                 certificate: self.otlp_certificate.clone(),
                 client_certificate: self.otlp_client_certificate.clone(),
                 client_key: self.otlp_client_key.clone(),
@@ -450,7 +451,7 @@ impl Config {
 /// Refuses a TTL floor above the ceiling, per-cgroup shares larger than their map, and OTLP
 /// settings that cannot work.
 pub fn check(config: &Config) -> Result<(), String> {
-    crate::export::otlp::Options::resolve(&config.otlp_settings())?;
+    crate::config::otlp::Options::resolve(&config.otlp_settings())?;
     crate::fault::parse(&config.faults)?;
     let ranges = [
         ("--flow-map-size", config.flow_map_size, 1024),
@@ -493,6 +494,18 @@ pub fn check(config: &Config) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// How TCP bytes are counted (`--tcp-accounting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcpAccounting {
+    /// The iterator where the kernel has it (BTF, BPF iterators), else per packet.
+    Auto,
+    /// The iterator, or refuse to start.
+    Iterator,
+    /// Per packet: cgroup_skb flushes on every packet that moved a counter, sock_ops on every
+    /// RTT window (kernels without iterators).
+    PerPacket,
 }
 
 #[cfg(test)]

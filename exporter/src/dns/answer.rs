@@ -8,7 +8,7 @@ use hickory_proto::{
     serialize::binary::{BinDecodable, BinDecoder},
 };
 
-use super::name::presentation;
+use crate::identity::names::presentation;
 
 /// What one response says about addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,6 @@
 //! made right after its DNS answer is labelled with that answer's name in the same drain.
 
 pub mod answer;
-pub mod name;
 
 use std::{
     os::fd::{AsRawFd, RawFd},

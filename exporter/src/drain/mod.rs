@@ -33,10 +33,7 @@ use sockscope_common::{
 };
 use tracing::{debug, warn};
 
-pub mod pending;
-
 use crate::{
-    dns::name::presentation,
     ebpf::Maps,
     fault::{self, Fault},
 };
@@ -56,8 +53,9 @@ pub struct Batch {
     pub dns: Vec<(DnsKey, DnsStats)>,
     /// Queries that timed out since the previous drain (their query keys).
     pub dns_timeouts: Vec<DnsKey>,
-    /// Question names (presentation form) of the name hashes in `dns` and `dns_timeouts`.
-    pub qnames: HashMap<u64, String>,
+    /// Question names (wire format, as the kernel stored them) of the name hashes in `dns`
+    /// and `dns_timeouts`.
+    pub qnames: HashMap<u64, Box<[u8]>>,
     /// Entries the drained flow map held.
     pub drained_entries: usize,
     /// Entries the drained flow overflow map held.
@@ -94,7 +92,7 @@ pub struct Drainer {
     node_reads: [u8; 2],
     dns_timeout: Duration,
     /// Names learnt from the kernel's LRU name map, by hash, and their bytes.
-    names: HashMap<u64, String>,
+    names: HashMap<u64, Box<[u8]>>,
     names_bytes: usize,
     carried_flows: Carried<FlowKey, FlowStats>,
     carried_overflow: Carried<OverflowKey, FlowStats>,
@@ -106,7 +104,7 @@ pub struct Drainer {
 /// Names kept by the agent; beyond this (or [`MAX_NAME_BYTES`]) the table starts over (names
 /// are re-read on use).
 const MAX_NAMES: usize = 65536;
-/// Bytes of names kept by the agent: escaped names can be four times their wire length.
+/// Bytes of names kept by the agent.
 const MAX_NAME_BYTES: usize = 8 << 20;
 
 impl Drainer {
@@ -270,7 +268,7 @@ impl Drainer {
                 Some(n) => n.clone(),
                 None => match self.maps.dns_names.get(&h, 0) {
                     Ok(wire) => {
-                        let n = presentation(&wire.wire);
+                        let n = wire_name(&wire.wire);
                         if self.names.len() >= MAX_NAMES || self.names_bytes >= MAX_NAME_BYTES {
                             self.names.clear();
                             self.names_bytes = 0;
@@ -393,6 +391,20 @@ fn sum_slot<V: Pod + Default>(
         add(&mut total, v);
     }
     Some(total)
+}
+
+/// The name in a kernel name buffer: its labels up to and including the terminating zero
+/// (the rest of the buffer is padding). A name cut short by the buffer keeps what is there.
+fn wire_name(wire: &[u8]) -> Box<[u8]> {
+    let mut pos = 0usize;
+    while let Some(&len) = wire.get(pos) {
+        pos += 1;
+        if len == 0 {
+            break;
+        }
+        pos += usize::from(len);
+    }
+    wire[..pos.min(wire.len())].into()
 }
 
 /// What [`take_all`] read out of a map.

@@ -1,7 +1,9 @@
 //! Loading and attaching the eBPF programs, and typed handles on their maps.
 
 pub mod btf;
+pub mod error;
 pub mod iter;
+pub mod pending;
 pub mod preflight;
 pub mod privileges;
 
@@ -26,7 +28,7 @@ use sockscope_common::{
 };
 use tracing::{error, info, warn};
 
-use crate::error::{Error, Result};
+pub use error::{Error, Result};
 pub use preflight::CgroupRoot;
 
 /// The eBPF object built by build.rs from exporter-ebpf; public for tools that load it
@@ -63,17 +65,7 @@ pub const TCP_ITER: &str = "sockscope_tcp_iter";
 /// The `tcp:tcp_destroy_sock` program that flushes a TCP socket at its end, in iterator mode.
 pub const TCP_CLOSE: &str = "sockscope_tcp_close";
 
-/// How TCP bytes are counted (`--tcp-accounting`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TcpAccounting {
-    /// The iterator where the kernel has it (BTF, BPF iterators), else per packet.
-    Auto,
-    /// The iterator, or refuse to start.
-    Iterator,
-    /// Per packet: cgroup_skb flushes on every packet that moved a counter, sock_ops on every
-    /// RTT window (kernels without iterators).
-    PerPacket,
-}
+pub use crate::config::TcpAccounting;
 
 /// What happened to one program.
 #[derive(Debug, Clone)]
@@ -128,7 +120,7 @@ pub struct Maps {
     /// Question names by hash (an LRU map).
     pub dns_names: HashMap<MapData, u64, DnsName>,
     /// DNS queries waiting for their response.
-    pub dns_pending: crate::drain::pending::PendingTable,
+    pub dns_pending: pending::PendingTable,
     /// DNS answers for the hostname cache; taken by the answer reader.
     pub dns_answers: Option<RingBuf<MapData>>,
     /// cgroup id -> network namespace cookie; taken by the identity resolver.
@@ -384,8 +376,9 @@ impl Kernel {
         ];
         let node_dns = take_map(&mut ebpf, NODE_DNS_MAP)?;
         let dns_pending = match ebpf.take_map(DNS_PENDING_MAP) {
-            Some(aya::maps::Map::Array(data)) => crate::drain::pending::PendingTable::new(data)
-                .map_err(|e| Error::Pending(e.to_string()))?,
+            Some(aya::maps::Map::Array(data)) => {
+                pending::PendingTable::new(data).map_err(|e| Error::Pending(e.to_string()))?
+            }
             _ => {
                 return Err(Error::Map {
                     name: DNS_PENDING_MAP,

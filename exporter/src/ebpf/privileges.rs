@@ -11,7 +11,7 @@
 
 use caps::{CapSet, Capability, CapsHashSet};
 
-use crate::error::{Error, Result};
+use super::error::{Error, Result};
 
 /// What stays after the programs are attached: `open_by_handle_at()` on cgroup ids.
 pub const KEEP: &[Capability] = &[Capability::CAP_DAC_READ_SEARCH];

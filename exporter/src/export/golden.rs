@@ -26,7 +26,9 @@ use super::{
 use crate::{
     drain::Batch,
     identity::{Identity, hosts::HostCache},
-    series::{Budgets, Series, labels::LabelOptions},
+    identity::{labelled::Labeller, labels::LabelOptions},
+    pipeline::fold_batch,
+    series::{Budgets, Series},
 };
 
 /// A cgroup tree of two units under a root of its own; removed on drop.
@@ -169,8 +171,8 @@ fn batch(web: u64, db: u64) -> Batch {
         ],
         dns_timeouts: vec![dns(web, www, DNS_KIND_QUERY, 0, 0)],
         qnames: HashMap::from([
-            (www, "www.example.com".to_string()),
-            (api, "api.example.com".to_string()),
+            (www, Box::from(&b"\x03www\x07example\x03com\x00"[..])),
+            (api, Box::from(&b"\x03api\x07example\x03com\x00"[..])),
         ]),
         ..Batch::default()
     }
@@ -308,16 +310,13 @@ fn expositions_match_golden_files() {
         None,
         HostCache::new(64, Duration::from_secs(30), Duration::from_secs(3600)),
     );
-    let mut series = Series::new(
-        LabelOptions::default(),
-        Budgets::default(),
-        Duration::from_secs(300),
-        false,
-    );
+    let grace = Duration::from_secs(300);
+    let mut series = Series::new(Budgets::default(), grace, false);
+    let mut labeller = Labeller::new(LabelOptions::default());
     let b = batch(web, db);
-    series.fold(&b, &mut identity);
+    fold_batch(&b, &mut labeller, &mut identity, &mut series, grace);
     // A second drain: counters add up, nothing new appears.
-    series.fold(&b, &mut identity);
+    fold_batch(&b, &mut labeller, &mut identity, &mut series, grace);
     let snapshot = series.registry.snapshot();
     golden(
         "exposition.prom",

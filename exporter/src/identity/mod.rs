@@ -4,6 +4,9 @@
 pub mod cgroup;
 pub mod hosts;
 pub mod kubepods;
+pub mod labelled;
+pub mod labels;
+pub mod names;
 pub mod netns;
 pub mod remote;
 
@@ -76,6 +79,8 @@ pub struct Identity {
     pub misses: Misses,
     /// Configured CIDR classes, most specific first.
     classes: Vec<(ipnet::IpNet, String)>,
+    /// When the caches were last pruned.
+    last_prune: Instant,
 }
 
 impl Identity {
@@ -95,6 +100,7 @@ impl Identity {
             memo: HashMap::new(),
             misses: Misses::default(),
             classes: Vec::new(),
+            last_prune: Instant::now(),
         }
     }
 
@@ -204,6 +210,20 @@ impl Identity {
     }
 
     /// Whether a socket owner is gone: its pod deleted from the API, or its cgroup removed.
+    /// Sweeps its caches now and then: removed cgroups idle for `grace`, and deleted pods
+    /// kept twice that long for their last counts.
+    pub fn prune(&mut self, now: Instant, grace: Duration) {
+        let every = Duration::from_secs(30).min(grace.max(Duration::from_secs(1)));
+        if now.saturating_duration_since(self.last_prune) < every {
+            return;
+        }
+        self.last_prune = now;
+        self.cgroups.sweep(grace);
+        if let Some(c) = &self.cluster {
+            crate::kubernetes::write(&c.pods).prune(now, grace * 2);
+        }
+    }
+
     pub fn gone(&mut self, cgroup_id: u64, pod_uid: Option<u128>) -> bool {
         if let (Some(c), Some(uid)) = (&self.cluster, pod_uid)
             && read(&c.pods).is_deleted(uid)

@@ -3,10 +3,6 @@
 use std::{collections::HashMap, sync::atomic::Ordering};
 
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
-use sockscope_common::dns::{
-    DNS_ERR_NAMES, DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT,
-    DNS_NO_LATENCY, DnsKey, DnsStats,
-};
 
 use super::{
     Budgets,
@@ -15,16 +11,15 @@ use super::{
     drop::{Droppable, Drops},
     expiry::{Expiry, Members},
     histogram::KernelHistogram,
-    labels::{LocalLabels, OVERFLOW, node_overflow_local},
     registry::{Count, Family, Registry},
     snapshot::{LabelSet, label_set},
 };
 use crate::{
-    dns::{
-        AnswerStats,
-        name::{qtype_name, rcode_name},
+    dns::AnswerStats,
+    identity::{
+        labelled::{DnsDelta, DnsEvent, Question},
+        labels::{LocalLabels, OVERFLOW},
     },
-    identity::Identity,
     schema,
 };
 
@@ -199,34 +194,16 @@ impl DnsMetrics {
         m
     }
 
-    /// Adds one drain's DNS deltas and timeouts.
-    pub fn fold(
-        &mut self,
-        deltas: &[(DnsKey, DnsStats)],
-        timeouts: &[DnsKey],
-        qnames: &HashMap<u64, String>,
-        identity: &mut Identity,
-        expiry: &mut Expiry,
-    ) {
+    /// Adds one drain's labelled DNS deltas.
+    pub fn fold(&mut self, deltas: impl IntoIterator<Item = DnsDelta>, expiry: &mut Expiry) {
         let now = std::time::Instant::now();
-        let local_of = |id: u64, identity: &mut Identity, expiry: &mut Expiry| {
-            let local = if id == 0 {
-                node_overflow_local()
-            } else {
-                identity.local(id)
-            };
-            let labels = LocalLabels::of(&local);
-            expiry.touch(&labels, id, local.pod_uid, now);
-            (labels, (id, local.pod_uid))
-        };
-        for (key, stats) in deltas {
-            if stats.count == 0 {
-                continue;
-            }
-            let (local, owner) = local_of(key.cgroup_id, identity, expiry);
-            match key.kind {
-                DNS_KIND_QUERY => {
-                    let (qname, qtype) = self.question(&local, key, qnames, DNS_QUERIES);
+        for d in deltas {
+            let owner = (d.owner.cgroup_id, d.owner.pod_uid);
+            expiry.touch(&d.local, owner.0, owner.1, now);
+            let local = d.local;
+            match d.event {
+                DnsEvent::Query(question) => {
+                    let (qname, qtype) = self.question(&local, question, DNS_QUERIES);
                     let labels = QueryLabels {
                         local,
                         qname,
@@ -240,16 +217,17 @@ impl DnsMetrics {
                         labels,
                         owner,
                     );
-                    self.queries
-                        .get_or_create_shared(&labels)
-                        .inc_by(stats.count);
+                    self.queries.get_or_create_shared(&labels).inc_by(d.count);
                 }
-                DNS_KIND_RESPONSE => {
-                    let rcode = rcode_name(key.code).to_string();
-                    if key.bucket != DNS_NO_LATENCY {
+                DnsEvent::Response {
+                    question,
+                    rcode,
+                    latency,
+                } => {
+                    if let Some((bucket, sum_ns)) = latency {
                         let labels = LatencyLabels {
                             local: local.clone(),
-                            rcode: rcode.clone(),
+                            rcode: rcode.to_string(),
                         };
                         let labels = exported(
                             &self.drops,
@@ -259,18 +237,16 @@ impl DnsMetrics {
                             labels,
                             owner,
                         );
-                        self.latency.get_or_create_shared(&labels).add(
-                            key.bucket as usize,
-                            stats.count,
-                            stats.sum_ns,
-                        );
+                        self.latency
+                            .get_or_create_shared(&labels)
+                            .add(bucket, d.count, sum_ns);
                     }
-                    let (qname, qtype) = self.question(&local, key, qnames, DNS_RESPONSES);
+                    let (qname, qtype) = self.question(&local, question, DNS_RESPONSES);
                     let labels = ResponseLabels {
                         local,
                         qname,
                         qtype,
-                        rcode,
+                        rcode: rcode.to_string(),
                     };
                     let labels = exported(
                         &self.drops,
@@ -280,16 +256,26 @@ impl DnsMetrics {
                         labels,
                         owner,
                     );
-                    self.responses
-                        .get_or_create_shared(&labels)
-                        .inc_by(stats.count);
+                    self.responses.get_or_create_shared(&labels).inc_by(d.count);
                 }
-                DNS_KIND_TIMEOUT => self.timeout(local, key, qnames, stats.count, expiry, owner),
-                DNS_KIND_ERROR => {
-                    let reason = DNS_ERR_NAMES
-                        .get(key.code as usize)
-                        .copied()
-                        .unwrap_or("unknown");
+                DnsEvent::Timeout(question) => {
+                    let (qname, qtype) = self.question(&local, question, DNS_TIMEOUTS);
+                    let labels = QueryLabels {
+                        local,
+                        qname,
+                        qtype,
+                    };
+                    let labels = exported(
+                        &self.drops,
+                        &mut self.members.queries,
+                        expiry,
+                        DNS_TIMEOUTS,
+                        labels,
+                        owner,
+                    );
+                    self.timeouts.get_or_create_shared(&labels).inc_by(d.count);
+                }
+                DnsEvent::Error { reason } => {
                     let labels = ErrorLabels {
                         local,
                         reason: reason.to_string(),
@@ -304,17 +290,15 @@ impl DnsMetrics {
                     );
                     self.parse_errors
                         .get_or_create_shared(&labels)
-                        .inc_by(stats.count);
+                        .inc_by(d.count);
                 }
-                _ => {}
             }
         }
-        for key in timeouts {
-            let (local, owner) = local_of(key.cgroup_id, identity, expiry);
-            self.timeout(local, key, qnames, 1, expiry, owner);
-        }
-        self.cache_entries.set(identity.hosts.len() as i64);
-        let evictions = identity.hosts.evictions();
+    }
+
+    /// Publishes the hostname cache's size and evictions (cumulative there).
+    pub fn record_host_cache(&mut self, entries: usize, evictions: u64) {
+        self.cache_entries.set(entries as i64);
         self.cache_evictions
             .inc_by(evictions.saturating_sub(self.cache_evictions_seen));
         self.cache_evictions_seen = evictions;
@@ -346,33 +330,6 @@ impl DnsMetrics {
         self.unmatched = self.unmatched.wrapping_add(n);
     }
 
-    /// Counts `n` timed-out queries of `key` (from the kernel or the agent's sweep).
-    fn timeout(
-        &mut self,
-        local: LocalLabels,
-        key: &DnsKey,
-        qnames: &HashMap<u64, String>,
-        n: u64,
-        expiry: &mut Expiry,
-        owner: (u64, Option<u128>),
-    ) {
-        let (qname, qtype) = self.question(&local, key, qnames, DNS_TIMEOUTS);
-        let labels = QueryLabels {
-            local,
-            qname,
-            qtype,
-        };
-        let labels = exported(
-            &self.drops,
-            &mut self.members.queries,
-            expiry,
-            DNS_TIMEOUTS,
-            labels,
-            owner,
-        );
-        self.timeouts.get_or_create_shared(&labels).inc_by(n);
-    }
-
     /// Removes every series of an expired owner; returns how many went.
     pub fn remove(&mut self, local: &LocalLabels) -> usize {
         let mut n = 0;
@@ -402,28 +359,24 @@ impl DnsMetrics {
         self.qtypes.forget(scope);
     }
 
-    /// The `qname` and `qtype` labels of a key within the workload's budgets. A name the agent
-    /// could not learn (evicted from the kernel's name map first) counts as `~other` too; a
-    /// key the kernel folded (no name kept: name hash 0) is `~overflow` in both.
+    /// The `qname` and `qtype` labels of a question within the workload's budgets. A name the
+    /// agent could not learn (evicted from the kernel's name map first) counts as `~other`
+    /// too; a key the kernel folded (no name kept) is `~overflow` in both.
     fn question(
         &mut self,
         local: &LocalLabels,
-        key: &DnsKey,
-        qnames: &HashMap<u64, String>,
+        question: Question,
         family: &str,
     ) -> (String, String) {
-        if key.name_hash == 0 {
-            return (OVERFLOW.to_string(), OVERFLOW.to_string());
-        }
         let scope = local.budget_scope();
-        let (name, folded) = match qnames.get(&key.name_hash) {
-            Some(n) => self.qnames.label(&scope, n.clone()),
-            None => (OTHER.to_string(), true),
+        let (name, qtype) = match question {
+            Question::Folded => return (OVERFLOW.to_string(), OVERFLOW.to_string()),
+            Question::Named { qname, qtype } => (self.qnames.label(&scope, qname), qtype),
+            Question::Unlearned { qtype } => ((OTHER.to_string(), true), qtype),
         };
-        if folded {
+        if name.1 {
             count_overflow(&self.overflow, family, "qname");
         }
-        let qtype = qtype_name(key.qtype);
         // Record types with a mnemonic first: numeric ones (TYPE65280) take at most half.
         let rank = if qtype.starts_with("TYPE") {
             Rank::Other
@@ -434,7 +387,7 @@ impl DnsMetrics {
         if folded {
             count_overflow(&self.overflow, family, "qtype");
         }
-        (name, qtype)
+        (name.0, qtype)
     }
 }
 
@@ -442,10 +395,16 @@ impl DnsMetrics {
 mod tests {
     use std::time::Duration;
 
-    use sockscope_common::dns::name_hash;
+    use sockscope_common::dns::{
+        DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_NO_LATENCY, DnsKey, DnsStats,
+        name_hash,
+    };
 
     use super::*;
-    use crate::identity::hosts::HostCache;
+    use crate::{
+        drain::Batch,
+        identity::{Identity, hosts::HostCache, labelled::Labeller, labels::LabelOptions},
+    };
 
     fn key(name: u64, kind: u8, code: u8, bucket: u8) -> DnsKey {
         DnsKey {
@@ -479,7 +438,10 @@ mod tests {
             HostCache::new(4, Duration::from_secs(1), Duration::from_secs(2)),
         );
         let (a, b) = (name_hash(b"\x01a\x00", 3), name_hash(b"\x01b\x00", 3));
-        let qnames = HashMap::from([(a, "a".to_string()), (b, "b".to_string())]);
+        let qnames = HashMap::from([
+            (a, Box::from(&b"\x01a\x00"[..])),
+            (b, Box::from(&b"\x01b\x00"[..])),
+        ]);
         let one = |n| DnsStats {
             count: n,
             sum_ns: 0,
@@ -501,13 +463,15 @@ mod tests {
             (key(77, DNS_KIND_QUERY, 0, 0), one(1)),
             (key(0, DNS_KIND_ERROR, 4, 0), one(5)),
         ];
-        m.fold(
-            &deltas,
-            &[key(a, DNS_KIND_QUERY, 0, 0)],
-            &qnames,
-            &mut id,
-            &mut Expiry::new(Duration::from_secs(60)),
-        );
+        let batch = Batch {
+            dns: deltas.to_vec(),
+            dns_timeouts: vec![key(a, DNS_KIND_QUERY, 0, 0)],
+            qnames,
+            ..Batch::default()
+        };
+        let labeller = Labeller::new(LabelOptions::default());
+        let labelled: Vec<_> = labeller.dns(&batch, &mut id).collect();
+        m.fold(labelled, &mut Expiry::new(Duration::from_secs(60)));
         let mut out = String::new();
         out.push_str(&crate::export::text::openmetrics(&registry.snapshot()));
         let has = |s: &str| assert!(out.contains(s), "{s} missing in\n{out}");

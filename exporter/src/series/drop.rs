@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::labels::{FlowLabels, LocalLabels};
+use crate::identity::labels::{FlowLabels, LocalLabels};
 
 /// A label set some of whose labels can be emptied by name.
 pub trait Droppable: Clone {
@@ -96,7 +96,7 @@ impl Drops {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::series::labels::OptionalLabels;
+    use crate::identity::labels::OptionalLabels;
 
     #[test]
     fn drops_only_what_is_configured() {

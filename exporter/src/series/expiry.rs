@@ -8,8 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{compact::Compact, labels::LocalLabels, snapshot::LabelSet};
-use crate::identity::Identity;
+use super::{compact::Compact, snapshot::LabelSet};
+use crate::identity::labels::LocalLabels;
 
 /// The label sets each local owner has in some families, so its series can be removed. It
 /// holds the one stored copy of each label set ([`Compact`]): the families point at it.
@@ -74,9 +74,6 @@ struct Activity {
 pub struct Expiry {
     grace: Duration,
     owners: HashMap<LocalLabels, Activity>,
-    /// How often the identity caches are swept for removed cgroups.
-    sweep_every: Duration,
-    last_sweep: Instant,
 }
 
 impl Expiry {
@@ -85,8 +82,6 @@ impl Expiry {
         Expiry {
             grace,
             owners: HashMap::new(),
-            sweep_every: Duration::from_secs(30).min(grace.max(Duration::from_secs(1))),
-            last_sweep: Instant::now(),
         }
     }
 
@@ -111,9 +106,13 @@ impl Expiry {
         }
     }
 
-    /// Owners idle for the grace period whose pod is deleted or cgroup removed: their series
-    /// go. Also sweeps the identity caches of removed cgroups now and then.
-    pub fn expire(&mut self, now: Instant, identity: &mut Identity) -> Vec<LocalLabels> {
+    /// Owners idle for the grace period that `gone` says are gone (pod deleted, cgroup
+    /// removed): their series go.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        mut gone: impl FnMut(u64, Option<u128>) -> bool,
+    ) -> Vec<LocalLabels> {
         let grace = self.grace;
         let idle: Vec<(LocalLabels, Activity)> = self
             .owners
@@ -121,21 +120,14 @@ impl Expiry {
             .filter(|(_, a)| now.saturating_duration_since(a.last) >= grace)
             .map(|(l, a)| (l.clone(), *a))
             .collect();
-        let mut gone = Vec::new();
+        let mut out = Vec::new();
         for (local, a) in idle {
-            if identity.gone(a.cgroup_id, a.pod_uid) {
+            if gone(a.cgroup_id, a.pod_uid) {
                 self.owners.remove(&local);
-                gone.push(local);
+                out.push(local);
             }
         }
-        if now.saturating_duration_since(self.last_sweep) >= self.sweep_every {
-            self.last_sweep = now;
-            identity.cgroups.sweep(grace);
-            if let Some(c) = &identity.cluster {
-                crate::kubernetes::write(&c.pods).prune(now, grace * 2);
-            }
-        }
-        gone
+        out
     }
 
     /// Whether some tracked owner still uses budget `scope`.
@@ -157,6 +149,7 @@ impl Expiry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Identity;
 
     fn local(pod: &str) -> LocalLabels {
         LocalLabels {
@@ -206,11 +199,11 @@ mod tests {
         std::fs::remove_dir(&dead).expect("rmdir");
         // Gone but not idle long enough.
         assert!(
-            e.expire(t0 + Duration::from_secs(30), &mut identity)
+            e.expire(t0 + Duration::from_secs(30), |c, p| identity.gone(c, p))
                 .is_empty()
         );
         // Idle long enough: only the gone one goes.
-        let gone = e.expire(t0 + Duration::from_secs(61), &mut identity);
+        let gone = e.expire(t0 + Duration::from_secs(61), |c, p| identity.gone(c, p));
         assert_eq!(gone, vec![local("dead")]);
         assert_eq!(e.len(), 1);
         assert!(e.scope_in_use("ns/w"));

@@ -1,11 +1,8 @@
 //! TCP and UDP flow families and the folding of drained deltas into them.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::Instant;
 
-use sockscope_common::{FlowKey, FlowStats, OverflowKey, PROTO_TCP, PROTO_UDP, ROLE_SERVER};
+use sockscope_common::{FlowStats, PROTO_TCP, PROTO_UDP};
 
 use super::{
     Budgets,
@@ -13,13 +10,13 @@ use super::{
     compact::Compact,
     drop::Drops,
     expiry::{Expiry, Members},
-    labels::{
-        FlowLabels, LabelOptions, LocalLabels, flow_labels, node_overflow_local, overflow_labels,
-    },
     registry::{Count, Family, Registry},
 };
 use crate::{
-    identity::{Identity, remote::ip_from_key},
+    identity::{
+        labelled::{FlowDelta, FlowKind},
+        labels::{FlowLabels, LocalLabels},
+    },
     schema::{
         self, TCP_CONNECT_FAILURES, TCP_CONNECTIONS_CLOSED, TCP_CONNECTIONS_OPENED,
         TCP_RECEIVED_BYTES, TCP_RETRANSMITS, TCP_SENT_BYTES, UDP_RECEIVED_BYTES, UDP_SENT_BYTES,
@@ -28,21 +25,12 @@ use crate::{
 
 type CounterFamily = Family<Compact, Count>;
 
-/// A flow as far as its peer's name goes: owner, peer address, service port, role, protocol.
-type StickyKey = (u64, [u8; 16], u16, u8, u8);
-
 /// The flow counter families.
 pub struct FlowMetrics {
-    options: LabelOptions,
     hosts: Budget,
     ports: Budget,
     processes: Budget,
     remote_ips: Budget,
-    /// The name each active flow was labelled with, so a long-lived connection keeps its
-    /// `remote_host` after the DNS answer's TTL ends instead of splitting into a second,
-    /// unnamed series. Entries idle for `sticky_for` are dropped.
-    sticky: HashMap<StickyKey, (String, Instant)>,
-    sticky_for: Duration,
     overflow: Overflow,
     /// Every label set in use, by owner, for expiry.
     members: Members,
@@ -61,20 +49,12 @@ pub struct FlowMetrics {
 impl FlowMetrics {
     /// Registers the families (names get `_total` in the exposition), with the per-workload
     /// budgets of `remote_host`, `port`, `process` and `remote_ip`.
-    pub fn register(
-        registry: &mut Registry,
-        options: LabelOptions,
-        budgets: Budgets,
-        overflow: Overflow,
-    ) -> Self {
+    pub fn register(registry: &mut Registry, budgets: Budgets, overflow: Overflow) -> Self {
         let m = FlowMetrics {
-            options,
             hosts: Budget::new(budgets.remote_hosts),
             ports: Budget::new(budgets.ports),
             processes: Budget::new(budgets.processes),
             remote_ips: Budget::new(budgets.remote_ips),
-            sticky: HashMap::new(),
-            sticky_for: Duration::from_secs(3600),
             overflow,
             members: Members::new(&schema::FLOW_LABELS),
             drops: Drops::default(),
@@ -103,111 +83,55 @@ impl FlowMetrics {
         m
     }
 
-    /// Adds drained deltas to the cumulative counters: per-peer flows, then the overflow
-    /// entries (per owner, and node-wide with cgroup id 0). Flow keys that map to the same
-    /// labels (e.g. several peers of one class when `remote_ip` is off) add up in one series.
-    ///
-    /// `remote_host` is looked up here, at drain time, after the drain has applied every DNS
-    /// answer the kernel forwarded before these flows were counted.
-    pub fn fold(
-        &mut self,
-        flows: &[(FlowKey, FlowStats)],
-        overflow: &[(OverflowKey, FlowStats)],
-        identity: &mut Identity,
-        expiry: &mut Expiry,
-    ) {
+    /// Adds labelled flow deltas to the cumulative counters, within the budgets. Deltas that
+    /// end up with the same labels (several peers of one class when `remote_ip` is off, or
+    /// values folded into `~other`) add up in one series.
+    pub fn fold(&mut self, deltas: impl IntoIterator<Item = FlowDelta>, expiry: &mut Expiry) {
         let now = Instant::now();
-        for (key, stats) in flows {
-            if stats.is_zero() {
-                continue;
-            }
-            let local = identity.local(key.cgroup_id);
-            let ip = ip_from_key(key.remote_addr);
-            let sticky_key = (
-                key.cgroup_id,
-                key.remote_addr,
-                key.port,
-                key.role,
-                key.proto,
-            );
-            let host = match identity.remote_host(key.cgroup_id, ip, now) {
-                Some(h) => {
-                    self.sticky.insert(sticky_key, (h.clone(), now));
-                    h
+        for FlowDelta {
+            mut labels,
+            owner,
+            proto,
+            kind,
+            stats,
+        } in deltas
+        {
+            let scope = labels.local.budget_scope();
+            let mut folded = Vec::new();
+            if let FlowKind::Peer { preferred_port } = kind {
+                let (host, f) = self
+                    .hosts
+                    .label(&scope, std::mem::take(&mut labels.remote_host));
+                labels.remote_host = host;
+                if f {
+                    folded.push("remote_host");
                 }
-                None => match self.sticky.get_mut(&sticky_key) {
-                    Some((h, seen)) => {
-                        *seen = now;
-                        h.clone()
-                    }
-                    None => String::new(),
-                },
-            };
-            let mut labels = flow_labels(
-                key,
-                &local,
-                identity.remote(ip),
-                String::new(),
-                self.options,
-            );
-            let scope = labels.local.budget_scope();
-            let mut folded = Vec::new();
-            let (host, f) = self.hosts.label(&scope, host);
-            labels.remote_host = host;
-            if f {
-                folded.push("remote_host");
-            }
-            // Ports the workload listens on and well-known ports first: a scan's ports can
-            // take at most half the budget.
-            let rank = if key.role == ROLE_SERVER || key.port < 1024 {
-                Rank::Preferred
-            } else {
-                Rank::Other
-            };
-            let (port, f) = self
-                .ports
-                .label_ranked(&scope, std::mem::take(&mut labels.port), rank);
-            labels.port = port;
-            if f {
-                folded.push("port");
+                // Ports the workload listens on and well-known ports first: a scan's ports
+                // can take at most half the budget.
+                let rank = if preferred_port {
+                    Rank::Preferred
+                } else {
+                    Rank::Other
+                };
+                let (port, f) =
+                    self.ports
+                        .label_ranked(&scope, std::mem::take(&mut labels.port), rank);
+                labels.port = port;
+                if f {
+                    folded.push("port");
+                }
             }
             self.optional_budgets(&scope, &mut labels, &mut folded);
             self.add(
                 &labels,
-                key.proto,
-                stats,
+                proto,
+                &stats,
                 &folded,
-                (key.cgroup_id, local.pod_uid),
+                (owner.cgroup_id, owner.pod_uid),
                 expiry,
                 now,
             );
         }
-        for (key, stats) in overflow {
-            if stats.is_zero() {
-                continue;
-            }
-            let local = if key.cgroup_id == 0 {
-                node_overflow_local()
-            } else {
-                identity.local(key.cgroup_id)
-            };
-            let mut labels = overflow_labels(key, &local, self.options);
-            let mut folded = Vec::new();
-            let scope = labels.local.budget_scope();
-            self.optional_budgets(&scope, &mut labels, &mut folded);
-            self.add(
-                &labels,
-                key.proto,
-                stats,
-                &folded,
-                (key.cgroup_id, local.pod_uid),
-                expiry,
-                now,
-            );
-        }
-        let keep = self.sticky_for;
-        self.sticky
-            .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < keep);
     }
 
     /// Applies the `process` and `remote_ip` budgets (when those labels are on).
@@ -337,21 +261,28 @@ impl FlowMetrics {
             b.forget(scope);
         }
     }
-
-    /// How long an idle flow keeps its name (the DNS TTL ceiling).
-    pub fn set_sticky_for(&mut self, d: Duration) {
-        self.sticky_for = d;
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use sockscope_common::{ROLE_CLIENT, ROLE_SERVER, v4_mapped};
+    use sockscope_common::{FlowKey, ROLE_CLIENT, ROLE_SERVER, v4_mapped};
 
     use super::*;
-    use crate::identity::hosts::HostCache;
+    use crate::identity::{Identity, hosts::HostCache, labelled::Labeller, labels::LabelOptions};
+
+    /// One drain: the kernel's keys labelled, then folded.
+    fn fold(
+        m: &mut FlowMetrics,
+        l: &mut Labeller,
+        flows: &[(FlowKey, FlowStats)],
+        id: &mut Identity,
+    ) {
+        id.begin_drain();
+        let deltas: Vec<_> = l.flows(flows, &[], id, Instant::now()).collect();
+        m.fold(deltas, &mut Expiry::new(Duration::from_secs(60)));
+    }
 
     fn key(proto: u8, role: u8, last: u8) -> FlowKey {
         FlowKey {
@@ -401,13 +332,13 @@ mod tests {
         let overflow = Overflow::default();
         let mut m = FlowMetrics::register(
             &mut registry,
-            LabelOptions::default(),
             Budgets {
                 remote_hosts: 2,
                 ..Budgets::default()
             },
             overflow.clone(),
         );
+        let mut l = Labeller::new(LabelOptions::default());
         registry.register(&crate::schema::SERIES_OVERFLOW, overflow);
         let tcp = FlowStats {
             sent_bytes: 10,
@@ -424,12 +355,7 @@ mod tests {
                 )
             })
             .collect();
-        m.fold(
-            &flows,
-            &[],
-            &mut id,
-            &mut Expiry::new(Duration::from_secs(60)),
-        );
+        fold(&mut m, &mut l, &flows, &mut id);
         let mut out = String::new();
         out.push_str(&crate::export::text::openmetrics(&registry.snapshot()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -464,26 +390,16 @@ mod tests {
 
         // The answer expires (here: the cache is emptied); the same flow keeps its name.
         id.hosts = HostCache::new(64, Duration::from_secs(30), Duration::from_secs(3600));
-        m.fold(
-            &flows[..1],
-            &[],
-            &mut id,
-            &mut Expiry::new(Duration::from_secs(60)),
-        );
+        fold(&mut m, &mut l, &flows[..1], &mut id);
         let mut out = String::new();
         out.push_str(&crate::export::text::openmetrics(&registry.snapshot()));
         let h1 =
             "remote_host=\"h1.test\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 20";
         assert!(out.contains(h1), "{out}");
         // Idle past the ceiling: forgotten.
-        m.set_sticky_for(Duration::ZERO);
-        m.fold(&[], &[], &mut id, &mut Expiry::new(Duration::from_secs(60)));
-        m.fold(
-            &flows[..1],
-            &[],
-            &mut id,
-            &mut Expiry::new(Duration::from_secs(60)),
-        );
+        l.set_sticky_for(Duration::ZERO);
+        fold(&mut m, &mut l, &[], &mut id);
+        fold(&mut m, &mut l, &flows[..1], &mut id);
         let mut out = String::new();
         out.push_str(&crate::export::text::openmetrics(&registry.snapshot()));
         let unnamed = "remote_host=\"\",remote_class=\"loopback\",port=\"443\",role=\"client\"} 20";
@@ -493,12 +409,8 @@ mod tests {
     #[test]
     fn deltas_accumulate_across_drains() {
         let mut registry = Registry::default();
-        let mut m = FlowMetrics::register(
-            &mut registry,
-            LabelOptions::default(),
-            Budgets::default(),
-            Overflow::default(),
-        );
+        let mut m = FlowMetrics::register(&mut registry, Budgets::default(), Overflow::default());
+        let mut l = Labeller::new(LabelOptions::default());
         let mut resolver = identity("/nonexistent".into());
         let tcp = FlowStats {
             sent_bytes: 100,
@@ -506,28 +418,28 @@ mod tests {
             opened: 1,
             ..Default::default()
         };
-        m.fold(
+        fold(
+            &mut m,
+            &mut l,
             &[(key(PROTO_TCP, ROLE_CLIENT, 1), tcp)],
-            &[],
             &mut resolver,
-            &mut Expiry::new(Duration::from_secs(60)),
         );
         // Second drain: another loopback peer folds into the same series (remote_ip off).
-        m.fold(
+        fold(
+            &mut m,
+            &mut l,
             &[(key(PROTO_TCP, ROLE_CLIENT, 2), tcp)],
-            &[],
             &mut resolver,
-            &mut Expiry::new(Duration::from_secs(60)),
         );
         let udp = FlowStats {
             sent_bytes: 3,
             ..Default::default()
         };
-        m.fold(
+        fold(
+            &mut m,
+            &mut l,
             &[(key(PROTO_UDP, ROLE_SERVER, 1), udp)],
-            &[],
             &mut resolver,
-            &mut Expiry::new(Duration::from_secs(60)),
         );
 
         let mut out = String::new();

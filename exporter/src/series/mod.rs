@@ -9,7 +9,6 @@ pub mod expiry;
 pub mod flows;
 pub mod histogram;
 pub mod kubernetes;
-pub mod labels;
 pub mod registry;
 pub mod snapshot;
 
@@ -17,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::{identity::Identity, schema};
+use crate::{
+    identity::labelled::{DnsDelta, FlowDelta},
+    schema,
+};
 use registry::Registry;
 
 /// Every this many expired series, the freed memory goes back to the kernel.
@@ -75,15 +77,10 @@ pub struct Series {
 impl Series {
     /// Registers every family.
     /// `grace`: how long series of a gone owner stay after their last change.
-    pub fn new(
-        options: labels::LabelOptions,
-        budgets: Budgets,
-        grace: Duration,
-        on_kubernetes: bool,
-    ) -> Self {
+    pub fn new(budgets: Budgets, grace: Duration, on_kubernetes: bool) -> Self {
         let mut registry = Registry::default();
         let overflow = budget::Overflow::default();
-        let flows = flows::FlowMetrics::register(&mut registry, options, budgets, overflow.clone());
+        let flows = flows::FlowMetrics::register(&mut registry, budgets, overflow.clone());
         let dns = dns::DnsMetrics::register(&mut registry, budgets, overflow.clone());
         let agent = agent::AgentMetrics::register(&mut registry);
         registry.register(&schema::SERIES_OVERFLOW, overflow);
@@ -103,32 +100,22 @@ impl Series {
         }
     }
 
-    /// Folds one drain's flow and DNS deltas.
-    pub fn fold(&mut self, batch: &crate::drain::Batch, identity: &mut Identity) {
-        identity.begin_drain();
-        self.flows.fold(
-            &batch.flows,
-            &batch.flow_overflow,
-            identity,
-            &mut self.expiry,
-        );
-        self.dns.fold(
-            &batch.dns,
-            &batch.dns_timeouts,
-            &batch.qnames,
-            identity,
-            &mut self.expiry,
-        );
-        self.dns
-            .record_unmatched(batch.events[sockscope_common::EVENT_DNS_UNMATCHED as usize]);
-        if let (Some(k), Some(c)) = (&mut self.kubernetes, &identity.cluster) {
-            k.record(c, identity.misses);
-        }
+    /// Folds one drain's labelled flow deltas.
+    pub fn fold_flows(&mut self, deltas: impl IntoIterator<Item = FlowDelta>) {
+        self.flows.fold(deltas, &mut self.expiry);
     }
 
-    /// Removes the series of owners that are gone and stayed idle for the grace period.
-    pub fn expire(&mut self, now: Instant, identity: &mut Identity) {
-        for local in self.expiry.expire(now, identity) {
+    /// Folds one drain's labelled DNS deltas, and the responses the kernel matched to no
+    /// pending query.
+    pub fn fold_dns(&mut self, deltas: impl IntoIterator<Item = DnsDelta>, unmatched: u64) {
+        self.dns.fold(deltas, &mut self.expiry);
+        self.dns.record_unmatched(unmatched);
+    }
+
+    /// Removes the series of owners that stayed idle for the grace period and that `gone`
+    /// (cgroup id, pod UID) says are gone.
+    pub fn expire(&mut self, now: Instant, gone: impl FnMut(u64, Option<u128>) -> bool) {
+        for local in self.expiry.expire(now, gone) {
             let n = self.flows.remove(&local) + self.dns.remove(&local);
             self.expired_since_trim += n;
             self.expired.inc_by(n as u64);

@@ -6,25 +6,8 @@ use std::sync::Arc;
 
 use crate::schema;
 
-/// A label set: its (name, value) pairs in exposition order.
-pub trait LabelSet: Send + Sync + 'static {
-    /// Calls `f` with each label.
-    fn visit(&self, f: &mut dyn FnMut(&'static str, &str));
-}
-
-/// `impl LabelSet` for a struct of `String` label fields, optionally led by a flattened
-/// label set: `label_set!(T { [local] qname, qtype })`.
-macro_rules! label_set {
-    ($ty:ty { $([$flat:ident])? $($field:ident),* }) => {
-        impl $crate::series::snapshot::LabelSet for $ty {
-            fn visit(&self, f: &mut dyn FnMut(&'static str, &str)) {
-                $($crate::series::snapshot::LabelSet::visit(&self.$flat, f);)?
-                $(f(stringify!($field), &self.$field);)*
-            }
-        }
-    };
-}
-pub(crate) use label_set;
+pub use crate::schema::LabelSet;
+pub(crate) use crate::schema::label_set;
 
 /// The empty label set of a family without labels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

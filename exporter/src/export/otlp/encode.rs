@@ -24,20 +24,11 @@ use prost::{
     encoding::{WireType, encoded_len_varint, key_len},
 };
 
+pub use crate::config::otlp::Temporality;
 use crate::{
     schema::Kind,
     series::snapshot::{LabelSet, Point, Snapshot, Value},
 };
-
-/// How counters and histograms are reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Temporality {
-    /// Totals since the agent started (the default, like /metrics).
-    Cumulative,
-    /// Increase since the previous successful export.
-    Delta,
-}
 
 /// A string attribute.
 pub fn kv(key: &str, value: &str) -> KeyValue {

@@ -2,8 +2,8 @@
 
 use sockscope_common::{FlowKey, OverflowKey, ROLE_CLIENT, ROLE_SERVER};
 
-use super::snapshot::{LabelSet, label_set};
-use crate::identity::{Local, Remote, remote::ip_from_key};
+use super::{Local, Remote, remote::ip_from_key};
+use crate::schema::{LabelSet, label_set};
 
 /// Which optional labels are on.
 #[derive(Debug, Clone, Copy, Default)]
