@@ -30,7 +30,10 @@ use kube::{
     Api, Client, Resource,
     config::{KubeConfigOptions, Kubeconfig},
     core::PartialObjectMeta,
-    runtime::watcher::{self, Event},
+    runtime::{
+        utils::Backoff,
+        watcher::{self, Event, ExponentialBackoff},
+    },
 };
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
@@ -78,15 +81,51 @@ pub struct Options {
     pub timeout: Duration,
 }
 
-/// The watches, in the order of [`Health::watches`].
-pub const WATCHES: [&str; 6] = [
-    "node_pods",
-    "replicasets",
-    "jobs",
-    "pods",
-    "services",
-    "nodes",
-];
+/// The API watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// This node's pods (`spec.nodeName`): who owns a socket.
+    NodePods,
+    /// ReplicaSet -> Deployment.
+    ReplicaSets,
+    /// Job -> CronJob.
+    Jobs,
+    /// Every pod's IPs, for the remote index.
+    Pods,
+    /// Every Service's ClusterIPs, for the remote index.
+    Services,
+    /// Every node's addresses, for the remote index.
+    Nodes,
+}
+
+impl Watch {
+    /// Every watch, in the order of [`Health::watches`].
+    pub const ALL: [Watch; 6] = [
+        Watch::NodePods,
+        Watch::ReplicaSets,
+        Watch::Jobs,
+        Watch::Pods,
+        Watch::Services,
+        Watch::Nodes,
+    ];
+
+    /// The `watch` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Watch::NodePods => "node_pods",
+            Watch::ReplicaSets => "replicasets",
+            Watch::Jobs => "jobs",
+            Watch::Pods => "pods",
+            Watch::Services => "services",
+            Watch::Nodes => "nodes",
+        }
+    }
+
+    /// Whether it feeds the cluster-wide remote index (off with `--remote-index false`).
+    pub fn for_remote_index(self) -> bool {
+        matches!(self, Watch::Pods | Watch::Services | Watch::Nodes)
+    }
+}
 
 /// One watch's state, for `sockscope_kubernetes_*`.
 #[derive(Debug, Default)]
@@ -106,11 +145,16 @@ pub struct WatchHealth {
 /// State of every watch.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// Indexed like [`WATCHES`].
-    pub watches: [WatchHealth; 6],
+    /// In the order of [`Watch::ALL`].
+    watches: [WatchHealth; 6],
 }
 
 impl Health {
+    /// The state of one watch.
+    pub fn of(&self, watch: Watch) -> &WatchHealth {
+        &self.watches[watch as usize]
+    }
+
     /// Every enabled watch is up.
     pub fn up(&self) -> bool {
         self.watches
@@ -207,10 +251,11 @@ fn first_line(e: &dyn std::fmt::Display) -> String {
 impl Cluster {
     /// Starts every watch on the current tokio runtime; they run until the process exits.
     pub fn spawn(self: &Arc<Self>, client: Client, options: &Options) {
-        let enabled = |i: usize| i < 3 || options.remote_index;
-        for (i, w) in self.health.watches.iter().enumerate() {
-            w.enabled.store(enabled(i), Ordering::Relaxed);
+        for w in Watch::ALL {
+            let on = !w.for_remote_index() || options.remote_index;
+            self.health.of(w).enabled.store(on, Ordering::Relaxed);
         }
+        let run = |w: Watch| (self.clone(), w, options.timeout);
 
         let me = self.clone();
         let node =
@@ -218,9 +263,7 @@ impl Cluster {
         tokio::spawn(watch(
             Api::<PodLite>::all_with(client.clone(), &objects::pods()),
             node,
-            0,
-            self.clone(),
-            options.timeout,
+            run(Watch::NodePods),
             move |ev: Event<PodLite>| {
                 let mut pods = write(&me.pods);
                 let now = Instant::now();
@@ -233,21 +276,16 @@ impl Cluster {
                 pods.len()
             },
         ));
-
         tokio::spawn(watch(
             Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
             watcher::Config::default(),
-            1,
-            self.clone(),
-            options.timeout,
+            run(Watch::ReplicaSets),
             self.owner_events(OwnerKind::ReplicaSet),
         ));
         tokio::spawn(watch(
             Api::<PartialObjectMeta<Job>>::all(client.clone()),
             watcher::Config::default(),
-            2,
-            self.clone(),
-            options.timeout,
+            run(Watch::Jobs),
             self.owner_events(OwnerKind::Job),
         ));
 
@@ -255,90 +293,47 @@ impl Cluster {
             info!("remote index off: peers are labelled by address class only");
             return;
         }
-        let me = self.clone();
+        let paged = watcher::Config::default().page_size(LIST_PAGE);
         tokio::spawn(watch(
             Api::<PodLite>::all_with(client.clone(), &objects::pods()),
-            watcher::Config::default().page_size(LIST_PAGE),
-            3,
-            self.clone(),
-            options.timeout,
-            move |ev: Event<PodLite>| {
-                let mut peers = write(&me.peers);
-                match ev {
-                    Event::Init => peers.relist_start(PeerClass::Pod),
-                    Event::InitDone => peers.relist_done(PeerClass::Pod),
-                    Event::InitApply(p) | Event::Apply(p) => {
-                        let uid = uid_of(&p.metadata);
-                        let status = p.status.as_ref();
-                        let finished = status
-                            .and_then(|s| s.phase.as_deref())
-                            .is_some_and(|ph| ph == "Succeeded" || ph == "Failed");
-                        // Host-network pods have the node's address: the node index has it.
-                        if finished || p.spec.host_network == Some(true) {
-                            peers.delete(PeerClass::Pod, uid);
-                        } else {
-                            let ips = status.map(pod_ips).unwrap_or_default();
-                            let workload = read(&me.owners).workload_of(&p.metadata);
-                            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-                            peers.apply(PeerClass::Pod, uid, ns, &workload.name, &ips);
-                        }
-                    }
-                    Event::Delete(p) => peers.delete(PeerClass::Pod, uid_of(&p.metadata)),
-                }
-                peers.len()
-            },
+            paged.clone(),
+            run(Watch::Pods),
+            self.peer_events::<PodLite>(),
         ));
-        let me = self.clone();
         tokio::spawn(watch(
             Api::<ServiceLite>::all_with(client.clone(), &objects::services()),
-            watcher::Config::default().page_size(LIST_PAGE),
-            4,
-            self.clone(),
-            options.timeout,
-            move |ev: Event<ServiceLite>| {
-                let mut peers = write(&me.peers);
-                match ev {
-                    Event::Init => peers.relist_start(PeerClass::Service),
-                    Event::InitDone => peers.relist_done(PeerClass::Service),
-                    Event::InitApply(s) | Event::Apply(s) => {
-                        let ns = s.metadata.namespace.as_deref().unwrap_or_default();
-                        let name = s.metadata.name.as_deref().unwrap_or_default();
-                        let ips = cluster_ips(&s.spec);
-                        peers.apply(PeerClass::Service, uid_of(&s.metadata), ns, name, &ips);
-                    }
-                    Event::Delete(s) => peers.delete(PeerClass::Service, uid_of(&s.metadata)),
-                }
-                peers.len()
-            },
+            paged,
+            run(Watch::Services),
+            self.peer_events::<ServiceLite>(),
         ));
-        let me = self.clone();
         tokio::spawn(watch(
             Api::<NodeLite>::all_with(client, &objects::nodes()),
             watcher::Config::default(),
-            5,
-            self.clone(),
-            options.timeout,
-            move |ev: Event<NodeLite>| {
-                let mut peers = write(&me.peers);
-                match ev {
-                    Event::Init => peers.relist_start(PeerClass::Node),
-                    Event::InitDone => peers.relist_done(PeerClass::Node),
-                    Event::InitApply(n) | Event::Apply(n) => {
-                        let name = n.metadata.name.as_deref().unwrap_or_default();
-                        let ips: Vec<std::net::IpAddr> = n
-                            .status
-                            .iter()
-                            .flat_map(|s| &s.addresses)
-                            .filter(|a| a.kind == "InternalIP" || a.kind == "ExternalIP")
-                            .filter_map(|a| a.address.parse().ok())
-                            .collect();
-                        peers.apply(PeerClass::Node, uid_of(&n.metadata), "", name, &ips);
-                    }
-                    Event::Delete(n) => peers.delete(PeerClass::Node, uid_of(&n.metadata)),
-                }
-                peers.len()
-            },
+            run(Watch::Nodes),
+            self.peer_events::<NodeLite>(),
         ));
+    }
+
+    /// Applies one kind of peer's events to the remote index; a re-list replaces that kind's
+    /// entries at its end.
+    fn peer_events<K: Peer>(self: &Arc<Self>) -> impl FnMut(Event<K>) -> usize + Send + 'static {
+        let me = self.clone();
+        move |ev| {
+            let mut peers = write(&me.peers);
+            match ev {
+                Event::Init => peers.relist_start(K::CLASS),
+                Event::InitDone => peers.relist_done(K::CLASS),
+                Event::InitApply(o) | Event::Apply(o) => {
+                    let uid = uid_of(o.meta());
+                    match o.addresses(&me) {
+                        Some(a) => peers.apply(K::CLASS, uid, &a.namespace, &a.name, &a.ips),
+                        None => peers.delete(K::CLASS, uid),
+                    }
+                }
+                Event::Delete(o) => peers.delete(K::CLASS, uid_of(o.meta())),
+            }
+            peers.len()
+        }
     }
 
     /// Applies ReplicaSet or Job events to [`Owners`]; a re-list replaces the table at its end.
@@ -367,7 +362,7 @@ impl Cluster {
     /// Waits until this node's pods have been listed once, or `timeout` passes.
     pub async fn wait_synced(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let w = &self.health.watches[0];
+        let w = self.health.of(Watch::NodePods);
         while !w.synced.load(Ordering::Relaxed) {
             if Instant::now() >= deadline {
                 return false;
@@ -375,6 +370,74 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         true
+    }
+}
+
+/// What the remote index keeps of a peer object.
+pub struct Addresses {
+    /// Its namespace (empty for nodes).
+    pub namespace: String,
+    /// Workload (pods), Service name or node name.
+    pub name: String,
+    /// The addresses it answers on.
+    pub ips: Vec<std::net::IpAddr>,
+}
+
+/// An object the remote index names peers after: pods, Services, nodes.
+trait Peer: Resource + Clone + DeserializeOwned + Debug + Send + 'static {
+    /// Its kind in the index.
+    const CLASS: PeerClass;
+    /// Its addresses and name, or `None` when it must not name any address.
+    fn addresses(&self, cluster: &Cluster) -> Option<Addresses>;
+}
+
+impl Peer for PodLite {
+    const CLASS: PeerClass = PeerClass::Pod;
+
+    fn addresses(&self, cluster: &Cluster) -> Option<Addresses> {
+        let status = self.status.as_ref();
+        let finished = status
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|ph| ph == "Succeeded" || ph == "Failed");
+        // Host-network pods have the node's address: the node index has it.
+        if finished || self.spec.host_network == Some(true) {
+            return None;
+        }
+        Some(Addresses {
+            namespace: self.metadata.namespace.clone().unwrap_or_default(),
+            name: read(&cluster.owners).workload_of(&self.metadata).name,
+            ips: status.map(pod_ips).unwrap_or_default(),
+        })
+    }
+}
+
+impl Peer for ServiceLite {
+    const CLASS: PeerClass = PeerClass::Service;
+
+    fn addresses(&self, _: &Cluster) -> Option<Addresses> {
+        Some(Addresses {
+            namespace: self.metadata.namespace.clone().unwrap_or_default(),
+            name: self.metadata.name.clone().unwrap_or_default(),
+            ips: cluster_ips(&self.spec),
+        })
+    }
+}
+
+impl Peer for NodeLite {
+    const CLASS: PeerClass = PeerClass::Node;
+
+    fn addresses(&self, _: &Cluster) -> Option<Addresses> {
+        Some(Addresses {
+            namespace: String::new(),
+            name: self.metadata.name.clone().unwrap_or_default(),
+            ips: self
+                .status
+                .iter()
+                .flat_map(|s| &s.addresses)
+                .filter(|a| a.kind == "InternalIP" || a.kind == "ExternalIP")
+                .filter_map(|a| a.address.parse().ok())
+                .collect(),
+        })
     }
 }
 
@@ -418,18 +481,18 @@ pub const MAX_RESPONSE_LINE: usize = 16 << 20;
 async fn watch<K, F>(
     api: Api<K>,
     config: watcher::Config,
-    index: usize,
-    cluster: Arc<Cluster>,
-    timeout: Duration,
+    (cluster, which, timeout): (Arc<Cluster>, Watch, Duration),
     mut on: F,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     F: FnMut(Event<K>) -> usize + Send + 'static,
 {
-    let health = &cluster.health.watches[index];
-    let name = WATCHES[index];
+    let health = cluster.health.of(which);
+    let name = which.name();
     let config = config.timeout(WATCH_TIMEOUT_SECS);
-    let mut delay = BACKOFF_MIN;
+    let mut backoff = backoff();
+    // Failing since the last completed list.
+    let mut retrying = false;
     let mut last_failure = String::new();
     loop {
         let mut stream = std::pin::pin!(watcher::watcher(api.clone(), config.clone()));
@@ -468,7 +531,8 @@ async fn watch<K, F>(
                             );
                         }
                         health.up.store(true, Ordering::Relaxed);
-                        delay = BACKOFF_MIN;
+                        backoff.reset();
+                        retrying = false;
                         // A full list decodes megabytes of JSON that are freed right after.
                         crate::release_freed_memory();
                     }
@@ -479,16 +543,26 @@ async fn watch<K, F>(
         };
         health.errors.fetch_add(1, Ordering::Relaxed);
         // Logged when the watch goes down and when the reason changes, not at every retry.
-        if health.up.swap(false, Ordering::Relaxed)
-            || delay == BACKOFF_MIN
-            || failure != last_failure
-        {
+        let first = !std::mem::replace(&mut retrying, true);
+        let delay = backoff.next().unwrap_or(BACKOFF_MAX);
+        if health.up.swap(false, Ordering::Relaxed) || first || failure != last_failure {
             warn!(watch = name, retry_in = ?delay, "Kubernetes watch failed: {failure}");
         }
         last_failure = failure;
         // What a failed or oversized response decoded is freed by now.
         crate::release_freed_memory();
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(BACKOFF_MAX);
     }
+}
+
+/// Retry delays: kube-runtime's exponential backoff from [`BACKOFF_MIN`] doubling to
+/// [`BACKOFF_MAX`], reset once a list completes.
+fn backoff() -> ExponentialBackoff {
+    ExponentialBackoff::from(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(BACKOFF_MIN)
+            .with_max_delay(BACKOFF_MAX)
+            .with_factor(2.0)
+            .without_max_times(),
+    )
 }

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     identity::Misses,
-    kubernetes::{Cluster, WATCHES, read},
+    kubernetes::{Cluster, Watch, read},
     schema,
 };
 
@@ -32,7 +32,7 @@ pub struct KubernetesMetrics {
     up: Gauge,
     watch_up: Family<WatchLabels, Gauge>,
     errors: Family<WatchLabels, Counter>,
-    errors_seen: [u64; WATCHES.len()],
+    errors_seen: [u64; Watch::ALL.len()],
     objects: Family<WatchLabels, Gauge>,
     index: Gauge,
     misses: Family<ReasonLabels, Counter>,
@@ -46,7 +46,7 @@ impl KubernetesMetrics {
             up: Gauge::default(),
             watch_up: Family::default(),
             errors: Family::default(),
-            errors_seen: [0; WATCHES.len()],
+            errors_seen: [0; Watch::ALL.len()],
             objects: Family::default(),
             index: Gauge::default(),
             misses: Family::default(),
@@ -70,13 +70,13 @@ impl KubernetesMetrics {
     pub fn record(&mut self, cluster: &Cluster, misses: Misses) {
         let health = &cluster.health;
         self.up.set(i64::from(health.up()));
-        for (i, name) in WATCHES.iter().enumerate() {
-            let w = &health.watches[i];
+        for (i, watch) in Watch::ALL.into_iter().enumerate() {
+            let w = health.of(watch);
             if !w.enabled.load(Ordering::Relaxed) {
                 continue;
             }
             let labels = WatchLabels {
-                watch: (*name).to_string(),
+                watch: watch.name().to_string(),
             };
             self.watch_up
                 .get_or_create(&labels)
