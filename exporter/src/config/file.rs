@@ -3,12 +3,16 @@
 //! variables override it; unknown keys, wrong types and impossible values are refused with
 //! one line naming the key.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{Config, KubernetesMode, parse_expiry, parse_interval, parse_ttl};
+use super::{
+    Config, Entries, KubernetesMode, parse_budget, parse_bytes, parse_cache_size, parse_entries,
+    parse_expiry, parse_interval, parse_kube_timeout, parse_ttl, parse_web_max_connections,
+    parse_web_max_requests,
+};
 use crate::schema;
 
 /// The file's shape. Every key is optional; absent keys leave the flag or default in place.
@@ -16,7 +20,8 @@ use crate::schema;
 #[serde(deny_unknown_fields)]
 pub struct File {
     listen_address: Option<SocketAddr>,
-    interval: Option<String>,
+    #[serde(default, deserialize_with = "interval")]
+    interval: Option<Duration>,
     cgroup_root: Option<PathBuf>,
     log: Option<String>,
     labels: Option<Labels>,
@@ -24,7 +29,8 @@ pub struct File {
     metrics: Option<BTreeMap<String, Metric>>,
     budgets: Option<Budgets>,
     maps: Option<Maps>,
-    series_expiry: Option<String>,
+    #[serde(default, deserialize_with = "expiry")]
+    series_expiry: Option<Duration>,
     /// Class name -> CIDRs, for `remote_class`.
     remote_classes: Option<BTreeMap<String, Vec<String>>>,
     dns: Option<Dns>,
@@ -38,8 +44,10 @@ pub struct File {
 struct Otlp {
     endpoint: Option<String>,
     protocol: Option<crate::config::otlp::Protocol>,
-    interval: Option<String>,
-    timeout: Option<String>,
+    #[serde(default, deserialize_with = "interval")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "interval")]
+    timeout: Option<Duration>,
     temporality: Option<crate::config::otlp::Temporality>,
     compression: Option<crate::config::otlp::Compression>,
     certificate: Option<PathBuf>,
@@ -53,9 +61,12 @@ struct Otlp {
 #[serde(deny_unknown_fields)]
 struct Web {
     config_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "web_max_requests")]
     max_requests: Option<u32>,
+    #[serde(default, deserialize_with = "web_max_connections")]
     max_connections: Option<u32>,
-    timeout: Option<String>,
+    #[serde(default, deserialize_with = "interval")]
+    timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,11 +86,17 @@ struct Metric {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Budgets {
+    #[serde(default, deserialize_with = "budget")]
     qnames_per_workload: Option<u32>,
+    #[serde(default, deserialize_with = "budget")]
     qtypes_per_workload: Option<u32>,
+    #[serde(default, deserialize_with = "budget")]
     remote_hosts_per_workload: Option<u32>,
+    #[serde(default, deserialize_with = "budget")]
     ports_per_workload: Option<u32>,
+    #[serde(default, deserialize_with = "budget")]
     processes_per_workload: Option<u32>,
+    #[serde(default, deserialize_with = "budget")]
     remote_ips_per_workload: Option<u32>,
 }
 
@@ -87,39 +104,74 @@ struct Budgets {
 #[serde(deny_unknown_fields)]
 struct Maps {
     #[serde(default, deserialize_with = "entries")]
-    flows: Option<String>,
+    flows: Option<Entries>,
     #[serde(default, deserialize_with = "entries")]
-    flows_per_cgroup: Option<String>,
+    flows_per_cgroup: Option<Entries>,
     #[serde(default, deserialize_with = "entries")]
-    dns: Option<String>,
+    dns: Option<Entries>,
     #[serde(default, deserialize_with = "entries")]
-    dns_keys_per_cgroup: Option<String>,
+    dns_keys_per_cgroup: Option<Entries>,
     #[serde(default, deserialize_with = "entries")]
-    overflow: Option<String>,
+    overflow: Option<Entries>,
 }
 
-/// A map size in YAML: `auto` or a number.
-fn entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Number(u64),
-        Text(String),
+/// A scalar written as text or as a number (`5s`, `auto`, `4096`), as a flag would take it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Number(u64),
+    Text(String),
+}
+
+impl Scalar {
+    fn text(self) -> String {
+        match self {
+            Scalar::Number(n) => n.to_string(),
+            Scalar::Text(t) => t,
+        }
     }
-    Ok(Some(match Size::deserialize(d)? {
-        Size::Number(n) => n.to_string(),
-        Size::Text(t) => t,
-    }))
+}
+
+/// Deserializers that parse a value with the flag's own parser, so the file and the flags
+/// accept and refuse exactly the same values (the error gets the key's path).
+macro_rules! with_flag_parser {
+    ($($name:ident: $parse:path => $t:ty;)*) => {
+        $(
+            fn $name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<$t>, D::Error> {
+                $parse(&Scalar::deserialize(d)?.text())
+                    .map(Some)
+                    .map_err(serde::de::Error::custom)
+            }
+        )*
+    };
+}
+
+with_flag_parser! {
+    interval: parse_interval => Duration;
+    ttl: parse_ttl => Duration;
+    expiry: parse_expiry => Duration;
+    kube_timeout: parse_kube_timeout => Duration;
+    entries: parse_entries => Entries;
+    bytes: parse_bytes => u64;
+    budget: parse_budget => u32;
+    cache_size: parse_cache_size => u32;
+    web_max_requests: parse_web_max_requests => u32;
+    web_max_connections: parse_web_max_connections => u32;
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Dns {
-    timeout: Option<String>,
-    ttl_min: Option<String>,
-    ttl_max: Option<String>,
+    #[serde(default, deserialize_with = "interval")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "ttl")]
+    ttl_min: Option<Duration>,
+    #[serde(default, deserialize_with = "ttl")]
+    ttl_max: Option<Duration>,
+    #[serde(default, deserialize_with = "cache_size")]
     cache_size: Option<u32>,
-    cache_memory: Option<String>,
+    #[serde(default, deserialize_with = "bytes")]
+    cache_memory: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,7 +182,8 @@ struct Kubernetes {
     node_name: Option<String>,
     cluster_name: Option<String>,
     remote_index: Option<bool>,
-    timeout: Option<String>,
+    #[serde(default, deserialize_with = "kube_timeout")]
+    timeout: Option<Duration>,
 }
 
 /// Parses a config file's text; the error names the key (`dns.timeout: ...`), on one line.
@@ -171,248 +224,126 @@ impl File {
     }
 
     fn apply_inner(self, c: &mut Config, explicit: Explicit<'_>) -> Result<(), String> {
+        // Values were parsed and checked by the flags' own parsers while deserializing.
         macro_rules! set {
             ($id:literal, $field:expr, $value:expr) => {
-                if let Some(v) = $value {
-                    if !explicit($id) {
-                        $field = v;
-                    }
+                if let Some(v) = $value
+                    && !explicit($id)
+                {
+                    $field = v;
                 }
             };
         }
-        let key =
-            |k: &str, r: Result<std::time::Duration, String>| r.map_err(|e| format!("{k}: {e}"));
         set!("listen_address", c.listen_address, self.listen_address);
-        set!(
-            "interval",
-            c.interval,
-            self.interval
-                .map(|s| key("interval", parse_interval(&s)))
-                .transpose()?
-        );
-        if let Some(root) = self.cgroup_root
-            && !explicit("cgroup_root")
-        {
-            c.cgroup_root = Some(root);
-        }
+        set!("interval", c.interval, self.interval);
+        set!("cgroup_root", c.cgroup_root, self.cgroup_root.map(Some));
         set!("log", c.log, self.log);
-        if let Some(l) = self.labels {
-            set!("label_process", c.label_process, l.process);
-            set!("label_remote_ip", c.label_remote_ip, l.remote_ip);
-        }
-        if let Some(b) = self.budgets {
-            let positive = |k: &str, v: Option<u32>| match v {
-                Some(0) => Err(format!(
-                    "{k}: must be at least 1 (0 would fold every value into ~other)"
-                )),
-                v => Ok(v),
-            };
-            set!(
-                "max_qnames_per_workload",
-                c.max_qnames_per_workload,
-                positive("budgets.qnames_per_workload", b.qnames_per_workload)?
-            );
-            set!(
-                "max_remote_hosts_per_workload",
-                c.max_remote_hosts_per_workload,
-                positive(
-                    "budgets.remote_hosts_per_workload",
-                    b.remote_hosts_per_workload
-                )?
-            );
-            set!(
-                "max_qtypes_per_workload",
-                c.max_qtypes_per_workload,
-                positive("budgets.qtypes_per_workload", b.qtypes_per_workload)?
-            );
-            set!(
-                "max_ports_per_workload",
-                c.max_ports_per_workload,
-                positive("budgets.ports_per_workload", b.ports_per_workload)?
-            );
-            set!(
-                "max_processes_per_workload",
-                c.max_processes_per_workload,
-                positive("budgets.processes_per_workload", b.processes_per_workload)?
-            );
-            set!(
-                "max_remote_ips_per_workload",
-                c.max_remote_ips_per_workload,
-                positive("budgets.remote_ips_per_workload", b.remote_ips_per_workload)?
-            );
-        }
-        if let Some(m) = self.maps {
-            let entries = |k: &str, v: Option<String>| {
-                v.map(|s| super::parse_entries(&s).map_err(|e| format!("{k}: {e}")))
-                    .transpose()
-            };
-            set!(
-                "flow_map_size",
-                c.flow_map_size,
-                entries("maps.flows", m.flows)?
-            );
-            set!(
-                "max_flows_per_cgroup",
-                c.max_flows_per_cgroup,
-                entries("maps.flows_per_cgroup", m.flows_per_cgroup)?
-            );
-            set!("dns_map_size", c.dns_map_size, entries("maps.dns", m.dns)?);
-            set!(
-                "max_dns_keys_per_cgroup",
-                c.max_dns_keys_per_cgroup,
-                entries("maps.dns_keys_per_cgroup", m.dns_keys_per_cgroup)?
-            );
-            set!(
-                "overflow_map_size",
-                c.overflow_map_size,
-                entries("maps.overflow", m.overflow)?
-            );
-        }
+        let l = self.labels.unwrap_or_default();
+        set!("label_process", c.label_process, l.process);
+        set!("label_remote_ip", c.label_remote_ip, l.remote_ip);
+        let b = self.budgets.unwrap_or_default();
         set!(
-            "series_expiry",
-            c.series_expiry,
-            self.series_expiry
-                .map(|s| key("series_expiry", parse_expiry(&s)))
-                .transpose()?
+            "max_qnames_per_workload",
+            c.max_qnames_per_workload,
+            b.qnames_per_workload
         );
-        if let Some(d) = self.dns {
-            set!(
-                "dns_timeout",
-                c.dns_timeout,
-                d.timeout
-                    .map(|s| key("dns.timeout", parse_interval(&s)))
-                    .transpose()?
-            );
-            set!(
-                "dns_ttl_min",
-                c.dns_ttl_min,
-                d.ttl_min
-                    .map(|s| key("dns.ttl_min", parse_ttl(&s)))
-                    .transpose()?
-            );
-            set!(
-                "dns_ttl_max",
-                c.dns_ttl_max,
-                d.ttl_max
-                    .map(|s| key("dns.ttl_max", parse_ttl(&s)))
-                    .transpose()?
-            );
-            if d.cache_size == Some(0) || d.cache_size.is_some_and(|n| n > 16_777_216) {
-                return Err("dns.cache_size: must be between 1 and 16777216".into());
+        set!(
+            "max_qtypes_per_workload",
+            c.max_qtypes_per_workload,
+            b.qtypes_per_workload
+        );
+        set!(
+            "max_remote_hosts_per_workload",
+            c.max_remote_hosts_per_workload,
+            b.remote_hosts_per_workload
+        );
+        set!(
+            "max_ports_per_workload",
+            c.max_ports_per_workload,
+            b.ports_per_workload
+        );
+        set!(
+            "max_processes_per_workload",
+            c.max_processes_per_workload,
+            b.processes_per_workload
+        );
+        set!(
+            "max_remote_ips_per_workload",
+            c.max_remote_ips_per_workload,
+            b.remote_ips_per_workload
+        );
+        let m = self.maps.unwrap_or_default();
+        set!("flow_map_size", c.flow_map_size, m.flows);
+        set!(
+            "max_flows_per_cgroup",
+            c.max_flows_per_cgroup,
+            m.flows_per_cgroup
+        );
+        set!("dns_map_size", c.dns_map_size, m.dns);
+        set!(
+            "max_dns_keys_per_cgroup",
+            c.max_dns_keys_per_cgroup,
+            m.dns_keys_per_cgroup
+        );
+        set!("overflow_map_size", c.overflow_map_size, m.overflow);
+        set!("series_expiry", c.series_expiry, self.series_expiry);
+        let d = self.dns.unwrap_or_default();
+        set!("dns_timeout", c.dns_timeout, d.timeout);
+        set!("dns_ttl_min", c.dns_ttl_min, d.ttl_min);
+        set!("dns_ttl_max", c.dns_ttl_max, d.ttl_max);
+        set!("dns_cache_size", c.dns_cache_size, d.cache_size);
+        set!("dns_cache_memory", c.dns_cache_memory, d.cache_memory);
+        let k = self.kubernetes.unwrap_or_default();
+        set!("kubernetes", c.kubernetes, k.mode);
+        set!("kubeconfig", c.kubeconfig, k.kubeconfig.map(Some));
+        set!("node_name", c.node_name, k.node_name.map(Some));
+        set!("cluster_name", c.cluster_name, k.cluster_name.map(Some));
+        set!("remote_index", c.remote_index, k.remote_index);
+        set!("kubernetes_timeout", c.kubernetes_timeout, k.timeout);
+        let w = self.web.unwrap_or_default();
+        set!(
+            "web_config_file",
+            c.web_config_file,
+            w.config_file.map(Some)
+        );
+        set!("web_max_requests", c.web_max_requests, w.max_requests);
+        set!(
+            "web_max_connections",
+            c.web_max_connections,
+            w.max_connections
+        );
+        set!("web_timeout", c.web_timeout, w.timeout);
+        let o = self.otlp.unwrap_or_default();
+        set!("otlp_endpoint", c.otlp_endpoint, o.endpoint.map(Some));
+        set!("otlp_protocol", c.otlp_protocol, o.protocol.map(Some));
+        set!(
+            "otlp_temporality",
+            c.otlp_temporality,
+            o.temporality.map(Some)
+        );
+        set!("otlp_interval", c.otlp_interval, o.interval.map(Some));
+        set!("otlp_timeout", c.otlp_timeout, o.timeout.map(Some));
+        set!(
+            "otlp_compression",
+            c.otlp_compression,
+            o.compression.map(Some)
+        );
+        set!(
+            "otlp_certificate",
+            c.otlp_certificate,
+            o.certificate.map(Some)
+        );
+        set!(
+            "otlp_client_certificate",
+            c.otlp_client_certificate,
+            o.client_certificate.map(Some)
+        );
+        set!("otlp_client_key", c.otlp_client_key, o.client_key.map(Some));
+        for (k, v) in o.headers {
+            if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                return Err(format!("otlp.headers.{k}: not a valid header name"));
             }
-            set!("dns_cache_size", c.dns_cache_size, d.cache_size);
-            set!(
-                "dns_cache_memory",
-                c.dns_cache_memory,
-                d.cache_memory
-                    .map(|s| super::parse_bytes(&s).map_err(|e| format!("dns.cache_memory: {e}")))
-                    .transpose()?
-            );
-        }
-        if let Some(k) = self.kubernetes {
-            set!("kubernetes", c.kubernetes, k.mode);
-            if let Some(p) = k.kubeconfig
-                && !explicit("kubeconfig")
-            {
-                c.kubeconfig = Some(p);
-            }
-            if let Some(n) = k.node_name
-                && !explicit("node_name")
-            {
-                c.node_name = Some(n);
-            }
-            if let Some(n) = k.cluster_name
-                && !explicit("cluster_name")
-            {
-                c.cluster_name = Some(n);
-            }
-            set!("remote_index", c.remote_index, k.remote_index);
-            set!(
-                "kubernetes_timeout",
-                c.kubernetes_timeout,
-                k.timeout
-                    .map(|s| key("kubernetes.timeout", super::parse_kube_timeout(&s)))
-                    .transpose()?
-            );
-        }
-        if let Some(w) = self.web {
-            if let Some(p) = w.config_file
-                && !explicit("web_config_file")
-            {
-                c.web_config_file = Some(p);
-            }
-            if w.max_requests.is_some_and(|n| n == 0 || n > 10_000) {
-                return Err("web.max_requests: must be between 1 and 10000".into());
-            }
-            set!("web_max_requests", c.web_max_requests, w.max_requests);
-            if w.max_connections.is_some_and(|n| n == 0 || n > 100_000) {
-                return Err("web.max_connections: must be between 1 and 100000".into());
-            }
-            set!(
-                "web_max_connections",
-                c.web_max_connections,
-                w.max_connections
-            );
-            set!(
-                "web_timeout",
-                c.web_timeout,
-                w.timeout
-                    .map(|s| key("web.timeout", parse_interval(&s)))
-                    .transpose()?
-            );
-        }
-        if let Some(o) = self.otlp {
-            if let Some(e) = o.endpoint
-                && !explicit("otlp_endpoint")
-            {
-                c.otlp_endpoint = Some(e);
-            }
-            if let Some(p) = o.protocol
-                && !explicit("otlp_protocol")
-            {
-                c.otlp_protocol = Some(p);
-            }
-            if let Some(t) = o.temporality
-                && !explicit("otlp_temporality")
-            {
-                c.otlp_temporality = Some(t);
-            }
-            if let Some(i) = o.interval
-                && !explicit("otlp_interval")
-            {
-                c.otlp_interval = Some(key("otlp.interval", parse_interval(&i))?);
-            }
-            if let Some(t) = o.timeout
-                && !explicit("otlp_timeout")
-            {
-                c.otlp_timeout = Some(key("otlp.timeout", parse_interval(&t))?);
-            }
-            if let Some(x) = o.compression
-                && !explicit("otlp_compression")
-            {
-                c.otlp_compression = Some(x);
-            }
-            if let Some(f) = o.certificate
-                && !explicit("otlp_certificate")
-            {
-                c.otlp_certificate = Some(f);
-            }
-            if let Some(f) = o.client_certificate
-                && !explicit("otlp_client_certificate")
-            {
-                c.otlp_client_certificate = Some(f);
-            }
-            if let Some(f) = o.client_key
-                && !explicit("otlp_client_key")
-            {
-                c.otlp_client_key = Some(f);
-            }
-            for (k, v) in o.headers {
-                if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                    return Err(format!("otlp.headers.{k}: not a valid header name"));
-                }
-                c.otlp_headers.push((k, v));
-            }
+            c.otlp_headers.push((k, v));
         }
         if let Some(metrics) = self.metrics {
             for (name, m) in metrics {

@@ -75,7 +75,7 @@ pub struct Config {
 
     /// Entries (network namespace, IP) of the hostname cache; least recently used go first.
     #[arg(long, env = "SOCKSCOPE_DNS_CACHE_SIZE", default_value_t = 65536,
-          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+          value_parser = parse_cache_size)]
     pub dns_cache_size: u32,
 
     /// Memory the hostname cache may use for its entries and names (e.g. 16MiB, 512KiB);
@@ -85,7 +85,7 @@ pub struct Config {
 
     /// Distinct `qname` values per local workload; further names are counted as `~other`.
     #[arg(long, env = "SOCKSCOPE_MAX_QNAMES_PER_WORKLOAD", default_value_t = 50,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = parse_budget)]
     pub max_qnames_per_workload: u32,
 
     /// Distinct `remote_host` values per local workload; further hosts are counted as `~other`.
@@ -93,7 +93,7 @@ pub struct Config {
         long,
         env = "SOCKSCOPE_MAX_REMOTE_HOSTS_PER_WORKLOAD",
         default_value_t = 50,
-        value_parser = clap::value_parser!(u32).range(1..)
+        value_parser = parse_budget
     )]
     pub max_remote_hosts_per_workload: u32,
 
@@ -129,23 +129,23 @@ pub struct Config {
     /// Distinct `qtype` values per local workload (types without a mnemonic may take half);
     /// further types are counted as `~other`.
     #[arg(long, env = "SOCKSCOPE_MAX_QTYPES_PER_WORKLOAD", default_value_t = 20,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = parse_budget)]
     pub max_qtypes_per_workload: u32,
 
     /// Distinct `port` values per local workload: listening and well-known (< 1024) ports may
     /// use all of them, other remote ports half; further ports are counted as `~other`.
     #[arg(long, env = "SOCKSCOPE_MAX_PORTS_PER_WORKLOAD", default_value_t = 50,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = parse_budget)]
     pub max_ports_per_workload: u32,
 
     /// Distinct `process` values per local workload (with --label-process).
     #[arg(long, env = "SOCKSCOPE_MAX_PROCESSES_PER_WORKLOAD", default_value_t = 50,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = parse_budget)]
     pub max_processes_per_workload: u32,
 
     /// Distinct `remote_ip` values per local workload (with --label-remote-ip).
     #[arg(long, env = "SOCKSCOPE_MAX_REMOTE_IPS_PER_WORKLOAD", default_value_t = 1000,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = parse_budget)]
     pub max_remote_ips_per_workload: u32,
 
     /// Kubernetes metadata: `auto` turns it on when running in a pod (KUBERNETES_SERVICE_HOST
@@ -188,12 +188,12 @@ pub struct Config {
 
     /// Concurrent /metrics requests served; more get 503 at once.
     #[arg(long, env = "SOCKSCOPE_WEB_MAX_REQUESTS", default_value_t = 40,
-          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+          value_parser = parse_web_max_requests)]
     pub web_max_requests: u32,
 
     /// Open HTTP connections; more are closed at once.
     #[arg(long, env = "SOCKSCOPE_WEB_MAX_CONNECTIONS", default_value_t = 128,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+          value_parser = parse_web_max_connections)]
     pub web_max_connections: u32,
 
     /// Longest time for a client to send its request headers (also the TLS handshake, and an
@@ -299,6 +299,34 @@ impl Config {
         file::parse(&text)
             .and_then(|f| f.apply(self, explicit))
             .map_err(|e| format!("config {}: {e}", path.display()))
+    }
+}
+
+/// A per-workload budget: at least 1 (flags and the config file alike).
+pub fn parse_budget(s: &str) -> Result<u32, String> {
+    bounded(s, 1, u64::from(u32::MAX))
+        .map_err(|_| "must be at least 1 (0 would fold every value into ~other)".to_string())
+}
+
+/// `--dns-cache-size`: 1 to 16777216 entries.
+pub fn parse_cache_size(s: &str) -> Result<u32, String> {
+    bounded(s, 1, 16_777_216)
+}
+
+/// `--web-max-requests`: 1 to 10000.
+pub fn parse_web_max_requests(s: &str) -> Result<u32, String> {
+    bounded(s, 1, 10_000)
+}
+
+/// `--web-max-connections`: 1 to 100000.
+pub fn parse_web_max_connections(s: &str) -> Result<u32, String> {
+    bounded(s, 1, 100_000)
+}
+
+fn bounded(s: &str, min: u64, max: u64) -> Result<u32, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n as u32),
+        _ => Err(format!("must be between {min} and {max}")),
     }
 }
 
