@@ -218,7 +218,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
             remote_ips: config.max_remote_ips_per_workload as usize,
         },
         config.series_expiry,
-        cluster.is_some(),
+        cluster.as_ref(),
     );
     let drops = crate::series::drop::Drops::new(&config.drop_labels);
     series.flows.set_drops(drops.clone());

@@ -104,11 +104,11 @@ impl Pipeline {
             self.grace,
         );
         let hosts = (identity.hosts.len(), identity.hosts.evictions());
-        let (cluster, misses) = (identity.cluster.clone(), identity.misses);
+        let misses = identity.misses;
         drop(identity);
         self.series.dns.record_host_cache(hosts.0, hosts.1);
-        if let (Some(k), Some(c)) = (&mut self.series.kubernetes, &cluster) {
-            k.record(c, misses);
+        if let Some(k) = &mut self.series.kubernetes {
+            k.record(misses);
         }
         if let Some(a) = &self.answers {
             self.series.dns.record_answers(&a.stats);

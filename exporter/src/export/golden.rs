@@ -311,7 +311,7 @@ fn expositions_match_golden_files() {
         HostCache::new(64, Duration::from_secs(30), Duration::from_secs(3600)),
     );
     let grace = Duration::from_secs(300);
-    let mut series = Series::new(Budgets::default(), grace, false);
+    let mut series = Series::new(Budgets::default(), grace, None);
     let mut labeller = Labeller::new(LabelOptions::default());
     let b = batch(web, db);
     fold_batch(&b, &mut labeller, &mut identity, &mut series, grace);

@@ -1,12 +1,12 @@
 //! Kubernetes metadata health: watches, index size, and labels taken from cgroup paths alone.
 
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, atomic::Ordering};
 
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::metrics::counter::Counter;
 
 use super::{
-    registry::{Family, Registry},
-    snapshot::label_set,
+    registry::{Collect, Collector, Family, Registry},
+    snapshot::{LabelSet, NoLabels, Point, Value, label_set},
 };
 use crate::{
     identity::Misses,
@@ -27,36 +27,79 @@ struct ReasonLabels {
 label_set!(WatchLabels { watch });
 label_set!(ReasonLabels { reason });
 
-/// The `sockscope_kubernetes_*` and `sockscope_metadata_misses_total` families.
+/// The `sockscope_kubernetes_*` and `sockscope_metadata_misses_total` families. The watches'
+/// state is read from their atomics whenever a snapshot is taken.
 pub struct KubernetesMetrics {
-    up: Gauge,
-    watch_up: Family<WatchLabels, Gauge>,
-    errors: Family<WatchLabels, Counter>,
-    errors_seen: [u64; Watch::ALL.len()],
-    objects: Family<WatchLabels, Gauge>,
-    index: Gauge,
     misses: Family<ReasonLabels, Counter>,
     misses_seen: Misses,
 }
 
+fn point(labels: impl LabelSet, value: Value) -> Point {
+    Point {
+        labels: Arc::new(labels),
+        value,
+    }
+}
+
+/// One series per running watch, valued by `value`.
+fn per_watch(
+    cluster: &Arc<Cluster>,
+    value: fn(&crate::kubernetes::WatchHealth) -> Value,
+) -> impl Collect + 'static {
+    let cluster = cluster.clone();
+    Collector(move |out: &mut Vec<Point>| {
+        for w in Watch::ALL {
+            let h = cluster.health.of(w);
+            if h.enabled.load(Ordering::Relaxed) {
+                let labels = WatchLabels {
+                    watch: w.name().to_string(),
+                };
+                out.push(point(labels, value(h)));
+            }
+        }
+    })
+}
+
 impl KubernetesMetrics {
-    /// Registers the families.
-    pub fn register(registry: &mut Registry) -> Self {
+    /// Registers the families of `cluster`'s watches.
+    pub fn register(registry: &mut Registry, cluster: &Arc<Cluster>) -> Self {
+        let c = cluster.clone();
+        registry.register(
+            &schema::KUBERNETES_UP,
+            Collector(move |out: &mut Vec<Point>| {
+                out.push(point(NoLabels, Value::Gauge(i64::from(c.health.up()))))
+            }),
+        );
+        registry.register(
+            &schema::KUBERNETES_WATCH_UP,
+            per_watch(cluster, |h| {
+                Value::Gauge(i64::from(h.up.load(Ordering::Relaxed)))
+            }),
+        );
+        registry.register(
+            &schema::KUBERNETES_WATCH_ERRORS,
+            per_watch(cluster, |h| {
+                Value::Counter(h.errors.load(Ordering::Relaxed))
+            }),
+        );
+        registry.register(
+            &schema::KUBERNETES_OBJECTS,
+            per_watch(cluster, |h| {
+                Value::Gauge(i64::try_from(h.objects.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
+            }),
+        );
+        let c = cluster.clone();
+        registry.register(
+            &schema::REMOTE_INDEX_ENTRIES,
+            Collector(move |out: &mut Vec<Point>| {
+                let n = read(&c.peers).len();
+                out.push(point(NoLabels, Value::Gauge(n as i64)))
+            }),
+        );
         let m = KubernetesMetrics {
-            up: Gauge::default(),
-            watch_up: Family::default(),
-            errors: Family::default(),
-            errors_seen: [0; Watch::ALL.len()],
-            objects: Family::default(),
-            index: Gauge::default(),
             misses: Family::default(),
             misses_seen: Misses::default(),
         };
-        registry.register(&schema::KUBERNETES_UP, m.up.clone());
-        registry.register(&schema::KUBERNETES_WATCH_UP, m.watch_up.clone());
-        registry.register(&schema::KUBERNETES_WATCH_ERRORS, m.errors.clone());
-        registry.register(&schema::KUBERNETES_OBJECTS, m.objects.clone());
-        registry.register(&schema::REMOTE_INDEX_ENTRIES, m.index.clone());
         registry.register(&schema::METADATA_MISSES, m.misses.clone());
         for reason in ["pod_unknown", "container_unknown"] {
             let _ = m.misses.get_or_create(&ReasonLabels {
@@ -66,31 +109,8 @@ impl KubernetesMetrics {
         m
     }
 
-    /// Publishes the watches' state and the fallbacks counted since the last call.
-    pub fn record(&mut self, cluster: &Cluster, misses: Misses) {
-        let health = &cluster.health;
-        self.up.set(i64::from(health.up()));
-        for (i, watch) in Watch::ALL.into_iter().enumerate() {
-            let w = health.of(watch);
-            if !w.enabled.load(Ordering::Relaxed) {
-                continue;
-            }
-            let labels = WatchLabels {
-                watch: watch.name().to_string(),
-            };
-            self.watch_up
-                .get_or_create(&labels)
-                .set(i64::from(w.up.load(Ordering::Relaxed)));
-            let errors = w.errors.load(Ordering::Relaxed);
-            self.errors
-                .get_or_create(&labels)
-                .inc_by(errors.saturating_sub(self.errors_seen[i]));
-            self.errors_seen[i] = errors;
-            self.objects
-                .get_or_create(&labels)
-                .set(w.objects.load(Ordering::Relaxed) as i64);
-        }
-        self.index.set(read(&cluster.peers).len() as i64);
+    /// Adds the fallbacks counted since the last call.
+    pub fn record(&mut self, misses: Misses) {
         for (reason, now, seen) in [
             (
                 "pod_unknown",

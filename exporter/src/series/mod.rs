@@ -12,12 +12,16 @@ pub mod kubernetes;
 pub mod registry;
 pub mod snapshot;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     identity::labelled::{DnsDelta, FlowDelta},
+    kubernetes::Cluster,
     schema,
 };
 use registry::Registry;
@@ -77,7 +81,8 @@ pub struct Series {
 impl Series {
     /// Registers every family.
     /// `grace`: how long series of a gone owner stay after their last change.
-    pub fn new(budgets: Budgets, grace: Duration, on_kubernetes: bool) -> Self {
+    /// `cluster`: the Kubernetes watches, whose health is exported (when on a cluster).
+    pub fn new(budgets: Budgets, grace: Duration, cluster: Option<&Arc<Cluster>>) -> Self {
         let mut registry = Registry::default();
         let overflow = budget::Overflow::default();
         let flows = flows::FlowMetrics::register(&mut registry, budgets, overflow.clone());
@@ -86,8 +91,7 @@ impl Series {
         registry.register(&schema::SERIES_OVERFLOW, overflow);
         let expired = Counter::default();
         registry.register(&schema::SERIES_EXPIRED, expired.clone());
-        let kubernetes =
-            on_kubernetes.then(|| kubernetes::KubernetesMetrics::register(&mut registry));
+        let kubernetes = cluster.map(|c| kubernetes::KubernetesMetrics::register(&mut registry, c));
         Series {
             registry,
             flows,
