@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
@@ -30,7 +30,6 @@ use crate::{
     identity::labels::LabelOptions,
     identity::{Identity, hosts::HostCache},
     kubernetes::Cluster,
-    lock,
     pipeline::Pipeline,
     series::{Budgets, Series},
 };
@@ -261,7 +260,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
     }
     shared.publish(Exposition::new(series.registry.snapshot()));
     // Loading the object file and the kernel's BTF took tens of MB, all freed by now.
-    crate::release_freed_memory();
+    crate::memory::release_freed_memory();
 
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let mut identity = Identity::new(
@@ -279,7 +278,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         identity = identity.with_cluster(c.clone());
     }
     let identity = identity.with_classes(config.remote_classes.clone());
-    let identity = Arc::new(Mutex::new(identity));
+    let identity = Arc::new(parking_lot::Mutex::new(identity));
     let answers = maps
         .dns_answers
         .take()
@@ -382,7 +381,7 @@ async fn wait_for_signal() {
 
 /// Runs a tick every `interval` until asked to stop, then the final drain.
 fn drain_loop(mut pipeline: Pipeline, interval: std::time::Duration, stop: mpsc::Receiver<()>) {
-    lock(&pipeline.identity).cgroups.scan();
+    pipeline.identity.lock().cgroups.scan();
     // The first drain runs right away so /readyz turns ready without waiting one interval.
     let mut next = Instant::now();
     loop {

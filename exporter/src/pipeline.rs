@@ -15,10 +15,11 @@
 //!    made from it.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::{
@@ -27,7 +28,6 @@ use crate::{
     ebpf::Kernel,
     export::{prometheus::Shared, text::Exposition},
     identity::{Identity, labelled::Labeller},
-    lock,
     series::Series,
 };
 
@@ -95,7 +95,7 @@ impl Pipeline {
 
     /// Stages 2 and 3, under one lock of the identity.
     fn label_and_fold(&mut self, batch: &Batch) {
-        let mut identity = lock(&self.identity);
+        let mut identity = self.identity.lock();
         fold_batch(
             batch,
             &mut self.labeller,

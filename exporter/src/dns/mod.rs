@@ -11,7 +11,7 @@ pub mod answer;
 use std::{
     os::fd::{AsRawFd, RawFd},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
@@ -22,7 +22,9 @@ use aya::maps::{MapData, RingBuf};
 use sockscope_common::dns::{DNS_ANSWER_HEADER, DNS_ANSWER_MAX};
 use tracing::debug;
 
-use crate::{identity::Identity, lock};
+use parking_lot::Mutex;
+
+use crate::identity::Identity;
 
 /// What happened to forwarded responses, since start.
 #[derive(Debug, Default)]
@@ -78,7 +80,7 @@ impl Answers {
     /// Reads every record in the ring buffer into the hostname cache. Returns when the records
     /// present at the call are all applied.
     pub fn catch_up(&self) {
-        let mut ring = lock(&self.ring);
+        let mut ring = self.ring.lock();
         let mut decoded = Vec::new();
         while let Some(item) = ring.next() {
             match parse_record(&item) {
@@ -101,7 +103,7 @@ impl Answers {
             return;
         }
         let now = Instant::now();
-        let mut identity = lock(&self.identity);
+        let mut identity = self.identity.lock();
         for (cgroup_id, a) in decoded {
             let Some(ns) = identity.netns(cgroup_id) else {
                 self.stats.no_namespace.fetch_add(1, Ordering::Relaxed);

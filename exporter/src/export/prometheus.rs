@@ -160,7 +160,7 @@ impl Shared {
             // The previous texts (about 220 bytes a series each) were just freed; without this
             // the allocator would keep their pages, and the agent would hold two renderings
             // of every series instead of one.
-            crate::release_freed_memory();
+            crate::memory::release_freed_memory();
         }
     }
 

@@ -21,7 +21,7 @@
 use std::{
     collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -232,7 +232,7 @@ fn acceptor(t: &TlsFile) -> std::result::Result<tokio_rustls::TlsAcceptor, Strin
 /// (exporter-toolkit caches the same way). Keyed by user and a hash of the password given.
 #[derive(Default)]
 struct AuthCache {
-    ok: Mutex<HashSet<(String, u64)>>,
+    ok: parking_lot::Mutex<HashSet<(String, u64)>>,
 }
 
 const AUTH_CACHE_MAX: usize = 256;
@@ -285,7 +285,7 @@ fn check(users: &Users, cache: &AuthCache, value: Option<&str>) -> Auth {
         };
     };
     let key = (user, password_key(&password));
-    if crate::lock(&cache.ok).contains(&key) {
+    if cache.ok.lock().contains(&key) {
         return Auth::Allowed;
     }
     Auth::Verify {
@@ -304,7 +304,7 @@ fn verify(cache: &AuthCache, password: &str, hash: &str, key: Option<(String, u6
     if !ok {
         return false;
     }
-    let mut cached = crate::lock(&cache.ok);
+    let mut cached = cache.ok.lock();
     if cached.len() >= AUTH_CACHE_MAX {
         cached.clear();
     }

@@ -534,7 +534,7 @@ async fn watch<K, F>(
                         backoff.reset();
                         retrying = false;
                         // A full list decodes megabytes of JSON that are freed right after.
-                        crate::release_freed_memory();
+                        crate::memory::release_freed_memory();
                     }
                 }
                 Some(Err(e)) => break crate::report::error_chain(&e),
@@ -550,7 +550,7 @@ async fn watch<K, F>(
         }
         last_failure = failure;
         // What a failed or oversized response decoded is freed by now.
-        crate::release_freed_memory();
+        crate::memory::release_freed_memory();
         tokio::time::sleep(delay).await;
     }
 }

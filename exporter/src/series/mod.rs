@@ -131,7 +131,7 @@ impl Series {
         }
         if self.expired_since_trim >= TRIM_AFTER {
             self.expired_since_trim = 0;
-            crate::release_freed_memory();
+            crate::memory::release_freed_memory();
         }
     }
 }

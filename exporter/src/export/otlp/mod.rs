@@ -81,7 +81,7 @@ pub async fn run(options: Options, shared: Arc<Shared>, stats: Arc<Stats>, start
             let outcome =
                 tokio::time::timeout(options.timeout, transport.send(&options, request)).await;
             // The request held tens of bytes per attribute, all freed now: give them back.
-            crate::release_freed_memory();
+            crate::memory::release_freed_memory();
             let reason = match outcome {
                 Ok(Ok(())) => {
                     stats.exports.fetch_add(1, Ordering::Relaxed);
