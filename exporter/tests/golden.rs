@@ -5,7 +5,7 @@
 //! diff against `exporter/tests/golden/`; moving code must leave these bytes alone (up to the
 //! order of series within a family, which prometheus-client does not keep from run to run).
 //!
-//! `SOCKSCOPE_BLESS=1 cargo test -p sockscope --lib golden` rewrites the files after an
+//! `SOCKSCOPE_BLESS=1 cargo test -p sockscope --test golden` rewrites the files after an
 //! intended change (review the diff).
 
 use std::{collections::HashMap, os::unix::fs::MetadataExt, path::PathBuf, time::Duration};
@@ -19,14 +19,13 @@ use sockscope_common::{
     v4_mapped,
 };
 
-use super::{
-    otlp::{Temporality, encode::Encoder, encode::kv},
-    text,
-};
-use crate::{
+use sockscope::{
     drain::Batch,
-    identity::{Identity, hosts::HostCache},
-    identity::{labelled::Labeller, labels::LabelOptions},
+    export::{
+        otlp::{Temporality, encode::Encoder, encode::kv},
+        text,
+    },
+    identity::{Identity, hosts::HostCache, labelled::Labeller, labels::LabelOptions},
     pipeline::fold_batch,
     series::{Budgets, Series},
 };
