@@ -200,24 +200,26 @@ impl DnsMetrics {
         for d in deltas {
             let owner = (d.owner.cgroup_id, d.owner.pod_uid);
             expiry.touch(&d.local, owner.0, owner.1, now);
-            let local = d.local;
+            let (local, n) = (d.local, d.count);
+            let timeout = matches!(d.event, DnsEvent::Timeout(_));
             match d.event {
-                DnsEvent::Query(question) => {
-                    let (qname, qtype) = self.question(&local, question, DNS_QUERIES);
+                // Queries and timeouts share their labels and their label sets.
+                DnsEvent::Query(question) | DnsEvent::Timeout(question) => {
+                    let name = if timeout { DNS_TIMEOUTS } else { DNS_QUERIES };
+                    let (qname, qtype) = self.question(&local, question, name);
                     let labels = QueryLabels {
                         local,
                         qname,
                         qtype,
                     };
-                    let labels = exported(
-                        &self.drops,
-                        &mut self.members.queries,
-                        expiry,
-                        DNS_QUERIES,
-                        labels,
-                        owner,
-                    );
-                    self.queries.get_or_create_shared(&labels).inc_by(d.count);
+                    let members = &mut self.members.queries;
+                    let labels = exported(&self.drops, members, expiry, name, labels, owner);
+                    let family = if timeout {
+                        &self.timeouts
+                    } else {
+                        &self.queries
+                    };
+                    family.get_or_create_shared(&labels).inc_by(n);
                 }
                 DnsEvent::Response {
                     question,
@@ -229,17 +231,12 @@ impl DnsMetrics {
                             local: local.clone(),
                             rcode: rcode.to_string(),
                         };
-                        let labels = exported(
-                            &self.drops,
-                            &mut self.members.latency,
-                            expiry,
-                            DNS_LATENCY,
-                            labels,
-                            owner,
-                        );
+                        let members = &mut self.members.latency;
+                        let labels =
+                            exported(&self.drops, members, expiry, DNS_LATENCY, labels, owner);
                         self.latency
                             .get_or_create_shared(&labels)
-                            .add(bucket, d.count, sum_ns);
+                            .add(bucket, n, sum_ns);
                     }
                     let (qname, qtype) = self.question(&local, question, DNS_RESPONSES);
                     let labels = ResponseLabels {
@@ -248,49 +245,26 @@ impl DnsMetrics {
                         qtype,
                         rcode: rcode.to_string(),
                     };
-                    let labels = exported(
-                        &self.drops,
-                        &mut self.members.responses,
-                        expiry,
-                        DNS_RESPONSES,
-                        labels,
-                        owner,
-                    );
-                    self.responses.get_or_create_shared(&labels).inc_by(d.count);
-                }
-                DnsEvent::Timeout(question) => {
-                    let (qname, qtype) = self.question(&local, question, DNS_TIMEOUTS);
-                    let labels = QueryLabels {
-                        local,
-                        qname,
-                        qtype,
-                    };
-                    let labels = exported(
-                        &self.drops,
-                        &mut self.members.queries,
-                        expiry,
-                        DNS_TIMEOUTS,
-                        labels,
-                        owner,
-                    );
-                    self.timeouts.get_or_create_shared(&labels).inc_by(d.count);
+                    let members = &mut self.members.responses;
+                    let labels =
+                        exported(&self.drops, members, expiry, DNS_RESPONSES, labels, owner);
+                    self.responses.get_or_create_shared(&labels).inc_by(n);
                 }
                 DnsEvent::Error { reason } => {
                     let labels = ErrorLabels {
                         local,
                         reason: reason.to_string(),
                     };
+                    let members = &mut self.members.errors;
                     let labels = exported(
                         &self.drops,
-                        &mut self.members.errors,
+                        members,
                         expiry,
                         DNS_PARSE_ERRORS,
                         labels,
                         owner,
                     );
-                    self.parse_errors
-                        .get_or_create_shared(&labels)
-                        .inc_by(d.count);
+                    self.parse_errors.get_or_create_shared(&labels).inc_by(n);
                 }
             }
         }
