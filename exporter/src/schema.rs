@@ -7,6 +7,66 @@
 pub trait LabelSet: Send + Sync + 'static {
     /// Calls `f` with each label.
     fn visit(&self, f: &mut dyn FnMut(&'static str, &str));
+
+    /// The labels as an iterator, for label sets stored by the thousand: the exporters walk
+    /// them without a call through `visit` per label.
+    fn pairs(&self) -> Option<Pairs<'_>> {
+        None
+    }
+}
+
+/// The labels of a set stored as its family's names, which of them are present, and their
+/// values back to back (how the series store label sets).
+#[derive(Debug, Clone)]
+pub struct Pairs<'a> {
+    names: &'static [&'static str],
+    present: u16,
+    ends: &'a [u16],
+    values: &'a str,
+    next_name: usize,
+    next_value: usize,
+    start: usize,
+}
+
+impl<'a> Pairs<'a> {
+    /// Bit i of `present`: `names[i]` is there; `ends`: where each present value ends in
+    /// `values`.
+    pub fn new(
+        names: &'static [&'static str],
+        present: u16,
+        ends: &'a [u16],
+        values: &'a str,
+    ) -> Self {
+        Pairs {
+            names,
+            present,
+            ends,
+            values,
+            next_name: 0,
+            next_value: 0,
+            start: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = (&'static str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while let Some(name) = self.names.get(self.next_name) {
+            let bit = self.present & (1 << self.next_name);
+            self.next_name += 1;
+            if bit == 0 {
+                continue;
+            }
+            let end = usize::from(*self.ends.get(self.next_value)?);
+            self.next_value += 1;
+            let value = self.values.get(self.start..end)?;
+            self.start = end;
+            return Some((name, value));
+        }
+        None
+    }
 }
 
 /// `impl LabelSet` for a struct of `String` label fields, optionally led by a flattened

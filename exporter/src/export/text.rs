@@ -149,7 +149,7 @@ fn sample(out: &mut String, name: &str, suffix: &str, labels: &dyn LabelSet, le:
         out.push('"');
         first = false;
     }
-    labels.visit(&mut |k, v| {
+    let mut pair = |k: &str, v: &str| {
         if !first {
             out.push(',');
         }
@@ -158,7 +158,11 @@ fn sample(out: &mut String, name: &str, suffix: &str, labels: &dyn LabelSet, le:
         out.push_str("=\"");
         escape(out, v);
         out.push('"');
-    });
+    };
+    match labels.pairs() {
+        Some(pairs) => pairs.for_each(|(k, v)| pair(k, v)),
+        None => labels.visit(&mut pair),
+    }
     if first {
         out.truncate(open);
     } else {

@@ -4,7 +4,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use super::snapshot::LabelSet;
+use crate::schema::{LabelSet, Pairs};
 
 /// Most labels a family has (flows: 13).
 pub const MAX_LABELS: usize = 16;
@@ -59,36 +59,24 @@ impl Compact {
 
     /// The value of label `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        let mut start = 0usize;
-        let mut n = 0;
-        for (i, k) in self.names.iter().enumerate() {
-            if self.present & (1 << i) == 0 {
-                continue;
-            }
-            let end = usize::from(self.ends[n]);
-            if *k == name {
-                return Some(&self.values[start..end]);
-            }
-            start = end;
-            n += 1;
-        }
-        None
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// Its labels in order.
+    pub fn iter(&self) -> Pairs<'_> {
+        Pairs::new(self.names, self.present, &self.ends, &self.values)
     }
 }
 
 impl LabelSet for Compact {
     fn visit(&self, f: &mut dyn FnMut(&'static str, &str)) {
-        let mut start = 0usize;
-        let mut n = 0;
-        for (i, name) in self.names.iter().enumerate() {
-            if self.present & (1 << i) == 0 {
-                continue;
-            }
-            let end = usize::from(self.ends[n]);
-            f(name, &self.values[start..end]);
-            start = end;
-            n += 1;
+        for (k, v) in self.iter() {
+            f(k, v);
         }
+    }
+
+    fn pairs(&self) -> Option<Pairs<'_>> {
+        Some(self.iter())
     }
 }
 

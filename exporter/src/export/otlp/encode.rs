@@ -148,9 +148,16 @@ fn key_value_len(k: &str, v: &str) -> usize {
 }
 
 fn attributes_len(tag: u32, labels: &dyn LabelSet) -> usize {
-    let mut n = 0;
-    labels.visit(&mut |k, v| n += delimited_len(tag, key_value_len(k, v)));
-    n
+    match labels.pairs() {
+        Some(pairs) => pairs
+            .map(|(k, v)| delimited_len(tag, key_value_len(k, v)))
+            .sum(),
+        None => {
+            let mut n = 0;
+            labels.visit(&mut |k, v| n += delimited_len(tag, key_value_len(k, v)));
+            n
+        }
+    }
 }
 
 /// prost's `encode_varint` goes through `BufMut` a byte at a time; nearly every varint here is
