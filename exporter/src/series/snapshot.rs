@@ -89,9 +89,4 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.families.is_empty()
     }
-
-    /// The family registered as `name`.
-    pub fn family(&self, name: &str) -> Option<&FamilySnapshot> {
-        self.families.iter().find(|f| f.family.name == name)
-    }
 }
