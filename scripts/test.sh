@@ -17,7 +17,11 @@ cargo test --no-fail-fast -- --test-threads="$(nproc)" 2>&1 | tee "$log" || stat
 bash scripts/fuzz.sh 3 --quick 2>&1 | tee -a "$log" || status=$?
 # One closing line for the whole run (cargo prints one "test result" per test binary, the last
 # of which is the doc-tests' often empty one).
+# Tests that could not run on this kernel say so on a "skipped: <test>: <why>" line; they are
+# counted apart, with their reasons listed.
+grep '^skipped: ' "$log" | sort -u >&2 || true
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^skipped: / { if (!seen[$0]++) s++ }
      /^fuzz [a-z_]+ / { fp++ } /^fuzz\.sh: [a-z_]+ (crashed|fails)/ { ff++ }
-     END { printf "%d passed, %d failed; fuzz targets: %d passed, %d failed\n", p, f, fp, ff }' "$log"
+     END { printf "%d passed (%d of them skipped on this kernel), %d failed; fuzz targets: %d passed, %d failed\n", p, s, f, fp, ff }' "$log"
 exit "$status"

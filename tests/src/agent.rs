@@ -9,7 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{cgroup::COUNTER, exposition::Metrics, http::http_get, process::wait_timeout};
+use crate::{
+    cgroup::{COUNTER, TestCgroup},
+    exposition::Metrics,
+    http::http_get,
+    process::wait_timeout,
+};
 
 /// Path of the sockscope binary: $SOCKSCOPE_BIN, else next to the peer binary.
 pub fn sockscope_bin(peer: &str) -> PathBuf {
@@ -218,6 +223,58 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Why this kernel cannot count TCP by the socket iterator, or `None` where it can. Asked of
+/// the agent itself once per test binary: started in `auto` mode against a cgroup of its own,
+/// it reports the iterator in `sockscope_bpf_program_attached` and, when it falls back to
+/// per-packet counting, logs why (e.g. a verifier that refuses socket storage for the
+/// iterator's sockets).
+pub fn iterator_unavailable(peer: &str) -> Option<&'static str> {
+    static WHY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    WHY.get_or_init(|| {
+        let cg = TestCgroup::new("iterator-probe");
+        let agent = Agent::start(peer, &cg.root, &["--tcp-accounting", "auto"]);
+        let m = Metrics::parse(&agent.scrape());
+        let attached = m.sum(
+            "sockscope_bpf_program_attached",
+            &[("program", "sockscope_tcp_iter")],
+        );
+        if attached == 1.0 {
+            return None;
+        }
+        // The warning's first line says which program failed; for a verifier rejection, the
+        // line before the verifier's statistics says why.
+        let log = agent.log_text();
+        let mut lines = log
+            .lines()
+            .skip_while(|l| !l.contains("TCP counted per packet"));
+        let Some(first) = lines.next() else {
+            return Some("the agent fell back to per-packet counting".to_string());
+        };
+        let what = first
+            .split_once("): ")
+            .map_or(first, |(_, what)| what)
+            .split("; verifier log tail:")
+            .next()
+            .unwrap_or_default();
+        let tail: Vec<&str> = lines
+            .take_while(|l| !l.starts_with("verification time"))
+            .collect();
+        Some(match tail.last() {
+            Some(verdict) => format!("{what}: {verdict}"),
+            None => what.to_string(),
+        })
+    })
+    .as_deref()
+}
+
+/// Reports a test skipped for `why` on stderr, past libtest's capture (it captures only the
+/// print macros), so the run's log and `scripts/test.sh`'s summary show it even when the test
+/// passes.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
 }
 
 /// The virtualenv scripts/setup.sh makes (kubernetes-validate, PyYAML): $SOCKSCOPE_VENV or

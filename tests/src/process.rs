@@ -60,14 +60,24 @@ impl Proc {
 
 /// Tests that run in both accounting modes: `both_modes!(a, b)` makes `a::iterator`,
 /// `a::per_packet`, ..., each calling `a("iterator")` or `a("per-packet")` (see
-/// [`Agent::start_in_mode`]): what this kernel supports, and the fallback for kernels without
-/// iterators.
+/// [`Agent::start_in_mode`]): the socket iterator, and the per-packet fallback for kernels
+/// without it. On a kernel that refuses the iterator, the `iterator` variants are skipped with
+/// the kernel's reason ([`crate::iterator_unavailable`]); the fallback runs everywhere.
 #[macro_export]
 macro_rules! both_modes {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[test]
             fn iterator() {
+                if let Some(why) =
+                    $crate::iterator_unavailable(env!("CARGO_BIN_EXE_sockscope-peer"))
+                {
+                    $crate::skip(
+                        concat!(module_path!(), "::iterator"),
+                        &format!("this kernel cannot count TCP by the socket iterator: {why}"),
+                    );
+                    return;
+                }
                 super::$name("iterator")
             }
             #[test]

@@ -26,7 +26,7 @@ use sockscope_common::{
         DNS_ROOM_NAMES, DnsKey, DnsName, DnsStats, NODE_DNS_MAP,
     },
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use error::{Error, Result};
 pub use preflight::CgroupRoot;
@@ -35,7 +35,8 @@ pub use preflight::CgroupRoot;
 /// themselves (the crafted-packet tests in exporter/tests/packets.rs).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockscope"));
 
-/// How many lines of the verifier log an error shows.
+/// How many lines of the verifier log an error shows (`--log debug` logs all of it: where a
+/// rejected register came from is often far above the line that rejects it).
 const VERIFIER_LOG_TAIL: usize = 20;
 
 /// The socket programs, in attach order. sock_ops first: every socket that gets sockscope's
@@ -651,6 +652,7 @@ impl From<ProgramError> for AttachError {
                 verifier_log,
             } => {
                 let log = verifier_log.to_string();
+                debug!("verifier log of a rejected program:\n{log}");
                 let lines: Vec<&str> = log.lines().collect();
                 let tail = lines[lines.len().saturating_sub(VERIFIER_LOG_TAIL)..].join("\n");
                 AttachError::Verifier {

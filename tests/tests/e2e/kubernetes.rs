@@ -510,13 +510,23 @@ fn daemonset_capabilities_are_enough() {
                 && sent(m, &sv) == c_recv as f64
         },
     );
+    // The five cgroup programs, and where this kernel has it (as root), the TCP iterator and
+    // its close tracepoint: tracing programs too load with BPF and PERFMON alone.
+    let expected = match sockscope_tests::iterator_unavailable(PEER) {
+        None => 7,
+        Some(why) => {
+            sockscope_tests::skip(
+                "kubernetes::daemonset_capabilities_are_enough (the iterator's part)",
+                why,
+            );
+            5
+        }
+    };
     assert_eq!(
         m.matching("sockscope_bpf_program_attached", &[])
             .filter(|(_, v)| *v == 1.0)
             .count(),
-        // The five cgroup programs, the TCP iterator and its close tracepoint: tracing
-        // programs too load with BPF and PERFMON alone.
-        7,
+        expected,
         "{}",
         agent.log_text()
     );
