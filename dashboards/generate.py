@@ -29,8 +29,9 @@ def variables(extra=()):
             "current": {"text": "All", "value": "$__all"}, "sort": 1,
         }
     v = [
+        # No "current": Grafana selects the default Prometheus data source.
         {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-         "current": {}, "hide": 0},
+         "hide": 0},
         query_var("cluster", "label_values(sockscope_build_info, cluster)", "Cluster"),
         query_var("namespace", 'label_values(sockscope_tcp_sent_bytes_total{cluster=~"$cluster"}, namespace)',
                   "Namespace"),
@@ -84,7 +85,10 @@ def dashboard(uid, title, description, rows, extra_vars=()):
         "schemaVersion": 39, "version": 1, "editable": True, "graphTooltip": 1,
         "time": {"from": "now-1h", "to": "now"}, "refresh": "30s", "timezone": "",
         "templating": {"list": variables(extra_vars)}, "annotations": {"list": []},
-        "links": [{"title": "sockscope dashboards", "type": "dashboards", "tags": ["sockscope"], "asDropdown": True}],
+        # Every field of Grafana's DashboardLink is required in its published type (@grafana/schema).
+        "links": [{"title": "sockscope dashboards", "type": "dashboards", "tags": ["sockscope"], "asDropdown": True,
+                   "icon": "external link", "tooltip": "", "includeVars": False, "keepTime": False,
+                   "targetBlank": False}],
         "panels": panels,
     }
 

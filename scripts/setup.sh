@@ -89,4 +89,28 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.vers
   log "installing rotel ${ROTEL_VERSION} into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "rotel==${ROTEL_VERSION}"
 fi
+# The dashboards' type check (tests/tests/e2e/dashboards.rs): Grafana's published dashboard
+# types (@grafana/schema) and tsc, pinned in dashboards/typecheck/package-lock.json, installed by
+# npm ci into a directory of their own. Node.js 18 or newer (Debian's will do).
+NODE_DIR="${SOCKSCOPE_NODE_DIR:-/var/cache/sockscope/node}"
+TYPECHECK="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/dashboards/typecheck"
+node_missing=()
+command -v node >/dev/null || node_missing+=(nodejs)
+command -v npm >/dev/null || node_missing+=(npm)
+if [ "${#node_missing[@]}" -gt 0 ]; then
+  log "installing ${node_missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${node_missing[@]}" >/dev/null
+fi
+# Installed when a pinned package is missing or at another version, or tsc does not run.
+if ! node -e 'const [pins, dir] = process.argv.slice(1);
+    for (const [n, v] of Object.entries(require(pins).dependencies))
+      if (require(`${dir}/node_modules/${n}/package.json`).version !== v) process.exit(1);' \
+    "$TYPECHECK/package.json" "$NODE_DIR" 2>/dev/null \
+  || ! "$NODE_DIR/node_modules/.bin/tsc" --version >/dev/null 2>&1; then
+  log "installing $(node -p 'Object.entries(require(process.argv[1]).dependencies).map(e => e.join("@")).join(" ")' "$TYPECHECK/package.json") into $NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  cp "$TYPECHECK/package.json" "$TYPECHECK/package-lock.json" "$NODE_DIR/"
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 log "ready"

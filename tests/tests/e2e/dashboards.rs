@@ -194,3 +194,171 @@ fn every_query_is_valid_promql() {
     .expect("query");
     assert!(code == 400 && body.contains("bad_data"), "{code} {body}");
 }
+
+/// Where scripts/setup.sh installs @grafana/schema and tsc (dashboards/typecheck/package.json):
+/// $SOCKSCOPE_NODE_DIR or /var/cache/sockscope/node.
+fn node_dir() -> PathBuf {
+    std::env::var_os("SOCKSCOPE_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/sockscope/node"))
+}
+
+/// The module tsc checks for one dashboard: its JSON as an object literal typed as Grafana's
+/// `Dashboard` (the whole classic dashboard JSON model, schemaVersion-numbered, that
+/// @grafana/schema exports from its root; the `apis/dashboard.grafana.app/v2*` types are the
+/// other, v2 resource format), so a missing required field, a wrong type and an unknown
+/// property (excess property check on the literal) are errors.
+///
+/// One narrow addition: `definition` (a string) on query variables. Grafana's variable editor
+/// saves it in query variables (the query as the variables list shows it), Grafana reads it
+/// back when it loads a dashboard of this model into a query variable, and the same package's
+/// v2 schema types it (`QueryVariableSpec.definition?: string`), but the package's v1
+/// `VariableModel` lacks it. Only variables of type "query" get it, only as a string;
+/// everything else is Grafana's type unchanged.
+fn typed_dashboard(json: &str) -> String {
+    format!(
+        "import type {{ Dashboard, VariableModel, VariableType }} from '@grafana/schema';\n\
+         type Variable = VariableModel &\n  \
+         ({{ type: 'query'; definition?: string }} | {{ type: Exclude<VariableType, 'query'> }});\n\
+         type SockscopeDashboard = Omit<Dashboard, 'templating'> & {{ templating?: {{ list?: Variable[] }} }};\n\
+         const dashboard: SockscopeDashboard = {json};\n\
+         export default dashboard;\n"
+    )
+}
+
+/// Runs `tsc --noEmit --strict` over one module per (name, dashboard JSON) in a directory of its
+/// own; Ok, or Err with tsc's output. Panics when the pinned packages are not installed.
+fn type_check(tag: &str, dashboards: &[(String, String)]) -> Result<(), String> {
+    let node = node_dir();
+    let pins: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("dashboards/typecheck/package.json"))
+            .expect("dashboards/typecheck/package.json"),
+    )
+    .expect("package.json");
+    for (package, version) in pins["dependencies"].as_object().expect("dependencies") {
+        let installed =
+            std::fs::read_to_string(node.join("node_modules").join(package).join("package.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        assert_eq!(
+            installed.as_ref().map(|p| &p["version"]),
+            Some(version),
+            "{package} in {}: run scripts/setup.sh",
+            node.display()
+        );
+    }
+    let dir =
+        std::env::temp_dir().join(format!("sockscope-typecheck-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::os::unix::fs::symlink(node.join("node_modules"), dir.join("node_modules"))
+        .expect("node_modules");
+    let mut files = Vec::new();
+    for (name, json) in dashboards {
+        let file = format!("{name}.ts");
+        std::fs::write(dir.join(&file), typed_dashboard(json)).expect("write");
+        files.push(file);
+    }
+    let out = Command::new(node.join("node_modules/.bin/tsc"))
+        .args(["--noEmit", "--strict", "--pretty", "false"])
+        .args(["--target", "es2022", "--module", "esnext"])
+        .args(["--moduleResolution", "bundler"])
+        .args(&files)
+        .current_dir(&dir)
+        .output()
+        .expect("tsc (installed by scripts/setup.sh)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && text.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(text)
+    }
+}
+
+#[test]
+fn dashboards_type_check_against_grafana_schema() {
+    let all: Vec<(String, String)> = dashboards()
+        .into_iter()
+        .map(|(name, _)| {
+            let json =
+                std::fs::read_to_string(repo().join("dashboards").join(&name)).expect("read");
+            (name.trim_end_matches(".json").to_string(), json)
+        })
+        .collect();
+    assert_eq!(all.len(), 5);
+    if let Err(out) = type_check("all", &all) {
+        panic!("the dashboards do not type-check against @grafana/schema's Dashboard:\n{out}");
+    }
+}
+
+#[test]
+fn type_check_rejects_what_grafana_schema_does_not_allow() {
+    let (_, overview) = dashboards()
+        .into_iter()
+        .find(|(name, _)| name == "overview.json")
+        .expect("overview.json");
+    let case = |name: &str, change: &dyn Fn(&mut Value)| {
+        let mut d = overview.clone();
+        change(&mut d);
+        (
+            name.to_string(),
+            serde_json::to_string_pretty(&d).expect("JSON"),
+        )
+    };
+    let cases = [
+        // The unchanged dashboard passes in the same run: the errors are the changes'.
+        case("unchanged", &|_| {}),
+        case("gridpos-string", &|d| {
+            d["panels"][0]["gridPos"] = "0,0,12,8".into();
+        }),
+        case("unknown-top-level", &|d| {
+            d["sockscope"] = true.into();
+        }),
+        case("link-without-icon", &|d| {
+            d["links"][0].as_object_mut().expect("link").remove("icon");
+        }),
+        // The one addition to Grafana's types stays narrow: a string on query variables only.
+        case("definition-on-datasource-variable", &|d| {
+            d["templating"]["list"][0]["definition"] = "prometheus".into();
+        }),
+        case("definition-not-a-string", &|d| {
+            d["templating"]["list"][1]["definition"] = 1.into();
+        }),
+    ];
+    let out = type_check("broken", &cases).expect_err("tsc accepted every broken dashboard");
+    let expected = [
+        (
+            "gridpos-string",
+            "Type 'string' is not assignable to type 'GridPos'",
+        ),
+        (
+            "unknown-top-level",
+            "'\"sockscope\"' does not exist in type 'SockscopeDashboard'",
+        ),
+        ("link-without-icon", "Property 'icon' is missing in type"),
+        (
+            "definition-on-datasource-variable",
+            "'\"definition\"' does not exist in type",
+        ),
+        (
+            "definition-not-a-string",
+            "Type 'number' is not assignable to type 'string'",
+        ),
+    ];
+    for (name, message) in expected {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{name}.ts(")) && l.contains(message)),
+            "{name}: no error containing {message:?}:\n{out}"
+        );
+    }
+    assert!(
+        !out.lines().any(|l| l.starts_with("unchanged.ts(")),
+        "the unchanged dashboard failed:\n{out}"
+    );
+}
