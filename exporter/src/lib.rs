@@ -21,6 +21,7 @@ pub mod memory;
 pub mod pipeline;
 pub mod report;
 pub mod schema;
+pub mod seccomp;
 pub mod series;
 
 pub use error::{Error, Result};

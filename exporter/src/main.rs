@@ -32,6 +32,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &config.install_seccomp_profile {
+        return match sockscope::seccomp::install(path) {
+            Ok(()) => {
+                let _ = writeln!(std::io::stdout(), "{}: installed", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sockscope: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(path) = &config.check_config {
         // The command's result, not a log line.
         let _ = writeln!(std::io::stdout(), "{}: ok", path.display());

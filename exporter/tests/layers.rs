@@ -21,7 +21,7 @@ const ORDER: [(&str, &str); 10] = [
 ];
 
 /// Beside the path: usable from anywhere, using nothing of it.
-const BESIDE: [&str; 5] = ["schema", "config", "report", "fault", "memory"];
+const BESIDE: [&str; 6] = ["schema", "config", "report", "fault", "memory", "seccomp"];
 
 fn rank(module: &str) -> Option<usize> {
     ORDER.iter().position(|(m, _)| *m == module)

@@ -243,28 +243,15 @@ pub fn iterator_unavailable(peer: &str) -> Option<&'static str> {
         if attached == 1.0 {
             return None;
         }
-        // The warning's first line says which program failed; for a verifier rejection, the
-        // line before the verifier's statistics says why.
+        // The warning names the program and the kernel's reason (the verifier's verdict).
         let log = agent.log_text();
-        let mut lines = log
-            .lines()
-            .skip_while(|l| !l.contains("TCP counted per packet"));
-        let Some(first) = lines.next() else {
-            return Some("the agent fell back to per-packet counting".to_string());
-        };
-        let what = first
-            .split_once("): ")
-            .map_or(first, |(_, what)| what)
-            .split("; verifier log tail:")
-            .next()
-            .unwrap_or_default();
-        let tail: Vec<&str> = lines
-            .take_while(|l| !l.starts_with("verification time"))
-            .collect();
-        Some(match tail.last() {
-            Some(verdict) => format!("{what}: {verdict}"),
-            None => what.to_string(),
-        })
+        Some(
+            log.lines()
+                .find_map(|l| l.split_once("TCP counted per packet").map(|(_, why)| why))
+                .map(|why| why.split_once("): ").map_or(why, |(_, why)| why))
+                .unwrap_or("the agent fell back to per-packet counting")
+                .to_string(),
+        )
     })
     .as_deref()
 }

@@ -22,6 +22,12 @@ pub struct Config {
     #[arg(long, value_name = "FILE")]
     pub check_config: Option<PathBuf>,
 
+    /// Write the seccomp profile this build was tested with (deploy/seccomp/sockscope.json) to
+    /// FILE, creating its directory, and exit: the DaemonSet's init container installs it where
+    /// the kubelet reads Localhost profiles. Needs no privileges beyond writing FILE.
+    #[arg(long, value_name = "FILE")]
+    pub install_seccomp_profile: Option<PathBuf>,
+
     /// Address of the HTTP server that serves /metrics, /healthz and /readyz.
     #[arg(long, env = "SOCKSCOPE_LISTEN_ADDRESS", default_value = "0.0.0.0:9642")]
     pub listen_address: SocketAddr,

@@ -609,9 +609,30 @@ where
         .map_err(|e: ProgramError| error_chain(&e))
 }
 
-/// One line (plus the verifier's log tail) for a program that did not load.
+/// One line for an optional program that did not load: where the kernel lacks what it needs,
+/// every start says so, and the verifier's own verdict (its last line) is what tells why.
 fn load_error(name: &str, e: ProgramError) -> String {
-    describe(name, AttachError::from(e))
+    match AttachError::from(e) {
+        AttachError::Verifier { error, log_tail } => {
+            let verdict = log_tail
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !is_verifier_statistics(l))
+                .unwrap_or_default();
+            format!(
+                "{name} rejected by the verifier ({error}): {verdict} (the whole verifier log with --log debug)"
+            )
+        }
+        AttachError::Other(e) => format!("{name}: {e}"),
+    }
+}
+
+/// The verifier's closing lines of figures, which follow its verdict.
+fn is_verifier_statistics(line: &str) -> bool {
+    ["verification time", "stack depth", "processed ", "-- END"]
+        .iter()
+        .any(|p| line.starts_with(p))
 }
 
 fn describe(name: &str, e: AttachError) -> String {
