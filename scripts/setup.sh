@@ -89,6 +89,13 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.vers
   log "installing rotel ${ROTEL_VERSION} into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "rotel==${ROTEL_VERSION}"
 fi
+# helm-python-sdk (PyPI): the Helm v4 SDK through its C library, no helm binary. It lints and
+# renders the chart (deploy/generate.py, the deploy tests) offline.
+HELM_PYTHON_SDK_VERSION=0.2.2
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '${HELM_PYTHON_SDK_VERSION}')" 2>/dev/null; then
+  log "installing helm-python-sdk ${HELM_PYTHON_SDK_VERSION} into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "helm-python-sdk==${HELM_PYTHON_SDK_VERSION}"
+fi
 # The dashboards' type check (tests/tests/e2e/dashboards.rs): Grafana's published dashboard
 # types (@grafana/schema) and tsc, pinned in dashboards/typecheck/package-lock.json, installed by
 # npm ci into a directory of their own. Node.js 18 or newer (Debian's will do).
