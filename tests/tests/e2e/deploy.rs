@@ -278,6 +278,7 @@ fn manifests_agree_with_each_other_and_the_agent() {
         assert_eq!(&labels[k], v);
     }
     let sm = find(&docs, "ServiceMonitor");
+    check_service_monitor(sm);
     for (k, v) in sm["spec"]["selector"]["matchLabels"]
         .as_object()
         .expect("matchLabels")
@@ -377,6 +378,7 @@ fn probes_work_with_a_web_config() {
         https.iter().all(|(_, scheme, _)| scheme == "HTTPS"),
         "{https:?}"
     );
+    check_service_monitor(find(&docs, "ServiceMonitor"));
     let monitor = &find(&docs, "ServiceMonitor")["spec"]["endpoints"][0];
     assert_eq!(monitor["scheme"], "https");
     assert!(monitor["basicAuth"].is_object(), "{monitor}");
