@@ -6,10 +6,11 @@
 #   bash scripts/containers.sh buildah manifest inspect ghcr.io/sockscope/sockscope:0.1.0
 #
 # vfs storage (needs no overlay filesystem), runc (crun refuses a hybrid cgroup v1/v2 layout)
-# and the cgroupfs manager (no systemd as PID 1 needed). A root of its own keeps these settings
+# and the cgroupfs manager (no systemd as PID 1 needed); explicit ulimits (containers.conf). A root of its own keeps these settings
 # from clashing with the host's own podman storage. SOCKSCOPE_CONTAINERS moves it.
 set -euo pipefail
 root=${SOCKSCOPE_CONTAINERS:-/var/lib/sockscope/containers}
+export CONTAINERS_CONF="$(cd "$(dirname "$0")" && pwd)/containers.conf"
 storage=(--root "$root/storage" --runroot "$root/run" --storage-driver vfs)
 tool=${1:-}
 shift || true

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("sockscope: {e}");
+                eprintln!("sockscope: {}", sockscope::report::error_chain(&e));
                 ExitCode::FAILURE
             }
         };
@@ -75,7 +75,9 @@ fn main() -> ExitCode {
     let started = match sockscope::agent::start(&config) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("{e}");
+            // With every cause: "failed to create map X" alone does not say the kernel (or a
+            // seccomp profile) refused bpf(2).
+            tracing::error!("{}", sockscope::report::error_chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -93,7 +95,7 @@ fn main() -> ExitCode {
     match runtime.block_on(sockscope::agent::run(config, started)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", sockscope::report::error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -13,8 +13,12 @@ pub mod fake_apiserver;
 /// Pods as kubepods-like cgroups in network namespaces, described by the fake API server.
 pub mod fake_cluster;
 pub mod http;
+/// The shipped Kubernetes manifests, rendered.
+pub mod manifests;
 pub mod netns;
 pub mod pki;
+/// Real containers under podman, and a DaemonSet's pod run as the kubelet would.
+pub mod podman;
 pub mod process;
 
 // The harness by concern above; every test file reaches it from the crate root.

@@ -1,6 +1,6 @@
 //! Network namespaces joined by a veth pair, and where a test places its processes in them.
 
-use std::{process::Command, sync::atomic::Ordering};
+use std::{os::fd::AsRawFd, process::Command, sync::atomic::Ordering};
 
 use crate::cgroup::{COUNTER, unique};
 
@@ -103,4 +103,53 @@ impl<'a> Placement<'a> {
             class,
         }
     }
+}
+
+/// One network namespace with only loopback up (a pod's, before any CNI): `ip netns add`,
+/// deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = format!(
+            "ss{tag}{}{}",
+            std::process::id() % 10000,
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        run(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
+        Netns { name }
+    }
+
+    /// Its nsfs path, as podman's `--network ns:<path>` takes it.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs `f` on a thread of its own inside network namespace `ns` (a name under /run/netns):
+/// e.g. to reach a server that listens only there. Only that thread changes namespace.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("network namespace");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) on this thread only, with an nsfs fd that stays open meanwhile.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in the namespace")
+    })
 }

@@ -22,6 +22,27 @@ pub struct Owner {
     pub path: String,
     /// systemd unit, container id or last path component; empty for the root cgroup.
     pub workload: String,
+    /// The short id of the container runtime's pod (a podman pod) above the container, if any.
+    pub pod: String,
+    /// The short id of the container, if the cgroup is (inside) a container's.
+    pub container: String,
+}
+
+impl Owner {
+    /// The owner a cgroup path names.
+    pub fn of_path(path: String) -> Self {
+        let HostOwner {
+            workload,
+            pod,
+            container,
+        } = host_owner(&path);
+        Owner {
+            path,
+            workload,
+            pod,
+            container,
+        }
+    }
 }
 
 /// Resolves cgroup ids, with a cache: first by file handle (exact, one syscall), else by
@@ -161,11 +182,7 @@ impl Resolver {
         if dir.metadata().ok()?.ino() != id {
             return None;
         }
-        let rel = relative_path(&self.mount, &path);
-        Some(Owner {
-            workload: workload_of(&rel),
-            path: rel,
-        })
+        Some(Owner::of_path(relative_path(&self.mount, &path)))
     }
 
     /// Walks the tree below the attach point and records every cgroup's id.
@@ -176,10 +193,9 @@ impl Resolver {
                 continue;
             };
             let rel = relative_path(&self.mount, &dir);
-            self.cache.entry(meta.ino()).or_insert_with(|| Owner {
-                workload: workload_of(&rel),
-                path: rel,
-            });
+            self.cache
+                .entry(meta.ino())
+                .or_insert_with(|| Owner::of_path(rel));
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
@@ -200,8 +216,9 @@ fn relative_path(mount: &Path, dir: &Path) -> String {
     }
 }
 
-/// Container runtimes' scope names: `<prefix><64 hex>.scope` (systemd driver).
-const CONTAINER_SCOPE_PREFIXES: [&str; 5] = [
+/// Container runtimes' cgroup names: `<prefix><64 hex>.scope` (systemd driver), and for
+/// podman also `libpod-<64 hex>` (cgroupfs driver, under `libpod_parent` or `--cgroup-parent`).
+const CONTAINER_PREFIXES: [&str; 5] = [
     "docker-",
     "cri-containerd-",
     "crio-",
@@ -209,43 +226,96 @@ const CONTAINER_SCOPE_PREFIXES: [&str; 5] = [
     "containerd-",
 ];
 
-/// Derives the workload from a cgroup path:
-/// - a container id (first 12 hex digits, as `docker ps` shows) when a path component is a
-///   container scope (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`,
-///   `libpod-<id>.scope`) or a bare 64-hex id (cgroupfs driver: `/docker/<id>`,
-///   `/kubepods/burstable/pod<uid>/<id>`);
+/// A runtime pod's cgroup above its containers' (podman: `machine-libpod_pod_<64 hex>.slice`
+/// with systemd, the bare pod id with cgroupfs).
+const POD_SLICE_PREFIX: &str = "machine-libpod_pod_";
+
+/// What a cgroup path says of its owner on a host without Kubernetes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostOwner {
+    /// The container's short id, else the deepest systemd unit, else the last component.
+    pub workload: String,
+    /// The short id of the runtime pod the container belongs to (podman pods), else empty.
+    pub pod: String,
+    /// The container's short id, else empty.
+    pub container: String,
+}
+
+/// Derives the owner from a cgroup path:
+/// - a container (short id: the first 12 hex digits, as `docker ps` and `podman ps` show) when a
+///   path component is a container's: `docker-<id>.scope`, `cri-containerd-<id>.scope`,
+///   `crio-<id>.scope`, `libpod-<id>.scope` (systemd driver), `libpod-<id>` (podman's cgroupfs
+///   driver) or a bare 64-hex id (cgroupfs: `/docker/<id>`); the workload is the container, and
+///   a podman pod above it (`machine-libpod_pod_<id>.slice`, or a bare 64-hex id above the
+///   container's cgroup) gives the pod;
 /// - else the deepest systemd unit (`.service` or `.scope`), so `/system.slice/nginx.service`
 ///   and a unit's sub-cgroups give `nginx.service`;
 /// - else the last component (a hand-made cgroup); empty for the root cgroup.
-pub fn workload_of(path: &str) -> String {
+pub fn host_owner(path: &str) -> HostOwner {
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    for c in components.iter().rev() {
-        if let Some(id) = container_id(c) {
-            return id.chars().take(12).collect();
-        }
+    // The deepest container: a runtime may nest cgroups inside one (`.../container`).
+    if let Some((i, id)) = components
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, c)| container_id(c).map(|id| (i, id)))
+    {
+        let pod = components[..i]
+            .iter()
+            .rev()
+            .find_map(|c| pod_id(c))
+            .map(short_id)
+            .unwrap_or_default();
+        return HostOwner {
+            workload: short_id(id),
+            pod,
+            container: short_id(id),
+        };
     }
-    if let Some(unit) = components
+    let workload = components
         .iter()
         .rev()
         .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
-    {
-        return (*unit).to_string();
-    }
-    components
-        .last()
+        .or(components.last())
         .map(|c| (*c).to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    HostOwner {
+        workload,
+        ..HostOwner::default()
+    }
+}
+
+/// The workload a cgroup path names (see [`host_owner`]).
+pub fn workload_of(path: &str) -> String {
+    host_owner(path).workload
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
 }
 
 fn container_id(component: &str) -> Option<&str> {
-    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     if is_id(component) {
         return Some(component);
     }
-    let stem = component.strip_suffix(".scope")?;
-    CONTAINER_SCOPE_PREFIXES
+    let stem = component.strip_suffix(".scope").unwrap_or(component);
+    CONTAINER_PREFIXES
         .iter()
         .find_map(|p| stem.strip_prefix(p))
+        .filter(|id| is_id(id))
+}
+
+fn pod_id(component: &str) -> Option<&str> {
+    if is_id(component) {
+        return Some(component);
+    }
+    component
+        .strip_suffix(".slice")?
+        .strip_prefix(POD_SLICE_PREFIX)
         .filter(|id| is_id(id))
 }
 
@@ -291,6 +361,57 @@ mod tests {
         assert_eq!(
             workload_of(&format!("/kubepods.slice/crio-{ID}.scope")),
             "0123456789ab"
+        );
+    }
+
+    const POD: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+    #[test]
+    fn podman_containers_and_pods() {
+        let plain = HostOwner {
+            workload: "0123456789ab".into(),
+            pod: String::new(),
+            container: "0123456789ab".into(),
+        };
+        let in_pod = HostOwner {
+            pod: "fedcba987654".into(),
+            ..plain.clone()
+        };
+        // cgroupfs driver (this machine kind: runc, --cgroup-manager cgroupfs), default parent
+        // and a --cgroup-parent.
+        assert_eq!(host_owner(&format!("/libpod_parent/libpod-{ID}")), plain);
+        assert_eq!(host_owner(&format!("/ci/tests/libpod-{ID}")), plain);
+        assert_eq!(
+            host_owner(&format!("/libpod_parent/{POD}/libpod-{ID}")),
+            in_pod
+        );
+        // systemd driver: scopes under machine.slice, a pod's slice above them, and the
+        // sub-cgroup podman makes inside a container's scope on cgroup v2.
+        assert_eq!(
+            host_owner(&format!("/machine.slice/libpod-{ID}.scope")),
+            plain
+        );
+        assert_eq!(
+            host_owner(&format!("/machine.slice/libpod-{ID}.scope/container")),
+            plain
+        );
+        assert_eq!(
+            host_owner(&format!(
+                "/machine.slice/machine-libpod_pod_{POD}.slice/libpod-{ID}.scope/container"
+            )),
+            in_pod
+        );
+        // conmon, the runtime's monitor beside each container, is not the container.
+        assert_eq!(
+            host_owner(&format!("/machine.slice/libpod-conmon-{ID}.scope")).workload,
+            format!("libpod-conmon-{ID}.scope")
+        );
+        // Rootless podman under the user's systemd.
+        assert_eq!(
+            host_owner(&format!(
+                "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"
+            )),
+            plain
         );
     }
 

@@ -138,6 +138,8 @@ impl Identity {
         let local = match kubepods::parse(&owner.path) {
             None => Local {
                 workload: owner.workload,
+                pod: owner.pod,
+                container: owner.container,
                 ..Local::default()
             },
             Some(pc) => {

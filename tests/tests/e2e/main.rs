@@ -13,6 +13,7 @@ mod health;
 mod kubernetes;
 mod otlp;
 mod overflow;
+mod podman;
 mod scenario;
 mod tcp;
 mod udp;

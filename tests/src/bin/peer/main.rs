@@ -37,6 +37,7 @@
 //!   sockscope-peer dns-junk-server <bind addr> <count>   echoes them with the QR bit flipped
 //!
 //! Servers print `ready <port>` once listening. Everyone prints `sent <n> received <m>` at the end.
+//! `--linger <file>` (any command): then print `lingering` and wait for the file before exiting.
 //! With a hold file, each client keeps its connections open after the exchange until the file
 //! exists, then (with send2/reply2) does a second exchange on each before closing.
 mod dns;
@@ -63,6 +64,11 @@ type Res<T> = Result<T, String>;
     about = "Traffic peer of sockscope's end-to-end tests and benchmarks"
 )]
 struct Cli {
+    /// After the command, print `lingering` and wait until FILE exists before exiting: a
+    /// container's cgroup goes with its last process, and the agent names an owner from its
+    /// cgroup, so a container's process outlives its traffic until the test has seen it counted.
+    #[arg(long, global = true, value_name = "FILE")]
+    linger: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -196,7 +202,35 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    let result = run(cli.command).and_then(|()| match cli.linger {
+        Some(file) => linger(&file),
+        None => Ok(()),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Waits for `file` (`--linger`), for at most ten minutes.
+fn linger(file: &std::path::Path) -> Res<()> {
+    say("lingering");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !file.exists() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{} did not appear", file.display()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn run(command: Command) -> Res<()> {
+    match command {
         Command::TcpServer { bind, connections } => tcp::tcp_server(bind, connections),
         Command::TcpClient {
             addr,
@@ -306,13 +340,6 @@ fn main() -> ExitCode {
             client_ca,
             throttle.map_or((0, 0), |t| (t[0] as usize, t[1])),
         ),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("peer: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 
