@@ -52,6 +52,11 @@ for arch in ${arches//,/ }; do
   echo "image.sh: building the $arch binary ($triple)" >&2
   cargo build --release --locked --target "$triple" -p sockscope --bin sockscope >&2
   cp "target/$triple/release/sockscope" "$out/context/sockscope-$arch"
+  if [ "${SOCKSCOPE_PRUNE_BUILD:-0}" = 1 ]; then
+    # CI: the intermediate files of this build (about 0.7 GB) go; the binary stays for the
+    # package (scripts/package.sh). A later build of this target starts from scratch.
+    rm -rf "target/$triple/release/"{build,deps,.fingerprint,incremental,examples}
+  fi
   echo "image.sh: building $ref-$arch" >&2
   bash scripts/containers.sh buildah bud --quiet --layers=false \
     --arch "$arch" --os linux --timestamp "$epoch" \

@@ -17,6 +17,10 @@ APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
   iproute2 util-linux bpftool iperf3 wrk prometheus curl procps
   unbound knot-dnsutils dnsperf python3-venv openssl prometheus-alertmanager
+  # The image (scripts/image.sh) and the tests that run it: static musl binaries (musl-gcc for
+  # ring on amd64, clang for it on arm64), buildah and podman with runc (crun refuses hybrid
+  # cgroup layouts) and catatonit (a pod's infra container), qemu to run the arm64 binary.
+  musl-tools "clang-${LLVM_MAJOR}" buildah podman runc catatonit qemu-user-static
 )
 
 missing=()
@@ -58,6 +62,13 @@ if ! bpf-linker --version 2>/dev/null | grep -q "${BPF_LINKER_VERSION}"; then
   LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" \
     cargo install "bpf-linker@${BPF_LINKER_VERSION}" --locked --no-default-features --features "llvm-${LLVM_MAJOR}"
 fi
+# Static binaries for the image, one per architecture it is built for.
+for triple in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+  if ! rustup target list --installed | grep -qx "$triple"; then
+    log "adding the Rust target $triple"
+    rustup target add "$triple" >/dev/null
+  fi
+done
 # The fuzz targets (scripts/fuzz.sh, run briefly by the test command) build with cargo-fuzz on
 # the nightly toolchain.
 CARGO_FUZZ_VERSION=0.13.2

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The image for both architectures first: the podman, image and package tests run what it
+# built (and its binaries), as users would get them.
+bash scripts/image.sh >/dev/null
 # The end-to-end tests run the sockscope binary next to their peer binary. Default members
 # only: the eBPF crate builds for the BPF target, through exporter/build.rs.
 cargo build --bins

@@ -9,31 +9,17 @@
 //! claim, rendered with default and non-default values (ci/*.yaml), every object validated,
 //! and its DaemonSet compared with the base's.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::{path::PathBuf, process::Command};
 
 use serde_json::Value;
-use sockscope_tests::venv;
+use sockscope_tests::{
+    manifests::{find, kustomize, repo, yaml_documents},
+    venv,
+};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
+/// The kustomize base, rendered.
 fn render() -> String {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo().join("deploy/kubernetes"))
-        .output()
-        .expect("kubectl (installed by scripts/setup.sh)");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    kustomize("deploy/kubernetes")
 }
 
 /// kubernetes-validate's verdict on `yaml` for Kubernetes `version`: (exit ok, output).
@@ -59,34 +45,6 @@ fn validate(yaml: &str, version: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
-}
-
-/// The rendered documents as JSON, through PyYAML from the same virtualenv.
-fn documents(yaml: &str) -> Vec<Value> {
-    let mut child = Command::new(venv().join("bin/python"))
-        .args([
-            "-c",
-            "import sys, yaml, json; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("python output");
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} rendered"))
 }
 
 #[test]
@@ -130,7 +88,7 @@ fn squash(v: &Value) -> Value {
 
 /// The groups of alerts/sockscope.rules.yml.
 fn rules_file_groups() -> Value {
-    let rules_file = documents(
+    let rules_file = yaml_documents(
         &std::fs::read_to_string(repo().join("alerts/sockscope.rules.yml")).expect("rules"),
     );
     rules_file[0]["groups"].clone()
@@ -140,7 +98,7 @@ fn rules_file_groups() -> Value {
 /// from the chart, which carries a copy of the rules: kustomize_base_is_generated_from_the_chart).
 #[test]
 fn prometheus_rule_matches_the_rules_file() {
-    let docs = documents(&render());
+    let docs = yaml_documents(&render());
     let rule = find(&docs, "PrometheusRule");
     check_prometheus_rule(rule);
     assert_eq!(
@@ -152,7 +110,7 @@ fn prometheus_rule_matches_the_rules_file() {
 
 #[test]
 fn manifests_agree_with_each_other_and_the_agent() {
-    let docs = documents(&render());
+    let docs = yaml_documents(&render());
     let ds = find(&docs, "DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
@@ -313,17 +271,7 @@ fn manifests_agree_with_each_other_and_the_agent() {
 
 /// Renders `deploy/examples/web-config` (the base with the web-config component).
 fn render_web_config() -> String {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo().join("deploy/examples/web-config"))
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    kustomize("deploy/examples/web-config")
 }
 
 /// The agent container's probes as (name, scheme, path), checked to target its metrics port.
@@ -364,7 +312,7 @@ fn probes_work_with_a_web_config() {
     let web = render_web_config();
     let (ok, report) = validate(&web, "1.37.0");
     assert!(ok, "{report}");
-    let docs = documents(&web);
+    let docs = yaml_documents(&web);
     let env = &find(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["env"];
     assert!(
         env.as_array()
@@ -382,7 +330,7 @@ fn probes_work_with_a_web_config() {
     let monitor = &find(&docs, "ServiceMonitor")["spec"]["endpoints"][0];
     assert_eq!(monitor["scheme"], "https");
     assert!(monitor["basicAuth"].is_object(), "{monitor}");
-    let http = probes(&documents(&render()));
+    let http = probes(&yaml_documents(&render()));
     assert!(
         http.iter().all(|(_, scheme, _)| scheme == "HTTP"),
         "{http:?}"
@@ -551,7 +499,7 @@ fn render_refused(values: &str) -> String {
 /// to pass but the Prometheus Operator's, which have no bundled schema (their shape is
 /// checked by check_service_monitor and check_prometheus_rule).
 fn assert_valid(yaml: &str, what: &str) {
-    let docs = documents(yaml);
+    let docs = yaml_documents(yaml);
     let crds = docs
         .iter()
         .filter(|d| d["apiVersion"] == "monitoring.coreos.com/v1")
@@ -831,7 +779,7 @@ fn chart_renders_and_validates() {
     let mut all = String::new();
     for (case, kinds) in expect {
         let yaml = case.render();
-        let docs = documents(&yaml);
+        let docs = yaml_documents(&yaml);
         let mut rendered: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
         rendered.sort_unstable();
         assert_eq!(rendered, kinds, "{:?}", case.values);
@@ -990,15 +938,16 @@ fn kustomize_base_is_generated_from_the_chart() {
         .and_then(|s| s.lines().find_map(|l| l.trim().strip_prefix("version = ")))
         .map(|v| v.trim_matches('"'))
         .expect("workspace version");
-    let meta = documents(&std::fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml"));
+    let meta =
+        yaml_documents(&std::fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml"));
     assert_eq!(meta[0]["version"], workspace);
     assert_eq!(meta[0]["appVersion"], workspace);
-    let kustomization = documents(
+    let kustomization = yaml_documents(
         &std::fs::read_to_string(repo().join("deploy/kubernetes/kustomization.yaml"))
             .expect("kustomization"),
     );
     assert_eq!(kustomization[0]["images"][0]["newTag"], workspace);
-    let ds = find(&documents(&render()), "DaemonSet").clone();
+    let ds = find(&yaml_documents(&render()), "DaemonSet").clone();
     assert_eq!(
         ds["spec"]["template"]["spec"]["containers"][0]["image"],
         format!("ghcr.io/sockscope/sockscope:{workspace}")
@@ -1039,12 +988,12 @@ fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
 /// agents and name their port.
 #[test]
 fn chart_daemonset_agrees_with_the_kustomize_base() {
-    let base = documents(&render());
+    let base = yaml_documents(&render());
     let base_ds = find(&base, "DaemonSet");
     let base_pod = &base_ds["spec"]["template"]["spec"];
     let base_c = &base_pod["containers"][0];
 
-    let defaults = documents(&DEFAULT.render());
+    let defaults = yaml_documents(&DEFAULT.render());
     for d in &defaults {
         let kind = d["kind"].as_str().expect("kind");
         assert_eq!(
@@ -1063,7 +1012,7 @@ fn chart_daemonset_agrees_with_the_kustomize_base() {
     );
 
     for case in [&ALL, &MINIMAL] {
-        let docs = documents(&case.render());
+        let docs = yaml_documents(&case.render());
         let what = format!("{:?}", case.values);
         let ds = find(&docs, "DaemonSet");
         let pod = &ds["spec"]["template"]["spec"];
@@ -1321,7 +1270,7 @@ fn select(labels: &Value, selector: &Value) -> Value {
 /// (its label and folder annotation); its PrometheusRule is alerts/sockscope.rules.yml.
 #[test]
 fn chart_dashboards_and_rules_are_the_repositorys() {
-    let docs = documents(&ALL.render());
+    let docs = yaml_documents(&ALL.render());
     let mut names = vec![];
     for cm in docs.iter().filter(|d| {
         d["kind"] == "ConfigMap"
@@ -1368,7 +1317,7 @@ fn chart_settings_are_accepted_by_the_agent() {
         .output()
         .expect("sockscope --help");
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
-    let docs = documents(&ALL.render());
+    let docs = yaml_documents(&ALL.render());
     let c = &find(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0];
     let pki = sockscope_tests::pki::pki("chart");
     let config = docs
@@ -1439,7 +1388,7 @@ fn chart_settings_are_accepted_by_the_agent() {
 fn seccomp_profile_installer_runs_without_capabilities() {
     let bin = sockscope_tests::sockscope_bin(PEER);
     for case in [&DEFAULT, &ALL] {
-        let docs = documents(&case.render());
+        let docs = yaml_documents(&case.render());
         let pod = &find(&docs, "DaemonSet")["spec"]["template"]["spec"];
         let init = &pod["initContainers"][0];
         assert_eq!(

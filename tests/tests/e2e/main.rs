@@ -10,6 +10,7 @@ mod dashboards;
 mod deploy;
 mod dns;
 mod health;
+mod image;
 mod kubernetes;
 mod otlp;
 mod overflow;
