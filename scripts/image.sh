@@ -76,5 +76,7 @@ for img in "${images[@]}"; do
   size=$(bash scripts/containers.sh podman image inspect --format '{{.Size}}' "$img")
   echo "image.sh: $img $((size / 1024 / 1024)) MiB" >&2
 done
+# The images these tags pointed to before, now untagged.
+bash scripts/containers.sh podman image prune -f >/dev/null
 echo "$ref" >"$out/ref"
 echo "$ref"

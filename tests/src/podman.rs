@@ -108,6 +108,16 @@ pub fn peer_image(peer: &str) -> String {
             buildah(&["config", "--entrypoint", r#"["/peer"]"#, &ctr]);
             buildah(&["commit", "--quiet", &ctr, &image]);
             buildah(&["rm", &ctr]);
+            // Earlier peers' images would pile up in the storage, one per build.
+            let listed = podman(&[
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                "localhost/sockscope-e2e-peer",
+            ]);
+            for old in listed.lines().filter(|l| *l != image) {
+                let _ = containers("podman").args(["rmi", old]).output();
+            }
             image
         })
         .clone()
