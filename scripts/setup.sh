@@ -131,4 +131,16 @@ if ! node -e 'const [pins, dir] = process.argv.slice(1);
   cp "$TYPECHECK/package.json" "$TYPECHECK/package-lock.json" "$NODE_DIR/"
   (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+# The Debian package for plain hosts (scripts/package.sh and its test): cargo-deb, pinned;
+# systemd-analyze (package systemd; it needs no running systemd) verifies and scores the unit.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb ${CARGO_DEB_VERSION}"; then
+  log "installing cargo-deb ${CARGO_DEB_VERSION}"
+  cargo install "cargo-deb@${CARGO_DEB_VERSION}" --locked
+fi
+if ! command -v systemd-analyze >/dev/null; then
+  log "installing systemd (systemd-analyze)"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
 log "ready"

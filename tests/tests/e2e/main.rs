@@ -14,6 +14,7 @@ mod image;
 mod kubernetes;
 mod otlp;
 mod overflow;
+mod package;
 mod podman;
 mod scenario;
 mod tcp;
