@@ -12,8 +12,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    Config, EVENT_DNS_CGROUP_LIMIT, EVENT_DNS_MAP_FULL, EVENT_DNS_OVERFLOW_FULL,
-    EVENT_DNS_PENDING_EVICTED, EVENT_DNS_RINGBUF, EVENT_DNS_UNMATCHED,
+    Config, EVENT_DNS_ALLOC_FAILED, EVENT_DNS_CGROUP_LIMIT, EVENT_DNS_MAP_FULL,
+    EVENT_DNS_OVERFLOW_FULL, EVENT_DNS_PENDING_EVICTED, EVENT_DNS_RINGBUF, EVENT_DNS_UNMATCHED,
     dns::{
         DNS_ANSWER_HEADER, DNS_ANSWER_MAX, DNS_ERR_BAD_LABEL, DNS_ERR_COMPRESSION,
         DNS_ERR_LABEL_PAST_PACKET, DNS_ERR_MULTIPLE_QUESTIONS, DNS_ERR_NAME_TOO_LONG,
@@ -389,6 +389,7 @@ fn dns_add_into(
             }
             Upsert::Added => return Placed::Added,
             Upsert::Full => EVENT_DNS_MAP_FULL,
+            Upsert::NoMemory => EVENT_DNS_ALLOC_FAILED,
         }
     } else {
         EVENT_DNS_CGROUP_LIMIT
@@ -399,7 +400,7 @@ fn dns_add_into(
         qtype: 0,
         ..*key
     };
-    if upsert(overflow, &folded, &init, add) == Upsert::Full {
+    if !upsert(overflow, &folded, &init, add).placed() {
         count_event(EVENT_DNS_OVERFLOW_FULL);
         if let Some(v) = NODE_DNS.get_ptr_mut(node_dns_slot(key.kind, key.code, key.bucket)) {
             add(v);

@@ -1,10 +1,10 @@
 //! Flow aggregation: the one place where counts enter the flow maps.
 
 use sockscope_common::{
-    CONFIG_PROCESS_LABEL, CONFIG_TCP_ITER, Config, EVENT_CLOSE_FLUSH_LOST, EVENT_FLOW_CGROUP_LIMIT,
-    EVENT_FLOW_LOST, EVENT_FLOW_MAP_FULL, EVENT_FLOW_OVERFLOW_FULL, FlowKey, FlowStats,
-    OverflowKey, PHASE_ADOPTED, PHASE_CONNECTING, ROLE_CLIENT, ROLE_SERVER, SockState,
-    node_flow_slot,
+    CONFIG_PROCESS_LABEL, CONFIG_TCP_ITER, Config, EVENT_CLOSE_FLUSH_LOST, EVENT_FLOW_ALLOC_FAILED,
+    EVENT_FLOW_CGROUP_LIMIT, EVENT_FLOW_LOST, EVENT_FLOW_MAP_FULL, EVENT_FLOW_OVERFLOW_FULL,
+    FlowKey, FlowStats, OverflowKey, PHASE_ADOPTED, PHASE_CONNECTING, ROLE_CLIENT, ROLE_SERVER,
+    SockState, node_flow_slot,
 };
 
 use core::ptr::addr_of_mut;
@@ -66,6 +66,7 @@ fn add_into(
             }
             Upsert::Added => return true,
             Upsert::Full => EVENT_FLOW_MAP_FULL,
+            Upsert::NoMemory => EVENT_FLOW_ALLOC_FAILED,
         }
     } else {
         EVENT_FLOW_CGROUP_LIMIT
@@ -78,7 +79,7 @@ fn add_into(
         proto: key.proto,
         _pad: [0; 6],
     };
-    if upsert(overflow, &folded, delta, |v| add_stats(v, delta)) != Upsert::Full {
+    if upsert(overflow, &folded, delta, |v| add_stats(v, delta)).placed() {
         return true;
     }
     count_event(EVENT_FLOW_OVERFLOW_FULL);

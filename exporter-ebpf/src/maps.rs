@@ -299,23 +299,41 @@ pub enum Upsert {
     Created,
     /// The map is full.
     Full,
+    /// The kernel could not allocate the entry at once (`-ENOMEM`): a map without
+    /// preallocation takes entries from per-CPU caches that it refills in the background, and a
+    /// burst of new keys can outrun the refill though the map has room.
+    NoMemory,
 }
+
+impl Upsert {
+    /// Whether the delta went into the map.
+    #[inline(always)]
+    pub fn placed(self) -> bool {
+        matches!(self, Upsert::Added | Upsert::Created)
+    }
+}
+
+/// `ENOMEM` as helpers return it.
+const ENOMEM: i64 = -12;
 
 /// Adds into `key` of a per-CPU hash of counters: `add` on this CPU's slot if the key exists,
 /// else an insert of `init`. Two tries: the insert can lose a race with another CPU creating
 /// the same key, after which the lookup finds it.
 #[inline(always)]
 pub fn upsert<K, V>(map: &PerCpuHashMap<K, V>, key: &K, init: &V, add: impl Fn(*mut V)) -> Upsert {
+    let mut failed = Upsert::Full;
     for _ in 0..2 {
         if let Some(v) = map.get_ptr_mut(key) {
             add(v);
             return Upsert::Added;
         }
-        if map.insert(key, init, NOEXIST).is_ok() {
-            return Upsert::Created;
+        match map.insert(key, init, NOEXIST) {
+            Ok(()) => return Upsert::Created,
+            Err(e) if e as i64 == ENOMEM => failed = Upsert::NoMemory,
+            Err(_) => failed = Upsert::Full,
         }
     }
-    Upsert::Full
+    failed
 }
 
 /// Atomically adds `delta` to a counter in a map value. The slots are per-CPU, but a program

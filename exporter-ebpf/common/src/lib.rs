@@ -326,8 +326,14 @@ pub const EVENT_DNS_OVERFLOW_FULL: u32 = 11;
 /// A DNS response with answers that matches no pending query of its socket (transaction id and
 /// question): counted, never forwarded, so it cannot name a peer.
 pub const EVENT_DNS_UNMATCHED: u32 = 12;
+/// A new flow's entry could not be allocated at once (`-ENOMEM`: a burst of new flows outran
+/// the kernel's refill of its per-CPU entry caches; the map had room): folded into its cgroup's
+/// overflow entry.
+pub const EVENT_FLOW_ALLOC_FAILED: u32 = 13;
+/// A new DNS key's entry could not be allocated at once: folded likewise.
+pub const EVENT_DNS_ALLOC_FAILED: u32 = 14;
 /// Number of event counters.
-pub const EVENT_COUNT: u32 = 13;
+pub const EVENT_COUNT: u32 = 15;
 
 /// What an event counter means to the agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,6 +361,8 @@ pub const EVENTS: [(EventKind, &str); EVENT_COUNT as usize] = [
     (EventKind::Folded, "dns_cgroup_limit"),
     (EventKind::Folded, "dns_overflow_full"),
     (EventKind::Unmatched, "unmatched"),
+    (EventKind::Folded, "flow_alloc_failed"),
+    (EventKind::Folded, "dns_alloc_failed"),
 ];
 
 /// Maps a v4 address (as the four bytes on the wire) into the v4-mapped IPv6 form.
