@@ -41,16 +41,26 @@ ref="$repo:$version"
 out=target/image
 mkdir -p "$out/context"
 cp deploy/Containerfile "$out/context/Containerfile"
+triple_of() {
+  case "$1" in
+    amd64) echo x86_64-unknown-linux-musl ;;
+    arm64) echo aarch64-unknown-linux-musl ;;
+    *) echo "image.sh: unknown architecture $1 (amd64, arm64)" >&2; exit 2 ;;
+  esac
+}
+targets=()
+for arch in ${arches//,/ }; do
+  triple=$(triple_of "$arch")
+  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple" >&2
+  targets+=(--target "$triple")
+done
+# One cargo run for every architecture: the build scripts and procedural macros, which run on
+# this machine, are built once for all of them, and the targets build side by side.
+echo "image.sh: building the binaries (${arches})" >&2
+cargo build --release --locked "${targets[@]}" -p sockscope --bin sockscope >&2
 images=()
 for arch in ${arches//,/ }; do
-  case "$arch" in
-    amd64) triple=x86_64-unknown-linux-musl ;;
-    arm64) triple=aarch64-unknown-linux-musl ;;
-    *) echo "image.sh: unknown architecture $arch (amd64, arm64)" >&2; exit 2 ;;
-  esac
-  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple" >&2
-  echo "image.sh: building the $arch binary ($triple)" >&2
-  cargo build --release --locked --target "$triple" -p sockscope --bin sockscope >&2
+  triple=$(triple_of "$arch")
   cp "target/$triple/release/sockscope" "$out/context/sockscope-$arch"
   if [ "${SOCKSCOPE_PRUNE_BUILD:-0}" = 1 ]; then
     # CI: the intermediate files of this build (about 0.7 GB) go; the binary stays for the
