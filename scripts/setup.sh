@@ -21,6 +21,8 @@ APT_PACKAGES=(
   # ring on amd64, clang for it on arm64), buildah and podman with runc (crun refuses hybrid
   # cgroup layouts) and catatonit (a pod's infra container), qemu to run the arm64 binary.
   musl-tools "clang-${LLVM_MAJOR}" buildah podman runc catatonit qemu-user-static
+  # Packet drops by a filter rule in a test namespace (the drop-reason tests).
+  nftables
 )
 
 missing=()

@@ -41,6 +41,8 @@ fn add_stats(v: *mut FlowStats, delta: &FlowStats) {
         add_u64(addr_of_mut!((*v).closed), delta.closed);
         add_u64(addr_of_mut!((*v).connect_failures), delta.connect_failures);
         add_u64(addr_of_mut!((*v).retransmits), delta.retransmits);
+        add_u64(addr_of_mut!((*v).resets_sent), delta.resets_sent);
+        add_u64(addr_of_mut!((*v).resets_received), delta.resets_received);
     }
 }
 

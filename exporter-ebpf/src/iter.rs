@@ -16,12 +16,13 @@
 //! kernels refuse map-element iterators at load (EPERM before verification, on the 6.18 this
 //! was built on, as for `iter/bpf_map_elem`), while task iterators load everywhere iterators do.
 //!
-//! `struct tcp_sock`, `struct socket`, `struct sock`, `struct cgroup`, `struct kernfs_node` and
-//! `struct task_struct` are kernel-internal: the offsets of the fields read here
-//! are not fixed at build time but written by the agent into the constants below at load, from
-//! the running kernel's BTF (`exporter/src/ebpf/btf.rs`). The verifier then checks each load
-//! against that same BTF (a load at an offset that is not a field of that size is refused, and
-//! the agent falls back to per-packet mode).
+//! Kernels whose verifier marks the `socket->sk` a file iterator finds as untrusted (6.18.44
+//! does) refuse `bpf_sk_storage_get()` on it, and so this program: the agent then counts TCP per
+//! packet.
+//!
+//! The kernel-internal fields read here come through offsets from the running kernel's BTF
+//! ([`crate::kernel`]); a load at an offset that is not a field of that size is refused, and
+//! the agent falls back to per-packet mode.
 
 use core::ffi::c_void;
 
@@ -33,11 +34,17 @@ use aya_ebpf::{
 use sockscope_common::{
     AF_INET, CONFIG_PROCESS_LABEL, CONFIG_TCP_ADOPT, CONFIG_TCP_ITER, FlowStats, PHASE_ADOPTED,
     PHASE_CLOSED, PHASE_CONNECTING, PHASE_TRACKED, PHASE_UDP_SOCKET, PROTO_UDP, SOCK_DGRAM,
-    SOCK_STREAM, SockState, v4_mapped,
+    SOCK_STREAM, SockState, health::TIMING_RTT, v4_mapped,
 };
 
 use crate::{
     flow::{Read, TcpCounters, adopted, fence, flush_claimed, flush_tcp},
+    health::{close_timings, timing_add},
+    kernel::{
+        SK_DADDR, SK_DPORT, SK_FAMILY, SK_NUM, SK_PROTOCOL, SK_STATE, SK_TYPE, SK_V6_DADDR,
+        SOCKET_SK, TASK_COMM, TCP_SOCK_BYTES_ACKED, TCP_SOCK_BYTES_RECEIVED, TCP_SOCK_RCV_NXT,
+        TCP_SOCK_SND_UNA, TCP_SOCK_SRTT_US, TCP_SOCK_TOTAL_RETRANS, field, field_at, sk_cgroup_id,
+    },
     maps::{ADOPT_CGROUPS, config, sock_state},
     udp,
 };
@@ -53,90 +60,7 @@ pub struct TaskFileIterCtx {
     file: *mut c_void,
 }
 
-/// Offsets in `struct tcp_sock` of `bytes_acked` (u64), `bytes_received` (u64) and
-/// `total_retrans` (u32), set by the agent at load.
-#[unsafe(no_mangle)]
-static TCP_SOCK_BYTES_ACKED: u32 = 0;
-#[unsafe(no_mangle)]
-static TCP_SOCK_BYTES_RECEIVED: u32 = 0;
-#[unsafe(no_mangle)]
-static TCP_SOCK_TOTAL_RETRANS: u32 = 0;
-/// Offsets in `struct tcp_sock` of `snd_una` and `rcv_nxt` (u32), for the close's exact FIN
-/// check (the iterator reads them too, and does not use them: `flow::live_payload_totals`).
-#[unsafe(no_mangle)]
-static TCP_SOCK_SND_UNA: u32 = 0;
-#[unsafe(no_mangle)]
-static TCP_SOCK_RCV_NXT: u32 = 0;
-/// Offset of `struct sock *sk` in `struct socket`.
-#[unsafe(no_mangle)]
-static SOCKET_SK: u32 = 0;
-/// Offsets in `struct sock` (its `struct sock_common` first) of what adoption reads: state,
-/// family, local port (`skc_num`, host order), remote port (`skc_dport`, network order), remote
-/// IPv4 and IPv6 address, socket type and protocol.
-#[unsafe(no_mangle)]
-static SK_STATE: u32 = 0;
-#[unsafe(no_mangle)]
-static SK_FAMILY: u32 = 0;
-#[unsafe(no_mangle)]
-static SK_NUM: u32 = 0;
-#[unsafe(no_mangle)]
-static SK_DPORT: u32 = 0;
-#[unsafe(no_mangle)]
-static SK_DADDR: u32 = 0;
-#[unsafe(no_mangle)]
-static SK_V6_DADDR: u32 = 0;
-#[unsafe(no_mangle)]
-static SK_TYPE: u32 = 0;
-#[unsafe(no_mangle)]
-static SK_PROTOCOL: u32 = 0;
-/// The owner cgroup: `sk->sk_cgrp_data.cgroup` (`struct cgroup *`), its `kn`
-/// (`struct kernfs_node *`) and that node's `id`, the cgroup id (`cgroup_id()`,
-/// include/linux/cgroup.h).
-#[unsafe(no_mangle)]
-static SK_CGROUP: u32 = 0;
-#[unsafe(no_mangle)]
-static CGROUP_KN: u32 = 0;
-#[unsafe(no_mangle)]
-static KERNFS_NODE_ID: u32 = 0;
-/// `comm` in `struct task_struct`.
-#[unsafe(no_mangle)]
-static TASK_COMM: u32 = 0;
-
-/// Reads the `T` at `offset` bytes into `base`.
-///
-/// # Safety
-/// `base` must be a verifier-typed kernel pointer and `offset` a load-time constant: the
-/// verifier checks the access against the kernel's BTF.
-#[inline(always)]
-unsafe fn field<T: Copy>(base: *const u8, offset: &'static u32) -> T {
-    unsafe { field_at(base, offset, 0) }
-}
-
-/// [`field`], `extra` bytes further (the second half of an array field).
-#[inline(always)]
-unsafe fn field_at<T: Copy>(base: *const u8, offset: &'static u32, extra: usize) -> T {
-    let off = unsafe { core::ptr::read_volatile(offset) } as usize + extra;
-    unsafe { core::ptr::read_volatile(base.add(off).cast::<T>()) }
-}
-
-/// The cgroup v2 id of a socket's owner, the one `bpf_skb_cgroup_id()` gives for its packets
-/// (`sock_cgroup_ptr(&sk->sk_cgrp_data)`, net/core/filter.c); 0 if unreadable.
-#[inline(always)]
-fn sk_cgroup_id(sk: *const u8) -> u64 {
-    // SAFETY: offsets of pointer and u64 fields in the running kernel (see module docs).
-    unsafe {
-        let cgroup: *const u8 = field(sk, &SK_CGROUP);
-        if cgroup.is_null() {
-            return 0;
-        }
-        let kn: *const u8 = field(cgroup, &CGROUP_KN);
-        if kn.is_null() {
-            return 0;
-        }
-        field::<u64>(kn, &KERNFS_NODE_ID)
-    }
-}
-
+/// The `comm` of the task being walked.
 /// The `comm` of the task being walked.
 #[inline(always)]
 fn task_comm(task: *const u8) -> [u8; 16] {
@@ -230,6 +154,26 @@ fn try_iter(ctx: *mut TaskFileIterCtx) {
     }
     let Some(c) = tcp_counters(sk) else { return };
     flush_claimed(&cfg, st, Some(&c), Read::Live, &Default::default());
+    // One RTT sample per drain (a socket open in several processes is visited once each).
+    if st.rtt_epoch != cfg.epoch
+        && let Some(srtt) = srtt_ns(sk)
+    {
+        st.rtt_epoch = cfg.epoch;
+        timing_add(&cfg, st, TIMING_RTT, srtt);
+    }
+}
+
+/// A TCP socket's smoothed RTT in nanoseconds (`srtt_us` holds microseconds << 3), `None` for
+/// other sockets and before the first RTT measurement.
+#[inline(always)]
+fn srtt_ns(sk: *mut c_void) -> Option<u64> {
+    let tp = unsafe { bpf_skc_to_tcp_sock(sk) };
+    if tp.is_null() {
+        return None;
+    }
+    // SAFETY: the offset of a u32 field of `struct tcp_sock` (see `crate::kernel`).
+    let srtt: u32 = unsafe { field(tp as *const u8, &TCP_SOCK_SRTT_US) };
+    (srtt != 0).then_some(u64::from(srtt >> 3) * 1000)
 }
 
 /// `TCP_ESTABLISHED`, `TCP_CLOSE_WAIT`, `TCP_LISTEN` (include/net/tcp_states.h).
@@ -351,6 +295,8 @@ fn try_close(ctx: &BtfTracePointContext) {
         _ => return,
     };
     let Some(c) = tcp_counters(sk) else { return };
-    flush_tcp(&config(), st, Some(&c), &events, true);
+    let cfg = config();
+    flush_tcp(&cfg, st, Some(&c), &events, true);
+    close_timings(&cfg, st, srtt_ns(sk));
     st.phase = PHASE_CLOSED;
 }

@@ -14,6 +14,9 @@
 //!   errors, and answers forwarded to the agent's hostname cache.
 //! - `cgroup/sock_create` ([`sock`]): creates each socket's state with its owner cgroup (and
 //!   creating process).
+//! - [`health`]: TCP connect time, RTT and lifetime per edge (from sock_ops, the per-packet
+//!   path or the iterator, and the close), resets (`tcp:tcp_send_reset`,
+//!   `tcp:tcp_receive_reset`) and packet drops with the kernel's reason (`skb:kfree_skb`).
 //!
 //! TCP bytes come from the kernel's own per-socket counters (`bytes_acked`, `bytes_received`),
 //! flushed into per-CPU flow aggregates ([`flow`]).
@@ -28,7 +31,9 @@
 mod dns;
 mod empty;
 mod flow;
+mod health;
 mod iter;
+mod kernel;
 mod maps;
 mod packet;
 mod skb;

@@ -13,6 +13,10 @@ use sockscope_common::{
         DNS_ANSWERS_BYTES, DNS_MAP_CAPACITY, DNS_NAMES_CAPACITY, DNS_OVERFLOW_CAPACITY,
         DNS_PENDING_SLOTS, DnsKey, DnsName, DnsStats, NODE_DNS_SLOTS, PendingSlot,
     },
+    health::{
+        DROP_MAP_CAPACITY, DropKey, NODE_DROP_SLOTS, NODE_TIMING_SLOTS, TIMING_MAP_CAPACITY,
+        TimingKey, TimingStats,
+    },
 };
 
 /// Agent settings; element 0 only.
@@ -91,6 +95,35 @@ pub static DNS_ROOM_1: HashMap<u64, u64> =
 /// Node-wide DNS totals by kind, code and latency bucket, the last resort (never emptied).
 #[map]
 pub static NODE_DNS: PerCpuArray<DnsStats> = PerCpuArray::with_max_entries(NODE_DNS_SLOTS, 0);
+
+/// TCP timing samples (connect time, RTT, lifetime) by edge, kind and bucket, generation 0.
+#[map]
+pub static TIMINGS_0: PerCpuHashMap<TimingKey, TimingStats> =
+    PerCpuHashMap::with_max_entries(TIMING_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// TCP timing samples, generation 1.
+#[map]
+pub static TIMINGS_1: PerCpuHashMap<TimingKey, TimingStats> =
+    PerCpuHashMap::with_max_entries(TIMING_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Node-wide timing samples by kind and bucket, the last resort (never emptied).
+#[map]
+pub static NODE_TIMINGS: PerCpuArray<TimingStats> =
+    PerCpuArray::with_max_entries(NODE_TIMING_SLOTS, 0);
+
+/// Packet drops by owner, reason and direction, generation 0.
+#[map]
+pub static DROPS_0: PerCpuHashMap<DropKey, u64> =
+    PerCpuHashMap::with_max_entries(DROP_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Packet drops, generation 1.
+#[map]
+pub static DROPS_1: PerCpuHashMap<DropKey, u64> =
+    PerCpuHashMap::with_max_entries(DROP_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Node-wide drops by reason and direction, the last resort (never emptied).
+#[map]
+pub static NODE_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NODE_DROP_SLOTS, 0);
 
 /// Question names by hash, written on first sight; the agent reads the names it does not know.
 #[map]

@@ -29,12 +29,13 @@ use aya_ebpf::{
 use sockscope_common::{
     CONFIG_TCP_ITER, CONFIG_TEST_RUN, Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats,
     PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER,
-    SockState, counted_proto, dns::DNS_PORT,
+    SockState, counted_proto, dns::DNS_PORT, health::TIMING_RTT,
 };
 
 use crate::{
     dns::dns_packet,
     flow::{TcpCounters, ack_ingress, acks_new_bytes, adopted, fence, flush_tcp, key_of},
+    health::timing_add,
     maps::{config, config_flags, count_event, sock_state},
     packet::{
         TCP_ACK, TCP_FIN, fin_end, fin_end_of, ip_headers, ports, read, tcp_flags, tcp_offset,
@@ -187,6 +188,12 @@ fn tcp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
         return;
     }
     let tp = unsafe { &*tp };
+    // The connection's RTT, once per drain interval while it sends (`srtt_us` is microseconds
+    // << 3; 0 before the first measurement).
+    if st.rtt_epoch != cfg.epoch && tp.srtt_us != 0 {
+        st.rtt_epoch = cfg.epoch;
+        timing_add(cfg, st, TIMING_RTT, u64::from(tp.srtt_us >> 3) * 1000);
+    }
     let c = counters_of(tp);
     // Skip the flow update when nothing moved since the last flush (most data segments of a
     // sender, whose acks are counted on ingress and by sock_ops).

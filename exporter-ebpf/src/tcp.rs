@@ -24,18 +24,20 @@ use aya_ebpf::{
         BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
         BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
     },
+    helpers::bpf_ktime_get_ns,
     macros::sock_ops,
     programs::SockOpsContext,
 };
 use sockscope_common::{
     AF_INET, CONFIG_TCP_ITER, Config, FlowStats, PHASE_ADOPTED, PHASE_CLOSED, PHASE_CONNECTING,
-    PHASE_TRACKED, ROLE_CLIENT, ROLE_SERVER, SockState, v4_mapped,
+    PHASE_TRACKED, ROLE_CLIENT, ROLE_SERVER, SockState, health::TIMING_CONNECT, v4_mapped,
 };
 
 use core::ptr::{addr_of, read_volatile};
 
 use crate::{
     flow::{TcpCounters, flush_tcp},
+    health::{close_timings, timing_add},
     maps::{config, sock_state},
     packet::ip6_words,
 };
@@ -119,6 +121,8 @@ fn try_sockops(ctx: &SockOpsContext) {
             st.role = ROLE_CLIENT;
             st.remote_addr = remote_addr(ctx);
             st.port = remote_port(ctx);
+            // The SYN leaves right after this callback (`tcp_connect()`, net/ipv4/tcp_output.c).
+            st.since_ns = unsafe { bpf_ktime_get_ns() };
             let flags = cb_flags(&config());
             if flags != 0 {
                 let _ = ctx.set_cb_flags(flags);
@@ -146,8 +150,17 @@ fn try_sockops(ctx: &SockOpsContext) {
             st.fin_out_seen = 0;
             st.fin_in_seen = 0;
             st.pending_open = 1;
-            st.phase = PHASE_TRACKED;
             let cfg = config();
+            let now = unsafe { bpf_ktime_get_ns() };
+            // connect()'s time, SYN retransmits included; a passive open has none to report.
+            if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB
+                && st.phase == PHASE_CONNECTING
+                && st.since_ns != 0
+            {
+                timing_add(&cfg, st, TIMING_CONNECT, now.saturating_sub(st.since_ns));
+            }
+            st.since_ns = now;
+            st.phase = PHASE_TRACKED;
             let flags = cb_flags(&cfg);
             if flags != 0 {
                 let _ = ctx.set_cb_flags(flags);
@@ -189,7 +202,11 @@ fn try_sockops(ctx: &SockOpsContext) {
                 },
                 _ => return,
             };
-            flush_tcp(&config(), st, Some(&counters(ctx)), &events, true);
+            let cfg = config();
+            flush_tcp(&cfg, st, Some(&counters(ctx)), &events, true);
+            // `srtt_us` holds microseconds << 3 (`tcp_rtt_estimator()`); 0 before a measurement.
+            let srtt = unsafe { (*ctx.ops).srtt_us };
+            close_timings(&cfg, st, (srtt != 0).then_some(u64::from(srtt >> 3) * 1000));
             st.phase = PHASE_CLOSED;
         }
         _ => {}

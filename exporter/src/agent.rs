@@ -221,6 +221,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
     );
     let drops = crate::series::drop::Drops::new(&config.drop_labels);
     series.flows.set_drops(drops.clone());
+    series.packet_drops.set_drops(drops.clone());
     series.dns.set_drops(drops);
     series
         .agent
@@ -326,6 +327,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         remote_ip: config.label_remote_ip,
     });
     labeller.set_sticky_for(config.dns_ttl_max);
+    labeller.set_drop_reasons(kernel.drop_reasons.clone());
     let pipeline = Pipeline {
         kernel,
         drainer,

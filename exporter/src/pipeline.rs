@@ -134,6 +134,8 @@ pub fn fold_batch(
     let now = Instant::now();
     identity.begin_drain();
     series.fold_flows(labeller.flows(&batch.flows, &batch.flow_overflow, identity, now));
+    series.fold_timings(labeller.timings(&batch.timings, identity, now));
+    series.fold_drops(labeller.drops(&batch.drops, identity));
     let unmatched = batch.events[sockscope_common::EVENT_DNS_UNMATCHED as usize];
     series.fold_dns(labeller.dns(batch, identity), unmatched);
     series.expire(now, |cgroup_id, pod_uid| identity.gone(cgroup_id, pod_uid));

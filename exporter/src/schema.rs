@@ -178,6 +178,40 @@ pub const FLOW_LABELS: [&str; 13] = [
 /// Flow labels present only when their flag is on.
 pub const OPTIONAL_LABELS: [&str; 2] = ["process", "remote_ip"];
 
+/// Labels of the TCP reset counter: a flow's, and which way the reset went.
+pub const RESET_LABELS: [&str; 14] = [
+    "namespace",
+    "workload",
+    "workload_kind",
+    "pod",
+    "container",
+    "remote_namespace",
+    "remote_workload",
+    "remote_host",
+    "remote_class",
+    "port",
+    "role",
+    "process",
+    "remote_ip",
+    "direction",
+];
+
+/// Labels the TCP timing histograms drop unless the config file says otherwise (`metrics:`
+/// with `drop_labels` for the family replaces this list): one histogram per workload edge,
+/// not per pod, process or peer address, so its 12 series per edge stay affordable.
+pub const TIMING_DEFAULT_DROPS: [&str; 4] = ["pod", "container", "process", "remote_ip"];
+
+/// Labels of the packet drop counter.
+const DROP_LABELS: [&str; 7] = [
+    "namespace",
+    "workload",
+    "workload_kind",
+    "pod",
+    "container",
+    "reason",
+    "direction",
+];
+
 const DNS_QUERY_LABELS: [&str; 7] = [
     "namespace",
     "workload",
@@ -272,6 +306,38 @@ pub const TCP_RETRANSMITS: Family = flow(
     Unit::None,
     "Retransmitted TCP segments",
 );
+pub const TCP_RESETS: Family = Family {
+    labels: &RESET_LABELS,
+    ..flow(
+        "sockscope_tcp_resets",
+        Unit::None,
+        "TCP resets sent and received, by direction",
+    )
+};
+pub const TCP_CONNECT_DURATION: Family = Family {
+    kind: Kind::Histogram,
+    ..flow(
+        "sockscope_tcp_connect_duration_seconds",
+        Unit::Seconds,
+        "Time from a client's SYN to the connection established (SYN retransmits included), per workload edge",
+    )
+};
+pub const TCP_RTT: Family = Family {
+    kind: Kind::Histogram,
+    ..flow(
+        "sockscope_tcp_rtt_seconds",
+        Unit::Seconds,
+        "Smoothed round-trip time of live connections, sampled once per connection per drain interval while it sends and at its close, per workload edge",
+    )
+};
+pub const TCP_CONNECTION_DURATION: Family = Family {
+    kind: Kind::Histogram,
+    ..flow(
+        "sockscope_tcp_connection_duration_seconds",
+        Unit::Seconds,
+        "Time from a connection established to its close, per workload edge",
+    )
+};
 pub const UDP_SENT_BYTES: Family = flow(
     "sockscope_udp_sent_bytes",
     Unit::Bytes,
@@ -530,6 +596,16 @@ pub const REMOTE_INDEX_ENTRIES: Family = own(
     &[],
     "Addresses (pod IPs, Service ClusterIPs, node addresses) in the remote index",
 );
+pub const PACKET_DROPS: Family = Family {
+    droppable: true,
+    ..own(
+        "sockscope_packet_drops",
+        Kind::Counter,
+        Unit::None,
+        &DROP_LABELS,
+        "Packets the kernel dropped, by its drop reason and direction; of the workload whose socket the packet belonged to, else of the node (empty local labels)",
+    )
+};
 pub const METADATA_MISSES: Family = own(
     "sockscope_metadata_misses",
     Kind::Counter,
@@ -539,15 +615,20 @@ pub const METADATA_MISSES: Family = own(
 );
 
 /// Every family, in exposition order.
-pub const ALL: [&Family; 42] = [
+pub const ALL: [&Family; 47] = [
     &TCP_SENT_BYTES,
     &TCP_RECEIVED_BYTES,
     &TCP_CONNECTIONS_OPENED,
     &TCP_CONNECTIONS_CLOSED,
     &TCP_CONNECT_FAILURES,
     &TCP_RETRANSMITS,
+    &TCP_RESETS,
+    &TCP_CONNECT_DURATION,
+    &TCP_RTT,
+    &TCP_CONNECTION_DURATION,
     &UDP_SENT_BYTES,
     &UDP_RECEIVED_BYTES,
+    &PACKET_DROPS,
     &DNS_QUERIES,
     &DNS_RESPONSES,
     &DNS_LATENCY,

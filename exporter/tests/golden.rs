@@ -16,6 +16,10 @@ use sockscope_common::{
         DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_NO_LATENCY, DnsKey, DnsStats,
         name_hash,
     },
+    health::{
+        DROP_RECEIVED, DROP_SENT, DropKey, TIMING_CONNECT, TIMING_LIFETIME, TIMING_RTT, TimingKey,
+        TimingStats,
+    },
     v4_mapped,
 };
 
@@ -63,6 +67,18 @@ fn flow(cgroup_id: u64, addr: [u8; 4], port: u16, role: u8, proto: u8) -> FlowKe
     }
 }
 
+fn timing(cgroup_id: u64, addr: [u8; 4], port: u16, role: u8, kind: u8, bucket: u8) -> TimingKey {
+    TimingKey {
+        cgroup_id,
+        remote_addr: v4_mapped(addr),
+        port,
+        role,
+        kind,
+        bucket,
+        _pad: [0; 3],
+    }
+}
+
 fn dns(cgroup_id: u64, name_hash: u64, kind: u8, code: u8, bucket: u8) -> DnsKey {
     DnsKey {
         cgroup_id,
@@ -84,6 +100,7 @@ fn batch(web: u64, db: u64) -> Batch {
         closed,
         connect_failures: failures,
         retransmits,
+        ..Default::default()
     };
     let www = name_hash(b"\x03www\x07example\x03com\x00", 17);
     let api = name_hash(b"\x03api\x07example\x03com\x00", 17);
@@ -107,7 +124,11 @@ fn batch(web: u64, db: u64) -> Batch {
             ),
             (
                 flow(web, [192, 0, 2, 10], 80, ROLE_CLIENT, PROTO_TCP),
-                stats(300, 0, 0, 0, 2, 0),
+                FlowStats {
+                    resets_received: 2,
+                    resets_sent: 1,
+                    ..stats(300, 0, 0, 0, 2, 0)
+                },
             ),
             // DNS over UDP to a resolver, and a UDP server.
             (
@@ -173,6 +194,69 @@ fn batch(web: u64, db: u64) -> Batch {
             (www, Box::from(&b"\x03www\x07example\x03com\x00"[..])),
             (api, Box::from(&b"\x03api\x07example\x03com\x00"[..])),
         ]),
+        timings: vec![
+            // web -> db: two connects in 250-500 us, one after a SYN retransmit (1-3 s).
+            (
+                timing(web, [127, 0, 0, 1], 5432, ROLE_CLIENT, TIMING_CONNECT, 1),
+                TimingStats {
+                    count: 2,
+                    sum_ns: 700_000,
+                },
+            ),
+            (
+                timing(web, [127, 0, 0, 1], 5432, ROLE_CLIENT, TIMING_CONNECT, 8),
+                TimingStats {
+                    count: 1,
+                    sum_ns: 1_004_000_000,
+                },
+            ),
+            (
+                timing(db, [127, 0, 0, 1], 5432, ROLE_SERVER, TIMING_RTT, 0),
+                TimingStats {
+                    count: 3,
+                    sum_ns: 150_000,
+                },
+            ),
+            (
+                timing(web, [10, 1, 2, 3], 443, ROLE_CLIENT, TIMING_LIFETIME, 3),
+                TimingStats {
+                    count: 1,
+                    sum_ns: 4_200_000_000,
+                },
+            ),
+            // A node-wide sample (the timing map was full).
+            (
+                TimingKey {
+                    kind: TIMING_RTT,
+                    bucket: 10,
+                    ..Default::default()
+                },
+                TimingStats {
+                    count: 1,
+                    sum_ns: 2_000_000_000,
+                },
+            ),
+        ],
+        drops: vec![
+            (
+                DropKey {
+                    cgroup_id: web,
+                    reason: 12,
+                    direction: DROP_SENT,
+                    _pad: [0; 3],
+                },
+                10,
+            ),
+            (
+                DropKey {
+                    cgroup_id: 0,
+                    reason: 3,
+                    direction: DROP_RECEIVED,
+                    _pad: [0; 3],
+                },
+                4,
+            ),
+        ],
         ..Batch::default()
     }
 }
@@ -312,6 +396,12 @@ fn expositions_match_golden_files() {
     let grace = Duration::from_secs(300);
     let mut series = Series::new(Budgets::default(), grace, None);
     let mut labeller = Labeller::new(LabelOptions::default());
+    // The reason names the running kernel's BTF would give (fixed here: the golden files must
+    // not depend on the kernel).
+    labeller.set_drop_reasons(std::collections::BTreeMap::from([
+        (3, "NO_SOCKET".to_string()),
+        (12, "NETFILTER_DROP".to_string()),
+    ]));
     let b = batch(web, db);
     fold_batch(&b, &mut labeller, &mut identity, &mut series, grace);
     // A second drain: counters add up, nothing new appears.

@@ -60,6 +60,7 @@ impl Lab {
                     dns_timeout_ms: 5000,
                     max_flows_per_cgroup: 1024,
                     max_dns_per_cgroup: 1024,
+                    ..Default::default()
                 },
                 0,
             )

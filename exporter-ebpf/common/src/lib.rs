@@ -124,6 +124,10 @@ pub struct FlowStats {
     pub connect_failures: u64,
     /// Retransmitted TCP segments.
     pub retransmits: u64,
+    /// TCP resets this socket sent (an abortive close, SO_LINGER 0, a reply to a bad segment).
+    pub resets_sent: u64,
+    /// TCP resets this socket received (a refused connect, the peer aborting).
+    pub resets_received: u64,
 }
 
 impl FlowStats {
@@ -135,6 +139,8 @@ impl FlowStats {
         self.closed = self.closed.wrapping_add(other.closed);
         self.connect_failures = self.connect_failures.wrapping_add(other.connect_failures);
         self.retransmits = self.retransmits.wrapping_add(other.retransmits);
+        self.resets_sent = self.resets_sent.wrapping_add(other.resets_sent);
+        self.resets_received = self.resets_received.wrapping_add(other.resets_received);
     }
 
     /// Subtracts `other` from `self`, field by field, wrapping (the inverse of [`Self::add`]).
@@ -145,6 +151,8 @@ impl FlowStats {
         self.closed = self.closed.wrapping_sub(other.closed);
         self.connect_failures = self.connect_failures.wrapping_sub(other.connect_failures);
         self.retransmits = self.retransmits.wrapping_sub(other.retransmits);
+        self.resets_sent = self.resets_sent.wrapping_sub(other.resets_sent);
+        self.resets_received = self.resets_received.wrapping_sub(other.resets_received);
     }
 
     /// True when every counter is zero.
@@ -208,6 +216,10 @@ pub struct Config {
     pub max_flows_per_cgroup: u32,
     /// DNS entries one cgroup may create per generation (0: no limit).
     pub max_dns_per_cgroup: u32,
+    /// Drains so far (wrapping): a live connection's RTT is sampled once per value.
+    pub epoch: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
 }
 
 /// Socket seen, nothing known about its connection yet (listeners, fresh sockets).
@@ -282,8 +294,8 @@ pub struct SockState {
     /// `snd_una` when `sent_reported` was taken from the kernel's counters (or the ACK number
     /// ingress counted up to): maps an ACK number to a sent-bytes total. Per-packet mode only.
     pub sent_una: u32,
-    /// Explicit padding, always zero.
-    pub _pad2: u32,
+    /// `Config::epoch` of this connection's last RTT sample (one per drain interval).
+    pub rtt_epoch: u32,
     /// TCP: sequence lock over {`sent_reported`, `sent_una`} in per-packet mode: odd while a
     /// writer updates them. Flushes under the socket lock and ingress's ACK accounting (which
     /// runs without it) both take it. 64 bits: BPF has no 32-bit compare-and-exchange before
@@ -294,6 +306,9 @@ pub struct SockState {
     pub udp_sent: u64,
     /// UDP: payload bytes received from that peer and not yet in a flow.
     pub udp_received: u64,
+    /// TCP, `bpf_ktime_get_ns()`: when connect() sent the SYN (phase CONNECTING), then when
+    /// the connection was established (phases TRACKED); 0 if not seen (adopted connections).
+    pub since_ns: u64,
 }
 
 /// Index into the `EVENTS` per-CPU array: socket-local storage could not be allocated (memory
@@ -332,8 +347,13 @@ pub const EVENT_DNS_UNMATCHED: u32 = 12;
 pub const EVENT_FLOW_ALLOC_FAILED: u32 = 13;
 /// A new DNS key's entry could not be allocated at once: folded likewise.
 pub const EVENT_DNS_ALLOC_FAILED: u32 = 14;
+/// A TCP timing sample found no room in the timing map (or no owner): folded into the
+/// node-wide histogram (owner and peer lost).
+pub const EVENT_TIMING_FOLDED: u32 = 15;
+/// A packet drop found no room in the drop map: folded into the node-wide count.
+pub const EVENT_DROP_MAP_FULL: u32 = 16;
 /// Number of event counters.
-pub const EVENT_COUNT: u32 = 15;
+pub const EVENT_COUNT: u32 = 17;
 
 /// What an event counter means to the agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,6 +383,8 @@ pub const EVENTS: [(EventKind, &str); EVENT_COUNT as usize] = [
     (EventKind::Unmatched, "unmatched"),
     (EventKind::Folded, "flow_alloc_failed"),
     (EventKind::Folded, "dns_alloc_failed"),
+    (EventKind::Folded, "timing_folded"),
+    (EventKind::Folded, "drop_map_full"),
 ];
 
 /// Maps a v4 address (as the four bytes on the wire) into the v4-mapped IPv6 form.
@@ -373,6 +395,7 @@ pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
 }
 
 pub mod dns;
+pub mod health;
 
 #[cfg(feature = "user")]
 mod user {
@@ -387,14 +410,20 @@ mod user {
     unsafe impl aya::Pod for super::dns::DnsName {}
     unsafe impl aya::Pod for super::dns::DnsStats {}
     unsafe impl aya::Pod for super::dns::PendingSlot {}
+    unsafe impl aya::Pod for super::health::TimingKey {}
+    unsafe impl aya::Pod for super::health::TimingStats {}
+    unsafe impl aya::Pod for super::health::DropKey {}
 }
 
 // Layout checks: a size change here is a kernel/userspace ABI change.
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
-const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 64);
 const _: () = assert!(core::mem::size_of::<OverflowKey>() == 32);
-const _: () = assert!(core::mem::size_of::<Config>() == 24);
-const _: () = assert!(core::mem::size_of::<SockState>() == 120);
+const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(core::mem::size_of::<SockState>() == 128);
+const _: () = assert!(core::mem::size_of::<health::TimingKey>() == 32);
+const _: () = assert!(core::mem::size_of::<health::TimingStats>() == 16);
+const _: () = assert!(core::mem::size_of::<health::DropKey>() == 16);
 
 #[cfg(test)]
 mod tests {

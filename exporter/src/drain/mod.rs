@@ -27,9 +27,13 @@ use aya::{
 };
 
 use sockscope_common::{
-    Config, EVENT_COUNT, EVENT_DNS_OVERFLOW_FULL, EVENT_FLOW_OVERFLOW_FULL, FlowKey, FlowStats,
-    NODE_FLOW_SLOTS, OverflowKey, PROTO_TCP, PROTO_UDP,
+    Config, EVENT_COUNT, EVENT_DNS_OVERFLOW_FULL, EVENT_DROP_MAP_FULL, EVENT_FLOW_OVERFLOW_FULL,
+    EVENT_TIMING_FOLDED, FlowKey, FlowStats, NODE_FLOW_SLOTS, OverflowKey, PROTO_TCP, PROTO_UDP,
     dns::{DnsKey, DnsStats, NODE_DNS_SLOTS, node_dns_key},
+    health::{
+        DropKey, NODE_DROP_REASONS, NODE_DROP_SLOTS, NODE_TIMING_SLOTS, TimingKey, TimingStats,
+        node_timing_key,
+    },
 };
 use tracing::{debug, warn};
 
@@ -53,6 +57,11 @@ pub struct Batch {
     pub dns: Vec<(DnsKey, DnsStats)>,
     /// Queries that timed out since the previous drain (their query keys).
     pub dns_timeouts: Vec<DnsKey>,
+    /// TCP timing samples since the previous drain, by edge, kind and bucket; node-wide ones
+    /// (owner and peer lost) last, with cgroup id 0.
+    pub timings: Vec<(TimingKey, TimingStats)>,
+    /// Packet drops since the previous drain; cgroup id 0: the node's.
+    pub drops: Vec<(DropKey, u64)>,
     /// Question names (wire format, as the kernel stored them) of the name hashes in `dns`
     /// and `dns_timeouts`.
     pub qnames: HashMap<u64, Box<[u8]>>,
@@ -86,10 +95,12 @@ pub struct Drainer {
     events_seen: [u64; EVENT_COUNT as usize],
     node_flows_seen: Vec<FlowStats>,
     node_dns_seen: Vec<DnsStats>,
-    /// Drains left that read the node-wide flow and DNS totals: they are only written when
-    /// the overflow map was full (counted in an event first), so they are read after such an
-    /// event, and once more for a write that raced that read; never otherwise.
-    node_reads: [u8; 2],
+    node_timings_seen: Vec<TimingStats>,
+    node_drops_seen: Vec<u64>,
+    /// Drains left that read the node-wide flow, DNS, timing and drop totals: they are only
+    /// written when the map before them was full (counted in an event first), so they are read
+    /// after such an event, and once more for a write that raced that read; never otherwise.
+    node_reads: [u8; 4],
     dns_timeout: Duration,
     /// Names learnt from the kernel's LRU name map, by hash, and their bytes.
     names: HashMap<u64, Box<[u8]>>,
@@ -98,6 +109,8 @@ pub struct Drainer {
     carried_overflow: Carried<OverflowKey, FlowStats>,
     carried_dns: Carried<DnsKey, DnsStats>,
     carried_dns_overflow: Carried<DnsKey, DnsStats>,
+    carried_timings: Carried<TimingKey, TimingStats>,
+    carried_drops: Carried<DropKey, u64>,
     warned_membarrier: bool,
 }
 
@@ -119,7 +132,9 @@ impl Drainer {
             events_seen: [0; EVENT_COUNT as usize],
             node_flows_seen: vec![FlowStats::default(); NODE_FLOW_SLOTS as usize],
             node_dns_seen: vec![DnsStats::default(); NODE_DNS_SLOTS as usize],
-            node_reads: [1, 1],
+            node_timings_seen: vec![TimingStats::default(); NODE_TIMING_SLOTS as usize],
+            node_drops_seen: vec![0; NODE_DROP_SLOTS as usize],
+            node_reads: [1; 4],
             dns_timeout,
             names: HashMap::new(),
             names_bytes: 0,
@@ -127,6 +142,8 @@ impl Drainer {
             carried_overflow: Default::default(),
             carried_dns: Default::default(),
             carried_dns_overflow: Default::default(),
+            carried_timings: Default::default(),
+            carried_drops: Default::default(),
             warned_membarrier: false,
         };
         // The node-wide totals are cumulative: what they hold at start (nothing, on a fresh
@@ -143,11 +160,14 @@ impl Drainer {
         let previous = (self.generation & 1) as usize;
         self.generation ^= 1;
         self.config.generation = self.generation;
+        // A new interval: every live connection gives one more RTT sample.
+        self.config.epoch = self.config.epoch.wrapping_add(1);
         if let Err(e) = self.maps.config.set(0, self.config, 0) {
             // Programs keep writing into the old map; draining it now would race them.
             warn!("cannot flip the flow-map generation: {e}; skipping this drain");
             self.generation ^= 1;
             self.config.generation = self.generation;
+            self.config.epoch = self.config.epoch.wrapping_sub(1);
             return Batch {
                 errors: 1,
                 ..Default::default()
@@ -179,7 +199,7 @@ impl Drainer {
         self.name_batch(&mut batch);
         self.read_events(&mut batch);
         // The programs are detached: whatever the node-wide totals hold is final.
-        self.node_reads = [1, 1];
+        self.node_reads = [1; 4];
         self.read_node(&mut batch);
         batch
     }
@@ -237,6 +257,28 @@ impl Drainer {
         batch.drained_dns_overflow_entries += t.entries;
         batch.errors += t.errors;
         batch.dns.extend(t.sums);
+        let t = take_all(
+            &mut maps.timings[index],
+            &mut self.carried_timings[index],
+            "TCP timing",
+            TimingStats::add,
+            TimingStats::sub,
+            TimingStats::is_zero,
+            fail,
+        );
+        batch.errors += t.errors;
+        batch.timings.extend(t.sums);
+        let t = take_all(
+            &mut maps.drops[index],
+            &mut self.carried_drops[index],
+            "packet drop",
+            |a: &mut u64, b: &u64| *a = a.wrapping_add(*b),
+            |a: &mut u64, b: &u64| *a = a.wrapping_sub(*b),
+            |a: &u64| *a == 0,
+            fail,
+        );
+        batch.errors += t.errors;
+        batch.drops.extend(t.sums);
         // The per-cgroup entry counters start over with the generation. A counter left behind
         // only makes its cgroup fold sooner next time: never a count lost.
         for room in [&mut maps.flow_room[index], &mut maps.dns_room[index]] {
@@ -306,9 +348,14 @@ impl Drainer {
             batch.events[idx] = total.wrapping_sub(self.events_seen[idx]);
             self.events_seen[idx] = total;
         }
-        for (i, event) in [EVENT_FLOW_OVERFLOW_FULL, EVENT_DNS_OVERFLOW_FULL]
-            .into_iter()
-            .enumerate()
+        for (i, event) in [
+            EVENT_FLOW_OVERFLOW_FULL,
+            EVENT_DNS_OVERFLOW_FULL,
+            EVENT_TIMING_FOLDED,
+            EVENT_DROP_MAP_FULL,
+        ]
+        .into_iter()
+        .enumerate()
         {
             if batch.events[event as usize] > 0 {
                 self.node_reads[i] = 2;
@@ -321,7 +368,42 @@ impl Drainer {
     fn read_node(&mut self, batch: &mut Batch) {
         let flows = self.node_reads[0] > 0;
         let dns = self.node_reads[1] > 0;
+        let timings = self.node_reads[2] > 0;
+        let drops = self.node_reads[3] > 0;
         self.node_reads = self.node_reads.map(|n| n.saturating_sub(1));
+        for slot in (0..NODE_TIMING_SLOTS).filter(|_| timings) {
+            let Some(total) = sum_slot(&self.maps.node_timings, slot, TimingStats::add) else {
+                continue;
+            };
+            let mut delta = total;
+            delta.sub(&self.node_timings_seen[slot as usize]);
+            self.node_timings_seen[slot as usize] = total;
+            if !delta.is_zero() {
+                let (kind, bucket) = node_timing_key(slot);
+                let key = TimingKey {
+                    kind,
+                    bucket,
+                    ..Default::default()
+                };
+                batch.timings.push((key, delta));
+            }
+        }
+        for slot in (0..NODE_DROP_SLOTS).filter(|_| drops) {
+            let Some(total) = sum_slot(&self.maps.node_drops, slot, |a, b| *a = a.wrapping_add(*b))
+            else {
+                continue;
+            };
+            let delta = total.wrapping_sub(self.node_drops_seen[slot as usize]);
+            self.node_drops_seen[slot as usize] = total;
+            if delta != 0 {
+                let key = DropKey {
+                    reason: (slot / 2).min(NODE_DROP_REASONS - 1),
+                    direction: (slot % 2) as u8,
+                    ..Default::default()
+                };
+                batch.drops.push((key, delta));
+            }
+        }
         for slot in (0..NODE_FLOW_SLOTS).filter(|_| flows) {
             let Some(total) = sum_slot(&self.maps.node_flows, slot, FlowStats::add) else {
                 continue;

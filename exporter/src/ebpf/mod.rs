@@ -25,6 +25,10 @@ use sockscope_common::{
         DNS_ANSWERS_MAP, DNS_MAP_NAMES, DNS_NAMES_MAP, DNS_OVERFLOW_NAMES, DNS_PENDING_MAP,
         DNS_ROOM_NAMES, DnsKey, DnsName, DnsStats, NODE_DNS_MAP,
     },
+    health::{
+        DROP_MAP_NAMES, DropKey, NODE_DROPS_MAP, NODE_TIMINGS_MAP, TIMING_MAP_NAMES, TimingKey,
+        TimingStats,
+    },
 };
 use tracing::{debug, error, info, warn};
 
@@ -66,6 +70,17 @@ pub const TCP_ITER: &str = "sockscope_tcp_iter";
 /// The `tcp:tcp_destroy_sock` program that flushes a TCP socket at its end, in iterator mode.
 pub const TCP_CLOSE: &str = "sockscope_tcp_close";
 
+/// The `tcp:tcp_receive_reset` program (resets received, per edge).
+pub const RESET_IN: &str = "sockscope_tcp_reset_in";
+
+/// The `tcp:tcp_send_reset` program (resets sent, per edge).
+pub const RESET_OUT: &str = "sockscope_tcp_reset_out";
+
+/// The `skb:kfree_skb` program (packet drops with their reason), and its variant for kernels
+/// whose tracepoint does not pass the receiving socket (before 6.11).
+pub const DROP: &str = "sockscope_drop";
+const DROP_V1: &str = "sockscope_drop_v1";
+
 pub use crate::config::TcpAccounting;
 
 /// What happened to one program.
@@ -94,6 +109,8 @@ pub struct Kernel {
     pub programs: Vec<ProgramStatus>,
     /// The TCP iterator, when TCP is counted by it.
     tcp_iter: Option<iter::TaskIter>,
+    /// The running kernel's packet drop reasons by value (`enum skb_drop_reason`, from its BTF).
+    pub drop_reasons: std::collections::BTreeMap<u32, String>,
 }
 
 /// Typed handles on the maps the agent reads and writes.
@@ -118,6 +135,14 @@ pub struct Maps {
     pub dns_room: [HashMap<MapData, u64, u64>; 2],
     /// Node-wide DNS totals (cumulative), by `node_dns_slot`.
     pub node_dns: PerCpuArray<MapData, DnsStats>,
+    /// The two TCP timing generations (connect time, RTT, lifetime by edge and bucket).
+    pub timings: [PerCpuHashMap<MapData, TimingKey, TimingStats>; 2],
+    /// Node-wide timing samples (cumulative), by `node_timing_slot`.
+    pub node_timings: PerCpuArray<MapData, TimingStats>,
+    /// The two packet-drop generations.
+    pub drops: [PerCpuHashMap<MapData, DropKey, u64>; 2],
+    /// Node-wide drops (cumulative), by `node_drop_slot`.
+    pub node_drops: PerCpuArray<MapData, u64>,
     /// Question names by hash (an LRU map).
     pub dns_names: HashMap<MapData, u64, DnsName>,
     /// DNS queries waiting for their response.
@@ -154,6 +179,8 @@ pub struct MapSizes {
     pub dns_per_cgroup: u32,
     /// Entries of each overflow map (and of the per-cgroup counters beside them).
     pub overflow: u32,
+    /// Entries of each TCP timing map (always `auto`).
+    pub timings: u32,
 }
 
 impl Default for MapSizes {
@@ -164,6 +191,7 @@ impl Default for MapSizes {
             dns: sockscope_common::dns::DNS_MAP_CAPACITY,
             dns_per_cgroup: sockscope_common::dns::DNS_KEYS_PER_CGROUP,
             overflow: sockscope_common::OVERFLOW_MAP_CAPACITY,
+            timings: sockscope_common::health::TIMING_MAP_CAPACITY,
         }
     }
 }
@@ -183,7 +211,8 @@ const ROOM_ENTRY_BYTES: usize = 64;
 /// Kernel memory budgets of `auto` sizes, per generation.
 const AUTO_FLOW_BYTES: usize = 32 << 20;
 const AUTO_DNS_BYTES: usize = 8 << 20;
-const AUTO_OVERFLOW_BYTES: usize = 8 << 20;
+const AUTO_OVERFLOW_BYTES: usize = 6 << 20;
+const AUTO_TIMING_BYTES: usize = 2 << 20;
 
 /// `auto`: as many entries as `budget` holds on `cpus` CPUs, between `min` and `max`.
 fn auto(budget: usize, per_entry: usize, min: u32, max: u32) -> u32 {
@@ -218,12 +247,18 @@ impl MapSizes {
                 + 2 * ROOM_ENTRY_BYTES;
             auto(AUTO_OVERFLOW_BYTES, per, 1024, d.overflow)
         });
+        let timings = {
+            use sockscope_common::health::{TimingKey, TimingStats};
+            let per = percpu_entry_bytes(size_of::<TimingKey>(), size_of::<TimingStats>(), cpus);
+            auto(AUTO_TIMING_BYTES, per, 1024, d.timings)
+        };
         MapSizes {
             flows,
             flows_per_cgroup: flows_per_cgroup.unwrap_or(flows / 8).min(flows),
             dns,
             dns_per_cgroup: dns_per_cgroup.unwrap_or(dns / 8).min(dns),
             overflow,
+            timings,
         }
     }
 
@@ -239,7 +274,12 @@ impl MapSizes {
             * (percpu_entry_bytes(size_of::<OverflowKey>(), size_of::<FlowStats>(), cpus)
                 + percpu_entry_bytes(size_of::<DnsKey>(), size_of::<DnsStats>(), cpus)
                 + 2 * ROOM_ENTRY_BYTES);
-        2 * (flows + dns + overflow)
+        // The TCP timing and packet drop maps, of fixed size.
+        use sockscope_common::health::{DROP_MAP_CAPACITY, DropKey, TimingKey, TimingStats};
+        let health = self.timings as usize
+            * percpu_entry_bytes(size_of::<TimingKey>(), size_of::<TimingStats>(), cpus)
+            + DROP_MAP_CAPACITY as usize * percpu_entry_bytes(size_of::<DropKey>(), 8, cpus);
+        2 * (flows + dns + overflow + health)
     }
 }
 
@@ -254,6 +294,7 @@ impl MapSizes {
             out.push((DNS_MAP_NAMES[g], self.dns));
             out.push((DNS_OVERFLOW_NAMES[g], self.overflow));
             out.push((DNS_ROOM_NAMES[g], self.overflow));
+            out.push((TIMING_MAP_NAMES[g], self.timings));
         }
         out
     }
@@ -268,11 +309,30 @@ impl Kernel {
         for (name, size) in options.sizes.maps() {
             loader.map_max_entries(name, size);
         }
+        // The kernel's struct offsets, for the iterator, the TCP close and the drops: from the
+        // running kernel's BTF, or none of those programs.
+        let kernel_btf = btf::KernelBtf::running_kernel();
+        let kernel_offsets = kernel_btf
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|b| b.offsets().map_err(|e| e.to_string()));
+        let drop_reasons = kernel_btf
+            .as_ref()
+            .map(|b| b.drop_reasons())
+            .unwrap_or_default();
+        drop(kernel_btf);
+        if let Err(e) = &kernel_offsets {
+            warn!("kernel struct offsets unavailable: {e}");
+        }
+        let globals = kernel_offsets.as_ref().ok().map(|o| o.globals());
+        for (name, value) in globals.iter().flatten() {
+            loader.override_global(name, value, true);
+        }
         let offsets = match options.tcp {
             TcpAccounting::PerPacket => None,
             mode => match preflight::sees_every_process()
                 .map_err(|e| e.to_string())
-                .and_then(|()| btf::TcpSockOffsets::running_kernel().map_err(|e| e.to_string()))
+                .and_then(|()| kernel_offsets.clone())
             {
                 Ok(o) => Some(o),
                 Err(e) if mode == TcpAccounting::Iterator => return Err(Error::TcpIter(e)),
@@ -282,10 +342,6 @@ impl Kernel {
                 }
             },
         };
-        let globals = offsets.map(|o| o.globals());
-        for (name, value) in globals.iter().flatten() {
-            loader.override_global(name, value, true);
-        }
         let mut ebpf = loader.load(OBJECT).map_err(|e| Error::Load(Box::new(e)))?;
         let mut programs = Vec::with_capacity(SOCKET_PROGRAMS.len() + PACKET_PROGRAMS.len() + 2);
         // The iterator before any packet program attaches: the mode is fixed from the start.
@@ -344,6 +400,8 @@ impl Kernel {
             dns_timeout_ms: options.dns_timeout.as_millis().min(u32::MAX as u128) as u32,
             max_flows_per_cgroup: options.sizes.flows_per_cgroup,
             max_dns_per_cgroup: options.sizes.dns_per_cgroup,
+            epoch: 0,
+            _pad: 0,
         };
         config.set(0, cfg, 0).map_err(|source| Error::Map {
             name: "CONFIG",
@@ -389,6 +447,16 @@ impl Kernel {
                 });
             }
         };
+        let timings = [
+            take_map(&mut ebpf, TIMING_MAP_NAMES[0])?,
+            take_map(&mut ebpf, TIMING_MAP_NAMES[1])?,
+        ];
+        let node_timings = take_map(&mut ebpf, NODE_TIMINGS_MAP)?;
+        let drops = [
+            take_map(&mut ebpf, DROP_MAP_NAMES[0])?,
+            take_map(&mut ebpf, DROP_MAP_NAMES[1])?,
+        ];
+        let node_drops = take_map(&mut ebpf, NODE_DROPS_MAP)?;
         let dns_names = take_map(&mut ebpf, DNS_NAMES_MAP)?;
         let dns_answers = Some(take_map(&mut ebpf, DNS_ANSWERS_MAP)?);
         let cgroup_netns = Some(take_map(&mut ebpf, CGROUP_NETNS_MAP)?);
@@ -437,6 +505,7 @@ impl Kernel {
         }
         let cfg = settled;
         attach_all(&mut ebpf, &PACKET_PROGRAMS, &cgroup, root, &mut programs);
+        attach_health(&mut ebpf, kernel_offsets.is_ok(), &mut programs);
         if !programs.iter().any(|p| p.attached) {
             return Err(Error::NothingAttached);
         }
@@ -457,6 +526,7 @@ impl Kernel {
                 ebpf,
                 programs,
                 tcp_iter,
+                drop_reasons,
             },
             Maps {
                 config,
@@ -469,6 +539,10 @@ impl Kernel {
                 dns_overflow,
                 dns_room,
                 node_dns,
+                timings,
+                node_timings,
+                drops,
+                node_drops,
                 dns_names,
                 dns_pending,
                 dns_answers,
@@ -596,6 +670,88 @@ fn start_tcp_iter(ebpf: &mut Ebpf) -> std::result::Result<iter::TaskIter, String
         .attach()
         .map_err(|e| format!("{TCP_CLOSE} not attached: {}", error_chain(&e)))?;
     Ok(it)
+}
+
+/// Loads and attaches the tracepoint programs of TCP health and packet drops. They are not
+/// cgroup programs: each sees every socket of the host, and counts only those carrying
+/// sockscope's state (created by the cgroup programs below the attach point), or the node's.
+/// The drop program reads `struct sk_buff` through BTF offsets (`with_offsets`).
+fn attach_health(ebpf: &mut Ebpf, with_offsets: bool, programs: &mut Vec<ProgramStatus>) {
+    let btf = match aya::Btf::from_sys_fs() {
+        Ok(b) => b,
+        Err(e) => {
+            warn!("TCP resets and packet drops not counted: kernel BTF unavailable: {e}");
+            for name in [RESET_IN, RESET_OUT, DROP] {
+                programs.push(ProgramStatus {
+                    name,
+                    attached: false,
+                });
+            }
+            return;
+        }
+    };
+    let tracepoint = |ebpf: &mut Ebpf, name: &'static str, event: &str| {
+        let program: &mut BtfTracePoint = program_of(ebpf, name)?;
+        program.load(event, &btf).map_err(|e| load_error(name, e))?;
+        program
+            .attach()
+            .map(|_| ())
+            .map_err(|e| format!("{name} not attached: {}", error_chain(&e)))
+    };
+    for (name, event) in [
+        (RESET_IN, "tcp_receive_reset"),
+        (RESET_OUT, "tcp_send_reset"),
+    ] {
+        let attached = match tracepoint(ebpf, name, event) {
+            Ok(()) => {
+                info!(program = name, "attached");
+                true
+            }
+            Err(e) => {
+                warn!(program = name, "TCP resets not counted: {e}");
+                false
+            }
+        };
+        programs.push(ProgramStatus { name, attached });
+    }
+    if !with_offsets {
+        warn!(
+            program = DROP,
+            "packet drops not counted: no kernel struct offsets"
+        );
+        programs.push(ProgramStatus {
+            name: DROP,
+            attached: false,
+        });
+        return;
+    }
+    // With the receiving socket where the tracepoint passes it, else without.
+    let status = match tracepoint(ebpf, DROP, "kfree_skb") {
+        Ok(()) => ProgramStatus {
+            name: DROP,
+            attached: true,
+        },
+        Err(first) => match tracepoint(ebpf, DROP_V1, "kfree_skb") {
+            Ok(()) => {
+                debug!(program = DROP, "{first}; the variant without rx_sk loaded");
+                ProgramStatus {
+                    name: DROP_V1,
+                    attached: true,
+                }
+            }
+            Err(e) => {
+                warn!(program = DROP, "packet drops not counted: {first}; {e}");
+                ProgramStatus {
+                    name: DROP,
+                    attached: false,
+                }
+            }
+        },
+    };
+    if status.attached {
+        info!(program = status.name, "attached");
+    }
+    programs.push(status);
 }
 
 /// Program `name` of the object, as its type.
@@ -799,7 +955,7 @@ mod tests {
             // Every generation-flipped map full, both generations: within the budgets (about
             // 96 MiB), until the floors take over on very large nodes.
             assert!(
-                s.full_bytes(cpus) <= 100 << 20 || cpus > 128,
+                s.full_bytes(cpus) <= 100 << 20 || cpus >= 128,
                 "{cpus} CPUs: {s:?} {} MiB",
                 s.full_bytes(cpus) >> 20
             );

@@ -12,11 +12,12 @@ use std::{
 };
 
 use sockscope_common::{
-    FlowKey, FlowStats, OverflowKey, ROLE_SERVER,
+    FlowKey, FlowStats, OverflowKey, PROTO_TCP, ROLE_SERVER,
     dns::{
         DNS_ERR_NAMES, DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT,
         DNS_NO_LATENCY, DnsKey,
     },
+    health::{DROP_RECEIVED, DropKey, TimingKey, TimingStats},
 };
 
 use super::{
@@ -122,12 +123,73 @@ pub struct DnsDelta {
     pub count: u64,
 }
 
+/// One labelled TCP timing delta: samples of one bucket of one edge's histogram.
+#[derive(Debug, Clone)]
+pub struct TimingDelta {
+    /// The edge's labels (a flow's), before budgets and drops.
+    pub labels: FlowLabels,
+    /// Whose it is.
+    pub owner: Owner,
+    /// `TIMING_CONNECT`, `TIMING_RTT` or `TIMING_LIFETIME`.
+    pub kind: u8,
+    /// Bucket index (the last one is +Inf).
+    pub bucket: usize,
+    /// Samples.
+    pub count: u64,
+    /// Their sum, nanoseconds.
+    pub sum_ns: u64,
+    /// Node-wide (owner and peer lost): no budget applies.
+    pub node: bool,
+}
+
+/// One labelled packet-drop delta.
+#[derive(Debug, Clone)]
+pub struct DropDelta {
+    /// The owner of the socket the packet belonged to; empty for the node's drops.
+    pub local: LocalLabels,
+    /// Whose it is (cgroup id 0 for the node).
+    pub owner: Owner,
+    /// The kernel's name for the reason (`NETFILTER_DROP`), or its number if the running
+    /// kernel's BTF does not name it.
+    pub reason: String,
+    /// `sent` or `received`.
+    pub direction: &'static str,
+    /// Packets.
+    pub count: u64,
+}
+
 /// A flow as far as its peer's name goes: owner, peer address, service port, role, protocol.
 type StickyKey = (u64, [u8; 16], u16, u8, u8);
+
+/// The hostname owner `cgroup_id` resolved for the peer of `sticky_key`: from the hostname
+/// cache, else the name the same flow carried before (sticky), else empty.
+fn remote_host(
+    sticky: &mut HashMap<StickyKey, (String, Instant)>,
+    identity: &mut Identity,
+    sticky_key: StickyKey,
+    now: Instant,
+) -> String {
+    let ip = ip_from_key(sticky_key.1);
+    match identity.remote_host(sticky_key.0, ip, now) {
+        Some(h) => {
+            sticky.insert(sticky_key, (h.clone(), now));
+            h
+        }
+        None => match sticky.get_mut(&sticky_key) {
+            Some((h, seen)) => {
+                *seen = now;
+                h.clone()
+            }
+            None => String::new(),
+        },
+    }
+}
 
 /// Labels drained batches; keeps the names flows were labelled with.
 pub struct Labeller {
     options: LabelOptions,
+    /// The running kernel's drop reason names, by value.
+    drop_reasons: std::collections::BTreeMap<u32, String>,
     /// The name each active flow was labelled with, so a long-lived connection keeps its
     /// `remote_host` after the DNS answer's TTL ends instead of splitting into a second,
     /// unnamed series. Entries idle for `sticky_for` are dropped.
@@ -145,6 +207,7 @@ impl Labeller {
     pub fn new(options: LabelOptions) -> Self {
         Labeller {
             options,
+            drop_reasons: Default::default(),
             sticky: HashMap::new(),
             sticky_for: Duration::from_secs(3600),
         }
@@ -153,6 +216,117 @@ impl Labeller {
     /// How long an idle flow keeps its name (the DNS TTL ceiling).
     pub fn set_sticky_for(&mut self, d: Duration) {
         self.sticky_for = d;
+    }
+
+    /// The running kernel's drop reason names (from its BTF), by value.
+    pub fn set_drop_reasons(&mut self, names: std::collections::BTreeMap<u32, String>) {
+        self.drop_reasons = names;
+    }
+
+    /// The batch's TCP timing deltas: per edge, then node-wide ones (cgroup id 0). Edges are
+    /// labelled as their flows are, `remote_host` included.
+    pub fn timings<'a>(
+        &'a mut self,
+        timings: &'a [(TimingKey, TimingStats)],
+        identity: &'a mut Identity,
+        now: Instant,
+    ) -> impl Iterator<Item = TimingDelta> + 'a {
+        let options = self.options;
+        let sticky = &mut self.sticky;
+        timings
+            .iter()
+            .filter(|(_, s)| !s.is_zero())
+            .map(move |(key, stats)| {
+                if key.cgroup_id == 0 {
+                    let local = node_overflow_local();
+                    let folded = OverflowKey {
+                        proto: PROTO_TCP,
+                        ..Default::default()
+                    };
+                    return TimingDelta {
+                        labels: overflow_labels(&folded, &local, options),
+                        owner: Owner {
+                            cgroup_id: 0,
+                            pod_uid: None,
+                        },
+                        kind: key.kind,
+                        bucket: usize::from(key.bucket),
+                        count: stats.count,
+                        sum_ns: stats.sum_ns,
+                        node: true,
+                    };
+                }
+                let local = identity.local(key.cgroup_id);
+                let flow = FlowKey {
+                    cgroup_id: key.cgroup_id,
+                    remote_addr: key.remote_addr,
+                    port: key.port,
+                    role: key.role,
+                    proto: PROTO_TCP,
+                    ..Default::default()
+                };
+                let host = remote_host(
+                    sticky,
+                    identity,
+                    (
+                        key.cgroup_id,
+                        key.remote_addr,
+                        key.port,
+                        key.role,
+                        PROTO_TCP,
+                    ),
+                    now,
+                );
+                let ip = ip_from_key(key.remote_addr);
+                TimingDelta {
+                    labels: flow_labels(&flow, &local, identity.remote(ip), host, options),
+                    owner: Owner {
+                        cgroup_id: key.cgroup_id,
+                        pod_uid: local.pod_uid,
+                    },
+                    kind: key.kind,
+                    bucket: usize::from(key.bucket),
+                    count: stats.count,
+                    sum_ns: stats.sum_ns,
+                    node: false,
+                }
+            })
+    }
+
+    /// The batch's packet-drop deltas, named with the running kernel's reason names.
+    pub fn drops<'a>(
+        &'a self,
+        drops: &'a [(DropKey, u64)],
+        identity: &'a mut Identity,
+    ) -> impl Iterator<Item = DropDelta> + 'a {
+        drops
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(move |(key, count)| {
+                let local = if key.cgroup_id == 0 {
+                    super::Local::default()
+                } else {
+                    identity.local(key.cgroup_id)
+                };
+                DropDelta {
+                    local: LocalLabels::of(&local),
+                    owner: Owner {
+                        cgroup_id: key.cgroup_id,
+                        pod_uid: local.pod_uid,
+                    },
+                    reason: self
+                        .drop_reasons
+                        .get(&key.reason)
+                        .cloned()
+                        .unwrap_or_else(|| key.reason.to_string()),
+                    direction: if key.direction == DROP_RECEIVED {
+                        "received"
+                    } else {
+                        "sent"
+                    },
+                    count: *count,
+                }
+            })
     }
 
     /// The batch's flow deltas: per-peer flows, then the overflow entries (per owner, and
@@ -188,19 +362,7 @@ impl Labeller {
                         key.role,
                         key.proto,
                     );
-                    let host = match identity.remote_host(key.cgroup_id, ip, now) {
-                        Some(h) => {
-                            sticky.insert(sticky_key, (h.clone(), now));
-                            h
-                        }
-                        None => match sticky.get_mut(&sticky_key) {
-                            Some((h, seen)) => {
-                                *seen = now;
-                                h.clone()
-                            }
-                            None => String::new(),
-                        },
-                    };
+                    let host = remote_host(sticky, identity, sticky_key, now);
                     let labels = flow_labels(key, &local, identity.remote(ip), host, options);
                     Some(FlowDelta {
                         labels,

@@ -61,12 +61,12 @@ pub struct Drops {
 
 impl Drops {
     /// From the config's `metrics:` section (validated there), keyed by registration name
-    /// (counters without `_total`).
+    /// (counters without `_total`). An empty list is kept: it replaces a family's own default
+    /// drops (the TCP timing histograms') with none.
     pub fn new(config: &BTreeMap<String, Vec<String>>) -> Self {
         Drops {
             by_family: config
                 .iter()
-                .filter(|(_, l)| !l.is_empty())
                 .map(|(k, v)| (k.strip_suffix("_total").unwrap_or(k).to_string(), v.clone()))
                 .collect(),
         }
@@ -75,6 +75,13 @@ impl Drops {
     /// Whether family `family` (its registration name) drops any label.
     pub fn applies_to(&self, family: &str) -> bool {
         self.by_family.contains_key(family)
+    }
+
+    /// Whether family `family` drops label `label`.
+    pub fn drops_label(&self, family: &str, label: &str) -> bool {
+        self.by_family
+            .get(family)
+            .is_some_and(|names| names.iter().any(|n| n == label))
     }
 
     /// `labels` as family `family` (its registration name) exports them: borrowed when

@@ -4,26 +4,45 @@ use std::time::Instant;
 
 use sockscope_common::{FlowStats, PROTO_TCP, PROTO_UDP};
 
+use sockscope_common::health::{TIMING_CONNECT, TIMING_RTT};
+
 use super::{
     Budgets,
     budget::{Budget, Overflow, Rank, count_overflow},
     compact::Compact,
-    drop::Drops,
+    drop::{Droppable, Drops},
     expiry::{Expiry, Members},
+    histogram::{KernelHistogram, TcpTiming},
     registry::{Count, Family, Registry},
 };
 use crate::{
     identity::{
-        labelled::{FlowDelta, FlowKind},
+        labelled::{FlowDelta, FlowKind, TimingDelta},
         labels::{FlowLabels, LocalLabels},
     },
     schema::{
-        self, TCP_CONNECT_FAILURES, TCP_CONNECTIONS_CLOSED, TCP_CONNECTIONS_OPENED,
-        TCP_RECEIVED_BYTES, TCP_RETRANSMITS, TCP_SENT_BYTES, UDP_RECEIVED_BYTES, UDP_SENT_BYTES,
+        self, LabelSet, TCP_CONNECT_DURATION, TCP_CONNECT_FAILURES, TCP_CONNECTION_DURATION,
+        TCP_CONNECTIONS_CLOSED, TCP_CONNECTIONS_OPENED, TCP_RECEIVED_BYTES, TCP_RESETS,
+        TCP_RETRANSMITS, TCP_RTT, TCP_SENT_BYTES, TIMING_DEFAULT_DROPS, UDP_RECEIVED_BYTES,
+        UDP_SENT_BYTES,
     },
 };
 
 type CounterFamily = Family<Compact, Count>;
+type TimingFamily<const KIND: usize> = Family<Compact, KernelHistogram<TcpTiming<KIND>>>;
+
+/// A flow's labels and the direction of a reset (`sockscope_tcp_resets_total`).
+struct Directed {
+    labels: FlowLabels,
+    direction: &'static str,
+}
+
+impl LabelSet for Directed {
+    fn visit(&self, f: &mut dyn FnMut(&'static str, &str)) {
+        self.labels.visit(f);
+        f("direction", self.direction);
+    }
+}
 
 /// The flow counter families.
 pub struct FlowMetrics {
@@ -44,6 +63,12 @@ pub struct FlowMetrics {
     tcp_retransmits: CounterFamily,
     udp_sent: CounterFamily,
     udp_received: CounterFamily,
+    tcp_resets: CounterFamily,
+    /// Label sets of the reset family (a flow's and `direction`), by owner.
+    reset_members: Members,
+    tcp_connect: TimingFamily<0>,
+    tcp_rtt: TimingFamily<1>,
+    tcp_lifetime: TimingFamily<2>,
 }
 
 impl FlowMetrics {
@@ -66,6 +91,11 @@ impl FlowMetrics {
             tcp_retransmits: Family::default(),
             udp_sent: Family::default(),
             udp_received: Family::default(),
+            tcp_resets: Family::default(),
+            reset_members: Members::new(&schema::RESET_LABELS),
+            tcp_connect: Family::default(),
+            tcp_rtt: Family::default(),
+            tcp_lifetime: Family::default(),
         };
         let fams: [(&'static schema::Family, &CounterFamily); 8] = [
             (&TCP_SENT_BYTES, &m.tcp_sent),
@@ -80,7 +110,97 @@ impl FlowMetrics {
         for (family, series) in fams {
             registry.register(family, series.clone());
         }
+        registry.register(&TCP_RESETS, m.tcp_resets.clone());
+        registry.register(&TCP_CONNECT_DURATION, m.tcp_connect.clone());
+        registry.register(&TCP_RTT, m.tcp_rtt.clone());
+        registry.register(&TCP_CONNECTION_DURATION, m.tcp_lifetime.clone());
         m
+    }
+
+    /// Adds labelled TCP timing samples to the histograms of their edges, within the same
+    /// budgets as the flows. The histograms drop `pod`, `container`, `process` and
+    /// `remote_ip` unless the config file names other labels for them
+    /// ([`TIMING_DEFAULT_DROPS`]): one histogram per workload edge.
+    pub fn fold_timings(
+        &mut self,
+        deltas: impl IntoIterator<Item = TimingDelta>,
+        expiry: &mut Expiry,
+    ) {
+        let now = Instant::now();
+        for d in deltas {
+            let TimingDelta {
+                mut labels,
+                owner,
+                kind,
+                bucket,
+                count,
+                sum_ns,
+                node,
+            } = d;
+            let family = match kind {
+                TIMING_CONNECT => &TCP_CONNECT_DURATION,
+                TIMING_RTT => &TCP_RTT,
+                _ => &TCP_CONNECTION_DURATION,
+            };
+            let scope = labels.local.budget_scope();
+            let mut folded = Vec::new();
+            if !node {
+                let (host, f) = self
+                    .hosts
+                    .label(&scope, std::mem::take(&mut labels.remote_host));
+                labels.remote_host = host;
+                if f {
+                    folded.push("remote_host");
+                }
+                let rank = if labels.role == "server" {
+                    Rank::Preferred
+                } else {
+                    Rank::Other
+                };
+                let (port, f) =
+                    self.ports
+                        .label_ranked(&scope, std::mem::take(&mut labels.port), rank);
+                labels.port = port;
+                if f {
+                    folded.push("port");
+                }
+            }
+            self.optional_budgets(&scope, &mut labels, &mut folded);
+            if owner.cgroup_id != 0 {
+                expiry.touch(&labels.local, owner.cgroup_id, owner.pod_uid, now);
+            }
+            let exported = if self.drops.applies_to(family.name) {
+                self.drops.apply(family.name, &labels).into_owned()
+            } else {
+                let mut l = labels.clone();
+                for name in TIMING_DEFAULT_DROPS {
+                    l.drop_label(name);
+                }
+                l
+            };
+            if owner.cgroup_id != 0 && exported.local != labels.local {
+                // An aggregate over the owners' pods lives as long as one of them updates it.
+                expiry.touch(&exported.local, owner.cgroup_id, owner.pod_uid, now);
+            }
+            let stored = self.members.note(&exported.local, &exported);
+            match kind {
+                TIMING_CONNECT => self
+                    .tcp_connect
+                    .get_or_create_shared(&stored)
+                    .add(bucket, count, sum_ns),
+                TIMING_RTT => self
+                    .tcp_rtt
+                    .get_or_create_shared(&stored)
+                    .add(bucket, count, sum_ns),
+                _ => self
+                    .tcp_lifetime
+                    .get_or_create_shared(&stored)
+                    .add(bucket, count, sum_ns),
+            }
+            for label in &folded {
+                count_overflow(&self.overflow, family.name, label);
+            }
+        }
     }
 
     /// Adds labelled flow deltas to the cumulative counters, within the budgets. Deltas that
@@ -212,6 +332,37 @@ impl FlowMetrics {
                     stats.connect_failures,
                 );
                 add(&self.tcp_retransmits, &TCP_RETRANSMITS, stats.retransmits);
+                for (direction, v) in [
+                    ("sent", stats.resets_sent),
+                    ("received", stats.resets_received),
+                ] {
+                    if v == 0 {
+                        continue;
+                    }
+                    let name = TCP_RESETS.name;
+                    let e = self.drops.apply(name, labels);
+                    if e.local != labels.local {
+                        expiry.touch(&e.local, owner.0, owner.1, now);
+                    }
+                    let local = e.local.clone();
+                    let direction = if self.drops.drops_label(name, "direction") {
+                        ""
+                    } else {
+                        direction
+                    };
+                    // Resets are rare: a copy of the labels for each is cheap.
+                    let stored = self.reset_members.note(
+                        &local,
+                        &Directed {
+                            labels: e.into_owned(),
+                            direction,
+                        },
+                    );
+                    self.tcp_resets.get_or_create_shared(&stored).inc_by(v);
+                    for label in folded {
+                        count_overflow(&self.overflow, name, label);
+                    }
+                }
             }
             PROTO_UDP => {
                 add(&self.udp_sent, &UDP_SENT_BYTES, stats.sent_bytes);
@@ -241,6 +392,12 @@ impl FlowMetrics {
             ] {
                 n += usize::from(family.remove(&**labels));
             }
+            n += usize::from(self.tcp_connect.remove(&**labels));
+            n += usize::from(self.tcp_rtt.remove(&**labels));
+            n += usize::from(self.tcp_lifetime.remove(&**labels));
+        }
+        for labels in &self.reset_members.take(local) {
+            n += usize::from(self.tcp_resets.remove(&**labels));
         }
         n
     }

@@ -9,6 +9,7 @@ pub mod expiry;
 pub mod flows;
 pub mod histogram;
 pub mod kubernetes;
+pub mod packet_drops;
 pub mod registry;
 pub mod snapshot;
 
@@ -20,7 +21,7 @@ use std::{
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
-    identity::labelled::{DnsDelta, FlowDelta},
+    identity::labelled::{DnsDelta, DropDelta, FlowDelta, TimingDelta},
     kubernetes::Cluster,
     schema,
 };
@@ -68,6 +69,8 @@ pub struct Series {
     pub flows: flows::FlowMetrics,
     /// DNS families.
     pub dns: dns::DnsMetrics,
+    /// Packet drops.
+    pub packet_drops: packet_drops::DropMetrics,
     /// sockscope's own health.
     pub agent: agent::AgentMetrics,
     /// Kubernetes metadata health (when running on a cluster).
@@ -86,6 +89,7 @@ impl Series {
         let mut registry = Registry::default();
         let overflow = budget::Overflow::default();
         let flows = flows::FlowMetrics::register(&mut registry, budgets, overflow.clone());
+        let packet_drops = packet_drops::DropMetrics::register(&mut registry);
         let dns = dns::DnsMetrics::register(&mut registry, budgets, overflow.clone());
         let agent = agent::AgentMetrics::register(&mut registry);
         registry.register(&schema::SERIES_OVERFLOW, overflow);
@@ -96,6 +100,7 @@ impl Series {
             registry,
             flows,
             dns,
+            packet_drops,
             agent,
             kubernetes,
             expiry: expiry::Expiry::new(grace),
@@ -109,6 +114,16 @@ impl Series {
         self.flows.fold(deltas, &mut self.expiry);
     }
 
+    /// Folds one drain's labelled TCP timing samples.
+    pub fn fold_timings(&mut self, deltas: impl IntoIterator<Item = TimingDelta>) {
+        self.flows.fold_timings(deltas, &mut self.expiry);
+    }
+
+    /// Folds one drain's labelled packet drops.
+    pub fn fold_drops(&mut self, deltas: impl IntoIterator<Item = DropDelta>) {
+        self.packet_drops.fold(deltas, &mut self.expiry);
+    }
+
     /// Folds one drain's labelled DNS deltas, and the responses the kernel matched to no
     /// pending query.
     pub fn fold_dns(&mut self, deltas: impl IntoIterator<Item = DnsDelta>, unmatched: u64) {
@@ -120,7 +135,9 @@ impl Series {
     /// (cgroup id, pod UID) says are gone.
     pub fn expire(&mut self, now: Instant, gone: impl FnMut(u64, Option<u128>) -> bool) {
         for local in self.expiry.expire(now, gone) {
-            let n = self.flows.remove(&local) + self.dns.remove(&local);
+            let n = self.flows.remove(&local)
+                + self.dns.remove(&local)
+                + self.packet_drops.remove(&local);
             self.expired_since_trim += n;
             self.expired.inc_by(n as u64);
             let scope = local.budget_scope();

@@ -35,6 +35,9 @@
 //!       the first address of `family` (4, 6 or any); prints `resolved <ip>` and `connected <ip>`
 //!   sockscope-peer dns-junk <server addr>       malformed DNS payloads to port 53, one by one
 //!   sockscope-peer dns-junk-server <bind addr> <count>   echoes them with the QR bit flipped
+//!   sockscope-peer tcp-reset-server <bind addr>   one connection, closed with a reset
+//!   sockscope-peer connect-reset <addr>   a connection the server resets
+//!   sockscope-peer tun-delay <ns a> <addr a> <ns b> <addr b> <ms>   a link holding packets
 //!
 //! Servers print `ready <port>` once listening. Everyone prints `sent <n> received <m>` at the end.
 //! `--linger <file>` (any command): then print `lingering` and wait for the file before exiting.
@@ -46,6 +49,7 @@ mod http;
 mod kube;
 mod otlp;
 mod tcp;
+mod tun;
 mod udp;
 
 use std::{
@@ -79,6 +83,29 @@ enum Command {
     TcpServer {
         bind: SocketAddr,
         connections: usize,
+        /// listen(2) backlog (the accept queue holds backlog + 1 connections; more SYNs are
+        /// dropped, and the clients retransmit them after 1 s).
+        #[arg(long)]
+        backlog: Option<i32>,
+        /// Accept nothing for this long after `ready`.
+        #[arg(long, value_name = "MS")]
+        accept_after: Option<u64>,
+    },
+    /// Accepts one connection, reads what the client sends, and closes with SO_LINGER 0: a
+    /// reset instead of a FIN.
+    TcpResetServer { bind: SocketAddr },
+    /// Connects, sends a few bytes and expects the connection to be reset.
+    ConnectReset { addr: SocketAddr },
+    /// A link between two network namespaces through TUN devices, holding every packet `delay`
+    /// milliseconds each way (a round trip of twice that): `ready` once up, until killed.
+    TunDelay {
+        /// Namespace (under /run/netns) and address of one end.
+        ns_a: String,
+        addr_a: std::net::Ipv4Addr,
+        /// Namespace and address of the other end.
+        ns_b: String,
+        addr_b: std::net::Ipv4Addr,
+        delay: u64,
     },
     /// `connections` exchanges, `concurrency` at a time; with a hold file, keeps them open until
     /// it exists (then a second exchange of send2/reply2 on each).
@@ -125,6 +152,10 @@ enum Command {
         ip: IpAddr,
         #[arg(required = true)]
         ports: Vec<String>,
+        /// Go on when a send fails (a filter dropping the datagrams on the way out makes
+        /// sendto(2) fail with EPERM); `sent <n>` then counts the attempts.
+        #[arg(long)]
+        ignore_errors: bool,
     },
     /// An A answer (qname -> ip, id) from bind to a socket that may not have asked.
     DnsSpoof {
@@ -231,7 +262,21 @@ fn linger(file: &std::path::Path) -> Res<()> {
 
 fn run(command: Command) -> Res<()> {
     match command {
-        Command::TcpServer { bind, connections } => tcp::tcp_server(bind, connections),
+        Command::TcpServer {
+            bind,
+            connections,
+            backlog,
+            accept_after,
+        } => tcp::tcp_server(bind, connections, backlog, accept_after),
+        Command::TcpResetServer { bind } => tcp::tcp_reset_server(bind),
+        Command::ConnectReset { addr } => tcp::connect_reset(addr),
+        Command::TunDelay {
+            ns_a,
+            addr_a,
+            ns_b,
+            addr_b,
+            delay,
+        } => tun::tun_delay((&ns_a, addr_a), (&ns_b, addr_b), delay),
         Command::TcpClient {
             addr,
             connections,
@@ -270,7 +315,11 @@ fn run(command: Command) -> Res<()> {
             zone,
             qtype,
         } => dns::dns_spray(server, count, zone, qtype),
-        Command::UdpPorts { ip, ports } => udp::udp_ports(ip, &ports),
+        Command::UdpPorts {
+            ip,
+            ports,
+            ignore_errors,
+        } => udp::udp_ports(ip, &ports, ignore_errors),
         Command::DnsSpoof {
             bind,
             to,

@@ -41,10 +41,25 @@ pub(crate) fn read_n(s: &mut impl Read, n: u64) -> Res<u64> {
     Ok(got)
 }
 
-pub(crate) fn tcp_server(bind: SocketAddr, conns: usize) -> Res<()> {
+pub(crate) fn tcp_server(
+    bind: SocketAddr,
+    conns: usize,
+    backlog: Option<i32>,
+    accept_after: Option<u64>,
+) -> Res<()> {
     let listener = TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    if let Some(b) = backlog {
+        // listen(2) again on a listening socket sets its backlog.
+        // SAFETY: a valid socket fd owned by `listener`.
+        if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), b) } != 0 {
+            return Err(format!("listen: {}", std::io::Error::last_os_error()));
+        }
+    }
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     say(&format!("ready {port}"));
+    if let Some(ms) = accept_after {
+        thread::sleep(Duration::from_millis(ms));
+    }
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
@@ -205,6 +220,50 @@ pub(crate) fn exchange(
     sent.fetch_add(16 + write_n(s, send)?, Ordering::SeqCst);
     received.fetch_add(read_n(s, reply)?, Ordering::SeqCst);
     Ok(())
+}
+
+pub(crate) fn tcp_reset_server(bind: SocketAddr) -> Res<()> {
+    let listener = TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    say(&format!("ready {port}"));
+    let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    let mut buf = [0u8; 16];
+    s.read_exact(&mut buf).map_err(|e| format!("read: {e}"))?;
+    // SO_LINGER {on, 0}: close() aborts the connection with a reset (`tcp_disconnect()`).
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt(2) on a valid socket fd with a linger struct of its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("SO_LINGER: {}", std::io::Error::last_os_error()));
+    }
+    drop(s);
+    say("reset");
+    Ok(())
+}
+
+pub(crate) fn connect_reset(addr: SocketAddr) -> Res<()> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.write_all(&[0x5a; 16])
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            say("reset");
+            Ok(())
+        }
+        other => Err(format!("expected a reset, got {other:?}")),
+    }
 }
 
 pub(crate) fn connect_refused(addr: SocketAddr) -> Res<()> {

@@ -119,7 +119,7 @@ fn udp_exchanges(
 
 /// `udp-ports <ip> <ports...>`: one 10-byte datagram to each port (`n` or `first-last`), from
 /// one socket, as a port scan does. Prints `sent <datagrams>`.
-pub(crate) fn udp_ports(ip: std::net::IpAddr, ports: &[String]) -> Res<()> {
+pub(crate) fn udp_ports(ip: std::net::IpAddr, ports: &[String], ignore_errors: bool) -> Res<()> {
     let s = UdpSocket::bind(if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
         .map_err(|e| format!("bind: {e}"))?;
     let mut sent = 0;
@@ -133,8 +133,11 @@ pub(crate) fn udp_ports(ip: std::net::IpAddr, ports: &[String]) -> Res<()> {
             b.parse().map_err(|_| format!("bad port {spec}"))?,
         );
         for port in a..=b {
-            s.send_to(&[0u8; 10], (ip, port))
-                .map_err(|e| format!("send {ip}:{port}: {e}"))?;
+            match s.send_to(&[0u8; 10], (ip, port)) {
+                Ok(_) => {}
+                Err(_) if ignore_errors => {}
+                Err(e) => return Err(format!("send {ip}:{port}: {e}")),
+            }
             sent += 1;
         }
     }
