@@ -1,14 +1,21 @@
-//! DNS over UDP, client side: queries leaving a socket to port 53 and responses arriving from it.
+//! DNS over UDP and TCP, client side: queries leaving a socket to port 53 and responses arriving
+//! from it.
 //!
-//! Per packet: the 12-byte header and the single question are parsed with bounded loops; the
+//! Per message: the 12-byte header and the single question are parsed with bounded loops; the
 //! name is copied into the key folded to lower case, so `WWW.Example.com` and `www.example.com`
 //! count as one name. Queries are remembered by {socket cookie, transaction id} so the response
 //! gives a latency sample; responses that carry answers are forwarded (rate-bounded) to the
 //! agent's hostname cache through a ring buffer. Anything that does not parse is counted by
-//! reason and otherwise ignored.
+//! reason and otherwise ignored. Over TCP a message may span segments: it is parsed from the
+//! segment it begins in (`crate::skb` finds where, from the 2-byte lengths), and one whose
+//! question does not fit that segment is counted without its question ([`DNS_NAME_SPLIT`]).
+//! A response's EDNS OPT record gives the extended RCODE when it follows the question directly
+//! (no answer or authority records: the responses that carry BADVERS or BADCOOKIE).
 
 use aya_ebpf::{
     helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_load_bytes},
+    macros::cgroup_skb,
+    maps::ProgramArray,
     programs::SkBuffContext,
 };
 use sockscope_common::{
@@ -19,9 +26,10 @@ use sockscope_common::{
         DNS_ERR_LABEL_PAST_PACKET, DNS_ERR_MULTIPLE_QUESTIONS, DNS_ERR_NAME_TOO_LONG,
         DNS_ERR_NO_QUESTION, DNS_ERR_SHORT_HEADER, DNS_ERR_TRUNCATED_QUESTION,
         DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_KIND_ERROR, DNS_KIND_QUERY,
-        DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT, DNS_LATENCY_BOUNDS_NS, DNS_NAME_MAX, DNS_NO_LATENCY,
-        DnsAnswerEvent, DnsKey, DnsStats, HASH_SEED, PENDING_BUSY, PendingSlot, hash_finish,
-        hash_step, node_dns_slot, pending_slot, to_lower_word,
+        DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT, DNS_LATENCY_BOUNDS_NS, DNS_NAME_MAX, DNS_NAME_SPLIT,
+        DNS_NO_LATENCY, DNS_TCP_MESSAGES_PER_SEGMENT, DNS_TYPE_OPT, DnsAnswerEvent, DnsKey,
+        DnsStats, HASH_SEED, PENDING_BUSY, PendingSlot, hash_finish, hash_step, node_dns_slot,
+        pending_slot, to_lower_word,
     },
 };
 
@@ -30,8 +38,9 @@ use aya_ebpf::maps::{HashMap, PerCpuHashMap};
 use crate::{
     maps::{
         DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_NAMES, DNS_OVERFLOW_0, DNS_OVERFLOW_1,
-        DNS_PENDING, DNS_ROOM_0, DNS_ROOM_1, DNS_SCRATCH, DnsScratch, NODE_DNS, Upsert, add_u64,
-        count_event, room_left, room_take, upsert,
+        DNS_PENDING, DNS_PROGRAMS_EGRESS, DNS_PROGRAMS_INGRESS, DNS_ROOM_0, DNS_ROOM_1,
+        DNS_SCRATCH, DnsScratch, NODE_DNS, Upsert, add_u64, config, count_event, launder,
+        room_left, room_take, upsert,
     },
     packet::read,
 };
@@ -48,9 +57,57 @@ struct Question {
     name_hash: u64,
 }
 
-/// Counts one DNS packet whose DNS header starts `dns_off` bytes after the network header.
+/// The DNS program of egress, tail-called by `sockscope_egress` (see `crate::skb`).
+#[cgroup_skb(egress)]
+pub fn sockscope_dns_egress(ctx: SkBuffContext) -> i32 {
+    dns_messages(&ctx, true, &DNS_PROGRAMS_EGRESS);
+    // Always allow: 0 drops the packet.
+    1
+}
+
+/// The DNS program of ingress, tail-called by `sockscope_ingress`.
+#[cgroup_skb(ingress)]
+pub fn sockscope_dns_ingress(ctx: SkBuffContext) -> i32 {
+    dns_messages(&ctx, false, &DNS_PROGRAMS_INGRESS);
+    1
+}
+
+/// Counts the first DNS message the packet program left in the control buffer (count in
+/// `cb[0]`, `offset | length << 16` of each in `cb[1..3]`, the cgroup id in `cb[3..5]`), then
+/// tail-calls itself for the next: one message's parse per program for the verifier.
 #[inline(always)]
-pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u32, egress: bool) {
+fn dns_messages(ctx: &SkBuffContext, egress: bool, me: &ProgramArray) {
+    // SAFETY: the packet's context; its control buffer was written by the packet program.
+    let cb = unsafe { &mut (*ctx.skb.skb).cb };
+    let count = cb[0];
+    if count == 0 || count as usize > DNS_TCP_MESSAGES_PER_SEGMENT {
+        return;
+    }
+    let m = cb[1];
+    let cgroup_id = u64::from(cb[3]) | u64::from(cb[4]) << 32;
+    cb[0] = count - 1;
+    cb[1] = cb[2];
+    let off = m & 0xffff;
+    let cfg = config();
+    dns_packet(ctx, &cfg, cgroup_id, off, off + (m >> 16), egress);
+    if count > 1 {
+        // SAFETY: the packet's context, as the program got it.
+        unsafe { me.tail_call(ctx, 0) };
+    }
+}
+
+/// Counts one DNS message whose header starts `dns_off` bytes after the network header and
+/// that ends at `msg_end` (the packet's end over UDP; over TCP the message's own length, which
+/// may lie beyond this segment).
+#[inline(always)]
+fn dns_packet(
+    ctx: &SkBuffContext,
+    cfg: &Config,
+    cgroup_id: u64,
+    dns_off: u32,
+    msg_end: u32,
+    egress: bool,
+) {
     let Some(s) = DNS_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -62,7 +119,7 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
         cgroup_id,
         ..Default::default()
     };
-    let q = match parse(ctx, s, dns_off, egress) {
+    let q = match parse(ctx, s, dns_off, msg_end, egress) {
         Ok(q) => q,
         Err(reason) => {
             key.kind = DNS_KIND_ERROR;
@@ -73,6 +130,18 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
     };
     key.name_hash = q.name_hash;
     key.qtype = q.qtype;
+    if q.name_hash == DNS_NAME_SPLIT {
+        // No question: nothing to remember, match or forward.
+        key.kind = if egress {
+            DNS_KIND_QUERY
+        } else {
+            key.code = q.rcode;
+            key.bucket = DNS_NO_LATENCY;
+            DNS_KIND_RESPONSE
+        };
+        dns_add(cfg, &key, 0);
+        return;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
     let Some(slot) = DNS_PENDING.get_ptr_mut(pending_slot(cookie, q.id)) else {
@@ -123,7 +192,7 @@ pub fn dns_packet(ctx: &SkBuffContext, cfg: &Config, cgroup_id: u64, dns_off: u3
     // no ring buffer work at all. A folded key has no "first": the rate limit alone decides.
     if placed != Placed::Added {
         let limit_key = q.name_hash ^ cgroup_id.rotate_left(17) ^ ((q.qtype as u64) << 48);
-        forward(ctx, cgroup_id, dns_off, limit_key, now);
+        forward(ctx, cgroup_id, dns_off, msg_end, limit_key, now);
     }
 }
 
@@ -195,8 +264,22 @@ fn parse(
     ctx: &SkBuffContext,
     s: &mut DnsScratch,
     dns_off: u32,
+    msg_end: u32,
     egress: bool,
 ) -> Result<Question, u8> {
+    let seg_end = ctx.skb.len();
+    // Over TCP the message may go on in later segments: what is missing here is not an error.
+    let split = msg_end > seg_end;
+    // Bounded for the verifier (direct reads at offsets below 64 KiB): UDP's header lies
+    // within the first hundred bytes, TCP's framing stops at 32 KiB.
+    if dns_off >= 0x8000 {
+        return Err(DNS_ERR_SHORT_HEADER);
+    }
+    let dns_off = launder(dns_off, 0x7fff).ok_or(DNS_ERR_SHORT_HEADER)?;
+    let end = if split { seg_end } else { msg_end };
+    if dns_off + 12 > end {
+        return Err(DNS_ERR_SHORT_HEADER);
+    }
     let h: [u8; 12] = read(ctx, dns_off as usize).ok_or(DNS_ERR_SHORT_HEADER)?;
     let response = h[2] & 0x80 != 0;
     if response == egress {
@@ -207,13 +290,27 @@ fn parse(
         1 => {}
         _ => return Err(DNS_ERR_MULTIPLE_QUESTIONS),
     }
+    let without_question = Question {
+        id: u16::from_be_bytes([h[0], h[1]]),
+        rcode: h[3] & 0x0f,
+        ancount: 0,
+        qtype: 0,
+        name_hash: DNS_NAME_SPLIT,
+    };
     let qoff = dns_off + 12;
-    let n = clamp_len(ctx.skb.len().saturating_sub(qoff), QUESTION_MAX);
+    if split && qoff >= end {
+        return Ok(without_question);
+    }
+    let n = clamp_len(end.saturating_sub(qoff), QUESTION_MAX);
     // SAFETY: `raw` is 512 bytes and n is in 1..=259 (0 available bytes became a read of 259
     // that fails).
     let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), qoff, s.raw.as_mut_ptr().cast(), n) };
     if rc != 0 {
-        return Err(DNS_ERR_LABEL_PAST_PACKET);
+        return if split {
+            Ok(without_question)
+        } else {
+            Err(DNS_ERR_LABEL_PAST_PACKET)
+        };
     }
     let n = n as usize;
 
@@ -223,7 +320,11 @@ fn parse(
     let mut terminated = false;
     for _ in 0..128 {
         if pos >= n {
-            return Err(DNS_ERR_LABEL_PAST_PACKET);
+            return if split {
+                Ok(without_question)
+            } else {
+                Err(DNS_ERR_LABEL_PAST_PACKET)
+            };
         }
         let len = s.raw[pos & 511];
         if len == 0 {
@@ -245,7 +346,11 @@ fn parse(
     }
     let name_len = pos + 1;
     if name_len + 4 > n {
-        return Err(DNS_ERR_TRUNCATED_QUESTION);
+        return if split {
+            Ok(without_question)
+        } else {
+            Err(DNS_ERR_TRUNCATED_QUESTION)
+        };
     }
     let qtype = u16::from_be_bytes([s.raw[name_len & 511], s.raw[(name_len + 1) & 511]]);
     // Launder the length through memory: the label walk can end in any of ~128 states with
@@ -258,10 +363,25 @@ fn parse(
     }
     let words = name_len.div_ceil(8);
     let name_hash = fold_name(s, name_len, words);
+    let mut rcode = h[3] & 0x0f;
+    let ancount = u16::from_be_bytes([h[6], h[7]]);
+    // The extended RCODE of EDNS (RFC 6891 6.1.3): the OPT record's TTL carries its upper 8
+    // bits. Read where the OPT record directly follows the question (no answer or authority
+    // records), as in the error responses that use extended codes.
+    if response && ancount == 0 && h[8] == 0 && h[9] == 0 && (h[10] != 0 || h[11] != 0) {
+        let opt = qoff as usize + name_len + 4;
+        if opt + 11 <= end as usize
+            && let Some(o) = read::<[u8; 11]>(ctx, opt)
+            && o[0] == 0
+            && u16::from_be_bytes([o[1], o[2]]) == DNS_TYPE_OPT
+        {
+            rcode |= o[5].min(15) << 4;
+        }
+    }
     Ok(Question {
         id: u16::from_be_bytes([h[0], h[1]]),
-        rcode: h[3] & 0x0f,
-        ancount: u16::from_be_bytes([h[6], h[7]]),
+        rcode,
+        ancount,
         qtype,
         name_hash,
     })
@@ -411,14 +531,17 @@ fn dns_add_into(
 
 /// Sends the DNS message to the agent, at most once per interval per {cgroup, name, qtype}.
 #[inline(always)]
-fn forward(ctx: &SkBuffContext, cgroup_id: u64, dns_off: u32, hash: u64, now: u64) {
+fn forward(ctx: &SkBuffContext, cgroup_id: u64, dns_off: u32, msg_end: u32, hash: u64, now: u64) {
     // SAFETY: copied out at once.
     if let Some(last) = unsafe { DNS_FORWARDED.get(&hash) }.copied()
         && now.wrapping_sub(last) < DNS_FORWARD_INTERVAL_NS
     {
         return;
     }
-    let len = clamp_len(ctx.skb.len().saturating_sub(dns_off), DNS_ANSWER_MAX as u32);
+    // What of the message this packet holds (a TCP response's later segments are not read:
+    // the answers they carry do not reach the hostname cache).
+    let end = ctx.skb.len().min(msg_end);
+    let len = clamp_len(end.saturating_sub(dns_off), DNS_ANSWER_MAX as u32);
     let Some(mut entry) = DNS_ANSWERS.reserve::<DnsAnswerEvent>(0) else {
         count_event(EVENT_DNS_RINGBUF);
         return;

@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::{BPF_F_CLONE, BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
     helpers::generated::bpf_sk_storage_get,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use sockscope_common::{
     ADOPT_CGROUPS_CAPACITY, CGROUP_NETNS_CAPACITY, Config, EVENT_COUNT, FLOW_MAP_CAPACITY, FlowKey,
@@ -167,6 +167,16 @@ pub struct DnsScratch {
 
 #[map]
 pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The DNS program of each direction (`crate::dns`), at index 0: the packet programs tail-call
+/// it for a packet that carries DNS messages. Filled by the agent before the packet programs
+/// attach.
+#[map]
+pub static DNS_PROGRAMS_EGRESS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The DNS program of ingress.
+#[map]
+pub static DNS_PROGRAMS_INGRESS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// cgroup id -> network namespace cookie of the sockets its processes last created.
 #[map]

@@ -29,14 +29,18 @@ use aya_ebpf::{
 use sockscope_common::{
     CONFIG_TCP_ITER, CONFIG_TEST_RUN, Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats,
     PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER,
-    SockState, counted_proto, dns::DNS_PORT, health::TIMING_RTT,
+    SockState, counted_proto,
+    dns::{DNS_PORT, DNS_TCP_MESSAGES_PER_SEGMENT},
+    health::TIMING_RTT,
 };
 
 use crate::{
-    dns::dns_packet,
     flow::{TcpCounters, ack_ingress, acks_new_bytes, adopted, fence, flush_tcp, key_of},
     health::timing_add,
-    maps::{config, config_flags, count_event, sock_state},
+    maps::{
+        DNS_PROGRAMS_EGRESS, DNS_PROGRAMS_INGRESS, config, config_flags, count_event, launder,
+        sock_state,
+    },
     packet::{
         TCP_ACK, TCP_FIN, fin_end, fin_end_of, ip_headers, ports, read, tcp_flags, tcp_offset,
     },
@@ -95,11 +99,141 @@ fn try_skb(ctx: &SkBuffContext, egress: bool) {
     } else {
         return;
     };
-    if proto == PROTO_TCP {
-        tcp_packet(ctx, &cfg, sk, egress);
+    let dns = if proto == PROTO_TCP {
+        tcp_packet(ctx, &cfg, sk, egress)
     } else if proto == PROTO_UDP {
-        udp_packet(ctx, &cfg, sk, egress);
+        udp_packet(ctx, &cfg, sk, egress)
+    } else {
+        DnsMessages::NONE
+    };
+    if dns.count > 0 {
+        // The DNS parser runs as its own program, tail-called: each is then verified on its
+        // own (together they exceed the verifier's 1M-instruction budget). If the call fails
+        // (the DNS program did not load), the packet is counted without its DNS.
+        let cb = unsafe { &mut (*ctx.skb.skb).cb };
+        cb[0] = dns.count;
+        cb[3] = dns.cgroup_id as u32;
+        cb[4] = (dns.cgroup_id >> 32) as u32;
+        let progs = if egress {
+            &DNS_PROGRAMS_EGRESS
+        } else {
+            &DNS_PROGRAMS_INGRESS
+        };
+        // SAFETY: the packet's context, as the program got it.
+        unsafe { progs.tail_call(ctx, 0) };
     }
+}
+
+/// The DNS messages of this packet: whose, and how many (at most
+/// [`DNS_TCP_MESSAGES_PER_SEGMENT`]; a UDP datagram has one). Where each begins and ends is
+/// written into the packet's control buffer (`__sk_buff.cb`, which cgroup_skb programs may
+/// write: the kernel saves and restores it around them, `__bpf_prog_run_save_cb()` in
+/// include/linux/filter.h), read by the DNS program (`crate::dns::dns_messages`). Per packet,
+/// so nothing shared between CPUs or nested programs.
+#[derive(Clone, Copy)]
+struct DnsMessages {
+    cgroup_id: u64,
+    count: u32,
+}
+
+impl DnsMessages {
+    const NONE: DnsMessages = DnsMessages {
+        cgroup_id: 0,
+        count: 0,
+    };
+
+    /// Adds the message whose header is at `off` (below 64 KiB) and that ends at `end`
+    /// (its length is kept to 16 bits); false if full.
+    #[inline(always)]
+    fn push(&mut self, ctx: &SkBuffContext, off: u32, end: u32) -> bool {
+        let len = end.saturating_sub(off).min(0xffff);
+        let packed = (off & 0xffff) | len << 16;
+        // Constant indexes: the verifier refuses a context access at a variable offset.
+        let cb = unsafe { &mut (*ctx.skb.skb).cb };
+        match self.count {
+            0 => cb[1] = packed,
+            1 => cb[2] = packed,
+            _ => return false,
+        }
+        self.count += 1;
+        true
+    }
+}
+
+/// Offsets within a packet the DNS over TCP framing reads at (a power of two: its mask).
+const DNS_TCP_MAX_OFFSET: u32 = 0x8000;
+
+/// DNS over TCP on a client's connection to port 53 (RFC 7766): the DNS messages that begin
+/// in this segment, found from the 2-byte length before each. The first data segment in each
+/// direction begins a message; `dns_out`/`dns_in` then follow where the next one begins.
+/// Retransmitted data (before that point) begins nothing. A length split across two segments
+/// loses the thread: nothing more of that direction is parsed, rather than misparsed.
+#[inline(always)]
+fn tcp_dns(ctx: &SkBuffContext, st: &mut SockState, egress: bool) -> DnsMessages {
+    let mut out = DnsMessages {
+        cgroup_id: st.cgroup_id,
+        count: 0,
+    };
+    let Some(l4) = tcp_offset(ctx) else {
+        return out;
+    };
+    let Some(t) = read::<[u8; 14]>(ctx, l4 as usize) else {
+        return out;
+    };
+    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    let data = l4 + u32::from(t[12] >> 4) * 4;
+    let len = ctx.skb.len();
+    if data >= len {
+        // No payload: a handshake segment, a bare ACK or FIN.
+        return out;
+    }
+    let bit = if egress { 1 } else { 2 };
+    let mut at = if egress { st.dns_out } else { st.dns_in };
+    if st.dns_sync & bit == 0 {
+        at = seq;
+        st.dns_sync |= bit;
+    }
+    let plen = len - data;
+    for _ in 0..DNS_TCP_MESSAGES_PER_SEGMENT {
+        let d = at.wrapping_sub(seq);
+        if d as i32 >= 0 && d >= plen {
+            // The next message begins in a later segment.
+            break;
+        }
+        if (d as i32) < 0 {
+            // Data already seen (a retransmission).
+            break;
+        }
+        // Direct reads need an offset the verifier knows to be below 64 KiB; a message
+        // beginning 32 KiB or more into one (GSO) packet loses the thread, as a split length
+        // does.
+        if data + d >= DNS_TCP_MAX_OFFSET {
+            st.dns_sync &= !bit;
+            break;
+        }
+        let Some(off) = launder(data + d, DNS_TCP_MAX_OFFSET - 1) else {
+            break;
+        };
+        if d + 2 > plen {
+            st.dns_sync &= !bit;
+            break;
+        }
+        let Some(l) = read::<[u8; 2]>(ctx, off as usize) else {
+            st.dns_sync &= !bit;
+            break;
+        };
+        let msg = u32::from(u16::from_be_bytes(l));
+        if !out.push(ctx, off + 2, off + 2 + msg) {
+            break;
+        }
+        at = at.wrapping_add(2 + msg);
+    }
+    if egress {
+        st.dns_out = at;
+    } else {
+        st.dns_in = at;
+    }
+    out
 }
 
 /// Iterator mode: whether this is a TCP segment that cannot carry a FIN, told from the packet's
@@ -113,6 +247,11 @@ fn try_skb(ctx: &SkBuffContext, egress: bool) {
 /// it from those states or CLOSING. Ingress: a FIN may arrive in any state, so its flag is read.
 #[inline(always)]
 fn tcp_without_fin(ctx: &SkBuffContext, sk: *mut bpf_sock, egress: bool) -> bool {
+    // A DNS client's connection (to port 53) takes the full path: its messages are parsed.
+    // `dst_port` is in network order in its 16 bits (`bpf_sock`, include/uapi/linux/bpf.h).
+    if u16::from_be(unsafe { (*sk).dst_port }) == DNS_PORT {
+        return false;
+    }
     if egress {
         let state = unsafe { (*sk).state };
         if state == BPF_TCP_FIN_WAIT1 || state == BPF_TCP_LAST_ACK || state == BPF_TCP_CLOSING {
@@ -149,34 +288,55 @@ fn state_of(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<&'static mut SockS
     unsafe { sock_state(sk.cast(), Some(&mut init)) }
 }
 
+/// Whether a TCP socket in state `st` is a DNS client's (to port 53): its segments are also
+/// parsed as DNS.
 #[inline(always)]
-fn tcp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool) {
+fn dns_client(st: &SockState) -> bool {
+    st.role == ROLE_CLIENT
+        && st.port == DNS_PORT
+        && (st.phase == PHASE_TRACKED || st.phase == PHASE_ADOPTED)
+}
+
+#[inline(always)]
+fn tcp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool) -> DnsMessages {
+    let none = DnsMessages::NONE;
     if cfg.flags & CONFIG_TCP_ITER != 0 {
-        // Only possible FINs get here (see `tcp_without_fin`). A socket without state was open
-        // before sockscope: the iterator adopts it, with the FIN in its baseline if it came
-        // first.
+        // Only possible FINs and DNS clients' segments get here (see `tcp_without_fin`). A
+        // socket without state was open before sockscope: the iterator adopts it, with the FIN
+        // in its baseline if it came first.
         let Some(st) = (unsafe { sock_state(sk.cast(), None) }) else {
-            return;
+            return none;
         };
         if egress {
             record_fin_out(ctx, st);
         } else {
             tcp_ingress(ctx, cfg, sk, st, false);
         }
-        return;
+        return if dns_client(st) {
+            tcp_dns(ctx, st, egress)
+        } else {
+            none
+        };
     }
-    let Some(st) = state_of(ctx, sk) else { return };
+    let Some(st) = state_of(ctx, sk) else {
+        return none;
+    };
     if st.phase == PHASE_NEW {
         // Adopt on the first packet either way: ingress runs before the segment is
         // processed, so its baseline excludes this packet's payload, which is then counted.
         adopt(ctx, cfg, sk, st, unsafe { (*sk).state }, egress);
     }
     if st.phase != PHASE_TRACKED && st.phase != PHASE_ADOPTED {
-        return;
+        return none;
     }
+    let dns = if dns_client(st) {
+        tcp_dns(ctx, st, egress)
+    } else {
+        none
+    };
     if !egress {
         tcp_ingress(ctx, cfg, sk, st, true);
-        return;
+        return dns;
     }
     // We only send a FIN after leaving ESTABLISHED (tcp_close_state() runs before
     // tcp_send_fin()), so established egress skips the header read.
@@ -185,7 +345,7 @@ fn tcp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
     }
     let tp = unsafe { bpf_tcp_sock(sk) };
     if tp.is_null() {
-        return;
+        return dns;
     }
     let tp = unsafe { &*tp };
     // The connection's RTT, once per drain interval while it sends (`srtt_us` is microseconds
@@ -202,9 +362,10 @@ fn tcp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
         && c.total_retrans as u64 == st.retrans_reported
         && st.pending_open == 0
     {
-        return;
+        return dns;
     }
     flush_tcp(cfg, st, Some(&c), &FlowStats::default(), false);
+    dns
 }
 
 /// The counters `bpf_tcp_sock()` gives.
@@ -319,8 +480,11 @@ fn adopt(
 }
 
 #[inline(always)]
-fn udp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool) {
-    let Some(st) = state_of(ctx, sk) else { return };
+fn udp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool) -> DnsMessages {
+    let mut out = DnsMessages::NONE;
+    let Some(st) = state_of(ctx, sk) else {
+        return out;
+    };
     if st.role == 0 {
         // The side that sends first is the client (a resolver asking a DNS server, a client
         // probing a service); a socket that first receives is serving.
@@ -330,12 +494,14 @@ fn udp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
     let Some((remote_port, l4_offset)) =
         udp::count_fast(ctx, cfg, st, egress).or_else(|| udp_full(ctx, cfg, st, egress))
     else {
-        return;
+        return out;
     };
     if remote_port == DNS_PORT {
         // To port 53 on egress, from port 53 on ingress: the client side of DNS.
-        dns_packet(ctx, cfg, st.cgroup_id, l4_offset + 8, egress);
+        out.cgroup_id = st.cgroup_id;
+        out.push(ctx, l4_offset + 8, ctx.skb.len());
     }
+    out
 }
 
 /// A datagram's bytes through its headers parsed in full (IPv4 options, IPv6 extension

@@ -73,6 +73,11 @@ impl Lab {
                 .expect("cgroup_skb");
             p.load().expect("verifier");
         }
+        // The DNS programs the packet programs tail-call, as the agent loads them.
+        for (name, map) in sockscope::ebpf::DNS_PROGRAMS {
+            sockscope::ebpf::load_into_program_array(&mut ebpf, name, map)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         let take = |ebpf: &mut Ebpf, n: &str| ebpf.take_map(n).expect(n);
         Lab {
             flows: PerCpuHashMap::try_from(take(&mut ebpf, "FLOWS_0")).expect("flows"),

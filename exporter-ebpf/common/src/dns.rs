@@ -1,7 +1,7 @@
 //! DNS types shared by the cgroup_skb DNS parser and the agent.
 //!
-//! Only the client side of DNS over UDP is counted: queries leaving a socket to port 53 and
-//! responses arriving at a socket from port 53. A resolver on the same node therefore counts its
+//! Only the client side of DNS over UDP and TCP is counted: queries leaving a socket to port 53
+//! and responses arriving at a socket from port 53. A resolver on the same node therefore counts its
 //! own upstream queries, never the queries it serves.
 
 /// UDP port of DNS.
@@ -26,6 +26,19 @@ pub const DNS_KIND_RESPONSE: u8 = 2;
 pub const DNS_KIND_ERROR: u8 = 4;
 /// [`DnsKey::bucket`] of a response whose query was not seen (or already timed out).
 pub const DNS_NO_LATENCY: u8 = 0xff;
+
+/// [`DnsKey::name_hash`] of a message over TCP whose question did not fit the segment its
+/// message began in (the rest follows in later segments, which are not parsed): counted as a
+/// query or response without its question, rather than misparsed.
+pub const DNS_NAME_SPLIT: u64 = 1;
+
+/// DNS over TCP (RFC 7766): a client's connection to port 53 carries messages each led by its
+/// 2-byte length. The messages that begin in one segment, at most this many, are parsed.
+pub const DNS_TCP_MESSAGES_PER_SEGMENT: usize = 2;
+
+/// The EDNS OPT record's resource record type (RFC 6891): its TTL field carries the upper 8
+/// bits of the extended RCODE.
+pub const DNS_TYPE_OPT: u16 = 41;
 
 /// Upper bounds (inclusive, nanoseconds) of the latency buckets, as in the Prometheus histogram.
 pub const DNS_LATENCY_BOUNDS_NS: [u64; 15] = [
@@ -169,7 +182,8 @@ pub struct DnsKey {
     pub qtype: u16,
     /// One of the `DNS_KIND_*` values.
     pub kind: u8,
-    /// RCODE for responses, reason for errors, 0 for queries.
+    /// RCODE for responses (with the EDNS extended bits: `ext << 4 | rcode`, e.g. 16 for
+    /// BADVERS, 23 for BADCOOKIE), reason for errors, 0 for queries.
     pub code: u8,
     /// Latency bucket of responses (see [`DNS_KIND_RESPONSE`]); 0 otherwise.
     pub bucket: u8,
@@ -283,14 +297,14 @@ pub const fn hash_step(h: u64, word: u64) -> u64 {
 pub const HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Final mixing of the name hash (splitmix64's finaliser), so names differing in one byte
-/// differ in every bit. Never 0: 0 means "no name".
+/// differ in every bit. Never 0 ("no name": folded) or [`DNS_NAME_SPLIT`].
 #[inline(always)]
 pub const fn hash_finish(h: u64) -> u64 {
     let mut z = h;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
-    if z == 0 { 1 } else { z }
+    if z <= DNS_NAME_SPLIT { z + 2 } else { z }
 }
 
 /// The hash of a folded wire name of `len` bytes, as the kernel computes it: the words covering

@@ -289,8 +289,10 @@ pub struct SockState {
     pub fin_out_seen: u8,
     /// 1 once a FIN from the peer has been seen arriving (written by ingress only).
     pub fin_in_seen: u8,
+    /// DNS over TCP: bit 1, `dns_out` is known; bit 2, `dns_in` is known.
+    pub dns_sync: u8,
     /// Explicit padding, always zero.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
     /// `snd_una` when `sent_reported` was taken from the kernel's counters (or the ACK number
     /// ingress counted up to): maps an ACK number to a sent-bytes total. Per-packet mode only.
     pub sent_una: u32,
@@ -309,6 +311,10 @@ pub struct SockState {
     /// TCP, `bpf_ktime_get_ns()`: when connect() sent the SYN (phase CONNECTING), then when
     /// the connection was established (phases TRACKED); 0 if not seen (adopted connections).
     pub since_ns: u64,
+    /// DNS over TCP, a client's connection to port 53: the sequence number where the next DNS
+    /// message (its 2-byte length) starts in the data we send, and in the data we receive.
+    pub dns_out: u32,
+    pub dns_in: u32,
 }
 
 /// Index into the `EVENTS` per-CPU array: socket-local storage could not be allocated (memory
@@ -420,7 +426,7 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 64);
 const _: () = assert!(core::mem::size_of::<OverflowKey>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 32);
-const _: () = assert!(core::mem::size_of::<SockState>() == 128);
+const _: () = assert!(core::mem::size_of::<SockState>() == 136);
 const _: () = assert!(core::mem::size_of::<health::TimingKey>() == 32);
 const _: () = assert!(core::mem::size_of::<health::TimingStats>() == 16);
 const _: () = assert!(core::mem::size_of::<health::DropKey>() == 16);

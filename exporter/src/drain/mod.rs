@@ -29,7 +29,7 @@ use aya::{
 use sockscope_common::{
     Config, EVENT_COUNT, EVENT_DNS_OVERFLOW_FULL, EVENT_DROP_MAP_FULL, EVENT_FLOW_OVERFLOW_FULL,
     EVENT_TIMING_FOLDED, FlowKey, FlowStats, NODE_FLOW_SLOTS, OverflowKey, PROTO_TCP, PROTO_UDP,
-    dns::{DnsKey, DnsStats, NODE_DNS_SLOTS, node_dns_key},
+    dns::{DNS_NAME_SPLIT, DnsKey, DnsStats, NODE_DNS_SLOTS, node_dns_key},
     health::{
         DropKey, NODE_DROP_REASONS, NODE_DROP_SLOTS, NODE_TIMING_SLOTS, TimingKey, TimingStats,
         node_timing_key,
@@ -300,7 +300,7 @@ impl Drainer {
             .iter()
             .map(|(k, _)| k.name_hash)
             .chain(batch.dns_timeouts.iter().map(|k| k.name_hash))
-            .filter(|h| *h != 0)
+            .filter(|h| *h != 0 && *h != DNS_NAME_SPLIT)
             .collect();
         for h in hashes {
             if batch.qnames.contains_key(&h) {

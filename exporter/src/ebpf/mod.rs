@@ -11,7 +11,7 @@ use std::{fs::File, os::fd::AsFd, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, Iter, Program,
         ProgramError, SockOps,
@@ -53,6 +53,13 @@ pub const SOCKET_PROGRAMS: [&str; 3] = [SOCK_OPS, SOCK_CREATE, SOCK_RELEASE];
 /// The cgroup_skb programs, attached last, once the mode is settled: new connections are then
 /// tracked by sock_ops rather than adopted by cgroup_skb in per-packet mode.
 pub const PACKET_PROGRAMS: [&str; 2] = ["sockscope_egress", "sockscope_ingress"];
+
+/// The DNS programs, each with the program array its direction's packet program tail-calls it
+/// through: loaded (not attached) before the packet programs.
+pub const DNS_PROGRAMS: [(&str, &str); 2] = [
+    ("sockscope_dns_egress", "DNS_PROGRAMS_EGRESS"),
+    ("sockscope_dns_ingress", "DNS_PROGRAMS_INGRESS"),
+];
 
 /// The sock_ops program: connection setup (and, in per-packet mode, RTT windows and close).
 pub const SOCK_OPS: &str = "sockscope_sockops";
@@ -504,6 +511,7 @@ impl Kernel {
             })?;
         }
         let cfg = settled;
+        load_dns_programs(&mut ebpf, &mut programs);
         attach_all(&mut ebpf, &PACKET_PROGRAMS, &cgroup, root, &mut programs);
         attach_health(&mut ebpf, kernel_offsets.is_ok(), &mut programs);
         if !programs.iter().any(|p| p.attached) {
@@ -670,6 +678,51 @@ fn start_tcp_iter(ebpf: &mut Ebpf) -> std::result::Result<iter::TaskIter, String
         .attach()
         .map_err(|e| format!("{TCP_CLOSE} not attached: {}", error_chain(&e)))?;
     Ok(it)
+}
+
+/// Loads the DNS programs into the program arrays the packet programs tail-call them through
+/// (`attached` in their status: in place). One that does not load leaves DNS of its direction
+/// uncounted; bytes and connections are counted as before.
+fn load_dns_programs(ebpf: &mut Ebpf, programs: &mut Vec<ProgramStatus>) {
+    for (name, map) in DNS_PROGRAMS {
+        let attached = match load_into_program_array(ebpf, name, map) {
+            Ok(()) => {
+                let verified = ebpf
+                    .program(name)
+                    .and_then(|p| p.info().ok())
+                    .and_then(|i| i.verified_instruction_count());
+                info!(program = name, verified_insns = ?verified, "loaded");
+                true
+            }
+            Err(e) => {
+                error!(program = name, "DNS not counted: {e}");
+                false
+            }
+        };
+        programs.push(ProgramStatus { name, attached });
+    }
+}
+
+/// Loads cgroup_skb program `name` and puts it at index 0 of program array `map`.
+pub fn load_into_program_array(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    map: &str,
+) -> std::result::Result<(), String> {
+    let program: &mut CgroupSkb = program_of(ebpf, name)?;
+    program.load().map_err(|e| load_error(name, e))?;
+    let fd = program
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+        .map_err(|e| format!("{name}: {}", error_chain(&e)))?;
+    let data = ebpf
+        .map_mut(map)
+        .ok_or_else(|| format!("map {map} missing from the eBPF object"))?;
+    let mut array: ProgramArray<&mut MapData> =
+        ProgramArray::try_from(data).map_err(|e| format!("{map}: {}", error_chain(&e)))?;
+    array
+        .set(0, &fd, 0)
+        .map_err(|e| format!("{map}: {}", error_chain(&e)))
 }
 
 /// Loads and attaches the tracepoint programs of TCP health and packet drops. They are not

@@ -15,7 +15,7 @@ use sockscope_common::{
     FlowKey, FlowStats, OverflowKey, PROTO_TCP, ROLE_SERVER,
     dns::{
         DNS_ERR_NAMES, DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT,
-        DNS_NO_LATENCY, DnsKey,
+        DNS_NAME_SPLIT, DNS_NO_LATENCY, DnsKey,
     },
     health::{DROP_RECEIVED, DropKey, TimingKey, TimingStats},
 };
@@ -84,6 +84,9 @@ pub enum Question {
     },
     /// The kernel folded the key into its overflow entry (no name kept).
     Folded,
+    /// A message over TCP counted without its question: it did not fit the segment the
+    /// message began in.
+    Split,
 }
 
 /// What a DNS delta counts.
@@ -459,8 +462,10 @@ impl Labeller {
 
 /// The question of a DNS key: named from the wire names the drain read from the kernel.
 fn question(key: &DnsKey, names: &HashMap<u64, Box<[u8]>>) -> Question {
-    if key.name_hash == 0 {
-        return Question::Folded;
+    match key.name_hash {
+        0 => return Question::Folded,
+        DNS_NAME_SPLIT => return Question::Split,
+        _ => {}
     }
     let qtype = qtype_name(key.qtype);
     match names.get(&key.name_hash) {

@@ -136,6 +136,11 @@ pub fn flow_labels(
 /// collides with a real value.
 pub const OVERFLOW: &str = "~overflow";
 
+/// `qname` and `qtype` of a DNS message over TCP whose question did not fit the segment it
+/// began in: counted, its question not read (the rest of the message is in later segments,
+/// which are not parsed).
+pub const SPLIT: &str = "~split";
+
 /// The local labels of the node-wide overflow totals (cgroup id 0: no owner kept).
 pub fn node_overflow_local() -> Local {
     Local {

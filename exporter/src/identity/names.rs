@@ -43,9 +43,24 @@ pub fn qtype_name(qtype: u16) -> String {
     }
 }
 
-/// An RCODE (the header's 4 bits) as its mnemonic (RFC 6895 2.3).
+/// An RCODE as its mnemonic (RFC 6895 2.3, IANA's DNS RCODEs registry): the header's 4 bits,
+/// with the upper bits of the EDNS extended RCODE above them (`16` BADVERS .. `23` BADCOOKIE),
+/// `RCODE<n>` for unassigned values.
 pub fn rcode_name(rcode: u8) -> &'static str {
-    match rcode {
+    static NAMES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        (0..=u8::MAX)
+            .map(|n| match assigned_rcode(n) {
+                Some(name) => name,
+                // 256 short strings, made once.
+                None => &*Box::leak(format!("RCODE{n}").into_boxed_str()),
+            })
+            .collect()
+    });
+    NAMES[usize::from(rcode)]
+}
+
+fn assigned_rcode(rcode: u8) -> Option<&'static str> {
+    Some(match rcode {
         0 => "NOERROR",
         1 => "FORMERR",
         2 => "SERVFAIL",
@@ -58,11 +73,17 @@ pub fn rcode_name(rcode: u8) -> &'static str {
         9 => "NOTAUTH",
         10 => "NOTZONE",
         11 => "DSOTYPENI",
-        12 => "RCODE12",
-        13 => "RCODE13",
-        14 => "RCODE14",
-        _ => "RCODE15",
-    }
+        // 16 is also BADSIG, but only in a TSIG record: in the header it is BADVERS.
+        16 => "BADVERS",
+        17 => "BADKEY",
+        18 => "BADTIME",
+        19 => "BADMODE",
+        20 => "BADNAME",
+        21 => "BADALG",
+        22 => "BADTRUNC",
+        23 => "BADCOOKIE",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -110,5 +131,9 @@ mod tests {
         assert_eq!(rcode_name(2), "SERVFAIL");
         assert_eq!(rcode_name(3), "NXDOMAIN");
         assert_eq!(rcode_name(15), "RCODE15");
+        assert_eq!(rcode_name(16), "BADVERS");
+        assert_eq!(rcode_name(23), "BADCOOKIE");
+        assert_eq!(rcode_name(24), "RCODE24");
+        assert_eq!(rcode_name(255), "RCODE255");
     }
 }

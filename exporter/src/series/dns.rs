@@ -18,7 +18,7 @@ use crate::{
     dns::AnswerStats,
     identity::{
         labelled::{DnsDelta, DnsEvent, Question},
-        labels::{LocalLabels, OVERFLOW},
+        labels::{LocalLabels, OVERFLOW, SPLIT},
     },
     schema,
 };
@@ -335,7 +335,8 @@ impl DnsMetrics {
 
     /// The `qname` and `qtype` labels of a question within the workload's budgets. A name the
     /// agent could not learn (evicted from the kernel's name map first) counts as `~other`
-    /// too; a key the kernel folded (no name kept) is `~overflow` in both.
+    /// too; a key the kernel folded (no name kept) is `~overflow` in both, a message over TCP
+    /// counted without its question `~split`.
     fn question(
         &mut self,
         local: &LocalLabels,
@@ -345,6 +346,7 @@ impl DnsMetrics {
         let scope = local.budget_scope();
         let (name, qtype) = match question {
             Question::Folded => return (OVERFLOW.to_string(), OVERFLOW.to_string()),
+            Question::Split => return (SPLIT.to_string(), SPLIT.to_string()),
             Question::Named { qname, qtype } => (self.qnames.label(&scope, qname), qtype),
             Question::Unlearned { qtype } => ((OTHER.to_string(), true), qtype),
         };
