@@ -7,29 +7,33 @@
 //! gives a latency sample; responses that carry answers are forwarded (rate-bounded) to the
 //! agent's hostname cache through a ring buffer. Anything that does not parse is counted by
 //! reason and otherwise ignored. Over TCP a message may span segments: it is parsed from the
-//! segment it begins in (`crate::skb` finds where, from the 2-byte lengths), and one whose
+//! segment it begins in (`crate::skb` finds where the first begins, the 2-byte lengths lead from
+//! one to the next), and one whose
 //! question does not fit that segment is counted without its question ([`DNS_NAME_SPLIT`]).
 //! A response's EDNS OPT record gives the extended RCODE when it follows the question directly
 //! (no answer or authority records: the responses that carry BADVERS or BADCOOKIE).
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_load_bytes},
+    helpers::generated::{
+        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sk_fullsock, bpf_skb_load_bytes,
+    },
     macros::cgroup_skb,
     maps::ProgramArray,
     programs::SkBuffContext,
 };
 use sockscope_common::{
     Config, EVENT_DNS_ALLOC_FAILED, EVENT_DNS_CGROUP_LIMIT, EVENT_DNS_MAP_FULL,
-    EVENT_DNS_OVERFLOW_FULL, EVENT_DNS_PENDING_EVICTED, EVENT_DNS_RINGBUF, EVENT_DNS_UNMATCHED,
+    EVENT_DNS_OVERFLOW_FULL, EVENT_DNS_PENDING_EVICTED, EVENT_DNS_RINGBUF,
+    EVENT_DNS_TCP_FRAMING_LOST, EVENT_DNS_TCP_UNPARSED, EVENT_DNS_UNMATCHED, SockState,
     dns::{
-        DNS_ANSWER_HEADER, DNS_ANSWER_MAX, DNS_ERR_BAD_LABEL, DNS_ERR_COMPRESSION,
+        DNS_ANSWER_HEADER, DNS_ANSWER_MAX, DNS_CB_TCP, DNS_ERR_BAD_LABEL, DNS_ERR_COMPRESSION,
         DNS_ERR_LABEL_PAST_PACKET, DNS_ERR_MULTIPLE_QUESTIONS, DNS_ERR_NAME_TOO_LONG,
         DNS_ERR_NO_QUESTION, DNS_ERR_SHORT_HEADER, DNS_ERR_TRUNCATED_QUESTION,
         DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_KIND_ERROR, DNS_KIND_QUERY,
-        DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT, DNS_LATENCY_BOUNDS_NS, DNS_NAME_MAX, DNS_NAME_SPLIT,
-        DNS_NO_LATENCY, DNS_TCP_MESSAGES_PER_SEGMENT, DNS_TYPE_OPT, DnsAnswerEvent, DnsKey,
-        DnsStats, HASH_SEED, PENDING_BUSY, PendingSlot, hash_finish, hash_step, node_dns_slot,
-        pending_slot, to_lower_word,
+        DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT, DNS_LATENCY_BOUNDS_NS, DNS_LOST_IN, DNS_LOST_OUT,
+        DNS_NAME_MAX, DNS_NAME_SPLIT, DNS_NO_LATENCY, DNS_TCP_MESSAGES_PER_SEGMENT, DNS_TCP_WALK,
+        DNS_TYPE_OPT, DnsAnswerEvent, DnsKey, DnsStats, HASH_SEED, PENDING_BUSY, PendingSlot,
+        hash_finish, hash_step, node_dns_slot, pending_slot, to_lower_word,
     },
 };
 
@@ -40,7 +44,7 @@ use crate::{
         DNS_0, DNS_1, DNS_ANSWERS, DNS_FORWARDED, DNS_NAMES, DNS_OVERFLOW_0, DNS_OVERFLOW_1,
         DNS_PENDING, DNS_PROGRAMS_EGRESS, DNS_PROGRAMS_INGRESS, DNS_ROOM_0, DNS_ROOM_1,
         DNS_SCRATCH, DnsScratch, NODE_DNS, Upsert, add_u64, config, count_event, launder,
-        room_left, room_take, upsert,
+        room_left, room_take, sock_state, upsert,
     },
     packet::read,
 };
@@ -72,28 +76,119 @@ pub fn sockscope_dns_ingress(ctx: SkBuffContext) -> i32 {
     1
 }
 
-/// Counts the first DNS message the packet program left in the control buffer (count in
-/// `cb[0]`, `offset | length << 16` of each in `cb[1..3]`, the cgroup id in `cb[3..5]`), then
-/// tail-calls itself for the next: one message's parse per program for the verifier.
+/// Counts the DNS message the packet program (`crate::skb`) left in the control buffer:
+/// `cb[0]` [`DNS_CB_TCP`] over TCP (its low bits: how many messages of this segment came
+/// before), `cb[1]` where the message begins (UDP: its header; TCP: its 2-byte length),
+/// `cb[2]` (UDP) where it ends or (TCP) the sequence number of packet offset 0, `cb[3..5]` the
+/// owner's cgroup id. Over TCP it then moves the socket's framing on past the message and, if
+/// the next begins in this segment too, points the buffer at it and tail-calls itself: one
+/// message's parse per program run, for the verifier.
 #[inline(always)]
 fn dns_messages(ctx: &SkBuffContext, egress: bool, me: &ProgramArray) {
     // SAFETY: the packet's context; its control buffer was written by the packet program.
     let cb = unsafe { &mut (*ctx.skb.skb).cb };
-    let count = cb[0];
-    if count == 0 || count as usize > DNS_TCP_MESSAGES_PER_SEGMENT {
+    let (flags, off, end_or_base) = (cb[0], cb[1], cb[2]);
+    let cgroup_id = u64::from(cb[3]) | u64::from(cb[4]) << 32;
+    let len = ctx.skb.len();
+    let (header, end) = if flags & DNS_CB_TCP != 0 {
+        let Some(l) = message_length(ctx, off, len) else {
+            // A length split across two segments.
+            if let Some(st) = tcp_state(ctx) {
+                lose(st, egress);
+            }
+            return;
+        };
+        (off + 2, off + 2 + l)
+    } else {
+        (off, end_or_base)
+    };
+    // One call site, and offsets of one known range (through memory) whichever way they were
+    // found: the parser is inlined, and verified, once.
+    let (Some(header), Some(end)) = (launder(header, 0x3ffff), launder(end, 0x3ffff)) else {
+        return;
+    };
+    dns_packet(ctx, &config(), cgroup_id, header, end, egress);
+    // Read again rather than kept: a value live across the parse would have the verifier walk
+    // the parse once for each of its variants (TCP or UDP, a socket state or none).
+    let cb = unsafe { &mut (*ctx.skb.skb).cb };
+    let (flags, off, base) = (cb[0], cb[1], cb[2]);
+    let len = ctx.skb.len();
+    if flags & DNS_CB_TCP == 0 {
         return;
     }
-    let m = cb[1];
-    let cgroup_id = u64::from(cb[3]) | u64::from(cb[4]) << 32;
-    cb[0] = count - 1;
-    cb[1] = cb[2];
-    let off = m & 0xffff;
-    let cfg = config();
-    dns_packet(ctx, &cfg, cgroup_id, off, off + (m >> 16), egress);
-    if count > 1 {
-        // SAFETY: the packet's context, as the program got it.
-        unsafe { me.tail_call(ctx, 0) };
+    let index = flags & 0xff;
+    let Some(l) = message_length(ctx, off, len) else {
+        return;
+    };
+    let end = off + 2 + l;
+    let Some(st) = tcp_state(ctx) else {
+        return;
+    };
+    let mut next = end;
+    if next < len && index + 1 >= DNS_TCP_MESSAGES_PER_SEGMENT {
+        // No tail call left for the rest of this segment: step over them, uncounted.
+        for _ in 0..DNS_TCP_WALK {
+            if next >= len {
+                break;
+            }
+            let Some(l) = message_length(ctx, next, len) else {
+                break;
+            };
+            count_event(EVENT_DNS_TCP_UNPARSED);
+            next += 2 + l;
+        }
+        if next < len {
+            lose(st, egress);
+            return;
+        }
     }
+    let at = base.wrapping_add(next);
+    if egress {
+        st.dns_out = at;
+    } else {
+        st.dns_in = at;
+    }
+    if next >= len {
+        // The next message begins in a later segment.
+        return;
+    }
+    cb[0] = DNS_CB_TCP | (index + 1);
+    cb[1] = next;
+    // SAFETY: the packet's context, as the program got it.
+    unsafe { me.tail_call(ctx, 0) };
+}
+
+/// The 2-byte length of the DNS message at `off` of a TCP segment `len` bytes long; None if it
+/// does not lie wholly in this segment (where the message after it begins is then unknown).
+#[inline(always)]
+fn message_length(ctx: &SkBuffContext, off: u32, len: u32) -> Option<u32> {
+    if off.checked_add(2)? > len {
+        return None;
+    }
+    let l = ctx.load::<[u8; 2]>(off as usize).ok()?;
+    Some(u32::from(u16::from_be_bytes(l)))
+}
+
+/// The state of the TCP socket this packet belongs to.
+#[inline(always)]
+fn tcp_state(ctx: &SkBuffContext) -> Option<&'static mut SockState> {
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return None;
+    }
+    let sk = unsafe { bpf_sk_fullsock(sk) };
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: a full socket of this packet.
+    unsafe { sock_state(sk.cast(), None) }
+}
+
+/// Gives up the framing of one direction of a DNS over TCP connection.
+#[inline(always)]
+fn lose(st: &mut SockState, egress: bool) {
+    st.dns_sync |= if egress { DNS_LOST_OUT } else { DNS_LOST_IN };
+    count_event(EVENT_DNS_TCP_FRAMING_LOST);
 }
 
 /// Counts one DNS message whose header starts `dns_off` bytes after the network header and
@@ -270,17 +365,18 @@ fn parse(
     let seg_end = ctx.skb.len();
     // Over TCP the message may go on in later segments: what is missing here is not an error.
     let split = msg_end > seg_end;
-    // Bounded for the verifier (direct reads at offsets below 64 KiB): UDP's header lies
-    // within the first hundred bytes, TCP's framing stops at 32 KiB.
-    if dns_off >= 0x8000 {
-        return Err(DNS_ERR_SHORT_HEADER);
-    }
-    let dns_off = launder(dns_off, 0x7fff).ok_or(DNS_ERR_SHORT_HEADER)?;
     let end = if split { seg_end } else { msg_end };
-    if dns_off + 12 > end {
+    if dns_off.saturating_add(12) > end {
         return Err(DNS_ERR_SHORT_HEADER);
     }
-    let h: [u8; 12] = read(ctx, dns_off as usize).ok_or(DNS_ERR_SHORT_HEADER)?;
+    // Known bounds keep the offsets derived from it few to verify (a GSO packet is at most
+    // 64 KiB; BIG TCP's larger ones lose their later messages' headers, as a short header).
+    let dns_off = launder(dns_off, 0xffff).ok_or(DNS_ERR_SHORT_HEADER)?;
+    // A helper call rather than a direct read: a TCP message may begin anywhere in a large
+    // (GSO) packet, beyond the offsets the verifier allows direct reads at.
+    let h: [u8; 12] = ctx
+        .load(dns_off as usize)
+        .map_err(|_| DNS_ERR_SHORT_HEADER)?;
     let response = h[2] & 0x80 != 0;
     if response == egress {
         return Err(DNS_ERR_UNEXPECTED_QR);

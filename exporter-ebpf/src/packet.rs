@@ -18,7 +18,8 @@ const ETH_P_IPV6: u32 = 0x86DD;
 pub fn read<T: Copy>(ctx: &SkBuffContext, off: usize) -> Option<T> {
     let skb = ctx.skb.skb;
     let (start, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
-    if start + off + size_of::<T>() <= end {
+    // The verifier takes packet pointers only at offsets it knows to be below 64 KiB.
+    if off < 0x8000 && start + off + size_of::<T>() <= end {
         // SAFETY: the bounds check above is the one the verifier needs for packet pointers.
         Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
     } else {

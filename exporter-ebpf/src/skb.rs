@@ -27,10 +27,10 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    CONFIG_TCP_ITER, CONFIG_TEST_RUN, Config, EVENT_PACKET_UNPARSED, FlowKey, FlowStats,
-    PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT, ROLE_SERVER,
-    SockState, counted_proto,
-    dns::{DNS_PORT, DNS_TCP_MESSAGES_PER_SEGMENT},
+    CONFIG_TCP_ITER, CONFIG_TEST_RUN, Config, EVENT_DNS_TCP_FRAMING_LOST, EVENT_PACKET_UNPARSED,
+    FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT,
+    ROLE_SERVER, SockState, counted_proto,
+    dns::{DNS_CB_TCP, DNS_LOST_IN, DNS_LOST_OUT, DNS_PORT, DNS_SYNC_IN, DNS_SYNC_OUT},
     health::TIMING_RTT,
 };
 
@@ -38,8 +38,7 @@ use crate::{
     flow::{TcpCounters, ack_ingress, acks_new_bytes, adopted, fence, flush_tcp, key_of},
     health::timing_add,
     maps::{
-        DNS_PROGRAMS_EGRESS, DNS_PROGRAMS_INGRESS, config, config_flags, count_event, launder,
-        sock_state,
+        DNS_PROGRAMS_EGRESS, DNS_PROGRAMS_INGRESS, config, config_flags, count_event, sock_state,
     },
     packet::{
         TCP_ACK, TCP_FIN, fin_end, fin_end_of, ip_headers, ports, read, tcp_flags, tcp_offset,
@@ -106,12 +105,14 @@ fn try_skb(ctx: &SkBuffContext, egress: bool) {
     } else {
         DnsMessages::NONE
     };
-    if dns.count > 0 {
+    if dns.count != 0 {
         // The DNS parser runs as its own program, tail-called: each is then verified on its
         // own (together they exceed the verifier's 1M-instruction budget). If the call fails
         // (the DNS program did not load), the packet is counted without its DNS.
         let cb = unsafe { &mut (*ctx.skb.skb).cb };
-        cb[0] = dns.count;
+        cb[0] = dns.flags;
+        cb[1] = dns.first;
+        cb[2] = dns.first_end;
         cb[3] = dns.cgroup_id as u32;
         cb[4] = (dns.cgroup_id >> 32) as u32;
         let progs = if egress {
@@ -124,56 +125,57 @@ fn try_skb(ctx: &SkBuffContext, egress: bool) {
     }
 }
 
-/// The DNS messages of this packet: whose, and how many (at most
-/// [`DNS_TCP_MESSAGES_PER_SEGMENT`]; a UDP datagram has one). Where each begins and ends is
-/// written into the packet's control buffer (`__sk_buff.cb`, which cgroup_skb programs may
-/// write: the kernel saves and restores it around them, `__bpf_prog_run_save_cb()` in
-/// include/linux/filter.h), read by the DNS program (`crate::dns::dns_messages`). Per packet,
-/// so nothing shared between CPUs or nested programs.
+/// The DNS in this packet, for the DNS program (`crate::dns::dns_messages`), which reads it
+/// from the packet's control buffer (`__sk_buff.cb`, which cgroup_skb programs may write: the
+/// kernel saves and restores it around them, `__bpf_prog_run_save_cb()` in
+/// include/linux/filter.h): per packet, so nothing shared between CPUs or nested programs.
 #[derive(Clone, Copy)]
 struct DnsMessages {
+    /// Owner of the socket.
     cgroup_id: u64,
+    /// 1 if there is a message to parse: a UDP datagram, or a TCP segment in which a message
+    /// begins (the DNS program finds the ones after it).
     count: u32,
+    /// UDP: offset of the message's header. TCP: offset of the first message's 2-byte length.
+    first: u32,
+    /// UDP: where the message ends. TCP: the sequence number of offset 0 of this packet,
+    /// where the DNS program keeps where the next message begins.
+    first_end: u32,
+    /// [`DNS_CB_TCP`] over TCP.
+    flags: u32,
 }
 
 impl DnsMessages {
     const NONE: DnsMessages = DnsMessages {
         cgroup_id: 0,
         count: 0,
+        first: 0,
+        first_end: 0,
+        flags: 0,
     };
-
-    /// Adds the message whose header is at `off` (below 64 KiB) and that ends at `end`
-    /// (its length is kept to 16 bits); false if full.
-    #[inline(always)]
-    fn push(&mut self, ctx: &SkBuffContext, off: u32, end: u32) -> bool {
-        let len = end.saturating_sub(off).min(0xffff);
-        let packed = (off & 0xffff) | len << 16;
-        // Constant indexes: the verifier refuses a context access at a variable offset.
-        let cb = unsafe { &mut (*ctx.skb.skb).cb };
-        match self.count {
-            0 => cb[1] = packed,
-            1 => cb[2] = packed,
-            _ => return false,
-        }
-        self.count += 1;
-        true
-    }
 }
 
-/// Offsets within a packet the DNS over TCP framing reads at (a power of two: its mask).
-const DNS_TCP_MAX_OFFSET: u32 = 0x8000;
-
-/// DNS over TCP on a client's connection to port 53 (RFC 7766): the DNS messages that begin
-/// in this segment, found from the 2-byte length before each. The first data segment in each
-/// direction begins a message; `dns_out`/`dns_in` then follow where the next one begins.
-/// Retransmitted data (before that point) begins nothing. A length split across two segments
-/// loses the thread: nothing more of that direction is parsed, rather than misparsed.
+/// DNS over TCP on a client's connection to port 53 (RFC 7766: each message led by its 2-byte
+/// length): whether a message begins in this segment, and where. The first data segment in
+/// each direction begins a message; `dns_out`/`dns_in` then keep where the next one begins
+/// (the DNS program moves them on). Retransmitted data, before that point, begins nothing.
+/// Where the thread is lost (a segment beyond a gap in the data; see `crate::dns` for the
+/// rest) nothing more of that direction is parsed, rather than misparsed, and that is counted.
 #[inline(always)]
 fn tcp_dns(ctx: &SkBuffContext, st: &mut SockState, egress: bool) -> DnsMessages {
     let mut out = DnsMessages {
         cgroup_id: st.cgroup_id,
-        count: 0,
+        flags: DNS_CB_TCP,
+        ..DnsMessages::NONE
     };
+    let (synced, lost) = if egress {
+        (DNS_SYNC_OUT, DNS_LOST_OUT)
+    } else {
+        (DNS_SYNC_IN, DNS_LOST_IN)
+    };
+    if st.dns_sync & lost != 0 {
+        return out;
+    }
     let Some(l4) = tcp_offset(ctx) else {
         return out;
     };
@@ -187,52 +189,26 @@ fn tcp_dns(ctx: &SkBuffContext, st: &mut SockState, egress: bool) -> DnsMessages
         // No payload: a handshake segment, a bare ACK or FIN.
         return out;
     }
-    let bit = if egress { 1 } else { 2 };
     let mut at = if egress { st.dns_out } else { st.dns_in };
-    if st.dns_sync & bit == 0 {
+    if st.dns_sync & synced == 0 {
         at = seq;
-        st.dns_sync |= bit;
+        st.dns_sync |= synced;
     }
-    let plen = len - data;
-    for _ in 0..DNS_TCP_MESSAGES_PER_SEGMENT {
-        let d = at.wrapping_sub(seq);
-        if d as i32 >= 0 && d >= plen {
-            // The next message begins in a later segment.
-            break;
-        }
-        if (d as i32) < 0 {
-            // Data already seen (a retransmission).
-            break;
-        }
-        // Direct reads need an offset the verifier knows to be below 64 KiB; a message
-        // beginning 32 KiB or more into one (GSO) packet loses the thread, as a split length
-        // does.
-        if data + d >= DNS_TCP_MAX_OFFSET {
-            st.dns_sync &= !bit;
-            break;
-        }
-        let Some(off) = launder(data + d, DNS_TCP_MAX_OFFSET - 1) else {
-            break;
-        };
-        if d + 2 > plen {
-            st.dns_sync &= !bit;
-            break;
-        }
-        let Some(l) = read::<[u8; 2]>(ctx, off as usize) else {
-            st.dns_sync &= !bit;
-            break;
-        };
-        let msg = u32::from(u16::from_be_bytes(l));
-        if !out.push(ctx, off + 2, off + 2 + msg) {
-            break;
-        }
-        at = at.wrapping_add(2 + msg);
+    let d = at.wrapping_sub(seq);
+    if (d as i32) < 0 {
+        // The next message began before this segment, in data never seen: a gap (ingress
+        // sees segments out of order, before they are queued).
+        st.dns_sync |= lost;
+        count_event(EVENT_DNS_TCP_FRAMING_LOST);
+        return out;
     }
-    if egress {
-        st.dns_out = at;
-    } else {
-        st.dns_in = at;
+    if d >= len - data {
+        // It begins in a later segment (or this one is a retransmission).
+        return out;
     }
+    out.count = 1;
+    out.first = data + d;
+    out.first_end = seq.wrapping_sub(data);
     out
 }
 
@@ -499,7 +475,9 @@ fn udp_packet(ctx: &SkBuffContext, cfg: &Config, sk: *mut bpf_sock, egress: bool
     if remote_port == DNS_PORT {
         // To port 53 on egress, from port 53 on ingress: the client side of DNS.
         out.cgroup_id = st.cgroup_id;
-        out.push(ctx, l4_offset + 8, ctx.skb.len());
+        out.count = 1;
+        out.first = l4_offset + 8;
+        out.first_end = ctx.skb.len();
     }
     out
 }

@@ -33,8 +33,25 @@ pub const DNS_NO_LATENCY: u8 = 0xff;
 pub const DNS_NAME_SPLIT: u64 = 1;
 
 /// DNS over TCP (RFC 7766): a client's connection to port 53 carries messages each led by its
-/// 2-byte length. The messages that begin in one segment, at most this many, are parsed.
-pub const DNS_TCP_MESSAGES_PER_SEGMENT: usize = 2;
+/// 2-byte length. The messages that begin in one segment, at most this many, are parsed: each
+/// by one run of the DNS program, which tail-calls itself for the next, and a chain of tail
+/// calls stops at 33 (`MAX_TAIL_CALL_CNT`, include/linux/bpf.h), the packet program's own call
+/// included.
+pub const DNS_TCP_MESSAGES_PER_SEGMENT: u32 = 32;
+/// Lengths the last run walks past the messages it cannot parse (each counted as
+/// `dns_tcp_unparsed`); a segment with still more loses the framing.
+pub const DNS_TCP_WALK: u32 = 64;
+/// `__sk_buff.cb[0]` bit the packet program sets for a TCP segment (its low bits: the index of
+/// the message in the segment).
+pub const DNS_CB_TCP: u32 = 1 << 31;
+/// `SockState::dns_sync` bits: where the next message we send begins is known (`dns_out`)...
+pub const DNS_SYNC_OUT: u8 = 1;
+/// ... where the next one we receive begins (`dns_in`)...
+pub const DNS_SYNC_IN: u8 = 2;
+/// ... the framing of what we send is lost: nothing more of it is parsed...
+pub const DNS_LOST_OUT: u8 = 4;
+/// ... and of what we receive.
+pub const DNS_LOST_IN: u8 = 8;
 
 /// The EDNS OPT record's resource record type (RFC 6891): its TTL field carries the upper 8
 /// bits of the extended RCODE.

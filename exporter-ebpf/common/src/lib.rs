@@ -289,7 +289,7 @@ pub struct SockState {
     pub fin_out_seen: u8,
     /// 1 once a FIN from the peer has been seen arriving (written by ingress only).
     pub fin_in_seen: u8,
-    /// DNS over TCP: bit 1, `dns_out` is known; bit 2, `dns_in` is known.
+    /// DNS over TCP: `dns::DNS_SYNC_*` and `dns::DNS_LOST_*` bits.
     pub dns_sync: u8,
     /// Explicit padding, always zero.
     pub _pad: u8,
@@ -358,8 +358,15 @@ pub const EVENT_DNS_ALLOC_FAILED: u32 = 14;
 pub const EVENT_TIMING_FOLDED: u32 = 15;
 /// A packet drop found no room in the drop map: folded into the node-wide count.
 pub const EVENT_DROP_MAP_FULL: u32 = 16;
+/// A DNS message over TCP that began in a segment after [`dns::DNS_TCP_MESSAGES_PER_SEGMENT`]
+/// others: stepped over (the framing goes on), not counted.
+pub const EVENT_DNS_TCP_UNPARSED: u32 = 17;
+/// DNS over TCP: one direction of a connection lost its framing (a 2-byte length split across
+/// segments, a segment beyond a gap, more messages in one segment than are walked): none of
+/// that direction's later messages are counted, rather than misparsed.
+pub const EVENT_DNS_TCP_FRAMING_LOST: u32 = 18;
 /// Number of event counters.
-pub const EVENT_COUNT: u32 = 17;
+pub const EVENT_COUNT: u32 = 19;
 
 /// What an event counter means to the agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,6 +398,8 @@ pub const EVENTS: [(EventKind, &str); EVENT_COUNT as usize] = [
     (EventKind::Folded, "dns_alloc_failed"),
     (EventKind::Folded, "timing_folded"),
     (EventKind::Folded, "drop_map_full"),
+    (EventKind::Lost, "dns_tcp_unparsed"),
+    (EventKind::Lost, "dns_tcp_framing_lost"),
 ];
 
 /// Maps a v4 address (as the four bytes on the wire) into the v4-mapped IPv6 form.
