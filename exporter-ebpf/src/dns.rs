@@ -26,14 +26,15 @@ use sockscope_common::{
     EVENT_DNS_OVERFLOW_FULL, EVENT_DNS_PENDING_EVICTED, EVENT_DNS_RINGBUF,
     EVENT_DNS_TCP_FRAMING_LOST, EVENT_DNS_TCP_UNPARSED, EVENT_DNS_UNMATCHED, SockState,
     dns::{
-        DNS_ANSWER_HEADER, DNS_ANSWER_MAX, DNS_CB_TCP, DNS_ERR_BAD_LABEL, DNS_ERR_COMPRESSION,
-        DNS_ERR_LABEL_PAST_PACKET, DNS_ERR_MULTIPLE_QUESTIONS, DNS_ERR_NAME_TOO_LONG,
-        DNS_ERR_NO_QUESTION, DNS_ERR_SHORT_HEADER, DNS_ERR_TRUNCATED_QUESTION,
-        DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_KIND_ERROR, DNS_KIND_QUERY,
-        DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT, DNS_LATENCY_BOUNDS_NS, DNS_LOST_IN, DNS_LOST_OUT,
-        DNS_NAME_MAX, DNS_NAME_SPLIT, DNS_NO_LATENCY, DNS_TCP_MESSAGES_PER_SEGMENT, DNS_TCP_WALK,
-        DNS_TYPE_OPT, DnsAnswerEvent, DnsKey, DnsStats, HASH_SEED, PENDING_BUSY, PendingSlot,
-        hash_finish, hash_step, node_dns_slot, pending_slot, to_lower_word,
+        DNS_ANSWER_HEADER, DNS_ANSWER_MAX, DNS_CB_HALF, DNS_CB_TCP, DNS_ERR_BAD_LABEL,
+        DNS_ERR_COMPRESSION, DNS_ERR_LABEL_PAST_PACKET, DNS_ERR_MULTIPLE_QUESTIONS,
+        DNS_ERR_NAME_TOO_LONG, DNS_ERR_NO_QUESTION, DNS_ERR_SHORT_HEADER,
+        DNS_ERR_TRUNCATED_QUESTION, DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_HALF_IN,
+        DNS_HALF_OUT, DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT,
+        DNS_LATENCY_BOUNDS_NS, DNS_LOST_IN, DNS_LOST_OUT, DNS_NAME_MAX, DNS_NAME_SPLIT,
+        DNS_NO_LATENCY, DNS_TCP_MESSAGES_PER_SEGMENT, DNS_TCP_WALK, DNS_TYPE_OPT, DnsAnswerEvent,
+        DnsKey, DnsStats, HASH_SEED, PENDING_BUSY, PendingSlot, hash_finish, hash_step,
+        node_dns_slot, pending_slot, to_lower_word,
     },
 };
 
@@ -78,7 +79,9 @@ pub fn sockscope_dns_ingress(ctx: SkBuffContext) -> i32 {
 
 /// Counts the DNS message the packet program (`crate::skb`) left in the control buffer:
 /// `cb[0]` [`DNS_CB_TCP`] over TCP (its low bits: how many messages of this segment came
-/// before), `cb[1]` where the message begins (UDP: its header; TCP: its 2-byte length),
+/// before; with [`DNS_CB_HALF`], the length's first byte, which ended the previous segment),
+/// `cb[1]` where the message begins (UDP: its header; TCP: its 2-byte length, or its second
+/// byte),
 /// `cb[2]` (UDP) where it ends or (TCP) the sequence number of packet offset 0, `cb[3..5]` the
 /// owner's cgroup id. Over TCP it then moves the socket's framing on past the message and, if
 /// the next begins in this segment too, points the buffer at it and tail-calls itself: one
@@ -91,14 +94,14 @@ fn dns_messages(ctx: &SkBuffContext, egress: bool, me: &ProgramArray) {
     let cgroup_id = u64::from(cb[3]) | u64::from(cb[4]) << 32;
     let len = ctx.skb.len();
     let (header, end) = if flags & DNS_CB_TCP != 0 {
-        let Some(l) = message_length(ctx, off, len) else {
-            // A length split across two segments.
+        let Some(m) = tcp_message(ctx, flags, off, len) else {
+            // One byte of the length here, the other in the next segment.
             if let Some(st) = tcp_state(ctx) {
-                lose(st, egress);
+                keep_half(ctx, st, egress, off, end_or_base);
             }
             return;
         };
-        (off + 2, off + 2 + l)
+        m
     } else {
         (off, end_or_base)
     };
@@ -117,30 +120,30 @@ fn dns_messages(ctx: &SkBuffContext, egress: bool, me: &ProgramArray) {
         return;
     }
     let index = flags & 0xff;
-    let Some(l) = message_length(ctx, off, len) else {
+    let Some((_, mut next)) = tcp_message(ctx, flags, off, len) else {
         return;
     };
-    let end = off + 2 + l;
     let Some(st) = tcp_state(ctx) else {
         return;
     };
-    let mut next = end;
     if next < len && index + 1 >= DNS_TCP_MESSAGES_PER_SEGMENT {
         // No tail call left for the rest of this segment: step over them, uncounted.
         for _ in 0..DNS_TCP_WALK {
-            if next >= len {
-                break;
-            }
             let Some(l) = message_length(ctx, next, len) else {
                 break;
             };
             count_event(EVENT_DNS_TCP_UNPARSED);
             next += 2 + l;
         }
-        if next < len {
+        if next + 1 < len {
+            // More than we walk.
             lose(st, egress);
             return;
         }
+    }
+    if next + 1 == len {
+        keep_half(ctx, st, egress, next, base);
+        return;
     }
     let at = base.wrapping_add(next);
     if egress {
@@ -158,8 +161,25 @@ fn dns_messages(ctx: &SkBuffContext, egress: bool, me: &ProgramArray) {
     unsafe { me.tail_call(ctx, 0) };
 }
 
+/// Where the TCP message the control buffer points at (`flags` from `cb[0]`, its length at
+/// `off`) has its header and where it ends; None if its length is not wholly in this segment.
+#[inline(always)]
+fn tcp_message(ctx: &SkBuffContext, flags: u32, off: u32, len: u32) -> Option<(u32, u32)> {
+    if flags & DNS_CB_HALF != 0 {
+        // The length's first byte ended the previous segment; its second begins this one.
+        if off >= len {
+            return None;
+        }
+        let lo = ctx.load::<u8>(off as usize).ok()?;
+        let l = (flags >> 8 & 0xff) << 8 | u32::from(lo);
+        return Some((off + 1, off + 1 + l));
+    }
+    let l = message_length(ctx, off, len)?;
+    Some((off + 2, off + 2 + l))
+}
+
 /// The 2-byte length of the DNS message at `off` of a TCP segment `len` bytes long; None if it
-/// does not lie wholly in this segment (where the message after it begins is then unknown).
+/// does not lie wholly in this segment.
 #[inline(always)]
 fn message_length(ctx: &SkBuffContext, off: u32, len: u32) -> Option<u32> {
     if off.checked_add(2)? > len {
@@ -167,6 +187,27 @@ fn message_length(ctx: &SkBuffContext, off: u32, len: u32) -> Option<u32> {
     }
     let l = ctx.load::<[u8; 2]>(off as usize).ok()?;
     Some(u32::from(u16::from_be_bytes(l)))
+}
+
+/// The segment ends one byte into the next message's length (at `off`; `base` is the sequence
+/// number of packet offset 0): keeps that byte for the packet program to put the length
+/// together with the next segment's first.
+#[inline(always)]
+fn keep_half(ctx: &SkBuffContext, st: &mut SockState, egress: bool, off: u32, base: u32) {
+    let Ok(byte) = ctx.load::<u8>(off as usize) else {
+        lose(st, egress);
+        return;
+    };
+    let at = base.wrapping_add(off);
+    if egress {
+        st.dns_half_out = byte;
+        st.dns_out = at;
+        st.dns_sync |= DNS_HALF_OUT;
+    } else {
+        st.dns_half_in = byte;
+        st.dns_in = at;
+        st.dns_sync |= DNS_HALF_IN;
+    }
 }
 
 /// The state of the TCP socket this packet belongs to.

@@ -30,7 +30,10 @@ use sockscope_common::{
     CONFIG_TCP_ITER, CONFIG_TEST_RUN, Config, EVENT_DNS_TCP_FRAMING_LOST, EVENT_PACKET_UNPARSED,
     FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT,
     ROLE_SERVER, SockState, counted_proto,
-    dns::{DNS_CB_TCP, DNS_LOST_IN, DNS_LOST_OUT, DNS_PORT, DNS_SYNC_IN, DNS_SYNC_OUT},
+    dns::{
+        DNS_CB_HALF, DNS_CB_TCP, DNS_HALF_IN, DNS_HALF_OUT, DNS_LOST_IN, DNS_LOST_OUT, DNS_PORT,
+        DNS_SYNC_IN, DNS_SYNC_OUT,
+    },
     health::TIMING_RTT,
 };
 
@@ -159,6 +162,7 @@ impl DnsMessages {
 /// length): whether a message begins in this segment, and where. The first data segment in
 /// each direction begins a message; `dns_out`/`dns_in` then keep where the next one begins
 /// (the DNS program moves them on). Retransmitted data, before that point, begins nothing.
+/// A length split across two segments is put together from the byte the DNS program kept.
 /// Where the thread is lost (a segment beyond a gap in the data; see `crate::dns` for the
 /// rest) nothing more of that direction is parsed, rather than misparsed, and that is counted.
 #[inline(always)]
@@ -168,10 +172,10 @@ fn tcp_dns(ctx: &SkBuffContext, st: &mut SockState, egress: bool) -> DnsMessages
         flags: DNS_CB_TCP,
         ..DnsMessages::NONE
     };
-    let (synced, lost) = if egress {
-        (DNS_SYNC_OUT, DNS_LOST_OUT)
+    let (synced, lost, half) = if egress {
+        (DNS_SYNC_OUT, DNS_LOST_OUT, DNS_HALF_OUT)
     } else {
-        (DNS_SYNC_IN, DNS_LOST_IN)
+        (DNS_SYNC_IN, DNS_LOST_IN, DNS_HALF_IN)
     };
     if st.dns_sync & lost != 0 {
         return out;
@@ -195,7 +199,21 @@ fn tcp_dns(ctx: &SkBuffContext, st: &mut SockState, egress: bool) -> DnsMessages
         st.dns_sync |= synced;
     }
     let d = at.wrapping_sub(seq);
+    out.first_end = seq.wrapping_sub(data);
     if (d as i32) < 0 {
+        if d == u32::MAX && st.dns_sync & half != 0 {
+            // The last segment ended one byte into the next message's length.
+            st.dns_sync &= !half;
+            let byte = if egress {
+                st.dns_half_out
+            } else {
+                st.dns_half_in
+            };
+            out.count = 1;
+            out.first = data;
+            out.flags = DNS_CB_TCP | DNS_CB_HALF | u32::from(byte) << 8;
+            return out;
+        }
         // The next message began before this segment, in data never seen: a gap (ingress
         // sees segments out of order, before they are queued).
         st.dns_sync |= lost;
@@ -206,9 +224,9 @@ fn tcp_dns(ctx: &SkBuffContext, st: &mut SockState, egress: bool) -> DnsMessages
         // It begins in a later segment (or this one is a retransmission).
         return out;
     }
+    st.dns_sync &= !half;
     out.count = 1;
     out.first = data + d;
-    out.first_end = seq.wrapping_sub(data);
     out
 }
 

@@ -154,6 +154,11 @@ remote-control:
 
     /// `kdig` in the client namespace asking this server once.
     pub fn kdig(&self, name: &str, qtype: &str) -> Command {
+        self.kdig_args(&[name, qtype])
+    }
+
+    /// `kdig` in the client namespace asking this server, with `args` (options and queries).
+    pub fn kdig_args(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args([
             "netns",
@@ -164,8 +169,23 @@ remote-control:
             "+timeout=3",
         ])
         .arg(format!("@{}", self.addr))
-        .args([name, qtype]);
+        .args(args);
         c
+    }
+
+    /// Adds `options` to the client namespace's resolv.conf (for example `use-vc`: glibc
+    /// asks over TCP). Processes started afterwards read it.
+    pub fn resolver_options(&self, options: &str) {
+        fs::write(
+            PathBuf::from("/etc/netns")
+                .join(&self.net.a)
+                .join("resolv.conf"),
+            format!(
+                "nameserver {}\noptions attempts:1 timeout:3 {options}\n",
+                self.addr
+            ),
+        )
+        .expect("resolv.conf");
     }
 }
 

@@ -41,17 +41,24 @@ pub const DNS_TCP_MESSAGES_PER_SEGMENT: u32 = 32;
 /// Lengths the last run walks past the messages it cannot parse (each counted as
 /// `dns_tcp_unparsed`); a segment with still more loses the framing.
 pub const DNS_TCP_WALK: u32 = 64;
-/// `__sk_buff.cb[0]` bit the packet program sets for a TCP segment (its low bits: the index of
-/// the message in the segment).
+/// `__sk_buff.cb[0]` bit the packet program sets for a TCP segment (its low 8 bits: the index
+/// of the message in the segment).
 pub const DNS_CB_TCP: u32 = 1 << 31;
+/// `__sk_buff.cb[0]` bit: the first message's length began with the previous segment's last
+/// byte, which is in bits 8..16; this segment begins with the length's second byte.
+pub const DNS_CB_HALF: u32 = 1 << 30;
 /// `SockState::dns_sync` bits: where the next message we send begins is known (`dns_out`)...
 pub const DNS_SYNC_OUT: u8 = 1;
 /// ... where the next one we receive begins (`dns_in`)...
 pub const DNS_SYNC_IN: u8 = 2;
 /// ... the framing of what we send is lost: nothing more of it is parsed...
 pub const DNS_LOST_OUT: u8 = 4;
-/// ... and of what we receive.
+/// ... and of what we receive...
 pub const DNS_LOST_IN: u8 = 8;
+/// ... a segment we sent ended one byte into a length (kept in `dns_half_out`)...
+pub const DNS_HALF_OUT: u8 = 16;
+/// ... and one we received (`dns_half_in`).
+pub const DNS_HALF_IN: u8 = 32;
 
 /// The EDNS OPT record's resource record type (RFC 6891): its TTL field carries the upper 8
 /// bits of the extended RCODE.

@@ -315,6 +315,12 @@ pub struct SockState {
     /// message (its 2-byte length) starts in the data we send, and in the data we receive.
     pub dns_out: u32,
     pub dns_in: u32,
+    /// DNS over TCP: the first byte of a 2-byte length that was the last byte of a segment
+    /// (`dns::DNS_HALF_*`), in the data we send and in the data we receive.
+    pub dns_half_out: u8,
+    pub dns_half_in: u8,
+    /// Explicit padding, always zero.
+    pub _pad2: [u8; 6],
 }
 
 /// Index into the `EVENTS` per-CPU array: socket-local storage could not be allocated (memory
@@ -435,7 +441,7 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 64);
 const _: () = assert!(core::mem::size_of::<OverflowKey>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 32);
-const _: () = assert!(core::mem::size_of::<SockState>() == 136);
+const _: () = assert!(core::mem::size_of::<SockState>() == 144);
 const _: () = assert!(core::mem::size_of::<health::TimingKey>() == 32);
 const _: () = assert!(core::mem::size_of::<health::TimingStats>() == 16);
 const _: () = assert!(core::mem::size_of::<health::DropKey>() == 16);

@@ -645,3 +645,283 @@ fn qtype_budget_keeps_room_for_known_types() {
         m.dump()
     );
 }
+
+const LATENCY_COUNT: &str = "sockscope_dns_latency_seconds_count";
+const UNPARSED: [(&str, &str); 1] = [("source", "dns_tcp_unparsed")];
+const FRAMING_LOST: [(&str, &str); 1] = [("source", "dns_tcp_framing_lost")];
+
+/// DNS over TCP (RFC 7766) against the real unbound, each client its own workload:
+/// - `kdig +tcp`, one query a connection: NOERROR, NXDOMAIN, SERVFAIL, with latency;
+/// - `kdig +tcp +keepopen`: three queries, one connection;
+/// - an answer too big for UDP without EDNS (40 A records): unbound sets TC, kdig asks again
+///   over TCP, and the answer spans two segments: two queries, two responses;
+/// - EDNS version 1: unbound answers BADVERS, an extended RCODE only the OPT record carries,
+///   over UDP and over TCP;
+/// - 20 queries in one write (one segment), their answers read after;
+/// - 40 queries in one write: the first 32 are parsed (one tail call each), the other 8 are
+///   stepped over and counted as `dns_tcp_unparsed`, and the framing holds;
+/// - a query whose question leaves in a second segment: counted under `~split`, its answer
+///   counted without latency and naming nothing; then a query whose 2-byte length is cut
+///   between two segments, put together and counted whole, and a whole one;
+/// - glibc with `options use-vc`: A and AAAA over TCP, and the connection made to the address
+///   carries the name (answers over TCP reach the hostname cache).
+#[test]
+fn queries_over_tcp_are_counted_exactly() {
+    let big: Vec<String> = (1..=40).map(|i| format!("10.9.0.{i}")).collect();
+    let mut records = zone();
+    records.extend(big.iter().map(|ip| ("big", "A", ip.as_str())));
+    let dns = DnsServer::start(&records, false);
+    let cg = TestCgroup::new("dns-tcp");
+    let agent = Agent::start(PEER, &cg.root, &["--max-qnames-per-workload", "100"]);
+    let run = |workload: &str, cmd: &mut std::process::Command| {
+        let mut c = cg.spawn(workload, cmd);
+        c.wait_ok();
+    };
+    for (qname, qtype) in [
+        ("web.sockscope.test.", "A"),
+        ("nope.sockscope.test.", "A"),
+        ("x.broken.test.", "A"),
+    ] {
+        run("once", &mut dns.kdig_args(&["+tcp", qname, qtype]));
+    }
+    run(
+        "keepopen",
+        &mut dns.kdig_args(&[
+            "+tcp",
+            "+keepopen",
+            "web.sockscope.test.",
+            "A",
+            "alias.sockscope.test.",
+            "AAAA",
+            "deep.sockscope.test.",
+            "A",
+        ]),
+    );
+    let mut trunc = cg.spawn("truncated", &mut dns.kdig("big.sockscope.test.", "A"));
+    // kdig warns of the truncation on stderr; the answer it prints came over TCP.
+    let from = trunc.line(";; From ");
+    trunc.wait_ok();
+    assert!(from.contains("(TCP)"), "{from}");
+    run(
+        "edns",
+        &mut dns.kdig_args(&["+edns=1", "web.sockscope.test.", "A"]),
+    );
+    run(
+        "edns",
+        &mut dns.kdig_args(&["+tcp", "+edns=1", "web.sockscope.test.", "A"]),
+    );
+    let server = format!("{}:53", dns.addr);
+    // 20 queries for one name in one write; their answers (about 50 bytes each) fit one
+    // segment too, so every one is parsed whole whatever unbound's writes.
+    let mut args = vec!["dns-tcp", server.as_str(), "pipeline"];
+    args.extend(["web.sockscope.test"; 20]);
+    run("pipeline", &mut peer_cmd(PEER, Some(&dns.net.a), &args));
+    // 40 in one write (about 1,400 bytes: one segment). Their NXDOMAIN answers (about 90 bytes
+    // each) span segments as unbound writes them, so a few may begin a segment without their
+    // question: counted under ~split, which this test allows for.
+    let mut args = vec!["dns-tcp", server.as_str(), "pipeline"];
+    args.extend(["nx.sockscope.test"; 40]);
+    run("pipeline40", &mut peer_cmd(PEER, Some(&dns.net.a), &args));
+    run(
+        "split",
+        &mut peer_cmd(
+            PEER,
+            Some(&dns.net.a),
+            &[
+                "dns-tcp",
+                &server,
+                "split",
+                "alias.sockscope.test",
+                "deep.sockscope.test",
+                "web.sockscope.test",
+            ],
+        ),
+    );
+    dns.resolver_options("use-vc");
+    let mut srv = cg.spawn(
+        "server",
+        &mut peer_cmd(PEER, Some(&dns.net.b), &["tcp-server", "0.0.0.0:0", "1"]),
+    );
+    let port = srv.line("ready ");
+    let mut vc = cg.spawn(
+        "usevc",
+        &mut peer_cmd(
+            PEER,
+            Some(&dns.net.a),
+            &["resolve", "web.sockscope.test.", &port, "100", "100", "4"],
+        ),
+    );
+    vc.line("connected ");
+    let (vc_sent, _) = vc.totals("");
+    vc.wait_ok();
+    srv.wait_ok();
+
+    let mut queries: Vec<([(&str, &str); 3], f64)> = vec![
+        (q("once", "web.sockscope.test", "A"), 1.0),
+        (q("once", "nope.sockscope.test", "A"), 1.0),
+        (q("once", "x.broken.test", "A"), 1.0),
+        (q("keepopen", "web.sockscope.test", "A"), 1.0),
+        (q("keepopen", "alias.sockscope.test", "AAAA"), 1.0),
+        (q("keepopen", "deep.sockscope.test", "A"), 1.0),
+        (q("truncated", "big.sockscope.test", "A"), 2.0),
+        (q("edns", "web.sockscope.test", "A"), 2.0),
+        (q("split", "~split", "~split"), 1.0),
+        (q("split", "deep.sockscope.test", "A"), 1.0),
+        (q("split", "web.sockscope.test", "A"), 1.0),
+        (q("usevc", "web.sockscope.test", "A"), 1.0),
+        (q("usevc", "web.sockscope.test", "AAAA"), 1.0),
+    ];
+    queries.push((q("pipeline", "web.sockscope.test", "A"), 20.0));
+    queries.push((q("pipeline40", "nx.sockscope.test", "A"), 32.0));
+    let mut responses: Vec<([(&str, &str); 4], f64)> = vec![
+        (r("once", "web.sockscope.test", "A", "NOERROR"), 1.0),
+        (r("once", "nope.sockscope.test", "A", "NXDOMAIN"), 1.0),
+        (r("once", "x.broken.test", "A", "SERVFAIL"), 1.0),
+        (r("keepopen", "web.sockscope.test", "A", "NOERROR"), 1.0),
+        (
+            r("keepopen", "alias.sockscope.test", "AAAA", "NOERROR"),
+            1.0,
+        ),
+        (r("keepopen", "deep.sockscope.test", "A", "NOERROR"), 1.0),
+        (r("truncated", "big.sockscope.test", "A", "NOERROR"), 2.0),
+        (r("edns", "web.sockscope.test", "A", "BADVERS"), 2.0),
+        (r("split", "alias.sockscope.test", "A", "NOERROR"), 1.0),
+        (r("split", "deep.sockscope.test", "A", "NOERROR"), 1.0),
+        (r("split", "web.sockscope.test", "A", "NOERROR"), 1.0),
+        (r("usevc", "web.sockscope.test", "A", "NOERROR"), 1.0),
+        (r("usevc", "web.sockscope.test", "AAAA", "NOERROR"), 1.0),
+    ];
+    responses.push((r("pipeline", "web.sockscope.test", "A", "NOERROR"), 20.0));
+    // With latency: every response whose query was parsed whole.
+    let latencies = [
+        ("once", 3.0),
+        ("keepopen", 3.0),
+        ("truncated", 2.0),
+        ("edns", 2.0),
+        ("pipeline", 20.0),
+        ("split", 2.0),
+        ("usevc", 2.0),
+    ];
+    let m = agent.wait_until(WAIT, "exact DNS over TCP counts", |m: &Metrics| {
+        queries.iter().all(|(l, n)| m.sum(QUERIES, l) == *n)
+            && responses.iter().all(|(l, n)| m.sum(RESPONSES, l) == *n)
+            && latencies
+                .iter()
+                .all(|(w, n)| m.sum(LATENCY_COUNT, &[("workload", w)]) == *n)
+            && m.sum("sockscope_events_lost_total", &UNPARSED) == 8.0
+            && m.sum(
+                "sockscope_tcp_sent_bytes_total",
+                &[("workload", "usevc"), ("port", port.as_str())],
+            ) == vc_sent as f64
+            && m.sum(RESPONSES, &[("workload", "pipeline40")]) == 40.0
+    });
+    // Nothing else: no other names or types, no parse errors, no timeouts.
+    for w in [
+        "once",
+        "keepopen",
+        "truncated",
+        "edns",
+        "split",
+        "usevc",
+        "pipeline",
+    ] {
+        let want: f64 = queries
+            .iter()
+            .filter(|(l, _)| l[0].1 == w)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(
+            m.sum(QUERIES, &[("workload", w)]),
+            want,
+            "{w}: {}",
+            m.dump()
+        );
+        let want: f64 = responses
+            .iter()
+            .filter(|(l, _)| l[0].1 == w)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(
+            m.sum(RESPONSES, &[("workload", w)]),
+            want,
+            "{w}: {}",
+            m.dump()
+        );
+    }
+    assert_eq!(
+        m.sum("sockscope_dns_errors_total", &[]),
+        0.0,
+        "{}",
+        m.dump()
+    );
+    assert_eq!(
+        m.sum("sockscope_dns_timeouts_total", &[]),
+        0.0,
+        "{}",
+        m.dump()
+    );
+    // 40 pipelined queries: 32 parsed, 8 stepped over; all 40 answers counted once, those
+    // that began a segment without their question as ~split, the others under their name.
+    // Latency for each answer of a parsed query that was not split.
+    let split40 = m.sum(
+        RESPONSES,
+        &[("workload", "pipeline40"), ("qname", "~split")],
+    );
+    assert_eq!(
+        m.sum(
+            RESPONSES,
+            &[
+                ("workload", "pipeline40"),
+                ("qname", "nx.sockscope.test"),
+                ("rcode", "NXDOMAIN")
+            ]
+        ) + split40,
+        40.0,
+        "{}",
+        m.dump()
+    );
+    let latency40 = m.sum(LATENCY_COUNT, &[("workload", "pipeline40")]);
+    assert!(
+        latency40 <= 32.0 && latency40 >= 32.0 - split40,
+        "{latency40} latency samples, {split40} split answers: {}",
+        m.dump()
+    );
+    // The big TCP answer spans two segments, pipelined answers share segments with lengths
+    // split across them: the framing held through all of it.
+    assert_eq!(
+        m.sum("sockscope_events_lost_total", &FRAMING_LOST),
+        0.0,
+        "{}",
+        m.dump()
+    );
+    // The split query's answer matched no query: it names nothing.
+    assert_eq!(
+        m.sum("sockscope_dns_answers_total", &[("result", "unmatched")]),
+        1.0,
+        "{}",
+        m.dump()
+    );
+    // glibc asked over TCP (use-vc), and the connection to the address it got is named.
+    let named = [
+        ("workload", "usevc"),
+        ("role", "client"),
+        ("port", port.as_str()),
+    ];
+    let series: Vec<_> = m
+        .matching("sockscope_tcp_sent_bytes_total", &named)
+        .collect();
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert_eq!(
+        series[0].0["remote_host"], "web.sockscope.test",
+        "{series:?}"
+    );
+    assert_eq!(
+        m.sum(
+            "sockscope_udp_sent_bytes_total",
+            &[("workload", "usevc"), ("port", "53")]
+        ),
+        0.0,
+        "use-vc asks over TCP only: {}",
+        m.dump()
+    );
+}

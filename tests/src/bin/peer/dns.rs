@@ -1,7 +1,7 @@
 //! DNS: resolving through the system resolver, sprays, malformed payloads, spoofed answers.
 
 use std::{
-    io::Read,
+    io::{Read, Write},
     net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket},
     sync::atomic::AtomicU64,
     time::Duration,
@@ -128,6 +128,62 @@ pub(crate) fn dns_spray(
         sent += 1;
     }
     say(&format!("sent {sent}"));
+    Ok(())
+}
+
+/// A queries over one TCP connection (RFC 7766 framing: a 2-byte length before each message).
+/// With `split`, the first query's length and header leave in one segment and its question in
+/// the next (TCP_NODELAY, 100 ms apart), the second's length is cut after its first byte
+/// likewise, and each query leaves after the answer to the one before;
+/// else all queries leave in one write. Prints `rcode <n>` per answer, in order.
+pub(crate) fn dns_tcp(server: SocketAddr, split: bool, qnames: &[String]) -> Res<()> {
+    let mut s = TcpStream::connect(server).map_err(|e| format!("connect {server}: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let framed: Vec<Vec<u8>> = qnames
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let m = dns_message(0x4000 + i as u16, name, None);
+            let mut f = (m.len() as u16).to_be_bytes().to_vec();
+            f.extend_from_slice(&m);
+            f
+        })
+        .collect();
+    let read_answer = |s: &mut TcpStream| -> Res<()> {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len)
+            .map_err(|e| format!("answer length: {e}"))?;
+        let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut m).map_err(|e| format!("answer: {e}"))?;
+        let rcode = m.get(3).ok_or("answer without header")? & 0x0f;
+        say(&format!("rcode {rcode}"));
+        Ok(())
+    };
+    if split {
+        for (i, f) in framed.iter().enumerate() {
+            // The first: 2-byte length and 12-byte header, then the question. The second: one
+            // byte of its length, then the rest.
+            let cut = match i {
+                0 => 14,
+                1 => 1,
+                _ => f.len(),
+            };
+            s.write_all(&f[..cut]).map_err(|e| e.to_string())?;
+            if cut < f.len() {
+                std::thread::sleep(Duration::from_millis(100));
+                s.write_all(&f[cut..]).map_err(|e| e.to_string())?;
+            }
+            read_answer(&mut s)?;
+        }
+    } else {
+        s.write_all(&framed.concat()).map_err(|e| e.to_string())?;
+        for _ in &framed {
+            read_answer(&mut s)?;
+        }
+    }
+    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
     Ok(())
 }
 

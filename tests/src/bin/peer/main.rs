@@ -33,6 +33,9 @@
 //!   sockscope-peer resolve <name> [port send reply [family]]
 //!       getaddrinfo() through the system resolver, then (with a port) one TCP exchange with
 //!       the first address of `family` (4, 6 or any); prints `resolved <ip>` and `connected <ip>`
+//!   sockscope-peer dns-tcp <server addr> <split|pipeline> <qname>...   A queries over one TCP
+//!       connection: `split` sends the first one's header and question in two segments, the
+//!       second's length in two, one query at a time; `pipeline` sends them all in one write; prints `rcode <n>` per answer
 //!   sockscope-peer dns-junk <server addr>       malformed DNS payloads to port 53, one by one
 //!   sockscope-peer dns-junk-server <bind addr> <count>   echoes them with the QR bit flipped
 //!   sockscope-peer tcp-reset-server <bind addr>   one connection, closed with a reset
@@ -205,6 +208,17 @@ enum Command {
         reply: Option<u64>,
         family: Option<String>,
     },
+    /// A queries over one TCP connection; prints `rcode <n>` for each answer.
+    DnsTcp {
+        server: SocketAddr,
+        /// `split`: the first query's header and question leave in two segments (100 ms
+        /// apart), the second's length is cut after its first byte likewise, each leaves after
+        /// the answer before it; `pipeline`: all in one write.
+        #[arg(value_parser = ["split", "pipeline"])]
+        mode: String,
+        #[arg(required = true)]
+        qnames: Vec<String>,
+    },
     /// Malformed DNS payloads to port 53, one by one.
     DnsJunk { server: SocketAddr },
     /// Echoes `count` datagrams with the QR bit flipped.
@@ -369,6 +383,11 @@ fn run(command: Command) -> Res<()> {
             (Some(_), _, _) => Err("resolve: a port needs send and reply sizes".into()),
             _ => dns::resolve(name, None),
         },
+        Command::DnsTcp {
+            server,
+            mode,
+            qnames,
+        } => dns::dns_tcp(server, mode == "split", &qnames),
         Command::DnsJunk { server } => dns::dns_junk(server),
         Command::DnsJunkServer { bind, count } => dns::dns_junk_server(bind, count),
         Command::KubeApi {
