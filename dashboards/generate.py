@@ -19,6 +19,17 @@ SEL = 'cluster=~"$cluster", namespace=~"$namespace", workload=~"$workload"'
 # Ports of common databases, for the shared-database view.
 DB_PORTS = "5432|3306|27017|6379|9042|9200|1433|1521|11211|26257"
 
+# A workload edge, as the TCP timing histograms are kept (README, Metrics): owner workload x
+# peer workload, name or class x port.
+EDGE = "namespace, workload, remote_namespace, remote_workload, remote_host, remote_class, port"
+EDGE_LEGEND = "{{namespace}}/{{workload}} -> {{remote_workload}} {{remote_host}} ({{remote_class}}) :{{port}}"
+
+
+def quantile(q, histogram, matchers):
+    """The q-quantile of `histogram` per edge, over the panel's rate interval."""
+    return (f"histogram_quantile({q}, sum by (le, {EDGE}) "
+            f"(rate({histogram}_bucket{{$sel, {matchers}}}[$__rate_interval])))")
+
 
 def variables(extra=()):
     def query_var(name, query, label):
@@ -94,7 +105,7 @@ def dashboard(uid, title, description, rows, extra_vars=()):
 
 
 OVERVIEW = dashboard("sockscope-overview", "sockscope / Overview",
-    "Bytes, connections and retransmits by namespace and workload.", [
+    "Bytes, connections, retransmits, resets and packet drops by namespace and workload.", [
     [("TCP bytes sent/s by workload", "Bps", "timeseries",
       ['sum by (namespace, workload) (rate(sockscope_tcp_sent_bytes_total{$sel}[$__rate_interval]))'],
       "Payload bytes acknowledged by peers, per second."),
@@ -125,10 +136,18 @@ OVERVIEW = dashboard("sockscope-overview", "sockscope / Overview",
      ("Retransmit ratio (estimated)", "percentunit", "timeseries",
       ['sum by (namespace, workload) (rate(sockscope_tcp_retransmits_total{$sel}[$__rate_interval])) / (sum by (namespace, workload) (rate(sockscope_tcp_sent_bytes_total{$sel}[$__rate_interval])) / 1448)'],
       "Retransmitted segments per sent segment, segments estimated as bytes/1448.")],
+    [("Packet drops/s by workload and reason", "pps", "timeseries",
+      ['sum by (namespace, workload, reason, direction) (rate(sockscope_packet_drops_total{$sel, workload!=""}[$__rate_interval]))'],
+      "Packets of the workload's sockets the kernel dropped, by its drop reason (NETFILTER_DROP: a firewall or network policy; TCP_LISTEN_OVERFLOW: a full accept queue; SOCKET_RCVBUFF: a full receive buffer) and direction (sent: made here, received: came in). The node's own drops are on the Health dashboard.",
+      "{{namespace}}/{{workload}} {{reason}} {{direction}}"),
+     ("TCP resets/s by workload", "ops", "timeseries",
+      ['sum by (namespace, workload, direction) (rate(sockscope_tcp_resets_total{$sel}[$__rate_interval]))'],
+      "Resets on the workload's connections: sent (an abortive close, SO_LINGER 0, an answer to a stray segment) and received (a refused connect, the peer aborting).",
+      "{{namespace}}/{{workload}} {{direction}}")],
 ])
 
 DEPENDENCIES = dashboard("sockscope-dependencies", "sockscope / Dependencies",
-    "Who talks to whom: workloads, their remote workloads, hostnames and ports.", [
+    "Who talks to whom: workloads, their remote workloads, hostnames and ports; connect time, RTT and connection lifetime per edge.", [
     [("Workload -> peer (connections over the range)", "short", "table",
       ['sum by (namespace, workload, remote_namespace, remote_workload, remote_class, port) (increase(sockscope_tcp_connections_opened_total{$sel, role="client"}[$__range]))'],
       "Client-side connections per destination workload and service port.")],
@@ -148,6 +167,22 @@ DEPENDENCIES = dashboard("sockscope-dependencies", "sockscope / Dependencies",
      ("Bytes/s by remote class", "Bps", "timeseries",
       ['sum by (remote_class) (rate(sockscope_tcp_sent_bytes_total{$sel}[$__rate_interval]) + rate(sockscope_tcp_received_bytes_total{$sel}[$__rate_interval]))'],
       "Traffic to pods, services, nodes, private and public peers.", "{{remote_class}}")],
+    [("Connect time p50/p99 by edge", "s", "timeseries",
+      [(quantile(q, "sockscope_tcp_connect_duration_seconds", 'role="client"'), f"p{int(q * 100)} " + EDGE_LEGEND)
+       for q in (0.5, 0.99)],
+      "Client SYN to established, per workload -> peer edge and port, SYN retransmits included: "
+      "(1 s, 3 s] is a connect that needed one (a full accept queue, a lost SYN). "
+      "Failed connects are on the Overview's connect failures."),
+     ("RTT p50/p99 by edge", "s", "timeseries",
+      [(quantile(q, "sockscope_tcp_rtt_seconds", 'role="client"'), f"p{int(q * 100)} " + EDGE_LEGEND)
+       for q in (0.5, 0.99)],
+      "The kernel's smoothed round-trip time of the edge's connections, client side, sampled once per "
+      "drain interval while a connection sends and at its close.")],
+    [("Connection lifetime p50/p99 by edge", "s", "timeseries",
+      [(quantile(q, "sockscope_tcp_connection_duration_seconds", 'role="client"'), f"p{int(q * 100)} " + EDGE_LEGEND)
+       for q in (0.5, 0.99)],
+      "Established to closed, client side, of the connections that closed in each interval: "
+      "short lifetimes on an edge meant to pool connections are a pool that does not reuse them.")],
 ])
 
 DNS = dashboard("sockscope-dns", "sockscope / DNS",
@@ -202,7 +237,7 @@ USE_CASES = dashboard("sockscope-use-cases", "sockscope / Use cases",
 ])
 
 HEALTH = dashboard("sockscope-health", "sockscope / Health",
-    "The agent itself: programs, maps, lost events, budgets, drains, scrapes, Kubernetes, OTLP.", [
+    "The agent itself: programs, maps, lost events, budgets, drains, scrapes, Kubernetes, OTLP; and the node's packet drops.", [
     [("Programs attached", "short", "table",
       ['min by (instance, program) (sockscope_bpf_program_attached{cluster=~"$cluster"})'],
       "1 = attached; 0 = refused by the verifier or hook missing (see the agent's log)."),
@@ -214,7 +249,9 @@ HEALTH = dashboard("sockscope-health", "sockscope / Health",
       "Counts the agent could not record, by cause.", "{{source}}"),
      ("Updates folded into overflow/s", "ops", "timeseries",
       ['sum by (source) (rate(sockscope_events_folded_total{cluster=~"$cluster"}[$__rate_interval]))'],
-      "Kernel updates kept without their peer (remote_class=~overflow) or owner (workload=~overflow): counts exact, detail lost.", "{{source}}"),
+      "Kernel updates kept without their peer (remote_class=~overflow) or owner (workload=~overflow): counts exact, detail lost. "
+      "*_alloc_failed: a burst of new keys outran the kernel's entry caches; timing_folded: TCP timing samples into the node-wide "
+      "histogram; drop_map_full: packet drops into the node's count.", "{{source}}"),
      ("Series folded into ~other/s", "ops", "timeseries",
       ['sum by (metric, label) (rate(sockscope_series_overflow_total{cluster=~"$cluster"}[$__rate_interval]))'],
       "Samples over a per-workload budget.", "{{metric}} {{label}}")],
@@ -237,6 +274,19 @@ HEALTH = dashboard("sockscope-health", "sockscope / Health",
       [('sum(rate(sockscope_otlp_exports_total{cluster=~"$cluster"}[$__rate_interval]))', "delivered"),
        ('sum by (reason) (rate(sockscope_otlp_export_failures_total{cluster=~"$cluster"}[$__rate_interval]))', "failed: {{reason}}")],
       "Deliveries to the collector, and failed attempts by reason (absent without OTLP).")],
+    [("Node packet drops/s by reason", "pps", "timeseries",
+      ['sum by (instance, reason, direction) (rate(sockscope_packet_drops_total{cluster=~"$cluster", workload="", pod=""}[$__rate_interval]))'],
+      "Packets the kernel dropped that belonged to no workload's socket (e.g. NO_SOCKET: to a closed port; "
+      "NOT_SPECIFIED: a kernel path that names no reason), by node, reason and direction; "
+      "drops folded when the drop map was full count here too (drop_map_full). SockscopePacketDropsHigh "
+      "fires for a node only on reasons that mean it lost traffic (full queues or memory, neighbours, routes).",
+      "{{instance}} {{reason}} {{direction}}"),
+     ("TCP resets/s by node", "ops", "timeseries",
+      ['sum by (instance, direction) (rate(sockscope_tcp_resets_total{cluster=~"$cluster"}[$__rate_interval]))'],
+      "Resets on the tracked connections of each node, sent and received. Many workloads' connections reset "
+      "at once on one node point at the node or its path (a conntrack table or NAT that forgot them, a middlebox) "
+      "rather than at a workload; per workload on the Overview.",
+      "{{instance}} {{direction}}")],
 ])
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else HERE

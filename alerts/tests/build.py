@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Builds a promtool test file from alerts/tests/cases.yml: each case becomes a test that the
-alert fires with the expected labels and summary (plus the rule's own runbook) at eval_time,
-and - since exp_alerts is exact - that it fires for nothing else in the case's series.
+alert fires with the expected labels and summary (plus the rule's other annotations, runbook
+and description, as written: only the summary may be templated) at eval_time, and - since
+exp_alerts is exact - that it fires for nothing else in the case's series.
 
 Usage: build.py RULES CASES OUT
 """
@@ -16,13 +17,19 @@ def main():
     rules = yaml.safe_load(open(rules_path))
     alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
     runbooks = {name: r["annotations"]["runbook"] for name, r in alerts.items()}
+    # Every annotation but the summary, expected verbatim.
+    fixed = {name: {k: v for k, v in r["annotations"].items() if k != "summary"} for name, r in alerts.items()}
+    for name, annotations in fixed.items():
+        for k, v in annotations.items():
+            if "{{" in v:
+                sys.exit(f"{name}: annotation {k} is templated (only the summary may be)")
     cases = yaml.safe_load(open(cases_path))
     tests = []
     seen = set()
     for c in cases["cases"]:
         seen.add(c["alert"])
         exp = [{"exp_labels": e["labels"],
-                "exp_annotations": {"summary": e["summary"], "runbook": runbooks[c["alert"]]}}
+                "exp_annotations": {"summary": e["summary"], **fixed[c["alert"]]}}
                for e in c["expect"]]
         checks = [{"eval_time": c["eval_time"], "alertname": c["alert"], "exp_alerts": exp}]
         if "for" in alerts[c["alert"]]:

@@ -12,10 +12,10 @@ use std::{
 
 use serde_json::Value;
 use sockscope_tests::{
-    Agent, TestCgroup,
+    Agent, NetPair, Netns, Proc, TestCgroup,
     dns::DnsServer,
     fake_cluster::{Env, Pod},
-    free_port, http_get, peer_cmd, urlencode,
+    free_port, http_get, peer_cmd, signal_file, urlencode,
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
@@ -54,7 +54,13 @@ fn repo() -> PathBuf {
 
 /// Grafana's variables as a user would set them for the scenarios.
 fn fill(e: &str) -> String {
-    e.replace("$__rate_interval", "1m")
+    fill_over(e, "1m")
+}
+
+/// The same with `$__rate_interval` as `rate_interval`: a scenario whose traffic ends more
+/// than a minute before its checks looks at it as a user widening the time range would.
+fn fill_over(e: &str, rate_interval: &str) -> String {
+    e.replace("$__rate_interval", rate_interval)
         .replace("$__range", "5m")
         .replace("$cluster", ".*")
         .replace("$namespace", ".*")
@@ -145,6 +151,19 @@ const KUBERNETES_SCENARIO_PANELS: [(&str, &str); 9] = [
     ("health.json", "Kubernetes API watches up"),
 ];
 
+/// Panels the TCP health scenario (slow connects through a full accept queue, resets of an
+/// abortive close and of refused connects, datagrams an nftables rule drops, a link that
+/// delays packets) gives data to.
+const TCP_HEALTH_SCENARIO_PANELS: [(&str, &str); 7] = [
+    ("overview.json", "Packet drops/s by workload and reason"),
+    ("overview.json", "TCP resets/s by workload"),
+    ("dependencies.json", "Connect time p50/p99 by edge"),
+    ("dependencies.json", "RTT p50/p99 by edge"),
+    ("dependencies.json", "Connection lifetime p50/p99 by edge"),
+    ("health.json", "Node packet drops/s by reason"),
+    ("health.json", "TCP resets/s by node"),
+];
+
 /// Every panel of every dashboard is proven by one of the scenarios.
 #[test]
 fn every_panel_is_proven_by_a_scenario() {
@@ -161,6 +180,7 @@ fn every_panel_is_proven_by_a_scenario() {
             let proven = HOST_SCENARIO_PANELS
                 .iter()
                 .chain(&KUBERNETES_SCENARIO_PANELS)
+                .chain(&TCP_HEALTH_SCENARIO_PANELS)
                 .chain(&[("health.json", "OTLP exports and failures/s")])
                 .any(|(f, t)| *f == file && *t == title);
             if !proven {
@@ -295,6 +315,53 @@ impl Monitoring {
                 self.query("sockscope_tcp_connections_opened_total{role=\"client\"}")
             );
             thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Waits until Prometheus has a series for each query: a counter's first sample is no
+    /// increase, so a scenario moves its counters only once Prometheus has seen them.
+    fn wait_series(&self, queries: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for q in queries {
+            while self.query(q).is_empty() {
+                assert!(Instant::now() < deadline, "Prometheus never had {q}");
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// Runs query `target` of panel `title` of dashboard `file`, rates over `rate_interval`,
+    /// until a series with every (label, value) of `labels` has a value `ok` accepts (the
+    /// agent's drains and the scrapes catch up within seconds); returns that value.
+    fn panel_value(
+        &self,
+        (file, title, target): (&str, &str, usize),
+        rate_interval: &str,
+        labels: &[(&str, &str)],
+        ok: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let expr = fill_over(
+            panel(file, title)["targets"][target]["expr"]
+                .as_str()
+                .expect("expr"),
+            rate_interval,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let result = self.query(&expr);
+            let values: Vec<f64> = result
+                .iter()
+                .filter(|r| labels.iter().all(|(l, v)| r["metric"][*l] == *v))
+                .filter_map(|r| r["value"][1].as_str()?.parse::<f64>().ok())
+                .collect();
+            if let Some(v) = values.iter().copied().find(|v| ok(*v)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{file} / {title} [{target}]: no series with {labels:?} and an expected value (got {values:?}): {expr}\n{result:?}"
+            );
+            thread::sleep(Duration::from_millis(500));
         }
     }
 
@@ -631,4 +698,363 @@ fn database_shared_by_two_namespaces() {
                 && e["metric"]["target"] == "data/db"),
         "{edges:?}"
     );
+}
+
+/// Loads `ruleset` (nft syntax) into network namespace `ns`.
+fn nft(ns: &str, ruleset: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft (installed by scripts/setup.sh)");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), ruleset.as_bytes())
+        .expect("ruleset");
+    assert!(child.wait().expect("nft").success(), "nft -f failed");
+}
+
+/// TCP health and drops: connects through a full accept queue (one in each round waits for a
+/// retransmitted SYN), connections closed with a reset (SO_LINGER 0) and connects refused,
+/// datagrams an nftables output rule drops, and a connection over a link that holds packets
+/// 15 ms each way. SockscopeTCPConnectLatencyHigh, SockscopeTCPResetsHigh and
+/// SockscopePacketDropsHigh reach Alertmanager; the refused connects fire the connect-failure
+/// alert and never the resets alert; and every query of the drops, resets, connect time, RTT
+/// and lifetime panels has the value the traffic makes.
+#[test]
+fn slow_connects_resets_and_drops() {
+    let start = Instant::now();
+    // Clients in net.a, servers in net.b; net.a's output drops UDP to ports 20000-20999.
+    let net = NetPair::new();
+    let (a, b, b4) = (net.a.clone(), net.b.clone(), net.b4.clone());
+    nft(
+        &a,
+        "table inet sockscope_scenario {\n  chain out {\n    type filter hook output priority 0;\n    udp dport 20000-20999 drop\n  }\n}\n",
+    );
+    // No SYN cookies in net.b: with a listen backlog of 0 the SYN queue counts as full while
+    // one handshake is pending, and a second SYN then gets a cookie that the full accept
+    // queue may not turn into a connection: the client's ACK is answered with a reset (seen:
+    // one connection in 60). Without cookies that SYN is dropped and sent again after 1 s,
+    // like the one the full accept queue drops.
+    let st = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &b,
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_syncookies=0",
+        ])
+        .status()
+        .expect("sysctl");
+    assert!(st.success());
+    // Two more namespaces joined by a link holding every packet 15 ms each way.
+    let (far_a, far_b) = (Netns::new("fara"), Netns::new("farb"));
+    let n = sockscope_tests::unique();
+    let (addr_a, addr_b) = (format!("10.79.{n}.1"), format!("10.79.{n}.2"));
+    let mut link = Proc::spawn(&mut peer_cmd(
+        PEER,
+        None,
+        &[
+            "tun-delay",
+            &far_a.name,
+            &addr_a,
+            &far_b.name,
+            &addr_b,
+            "15",
+        ],
+    ));
+    link.line("ready");
+    let _link = Daemon(link.child);
+    let cg = TestCgroup::new("scenario-tcp");
+    let agent = Agent::start(PEER, &cg.root, &[]);
+    let mon = Monitoring::start("tcp", agent.port);
+
+    // Fixed ports, so each round adds to the series the first one made. A listener whose
+    // accept queue holds one connection and that accepts nothing for 300 ms: of a client's
+    // first two concurrent connects one is queued, the other's SYN dropped and sent again
+    // after 1 s; the rest find the server accepting.
+    let slow_round = |connections: &str| {
+        let mut srv = cg.spawn(
+            "accept-queue",
+            &mut peer_cmd(
+                PEER,
+                Some(&b),
+                &[
+                    "tcp-server",
+                    "0.0.0.0:7000",
+                    connections,
+                    "--backlog",
+                    "0",
+                    "--accept-after",
+                    "300",
+                ],
+            ),
+        );
+        srv.line("ready ");
+        let mut cli = cg.spawn(
+            "slow-client",
+            &mut peer_cmd(
+                PEER,
+                Some(&a),
+                &[
+                    "tcp-client",
+                    &format!("{b4}:7000"),
+                    connections,
+                    "2",
+                    "1000",
+                    "100",
+                ],
+            ),
+        );
+        cli.wait_ok();
+        srv.wait_ok();
+    };
+    let reset = || {
+        let mut srv = cg.spawn(
+            "reset-server",
+            &mut peer_cmd(PEER, Some(&b), &["tcp-reset-server", "0.0.0.0:7001"]),
+        );
+        srv.line("ready ");
+        let mut cli = cg.spawn(
+            "reset-client",
+            &mut peer_cmd(PEER, Some(&a), &["connect-reset", &format!("{b4}:7001")]),
+        );
+        cli.line("reset");
+        cli.wait_ok();
+        srv.wait_ok();
+    };
+    let refuse = || {
+        let mut r = cg.spawn(
+            "refuser",
+            &mut peer_cmd(PEER, Some(&a), &["connect-refused", &format!("{b4}:7002")]),
+        );
+        r.line("refused");
+        r.wait_ok();
+    };
+    let drop_burst = || {
+        let mut d = cg.spawn(
+            "dropper",
+            &mut peer_cmd(
+                PEER,
+                Some(&a),
+                &["udp-ports", &b4, "--ignore-errors", "20000-20499"],
+            ),
+        );
+        assert_eq!(d.line("sent "), "500");
+        d.wait_ok();
+    };
+
+    // First, one of each: every series exists and Prometheus has seen it, so what follows is
+    // all increase.
+    slow_round("4");
+    reset();
+    refuse();
+    drop_burst();
+    let mut far_srv = cg.spawn(
+        "far-server",
+        &mut peer_cmd(
+            PEER,
+            Some(&far_b.name),
+            &["tcp-server", &format!("{addr_b}:7003"), "1"],
+        ),
+    );
+    far_srv.line("ready ");
+    let hold = signal_file("scenario-far-hold");
+    let mut far = cg.spawn(
+        "far-client",
+        &mut peer_cmd(
+            PEER,
+            Some(&far_a.name),
+            &[
+                "tcp-client",
+                &format!("{addr_b}:7003"),
+                "1",
+                "1",
+                "200000",
+                "20000",
+                &hold.to_string_lossy(),
+                "200000",
+                "500",
+            ],
+        ),
+    );
+    far.totals("exchanged ");
+    mon.wait_series(&[
+        "sockscope_tcp_connect_duration_seconds_count{workload=\"slow-client\"}",
+        "sockscope_tcp_connection_duration_seconds_count{workload=\"slow-client\", role=\"client\"}",
+        "sockscope_tcp_resets_total{workload=\"reset-server\", direction=\"sent\"}",
+        "sockscope_tcp_resets_total{workload=\"reset-client\", direction=\"received\"}",
+        "sockscope_tcp_connections_opened_total{workload=\"reset-server\"}",
+        "sockscope_tcp_connections_opened_total{workload=\"reset-client\"}",
+        "sockscope_tcp_resets_total{workload=\"refuser\", direction=\"received\"}",
+        "sockscope_tcp_connect_failures_total{workload=\"refuser\"}",
+        "sockscope_packet_drops_total{workload=\"dropper\"}",
+        "sockscope_packet_drops_total{workload=\"\", reason=\"NO_SOCKET\", direction=\"received\"}",
+        "sockscope_tcp_rtt_seconds_count{workload=\"far-client\"}",
+    ]);
+    let seen = Instant::now();
+    // Then enough of each for the alerts' rate floors over their 5-minute windows: 60 connects
+    // on the slow edge (0.2/s, 3 or more of them slow: p99 in (1 s, 3 s]), 100 resets each way
+    // and 100 refused connects (0.33/s), 3000 drops (10/s).
+    for _ in 0..3 {
+        slow_round("20");
+    }
+    for _ in 0..100 {
+        reset();
+        refuse();
+    }
+    for _ in 0..6 {
+        drop_burst();
+    }
+    // The far connection's second exchange, and its close: RTT samples of the delaying link.
+    std::fs::write(&hold, b"").expect("hold file");
+    far.wait_ok();
+    far_srv.wait_ok();
+    let _ = std::fs::remove_file(&hold);
+
+    let alerts = mon.wait_alerts(&[
+        ("SockscopeTCPConnectLatencyHigh", "workload", "slow-client"),
+        ("SockscopeTCPResetsHigh", "workload", "reset-server"),
+        ("SockscopeTCPResetsHigh", "workload", "reset-client"),
+        ("SockscopePacketDropsHigh", "workload", "dropper"),
+        ("SockscopeTCPConnectFailuresHigh", "workload", "refuser"),
+    ]);
+    let fired = |name: &str, workload: &str| {
+        alerts
+            .iter()
+            .find(|a| a["labels"]["alertname"] == name && a["labels"]["workload"] == workload)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let latency = fired("SockscopeTCPConnectLatencyHigh", "slow-client");
+    assert_eq!(latency["labels"]["port"], "7000", "{latency}");
+    assert_eq!(latency["labels"]["remote_class"], "private", "{latency}");
+    assert_eq!(latency["labels"]["severity"], "warning", "{latency}");
+    for (workload, direction) in [("reset-server", "sent"), ("reset-client", "received")] {
+        let resets = fired("SockscopeTCPResetsHigh", workload);
+        assert_eq!(resets["labels"]["direction"], direction, "{resets}");
+    }
+    let drops = fired("SockscopePacketDropsHigh", "dropper");
+    assert_eq!(drops["labels"]["reason"], "NETFILTER_DROP", "{drops}");
+    assert_eq!(drops["labels"]["direction"], "sent", "{drops}");
+    assert!(alerts.iter().all(|a| {
+        a["annotations"]["runbook"]
+            .as_str()
+            .is_some_and(|r| r.len() > 40)
+    }));
+    // A refused connect is a reset received and a connect failure: the failure alert has it;
+    // the resets alert never did (not even pending: its expression leaves them out), though
+    // the resets were counted, over its floor.
+    let window = format!("{}s", start.elapsed().as_secs() + 120);
+    let refuser_resets = mon.query(&format!(
+        "count_over_time(ALERTS{{alertname=\"SockscopeTCPResetsHigh\", workload=\"refuser\"}}[{window}])"
+    ));
+    assert!(
+        refuser_resets.is_empty(),
+        "{refuser_resets:?}\n{:?}",
+        mon.query("workload_direction:sockscope_tcp_resets_after_connect:rate5m")
+    );
+    assert_eq!(
+        mon.query("workload_direction:sockscope_tcp_resets:rate5m{workload=\"refuser\", direction=\"received\"} > 0.2")
+            .len(),
+        1,
+        "the refused connects' resets are counted"
+    );
+
+    // The panels, over a window that holds the whole scenario: a rate times the window is
+    // then what the counter grew by since Prometheus first saw it, extrapolated by at most
+    // half a scrape interval before that sample and 1.1 after the last one (Prometheus's
+    // rate): by a factor under 1 + 3 s / the time since then, slow scrapes included. So
+    // counts are checked against the traffic. Nothing but the scenario adds to its
+    // workloads' series.
+    let w = (start.elapsed().as_secs() + 120) as f64;
+    let window = format!("{w}s");
+    let count_is = |expected: f64, extra: f64| {
+        move |v: f64| {
+            let most = (expected + extra) * (1.0 + 3.0 / seen.elapsed().as_secs_f64());
+            (expected - 0.5..=most).contains(&(v * w))
+        }
+    };
+    // Six bursts of 500, and whatever of the first burst Prometheus had not seen yet.
+    mon.panel_value(
+        ("overview.json", "Packet drops/s by workload and reason", 0),
+        &window,
+        &[
+            ("workload", "dropper"),
+            ("reason", "NETFILTER_DROP"),
+            ("direction", "sent"),
+        ],
+        count_is(3000.0, 500.0),
+    );
+    for (workload, direction) in [
+        ("reset-server", "sent"),
+        ("reset-client", "received"),
+        ("refuser", "received"),
+    ] {
+        mon.panel_value(
+            ("overview.json", "TCP resets/s by workload", 0),
+            &window,
+            &[("workload", workload), ("direction", direction)],
+            count_is(100.0, 0.0),
+        );
+    }
+    // Nothing else resets: the node's sent are the reset server's, its received the reset
+    // client's and the refuser's.
+    let node_resets = ("health.json", "TCP resets/s by node", 0);
+    mon.panel_value(
+        node_resets,
+        &window,
+        &[("direction", "sent")],
+        count_is(100.0, 0.0),
+    );
+    mon.panel_value(
+        node_resets,
+        &window,
+        &[("direction", "received")],
+        count_is(200.0, 0.0),
+    );
+    // Each refused SYN is dropped in net.b, where no socket has the port: the node's.
+    mon.panel_value(
+        ("health.json", "Node packet drops/s by reason", 0),
+        &window,
+        &[("reason", "NO_SOCKET"), ("direction", "received")],
+        // Other tests' closed ports on this node add to it.
+        |v| v * w >= 99.5,
+    );
+    // The slow edge: most connects at once (p50 under 10 ms), p99 one SYN retransmit.
+    let edge = [
+        ("workload", "slow-client"),
+        ("remote_class", "private"),
+        ("port", "7000"),
+    ];
+    let connect = "Connect time p50/p99 by edge";
+    mon.panel_value(("dependencies.json", connect, 0), &window, &edge, |v| {
+        v < 0.01
+    });
+    mon.panel_value(("dependencies.json", connect, 1), &window, &edge, |v| {
+        v > 1.0 && v <= 3.0
+    });
+    // The delaying link's round trip, 30 ms: every sample in (10 ms, 50 ms].
+    let far_edge = [
+        ("workload", "far-client"),
+        ("remote_class", "private"),
+        ("port", "7003"),
+    ];
+    for target in [0, 1] {
+        mon.panel_value(
+            ("dependencies.json", "RTT p50/p99 by edge", target),
+            &window,
+            &far_edge,
+            |v| v > 0.01 && v <= 0.05,
+        );
+    }
+    // The slow edge's connections carry one exchange each (p50 under 100 ms); the first of
+    // each round waited 300 ms in the accept queue for the server to accept it (p99 over
+    // 100 ms), none anywhere near 10 s.
+    let lifetime = "Connection lifetime p50/p99 by edge";
+    mon.panel_value(("dependencies.json", lifetime, 0), &window, &edge, |v| {
+        v <= 0.1
+    });
+    mon.panel_value(("dependencies.json", lifetime, 1), &window, &edge, |v| {
+        v > 0.1 && v <= 10.0
+    });
 }
