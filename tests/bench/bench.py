@@ -32,7 +32,9 @@ time and runs per program (read before and after the pass, so passes don't mix),
 run_time_ns/run_cnt from `bpftool prog show`):
   - kernel ns per invocation: TCP (veth1 + churn, and each alone), UDP (udp64 at a fixed ~100k
     packets/s, below saturation so preemption doesn't inflate run times), DNS (dnsperf at a fixed rate to port 53,
-    and to port 5353 for the UDP accounting alone);
+    and to port 5353 for the UDP accounting alone), DNS over TCP (dnsperf -m tcp at a fixed rate),
+    resets (connects to a closed port) and drops (datagrams an nftables rule drops), the last two
+    for the tracepoint programs, which have no empty counterpart;
   - per TCP connection (both ends in the measured cgroup), from the churn pass: invocations and
     ns of every program, sock_ops callbacks per connection among them;
   - DNS at the maximum rate: exact counts, answers forwarded, drops;
@@ -50,6 +52,7 @@ import json
 import os
 import re
 import select
+import shlex
 import signal
 import socket
 import statistics
@@ -72,6 +75,10 @@ UDP_LEN = 64
 UDP_STATS_PPS = 100_000  # stats pass: well below what 2 CPUs saturate at
 DNS_STATS_RATE = 50000  # below saturation (2 CPUs: ~85k/s), so run-time stats are not inflated by preemption
 DNS_NAMES = [f"n{i}.bench.test" for i in range(20)]
+DNS_TCP_STATS_RATE = 10000  # dnsperf -m tcp: queries/s (TCP framing and the tail-called parser)
+RESETS = 20000  # connects to a closed port: each is answered with a reset
+DROPS = 200000  # datagrams an nftables output rule drops (kfree_skb, reason NETFILTER_DROP)
+DROP_PORT = 7777
 CPU_RATE = 1000  # connections/s for the agent CPU measure
 EMPTY_PREFIX = "sockscope_empt"  # program names are truncated to 15 characters
 
@@ -109,7 +116,8 @@ HOOK_PROGRAM = {
 }
 # Programs on the traffic's own path that are not cgroup hooks (no empty counterpart): the TCP close
 # tracepoint fires as each socket is destroyed, so its time is the connection's, not the agent's.
-DATA_PATH = PROGRAMS + ["sockscope_tcp_close"]
+DATA_PATH = PROGRAMS + ["sockscope_tcp_close", "sockscope_tcp_reset_in", "sockscope_tcp_reset_out",
+                        "sockscope_drop", "sockscope_drop_v1"]
 # Any other program the agent reports (e.g. an iterator it runs at each drain) is agent-side: its
 # time is the agent's CPU, not the packet path's; it is listed, but not summed per connection.
 # Fallback when bpftool cannot list the cgroup's programs: bpftool program type -> agent name.
@@ -659,11 +667,11 @@ remote-control:
         sh(f"rm -rf {self.dir}", check=False)
 
 
-def dnsperf(setup, unbound, seconds, rate=None, port=53):
-    """Maximum rate (2 sockets, up to 200 queries in flight), or a fixed rate.
+def dnsperf(setup, unbound, seconds, rate=None, port=53, mode="udp"):
+    """Maximum rate (2 sockets, up to 200 queries in flight), or a fixed rate; over UDP or TCP.
     Returns (queries/s, sent, lost)."""
     limit = f" -Q {rate}" if rate else ""
-    _, out = setup.run(f"ip netns exec {setup.a} dnsperf -s 10.252.0.2 -p {port} -d {unbound.queries} "
+    _, out = setup.run(f"ip netns exec {setup.a} dnsperf -m {mode} -s 10.252.0.2 -p {port} -d {unbound.queries} "
                        f"-l {seconds} -c 2 -q 200{limit}", timeout=seconds + 30)
     qps = re.search(r"Queries per second:\s+([\d.]+)", out)
     sent = re.search(r"Queries sent:\s+(\d+)", out)
@@ -707,6 +715,28 @@ def stats_pass(name, setup, unbound, seconds):
     if name in ("dns53", "dns5353"):
         qps, sent, lost = dnsperf(setup, unbound, seconds, rate=DNS_STATS_RATE, port=int(name[3:]))
         return {"qps": qps, "sent": sent, "lost": lost}
+    if name == "dnstcp":
+        qps, sent, lost = dnsperf(setup, unbound, seconds, rate=DNS_TCP_STATS_RATE, mode="tcp")
+        return {"qps": qps, "sent": sent, "lost": lost}
+    if name == "resets":
+        # The other namespace's kernel answers each SYN to a closed port with a reset (sent
+        # without a socket); the client's socket receives it.
+        code = (f"import socket\nfor _ in range({RESETS}):\n s = socket.socket()\n"
+                f" try:\n  s.connect(('10.252.0.2', 9))\n except OSError:\n  pass\n s.close()\n")
+        setup.run(f"ip netns exec {setup.a} python3 -c {shlex.quote(code)}", timeout=300)
+        return {"connects": RESETS}
+    if name == "drops":
+        nft = (f"table inet {TAG} {{\n  chain out {{\n    type filter hook output priority 0;\n"
+               f"    udp dport {DROP_PORT} drop\n  }}\n}}\n")
+        subprocess.run(["ip", "netns", "exec", setup.a, "nft", "-f", "-"], input=nft, text=True, check=True)
+        try:
+            code = (f"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                    f"for _ in range({DROPS}):\n try:\n  s.sendto(b'x' * 64, ('10.252.0.2', {DROP_PORT}))\n"
+                    f" except OSError:\n  pass\n")
+            setup.run(f"ip netns exec {setup.a} python3 -c {shlex.quote(code)}", timeout=300)
+        finally:
+            sh(f"ip netns exec {setup.a} nft delete table inet {TAG}", check=False)
+        return {"datagrams": DROPS}
     raise ValueError(name)
 
 
@@ -826,6 +856,12 @@ def print_stats(stats):
         (f"UDP: udp64 at ~{UDP_STATS_PPS // 1000}k packets/s", ["udp"]),
         (f"DNS: dnsperf at {DNS_STATS_RATE} queries/s to port 53 (every invocation a DNS packet)", ["dns53"]),
         ("DNS: the same packets to port 5353 (UDP byte accounting alone, no DNS parsing)", ["dns5353"]),
+        (f"DNS over TCP: dnsperf -m tcp at {DNS_TCP_STATS_RATE} queries/s (the parser runs as a tail call of the"
+         " packet programs and its time counts in theirs)", ["dnstcp"]),
+        (f"resets: {RESETS} connects to a closed port (one reset received each; tracepoints fire for every"
+         " reset on the node)", ["resets"]),
+        (f"drops: {DROPS} UDP datagrams dropped by an nftables output rule (kfree_skb fires only on drops)",
+         ["drops"]),
     ]
     out = {}
     print("\nkernel ns per program invocation (bpf stats on; deltas over each pass):")
@@ -1053,11 +1089,13 @@ def main():
             open("/proc/sys/kernel/bpf_stats_enabled", "w").write("1")
         if "stats" not in skip:
             passes = ([p for p in ("veth1", "churn") if p in only] + (["udp"] if "udp64" in only else [])
-                      + (["dns53", "dns5353"] if "dns" in only else []))
+                      + (["dns53", "dns5353", "dnstcp"] if "dns" in only else [])
+                      + (["resets", "drops"] if "churn" in only else []))
             if passes:
                 for v in ("with", "empty"):
                     # Port 5353 is the agent's UDP-only baseline; the empty programs parse nothing.
-                    ps = [p for p in passes if v == "with" or p != "dns5353"]
+                    # The tracepoints have no empty counterpart.
+                    ps = [p for p in passes if v == "with" or p not in ("dns5353", "resets", "drops")]
                     r = phase(f"stats passes ({v})", lambda v=v, ps=ps: stats_passes(v, ps, setup, unbound, args.seconds))
                     if r is not None:
                         stats[v] = r

@@ -4,7 +4,10 @@
 network namespace of the benchmark's own), so /metrics carries N flow series. Prints the
 agent's resident memory, scrape latency (p50/p99 over 30 scrapes) and exposition size.
 
-Usage (root): python3 tests/bench/series.py [--series 50000]
+With --tcp, TCP connections instead (each its own flow, both ends in the measured cgroup): the
+flows and the TCP timing histograms at their default labels (one per workload edge).
+
+Usage (root): python3 tests/bench/series.py [--series 50000] [--tcp]
 Run scripts/setup.sh and `cargo build --release --bins` first (series.sh does both).
 """
 
@@ -31,11 +34,35 @@ for i in range(n):
         time.sleep(0.6)   # stay under the per-interval flow map capacity
 """
 
+TCP_SENDER = r"""
+import socket, sys, threading, time
+n, port = int(sys.argv[1]), int(sys.argv[2])
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", port))
+ls.listen(4096)
+def serve():
+    for _ in range(n):
+        c, _ = ls.accept()
+        c.recv(1)
+        c.close()
+t = threading.Thread(target=serve)
+t.start()
+for i in range(n):
+    s = socket.create_connection(("10.200.%d.%d" % (i // 250, i % 250 + 1), port))
+    s.sendall(b"x")
+    s.close()
+    if i % 5000 == 4999:
+        time.sleep(0.6)
+t.join()
+"""
+
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--series", type=int, default=50000)
     ap.add_argument("--otlp", choices=["grpc", "http"], help="also export over OTLP to a local receiver every 2 s")
+    ap.add_argument("--tcp", action="store_true", help="TCP connections (flows and timing histograms), not UDP")
     ap.add_argument("--otlp-gzip", action="store_true", help="with --otlp: gzip the requests (prints their size on the wire)")
     args = ap.parse_args()
     tag = f"ssrs{os.getpid() % 10000}"
@@ -89,13 +116,15 @@ def main():
         def enter():
             with open(os.path.join(cg, "sender", "cgroup.procs"), "w") as f:
                 f.write("0\n")
-        subprocess.run(["ip", "netns", "exec", tag, sys.executable, "-c", SENDER, str(args.series)],
+        sender = [TCP_SENDER, str(args.series), str(free_port())] if args.tcp else [SENDER, str(args.series)]
+        subprocess.run(["ip", "netns", "exec", tag, sys.executable, "-c", *sender],
                        preexec_fn=enter, check=True)
+        family = b"sockscope_tcp_sent_bytes_total{" if args.tcp else b"sockscope_udp_sent_bytes_total{"
         url = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + 120
         while True:
             body = urllib.request.urlopen(url, timeout=30).read()
-            n = sum(1 for l in body.split(b"\n") if l.startswith(b"sockscope_udp_sent_bytes_total{"))
+            n = sum(1 for l in body.split(b"\n") if l.startswith(family) and b'role="client"' in l)
             if n >= args.series or time.monotonic() > deadline:
                 break
             time.sleep(1)
@@ -110,7 +139,13 @@ def main():
         times.sort()
         folded = sum(float(l.rsplit(b" ", 1)[1]) for l in body.split(b"\n")
                      if l.startswith(b"sockscope_events_folded_total{"))
-        print(f"series: {n} UDP flow series (+ self-metrics), updates folded into overflow: {folded:.0f}")
+        lines = [l for l in body.split(b"\n") if l and not l.startswith(b"#")]
+        timing = sum(1 for l in lines if l.startswith((b"sockscope_tcp_connect_duration_seconds",
+                                                       b"sockscope_tcp_rtt_seconds",
+                                                       b"sockscope_tcp_connection_duration_seconds")))
+        print(f"series: {n} {'TCP' if args.tcp else 'UDP'} client flows; {len(lines)} series in all"
+              + (f", {timing} of them TCP timing histogram series" if args.tcp else "")
+              + f"; updates folded into overflow: {folded:.0f}")
         print(f"agent RSS (most over 4 s / 8 s of drains and scrapes): {base:.1f} MiB before, "
               f"{held:.1f} MiB with the series, {(held - base) * 1024 * 1024 / max(n, 1):.0f} bytes per series "
               f"(peak ever {st['VmHWM']:.1f} MiB)")

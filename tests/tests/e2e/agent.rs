@@ -98,6 +98,8 @@ fn endpoints_and_formats() {
         "sockscope_sockops",
         "sockscope_egress",
         "sockscope_ingress",
+        "sockscope_dns_egress",
+        "sockscope_dns_ingress",
     ] {
         assert_eq!(
             m.sum("sockscope_bpf_program_attached", &[("program", p)]),
