@@ -117,6 +117,7 @@ HOOK_PROGRAM = {
 # Programs on the traffic's own path that are not cgroup hooks (no empty counterpart): the TCP close
 # tracepoint fires as each socket is destroyed, so its time is the connection's, not the agent's.
 DATA_PATH = PROGRAMS + ["sockscope_tcp_close", "sockscope_tcp_reset_in", "sockscope_tcp_reset_out",
+                        "sockscope_dns_egress", "sockscope_dns_ingress",
                         "sockscope_drop", "sockscope_drop_v1"]
 # Any other program the agent reports (e.g. an iterator it runs at each drain) is agent-side: its
 # time is the agent's CPU, not the packet path's; it is listed, but not summed per connection.

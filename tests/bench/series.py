@@ -137,15 +137,18 @@ def main():
             body = urllib.request.urlopen(url, timeout=30).read()
             times.append(time.monotonic() - t)
         times.sort()
-        folded = sum(float(l.rsplit(b" ", 1)[1]) for l in body.split(b"\n")
-                     if l.startswith(b"sockscope_events_folded_total{"))
+        by_source = {}
+        for l in body.split(b"\n"):
+            if l.startswith(b"sockscope_events_folded_total{") and float(l.rsplit(b" ", 1)[1]):
+                by_source[l.split(b'source="')[1].split(b'"')[0].decode()] = float(l.rsplit(b" ", 1)[1])
+        folded = ", ".join(f"{k} {v:.0f}" for k, v in sorted(by_source.items())) or "0"
         lines = [l for l in body.split(b"\n") if l and not l.startswith(b"#")]
         timing = sum(1 for l in lines if l.startswith((b"sockscope_tcp_connect_duration_seconds",
                                                        b"sockscope_tcp_rtt_seconds",
                                                        b"sockscope_tcp_connection_duration_seconds")))
         print(f"series: {n} {'TCP' if args.tcp else 'UDP'} client flows; {len(lines)} series in all"
               + (f", {timing} of them TCP timing histogram series" if args.tcp else "")
-              + f"; updates folded into overflow: {folded:.0f}")
+              + f"; updates folded into overflow: {folded}")
         print(f"agent RSS (most over 4 s / 8 s of drains and scrapes): {base:.1f} MiB before, "
               f"{held:.1f} MiB with the series, {(held - base) * 1024 * 1024 / max(n, 1):.0f} bytes per series "
               f"(peak ever {st['VmHWM']:.1f} MiB)")
