@@ -28,13 +28,12 @@ use sockscope_common::{
     dns::{
         DNS_ANSWER_HEADER, DNS_ANSWER_MAX, DNS_CB_HALF, DNS_CB_TCP, DNS_ERR_BAD_LABEL,
         DNS_ERR_COMPRESSION, DNS_ERR_LABEL_PAST_PACKET, DNS_ERR_MULTIPLE_QUESTIONS,
-        DNS_ERR_NAME_TOO_LONG, DNS_ERR_NO_QUESTION, DNS_ERR_SHORT_HEADER,
-        DNS_ERR_TRUNCATED_QUESTION, DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_HALF_IN,
-        DNS_HALF_OUT, DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT,
-        DNS_LATENCY_BOUNDS_NS, DNS_LOST_IN, DNS_LOST_OUT, DNS_NAME_MAX, DNS_NAME_SPLIT,
-        DNS_NO_LATENCY, DNS_TCP_MESSAGES_PER_SEGMENT, DNS_TCP_WALK, DNS_TYPE_OPT, DnsAnswerEvent,
-        DnsKey, DnsStats, HASH_SEED, PENDING_BUSY, PendingSlot, hash_finish, hash_step,
-        node_dns_slot, pending_slot, to_lower_word,
+        DNS_ERR_NAME_TOO_LONG, DNS_ERR_NO_QUESTION, DNS_ERR_SHORT_HEADER, DNS_ERR_SPLIT_HEADER,
+        DNS_ERR_TRUNCATED_QUESTION, DNS_ERR_UNEXPECTED_QR, DNS_FORWARD_INTERVAL_NS, DNS_HALF,
+        DNS_KIND_ERROR, DNS_KIND_QUERY, DNS_KIND_RESPONSE, DNS_KIND_TIMEOUT, DNS_LATENCY_BOUNDS_NS,
+        DNS_LOST, DNS_NAME_MAX, DNS_NAME_SPLIT, DNS_NO_LATENCY, DNS_TCP_MESSAGES_PER_SEGMENT,
+        DNS_TCP_WALK, DNS_TYPE_OPT, DnsAnswerEvent, DnsKey, DnsStats, HASH_SEED, PENDING_BUSY,
+        PendingSlot, hash_finish, hash_step, node_dns_slot, pending_slot, to_lower_word,
     },
 };
 
@@ -105,6 +104,10 @@ fn dns_messages(ctx: &SkBuffContext, egress: bool, me: &ProgramArray) {
     } else {
         (off, end_or_base)
     };
+    if header > 0x3ffff || end > 0x3ffff {
+        // Beyond any GSO packet (BIG TCP's): its framing is then lost, and counted so.
+        return;
+    }
     // One call site, and offsets of one known range (through memory) whichever way they were
     // found: the parser is inlined, and verified, once.
     let (Some(header), Some(end)) = (launder(header, 0x3ffff), launder(end, 0x3ffff)) else {
@@ -145,11 +148,13 @@ fn dns_messages(ctx: &SkBuffContext, egress: bool, me: &ProgramArray) {
         keep_half(ctx, st, egress, next, base);
         return;
     }
-    let at = base.wrapping_add(next);
+    // Past any length the packet program put together from a kept byte.
     if egress {
-        st.dns_out = at;
+        st.dns_out = base.wrapping_add(next);
+        st.dns_out_flags &= !DNS_HALF;
     } else {
-        st.dns_in = at;
+        st.dns_in = base.wrapping_add(next);
+        st.dns_in_flags &= !DNS_HALF;
     }
     if next >= len {
         // The next message begins in a later segment.
@@ -202,11 +207,11 @@ fn keep_half(ctx: &SkBuffContext, st: &mut SockState, egress: bool, off: u32, ba
     if egress {
         st.dns_half_out = byte;
         st.dns_out = at;
-        st.dns_sync |= DNS_HALF_OUT;
+        st.dns_out_flags |= DNS_HALF;
     } else {
         st.dns_half_in = byte;
         st.dns_in = at;
-        st.dns_sync |= DNS_HALF_IN;
+        st.dns_in_flags |= DNS_HALF;
     }
 }
 
@@ -228,7 +233,11 @@ fn tcp_state(ctx: &SkBuffContext) -> Option<&'static mut SockState> {
 /// Gives up the framing of one direction of a DNS over TCP connection.
 #[inline(always)]
 fn lose(st: &mut SockState, egress: bool) {
-    st.dns_sync |= if egress { DNS_LOST_OUT } else { DNS_LOST_IN };
+    if egress {
+        st.dns_out_flags |= DNS_LOST;
+    } else {
+        st.dns_in_flags |= DNS_LOST;
+    }
     count_event(EVENT_DNS_TCP_FRAMING_LOST);
 }
 
@@ -408,6 +417,24 @@ fn parse(
     let split = msg_end > seg_end;
     let end = if split { seg_end } else { msg_end };
     if dns_off.saturating_add(12) > end {
+        if split && egress {
+            // A query whose header goes on in the next segment: counted without its question.
+            return Ok(Question {
+                id: 0,
+                rcode: 0,
+                ancount: 0,
+                qtype: 0,
+                name_hash: DNS_NAME_SPLIT,
+            });
+        }
+        // A response cut so has its RCODE in the next segment: it cannot be counted by it.
+        return Err(if split {
+            DNS_ERR_SPLIT_HEADER
+        } else {
+            DNS_ERR_SHORT_HEADER
+        });
+    }
+    if dns_off > 0xffff {
         return Err(DNS_ERR_SHORT_HEADER);
     }
     // Known bounds keep the offsets derived from it few to verify (a GSO packet is at most

@@ -30,10 +30,7 @@ use sockscope_common::{
     CONFIG_TCP_ITER, CONFIG_TEST_RUN, Config, EVENT_DNS_TCP_FRAMING_LOST, EVENT_PACKET_UNPARSED,
     FlowKey, FlowStats, PHASE_ADOPTED, PHASE_NEW, PHASE_TRACKED, PROTO_TCP, PROTO_UDP, ROLE_CLIENT,
     ROLE_SERVER, SockState, counted_proto,
-    dns::{
-        DNS_CB_HALF, DNS_CB_TCP, DNS_HALF_IN, DNS_HALF_OUT, DNS_LOST_IN, DNS_LOST_OUT, DNS_PORT,
-        DNS_SYNC_IN, DNS_SYNC_OUT,
-    },
+    dns::{DNS_CB_HALF, DNS_CB_TCP, DNS_HALF, DNS_LOST, DNS_PORT, DNS_SYNC},
     health::TIMING_RTT,
 };
 
@@ -125,6 +122,18 @@ fn try_skb(ctx: &SkBuffContext, egress: bool) {
         };
         // SAFETY: the packet's context, as the program got it.
         unsafe { progs.tail_call(ctx, 0) };
+        // Only reached if the call failed.
+        if dns.flags & DNS_CB_TCP != 0 {
+            // The DNS program is not there (its load failure is reported): this connection's
+            // framing cannot follow the messages, so stop rather than count a loss each time.
+            if let Some(st) = unsafe { sock_state(sk.cast(), None) } {
+                if egress {
+                    st.dns_out_flags |= DNS_LOST;
+                } else {
+                    st.dns_in_flags |= DNS_LOST;
+                }
+            }
+        }
     }
 }
 
@@ -159,9 +168,10 @@ impl DnsMessages {
 }
 
 /// DNS over TCP on a client's connection to port 53 (RFC 7766: each message led by its 2-byte
-/// length): whether a message begins in this segment, and where. The first data segment in
-/// each direction begins a message; `dns_out`/`dns_in` then keep where the next one begins
-/// (the DNS program moves them on). Retransmitted data, before that point, begins nothing.
+/// length): whether a message begins in this segment, and where. sock_ops sets
+/// `dns_out`/`dns_in` to where each direction's data begins when the connection is established
+/// (the DNS program then moves them on); a connection open before sockscope is not parsed, as
+/// its first segment seen may begin mid-message. Retransmitted data, before that point, begins nothing.
 /// A length split across two segments is put together from the byte the DNS program kept.
 /// Where the thread is lost (a segment beyond a gap in the data; see `crate::dns` for the
 /// rest) nothing more of that direction is parsed, rather than misparsed, and that is counted.
@@ -172,12 +182,14 @@ fn tcp_dns(ctx: &SkBuffContext, st: &mut SockState, egress: bool) -> DnsMessages
         flags: DNS_CB_TCP,
         ..DnsMessages::NONE
     };
-    let (synced, lost, half) = if egress {
-        (DNS_SYNC_OUT, DNS_LOST_OUT, DNS_HALF_OUT)
+    // Each direction writes only its own byte: ingress runs without the socket lock.
+    let flags = if egress {
+        st.dns_out_flags
     } else {
-        (DNS_SYNC_IN, DNS_LOST_IN, DNS_HALF_IN)
+        st.dns_in_flags
     };
-    if st.dns_sync & lost != 0 {
+    if flags & DNS_SYNC == 0 || flags & DNS_LOST != 0 {
+        // Not followed from the connection's start (open before sockscope), or lost.
         return out;
     }
     let Some(l4) = tcp_offset(ctx) else {
@@ -193,17 +205,13 @@ fn tcp_dns(ctx: &SkBuffContext, st: &mut SockState, egress: bool) -> DnsMessages
         // No payload: a handshake segment, a bare ACK or FIN.
         return out;
     }
-    let mut at = if egress { st.dns_out } else { st.dns_in };
-    if st.dns_sync & synced == 0 {
-        at = seq;
-        st.dns_sync |= synced;
-    }
+    let at = if egress { st.dns_out } else { st.dns_in };
     let d = at.wrapping_sub(seq);
     out.first_end = seq.wrapping_sub(data);
     if (d as i32) < 0 {
-        if d == u32::MAX && st.dns_sync & half != 0 {
-            // The last segment ended one byte into the next message's length.
-            st.dns_sync &= !half;
+        if d == u32::MAX && flags & DNS_HALF != 0 {
+            // The last segment ended one byte into the next message's length (the DNS program
+            // clears the flag once it has used the byte).
             let byte = if egress {
                 st.dns_half_out
             } else {
@@ -216,7 +224,11 @@ fn tcp_dns(ctx: &SkBuffContext, st: &mut SockState, egress: bool) -> DnsMessages
         }
         // The next message began before this segment, in data never seen: a gap (ingress
         // sees segments out of order, before they are queued).
-        st.dns_sync |= lost;
+        if egress {
+            st.dns_out_flags |= DNS_LOST;
+        } else {
+            st.dns_in_flags |= DNS_LOST;
+        }
         count_event(EVENT_DNS_TCP_FRAMING_LOST);
         return out;
     }
@@ -224,7 +236,6 @@ fn tcp_dns(ctx: &SkBuffContext, st: &mut SockState, egress: bool) -> DnsMessages
         // It begins in a later segment (or this one is a retransmission).
         return out;
     }
-    st.dns_sync &= !half;
     out.count = 1;
     out.first = data + d;
     out

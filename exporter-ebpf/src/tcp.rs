@@ -30,7 +30,8 @@ use aya_ebpf::{
 };
 use sockscope_common::{
     AF_INET, CONFIG_TCP_ITER, Config, FlowStats, PHASE_ADOPTED, PHASE_CLOSED, PHASE_CONNECTING,
-    PHASE_TRACKED, ROLE_CLIENT, ROLE_SERVER, SockState, health::TIMING_CONNECT, v4_mapped,
+    PHASE_TRACKED, ROLE_CLIENT, ROLE_SERVER, SockState, dns::DNS_SYNC, health::TIMING_CONNECT,
+    v4_mapped,
 };
 
 use core::ptr::{addr_of, read_volatile};
@@ -150,6 +151,14 @@ fn try_sockops(ctx: &SockOpsContext) {
             st.fin_out_seen = 0;
             st.fin_in_seen = 0;
             st.pending_open = 1;
+            // DNS over TCP: each direction's first message begins where its data begins, right
+            // after the SYN (RFC 7766), which `snd_nxt` / `rcv_nxt` point at now. Also resets
+            // what an earlier connection of a reused socket left.
+            let ops = unsafe { &*ctx.ops };
+            st.dns_out = ops.snd_nxt;
+            st.dns_in = c.rcv_nxt;
+            st.dns_out_flags = DNS_SYNC;
+            st.dns_in_flags = DNS_SYNC;
             let cfg = config();
             let now = unsafe { bpf_ktime_get_ns() };
             // connect()'s time, SYN retransmits included; a passive open has none to report.

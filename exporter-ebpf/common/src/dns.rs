@@ -47,18 +47,14 @@ pub const DNS_CB_TCP: u32 = 1 << 31;
 /// `__sk_buff.cb[0]` bit: the first message's length began with the previous segment's last
 /// byte, which is in bits 8..16; this segment begins with the length's second byte.
 pub const DNS_CB_HALF: u32 = 1 << 30;
-/// `SockState::dns_sync` bits: where the next message we send begins is known (`dns_out`)...
-pub const DNS_SYNC_OUT: u8 = 1;
-/// ... where the next one we receive begins (`dns_in`)...
-pub const DNS_SYNC_IN: u8 = 2;
-/// ... the framing of what we send is lost: nothing more of it is parsed...
-pub const DNS_LOST_OUT: u8 = 4;
-/// ... and of what we receive...
-pub const DNS_LOST_IN: u8 = 8;
-/// ... a segment we sent ended one byte into a length (kept in `dns_half_out`)...
-pub const DNS_HALF_OUT: u8 = 16;
-/// ... and one we received (`dns_half_in`).
-pub const DNS_HALF_IN: u8 = 32;
+/// `SockState::dns_out_flags` / `dns_in_flags` bit (one byte per direction: the directions'
+/// programs run on different CPUs at once, ingress without the socket lock): where the next
+/// message begins is known, from the connection's start (`dns_out` / `dns_in`)...
+pub const DNS_SYNC: u8 = 1;
+/// ... the framing is lost: nothing more of that direction is parsed...
+pub const DNS_LOST: u8 = 2;
+/// ... a segment ended one byte into a length (kept in `dns_half_out` / `dns_half_in`).
+pub const DNS_HALF: u8 = 4;
 
 /// The EDNS OPT record's resource record type (RFC 6891): its TTL field carries the upper 8
 /// bits of the extended RCODE.
@@ -104,8 +100,11 @@ pub const DNS_ERR_NAME_TOO_LONG: u8 = 6;
 pub const DNS_ERR_TRUNCATED_QUESTION: u8 = 7;
 /// A response sent to port 53 or a query coming from it (QR bit against the direction).
 pub const DNS_ERR_UNEXPECTED_QR: u8 = 8;
+/// A response over TCP whose header is cut by the end of the segment it begins in (its RCODE is
+/// in the next): counted here, as a query cut that way counts under `~split`.
+pub const DNS_ERR_SPLIT_HEADER: u8 = 9;
 /// Number of parse error reasons.
-pub const DNS_ERR_COUNT: usize = 9;
+pub const DNS_ERR_COUNT: usize = 10;
 /// `reason` label of each parse error, by code.
 pub const DNS_ERR_NAMES: [&str; DNS_ERR_COUNT] = [
     "short_header",
@@ -117,6 +116,7 @@ pub const DNS_ERR_NAMES: [&str; DNS_ERR_COUNT] = [
     "name_too_long",
     "truncated_question",
     "unexpected_qr",
+    "split_header",
 ];
 
 /// Names of the DNS maps, by generation (flipped and drained with the flow maps).

@@ -289,10 +289,10 @@ pub struct SockState {
     pub fin_out_seen: u8,
     /// 1 once a FIN from the peer has been seen arriving (written by ingress only).
     pub fin_in_seen: u8,
-    /// DNS over TCP: `dns::DNS_SYNC_*` and `dns::DNS_LOST_*` bits.
-    pub dns_sync: u8,
-    /// Explicit padding, always zero.
-    pub _pad: u8,
+    /// DNS over TCP, what we send: `dns::DNS_SYNC`, `DNS_LOST`, `DNS_HALF` bits.
+    pub dns_out_flags: u8,
+    /// The same for what we receive.
+    pub dns_in_flags: u8,
     /// `snd_una` when `sent_reported` was taken from the kernel's counters (or the ACK number
     /// ingress counted up to): maps an ACK number to a sent-bytes total. Per-packet mode only.
     pub sent_una: u32,
@@ -316,7 +316,7 @@ pub struct SockState {
     pub dns_out: u32,
     pub dns_in: u32,
     /// DNS over TCP: the first byte of a 2-byte length that was the last byte of a segment
-    /// (`dns::DNS_HALF_*`), in the data we send and in the data we receive.
+    /// (`dns::DNS_HALF`), in the data we send and in the data we receive.
     pub dns_half_out: u8,
     pub dns_half_in: u8,
     /// Explicit padding, always zero.

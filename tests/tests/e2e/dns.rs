@@ -662,7 +662,8 @@ const FRAMING_LOST: [(&str, &str); 1] = [("source", "dns_tcp_framing_lost")];
 ///   stepped over and counted as `dns_tcp_unparsed`, and the framing holds;
 /// - a query whose question leaves in a second segment: counted under `~split`, its answer
 ///   counted without latency and naming nothing; then a query whose 2-byte length is cut
-///   between two segments, put together and counted whole, and a whole one;
+///   between two segments, put together and counted whole; one whose header is cut, under
+///   `~split` too; and a whole one;
 /// - glibc with `options use-vc`: A and AAAA over TCP, and the connection made to the address
 ///   carries the name (answers over TCP reach the hostname cache).
 #[test]
@@ -733,6 +734,7 @@ fn queries_over_tcp_are_counted_exactly() {
                 "split",
                 "alias.sockscope.test",
                 "deep.sockscope.test",
+                "nope.sockscope.test",
                 "web.sockscope.test",
             ],
         ),
@@ -765,7 +767,7 @@ fn queries_over_tcp_are_counted_exactly() {
         (q("keepopen", "deep.sockscope.test", "A"), 1.0),
         (q("truncated", "big.sockscope.test", "A"), 2.0),
         (q("edns", "web.sockscope.test", "A"), 2.0),
-        (q("split", "~split", "~split"), 1.0),
+        (q("split", "~split", "~split"), 2.0),
         (q("split", "deep.sockscope.test", "A"), 1.0),
         (q("split", "web.sockscope.test", "A"), 1.0),
         (q("usevc", "web.sockscope.test", "A"), 1.0),
@@ -787,6 +789,7 @@ fn queries_over_tcp_are_counted_exactly() {
         (r("edns", "web.sockscope.test", "A", "BADVERS"), 2.0),
         (r("split", "alias.sockscope.test", "A", "NOERROR"), 1.0),
         (r("split", "deep.sockscope.test", "A", "NOERROR"), 1.0),
+        (r("split", "nope.sockscope.test", "A", "NXDOMAIN"), 1.0),
         (r("split", "web.sockscope.test", "A", "NOERROR"), 1.0),
         (r("usevc", "web.sockscope.test", "A", "NOERROR"), 1.0),
         (r("usevc", "web.sockscope.test", "AAAA", "NOERROR"), 1.0),

@@ -134,7 +134,8 @@ pub(crate) fn dns_spray(
 /// A queries over one TCP connection (RFC 7766 framing: a 2-byte length before each message).
 /// With `split`, the first query's length and header leave in one segment and its question in
 /// the next (TCP_NODELAY, 100 ms apart), the second's length is cut after its first byte
-/// likewise, and each query leaves after the answer to the one before;
+/// likewise, the third's header after its sixth byte, and each query leaves after the answer
+/// to the one before;
 /// else all queries leave in one write. Prints `rcode <n>` per answer, in order.
 pub(crate) fn dns_tcp(server: SocketAddr, split: bool, qnames: &[String]) -> Res<()> {
     let mut s = TcpStream::connect(server).map_err(|e| format!("connect {server}: {e}"))?;
@@ -164,10 +165,11 @@ pub(crate) fn dns_tcp(server: SocketAddr, split: bool, qnames: &[String]) -> Res
     if split {
         for (i, f) in framed.iter().enumerate() {
             // The first: 2-byte length and 12-byte header, then the question. The second: one
-            // byte of its length, then the rest.
+            // byte of its length, then the rest. The third: the length and half the header.
             let cut = match i {
                 0 => 14,
                 1 => 1,
+                2 => 8,
                 _ => f.len(),
             };
             s.write_all(&f[..cut]).map_err(|e| e.to_string())?;

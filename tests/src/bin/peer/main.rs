@@ -35,7 +35,7 @@
 //!       the first address of `family` (4, 6 or any); prints `resolved <ip>` and `connected <ip>`
 //!   sockscope-peer dns-tcp <server addr> <split|pipeline> <qname>...   A queries over one TCP
 //!       connection: `split` sends the first one's header and question in two segments, the
-//!       second's length in two, one query at a time; `pipeline` sends them all in one write; prints `rcode <n>` per answer
+//!       second's length in two, the third's header in two, one query at a time; `pipeline` sends them all in one write; prints `rcode <n>` per answer
 //!   sockscope-peer dns-junk <server addr>       malformed DNS payloads to port 53, one by one
 //!   sockscope-peer dns-junk-server <bind addr> <count>   echoes them with the QR bit flipped
 //!   sockscope-peer tcp-reset-server <bind addr>   one connection, closed with a reset
@@ -212,8 +212,8 @@ enum Command {
     DnsTcp {
         server: SocketAddr,
         /// `split`: the first query's header and question leave in two segments (100 ms
-        /// apart), the second's length is cut after its first byte likewise, each leaves after
-        /// the answer before it; `pipeline`: all in one write.
+        /// apart), the second's length is cut after its first byte likewise, the third's header
+        /// in its middle, each leaves after the answer before it; `pipeline`: all in one write.
         #[arg(value_parser = ["split", "pipeline"])]
         mode: String,
         #[arg(required = true)]
