@@ -35,11 +35,27 @@ fn connect_time_counts_a_dropped_syn(mode: &str) {
     const NAME: &str = "sockscope_tcp_connect_duration_seconds";
     let cg = TestCgroup::new(&format!("health-connect-{mode}"));
     let agent = Agent::start_in_mode(PEER, &cg.root, mode);
+    // A namespace of its own without SYN cookies: with a full accept queue a SYN may otherwise
+    // be answered with a cookie whose check then fails, and the client is reset instead of
+    // retransmitting its SYN (seen under load).
+    let ns = Netns::new("conn");
+    let st = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_syncookies=0",
+        ])
+        .status()
+        .expect("sysctl");
+    assert!(st.success());
     let mut srv = cg.spawn(
         "server",
         &mut peer_cmd(
             PEER,
-            None,
+            Some(&ns.name),
             &[
                 "tcp-server",
                 "127.0.0.1:0",
@@ -57,7 +73,7 @@ fn connect_time_counts_a_dropped_syn(mode: &str) {
         "client",
         &mut peer_cmd(
             PEER,
-            None,
+            Some(&ns.name),
             &[
                 "tcp-client",
                 &format!("127.0.0.1:{port}"),
