@@ -26,12 +26,13 @@ use crate::{
         web::{self, WebOptions},
     },
     fault::{self, Fault},
+    identity::domains::{DomainClasses, Watchlists},
     identity::labelled::Labeller,
     identity::labels::LabelOptions,
     identity::{Identity, hosts::HostCache},
     kubernetes::Cluster,
     pipeline::Pipeline,
-    series::{Budgets, Series},
+    series::{Budgets, Series, dns::Domains},
 };
 
 /// Longest wait for the first list of this node's pods before draining starts.
@@ -46,7 +47,31 @@ pub struct Started {
     kubernetes: Option<(crate::kubernetes::Source, String)>,
     web: WebOptions,
     otlp: Option<otlp::Options>,
+    domains: Domains,
     at: std::time::SystemTime,
+}
+
+/// The name classes and watchlists the config describes; the watchlist files are read here,
+/// so a missing or malformed one stops the agent (and --check-config) with its line.
+pub fn domains(config: &Config) -> Result<Domains> {
+    let search = match &config.dns_search_domains {
+        Some(list) => list.clone(),
+        // The resolver's own search list: in a pod (or with hostNetwork and
+        // ClusterFirstWithHostNet) the cluster's, on a plain host the host's.
+        None => std::fs::read_to_string("/etc/resolv.conf")
+            .map(|t| crate::identity::domains::resolv_conf_search(&t))
+            .unwrap_or_default(),
+    };
+    let classes = DomainClasses::new(
+        &config.dns_cluster_domain,
+        &search,
+        &config.dns_domain_classes,
+    )?;
+    let watchlists = Watchlists::load(&config.dns_watchlists)?;
+    Ok(Domains {
+        classes,
+        watchlists,
+    })
 }
 
 /// The map sizes the flags ask for, `auto` ones for this node's possible CPUs.
@@ -78,6 +103,7 @@ pub fn start(config: &Config) -> Result<Started> {
     preflight::check_privileges()?;
     preflight::check_btf()?;
     let root = preflight::cgroup_root(config.cgroup_root.as_deref())?;
+    let domains = domains(config)?;
 
     // Bind before attaching: a port conflict should fail before anything touches the kernel.
     let listen = |source| Error::Listen {
@@ -166,6 +192,7 @@ pub fn start(config: &Config) -> Result<Started> {
         kubernetes,
         web,
         otlp,
+        domains,
         at,
     })
 }
@@ -180,6 +207,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
         kubernetes,
         web,
         otlp,
+        domains,
         at,
     } = started;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Listen {
@@ -223,6 +251,7 @@ pub async fn run(config: Config, started: Started) -> Result<()> {
     series.flows.set_drops(drops.clone());
     series.packet_drops.set_drops(drops.clone());
     series.dns.set_drops(drops);
+    series.dns.set_domains(domains);
     series
         .agent
         .set_attached(kernel.programs.iter().map(|p| (p.name, p.attached)));

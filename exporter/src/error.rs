@@ -33,6 +33,9 @@ pub enum Error {
     /// The web config file is unusable.
     #[error(transparent)]
     Web(#[from] crate::export::web::Error),
+    /// A DNS name class or watchlist is unusable.
+    #[error(transparent)]
+    Domains(#[from] crate::identity::domains::Error),
     /// Loading, attaching or checking the eBPF side failed.
     #[error(transparent)]
     Kernel(#[from] crate::ebpf::Error),

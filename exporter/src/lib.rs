@@ -7,6 +7,7 @@
 //! and publishes a snapshot, [`export`] serves it. Beside the path: [`schema`] (every family),
 //! [`config`], [`report`], [`fault`], [`memory`].
 
+pub mod advice;
 pub mod agent;
 pub mod config;
 pub mod dns;

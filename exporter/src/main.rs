@@ -24,6 +24,31 @@ fn exit_on_panic() {
     }));
 }
 
+/// `sockscope policy` / `sockscope egress`: no privileges, no kernel programs, one thread.
+fn run_command(command: sockscope::config::tools::Command) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn,kube_client=error"))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sockscope: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sockscope::advice::run(command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sockscope: {}", sockscope::report::error_chain(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let config = match Config::load() {
         Ok(c) => c,
@@ -32,6 +57,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(command) = config.command.clone() {
+        return run_command(command);
+    }
     if let Some(path) = &config.install_seccomp_profile {
         return match sockscope::seccomp::install(path) {
             Ok(()) => {
@@ -45,6 +73,10 @@ fn main() -> ExitCode {
         };
     }
     if let Some(path) = &config.check_config {
+        if let Err(e) = sockscope::agent::domains(&config) {
+            eprintln!("sockscope: {path}: {e}", path = path.display());
+            return ExitCode::from(2);
+        }
         // The command's result, not a log line.
         let _ = writeln!(std::io::stdout(), "{}: ok", path.display());
         return ExitCode::SUCCESS;

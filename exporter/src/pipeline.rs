@@ -59,6 +59,7 @@ impl Pipeline {
         if let Err(e) = self.kernel.sample_tcp() {
             warn!("TCP iterator run failed: {e}; live TCP counts wait for the next drain");
         }
+        self.series.dns.refresh_watchlists();
         let answers = self.answers.clone();
         let batch = self.drainer.drain(|| catch_up(&answers));
         self.label_and_fold(&batch);

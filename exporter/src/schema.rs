@@ -212,7 +212,7 @@ const DROP_LABELS: [&str; 7] = [
     "direction",
 ];
 
-const DNS_QUERY_LABELS: [&str; 7] = [
+const DNS_QUERY_LABELS: [&str; 8] = [
     "namespace",
     "workload",
     "workload_kind",
@@ -220,8 +220,9 @@ const DNS_QUERY_LABELS: [&str; 7] = [
     "container",
     "qname",
     "qtype",
+    "qname_class",
 ];
-const DNS_RESPONSE_LABELS: [&str; 8] = [
+const DNS_RESPONSE_LABELS: [&str; 9] = [
     "namespace",
     "workload",
     "workload_kind",
@@ -230,6 +231,16 @@ const DNS_RESPONSE_LABELS: [&str; 8] = [
     "qname",
     "qtype",
     "rcode",
+    "qname_class",
+];
+const DNS_WATCHLIST_LABELS: [&str; 7] = [
+    "namespace",
+    "workload",
+    "workload_kind",
+    "pod",
+    "container",
+    "list",
+    "qname",
 ];
 const DNS_LATENCY_LABELS: [&str; 6] = [
     "namespace",
@@ -356,7 +367,7 @@ pub const DNS_QUERIES: Family = Family {
         Kind::Counter,
         Unit::None,
         &DNS_QUERY_LABELS,
-        "DNS queries sent over UDP to port 53, by question name and type",
+        "DNS queries sent to port 53 (UDP and TCP), by question name and type, and whether the name is the cluster's own, in a configured class, or external",
     )
 };
 pub const DNS_RESPONSES: Family = Family {
@@ -366,7 +377,7 @@ pub const DNS_RESPONSES: Family = Family {
         Kind::Counter,
         Unit::None,
         &DNS_RESPONSE_LABELS,
-        "DNS responses received over UDP from port 53, by question name, type and response code",
+        "DNS responses received from port 53 (UDP and TCP), by question name, type, response code and name class",
     )
 };
 pub const DNS_LATENCY: Family = Family {
@@ -399,6 +410,27 @@ pub const DNS_PARSE_ERRORS: Family = Family {
         "Packets to or from port 53 that are not a parseable single-question DNS message, by reason",
     )
 };
+pub const DNS_WATCHLIST_QUERIES: Family = own(
+    "sockscope_dns_watchlist_queries",
+    Kind::Counter,
+    Unit::None,
+    &DNS_WATCHLIST_LABELS,
+    "DNS queries for a name on a domain watchlist, by list and name (never folded into ~other: beyond the qname budget a name counts under the watchlist entry it matched)",
+);
+pub const DNS_WATCHLIST_ENTRIES: Family = own(
+    "sockscope_dns_watchlist_entries",
+    Kind::Gauge,
+    Unit::None,
+    &["list"],
+    "Entries (names and *.suffix patterns) of each domain watchlist in force",
+);
+pub const DNS_WATCHLIST_RELOADS: Family = own(
+    "sockscope_dns_watchlist_reloads",
+    Kind::Counter,
+    Unit::None,
+    &["list", "result"],
+    "Domain watchlist files re-read after they changed, by result: ok, or error (the previous entries stay in force)",
+);
 pub const DNS_ANSWERS: Family = own(
     "sockscope_dns_answers",
     Kind::Counter,
@@ -615,7 +647,7 @@ pub const METADATA_MISSES: Family = own(
 );
 
 /// Every family, in exposition order.
-pub const ALL: [&Family; 47] = [
+pub const ALL: [&Family; 50] = [
     &TCP_SENT_BYTES,
     &TCP_RECEIVED_BYTES,
     &TCP_CONNECTIONS_OPENED,
@@ -634,6 +666,9 @@ pub const ALL: [&Family; 47] = [
     &DNS_LATENCY,
     &DNS_TIMEOUTS,
     &DNS_PARSE_ERRORS,
+    &DNS_WATCHLIST_QUERIES,
+    &DNS_WATCHLIST_ENTRIES,
+    &DNS_WATCHLIST_RELOADS,
     &DNS_ANSWERS,
     &DNS_HOST_CACHE_ENTRIES,
     &DNS_HOST_CACHE_EVICTIONS,

@@ -172,6 +172,12 @@ struct Dns {
     cache_size: Option<u32>,
     #[serde(default, deserialize_with = "bytes")]
     cache_memory: Option<u64>,
+    cluster_domain: Option<String>,
+    search_domains: Option<Vec<String>>,
+    /// Class name -> domain suffixes, for `qname_class`.
+    domain_classes: Option<BTreeMap<String, Vec<String>>>,
+    /// List name -> file.
+    watchlists: Option<BTreeMap<String, PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,6 +299,24 @@ impl File {
         set!("dns_ttl_max", c.dns_ttl_max, d.ttl_max);
         set!("dns_cache_size", c.dns_cache_size, d.cache_size);
         set!("dns_cache_memory", c.dns_cache_memory, d.cache_memory);
+        set!("dns_cluster_domain", c.dns_cluster_domain, d.cluster_domain);
+        set!(
+            "dns_search_domains",
+            c.dns_search_domains,
+            d.search_domains.map(Some)
+        );
+        if let Some(lists) = d.watchlists
+            && !explicit("dns_watchlists")
+        {
+            c.dns_watchlists = Vec::new();
+            for (name, path) in lists {
+                super::check_list_name(&name).map_err(|e| format!("dns.watchlists: {e}"))?;
+                c.dns_watchlists.push((name, path));
+            }
+        }
+        if let Some(classes) = d.domain_classes {
+            c.dns_domain_classes = classes.into_iter().collect();
+        }
         let k = self.kubernetes.unwrap_or_default();
         set!("kubernetes", c.kubernetes, k.mode);
         set!("kubeconfig", c.kubeconfig, k.kubeconfig.map(Some));

@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod otlp;
+pub mod tools;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -21,6 +22,11 @@ pub struct Config {
     /// Validate this config file (and the flags) and exit, without loading anything.
     #[arg(long, value_name = "FILE")]
     pub check_config: Option<PathBuf>,
+
+    /// Commands that read what sockscope recorded (from Prometheus) instead of running the
+    /// agent; they need no privileges.
+    #[command(subcommand)]
+    pub command: Option<tools::Command>,
 
     /// Write the seccomp profile this build was tested with (deploy/seccomp/sockscope.json) to
     /// FILE, creating its directory, and exit: the DaemonSet's init container installs it where
@@ -88,6 +94,32 @@ pub struct Config {
     /// least recently used entries go first when either bound is reached.
     #[arg(long, env = "SOCKSCOPE_DNS_CACHE_MEMORY", default_value = "16MiB", value_parser = parse_bytes)]
     pub dns_cache_memory: u64,
+
+    /// The cluster's DNS domain: names in it (and in the search domains) get
+    /// `qname_class="cluster"`.
+    #[arg(
+        long,
+        env = "SOCKSCOPE_DNS_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub dns_cluster_domain: String,
+
+    /// Search domains whose names are the cluster's own too (comma-separated; default: the
+    /// `search` line of /etc/resolv.conf).
+    #[arg(long, env = "SOCKSCOPE_DNS_SEARCH_DOMAINS", value_delimiter = ',')]
+    pub dns_search_domains: Option<Vec<String>>,
+
+    /// A domain watchlist, `NAME=FILE` (repeat, or comma-separate in the variable): one domain
+    /// or `*.suffix` per line, re-read when the file changes. Queries for its names count in
+    /// sockscope_dns_watchlist_queries_total{list="NAME"}.
+    #[arg(long = "dns-watchlist", env = "SOCKSCOPE_DNS_WATCHLISTS", value_delimiter = ',',
+          value_name = "NAME=FILE", value_parser = parse_watchlist)]
+    pub dns_watchlists: Vec<(String, PathBuf)>,
+
+    /// `qname_class` name -> domain suffixes, checked after the cluster's own (config file
+    /// `dns.domain_classes`).
+    #[arg(skip)]
+    pub dns_domain_classes: Vec<(String, Vec<String>)>,
 
     /// Distinct `qname` values per local workload; further names are counted as `~other`.
     #[arg(long, env = "SOCKSCOPE_MAX_QNAMES_PER_WORKLOAD", default_value_t = 50,
@@ -284,6 +316,10 @@ impl Config {
     pub fn load() -> Result<Config, String> {
         let matches = Config::command().get_matches();
         let mut config = Config::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        if config.command.is_some() {
+            // The agent's options do not apply to a command.
+            return Ok(config);
+        }
         let explicit = |id: &str| {
             matches!(
                 matches.value_source(id),
@@ -306,6 +342,33 @@ impl Config {
             .and_then(|f| f.apply(self, explicit))
             .map_err(|e| format!("config {}: {e}", path.display()))
     }
+}
+
+/// `--dns-watchlist NAME=FILE`: the name as a `list` label value.
+pub fn parse_watchlist(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=FILE"))?;
+    check_list_name(name)?;
+    if path.is_empty() {
+        return Err(format!("{s:?}: the file is empty"));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+/// A watchlist's name: a short plain word, as it becomes a label value.
+pub fn check_list_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "watchlist name {name:?}: use 1 to 64 letters, digits, _ or -"
+        ));
+    }
+    Ok(())
 }
 
 /// A per-workload budget: at least 1 (flags and the config file alike).

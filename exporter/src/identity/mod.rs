@@ -2,6 +2,7 @@
 //! (address -> class, and the hostname the owner's namespace resolved for it).
 
 pub mod cgroup;
+pub mod domains;
 pub mod hosts;
 pub mod kubepods;
 pub mod labelled;

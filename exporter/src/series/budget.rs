@@ -70,6 +70,11 @@ impl Budget {
         }
     }
 
+    /// Forgets every scope that starts with `prefix` (a workload's, split further).
+    pub fn forget_prefix(&mut self, prefix: &str) {
+        self.admitted.retain(|scope, _| !scope.starts_with(prefix));
+    }
+
     /// Forgets a scope (its workload's series all expired).
     pub fn forget(&mut self, scope: &str) {
         self.admitted.remove(scope);

@@ -17,6 +17,7 @@ use super::{
 use crate::{
     dns::AnswerStats,
     identity::{
+        domains::{DomainClasses, UNKNOWN, Watchlists},
         labelled::{DnsDelta, DnsEvent, Question},
         labels::{LocalLabels, OVERFLOW, SPLIT},
     },
@@ -34,6 +35,7 @@ struct QueryLabels {
     local: LocalLabels,
     qname: String,
     qtype: String,
+    qname_class: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -42,6 +44,25 @@ struct ResponseLabels {
     qname: String,
     qtype: String,
     rcode: String,
+    qname_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct WatchlistLabels {
+    local: LocalLabels,
+    list: String,
+    qname: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct ListLabels {
+    list: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct ReloadLabels {
+    list: String,
+    result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -78,19 +99,28 @@ macro_rules! droppable {
     };
 }
 
-label_set!(QueryLabels { [local] qname, qtype });
-label_set!(ResponseLabels { [local] qname, qtype, rcode });
+label_set!(QueryLabels { [local] qname, qtype, qname_class });
+label_set!(ResponseLabels { [local] qname, qtype, rcode, qname_class });
+label_set!(WatchlistLabels { [local] list, qname });
+label_set!(ListLabels { list });
+label_set!(ReloadLabels { list, result });
 label_set!(LatencyLabels { [local] rcode });
 label_set!(ErrorLabels { [local] reason });
 label_set!(ResultLabels { result });
 
-droppable!(QueryLabels { qname, qtype });
+droppable!(QueryLabels {
+    qname,
+    qtype,
+    qname_class
+});
 droppable!(ResponseLabels {
     qname,
     qtype,
-    rcode
+    rcode,
+    qname_class
 });
 droppable!(LatencyLabels { rcode });
+droppable!(WatchlistLabels { list, qname });
 droppable!(ErrorLabels { reason });
 
 /// The labels family `family` exports for `labels` (some dropped), recorded for expiry; an
@@ -121,6 +151,15 @@ struct ResultLabels {
     result: String,
 }
 
+/// What the config says about names: their classes and the watchlists.
+#[derive(Debug, Default)]
+pub struct Domains {
+    /// `qname_class`.
+    pub classes: DomainClasses,
+    /// Domain watchlists.
+    pub watchlists: Watchlists,
+}
+
 /// The DNS families and the `qname` budget.
 pub struct DnsMetrics {
     queries: Family<Compact, Count>,
@@ -137,6 +176,13 @@ pub struct DnsMetrics {
     qnames: Budget,
     qtypes: Budget,
     overflow: Overflow,
+    watchlist: Family<Compact, Count>,
+    watchlist_entries: Family<ListLabels, Gauge>,
+    watchlist_reloads: Family<ReloadLabels, Count>,
+    /// Distinct watchlist names per workload and list: beyond the `qname` budget a name
+    /// counts under the entry it matched (`*.suffix`), never as `~other`.
+    watch_names: Budget,
+    domains: Domains,
     /// Label sets in use by owner, for expiry.
     members: DnsMembers,
     /// Labels emptied per family.
@@ -149,6 +195,7 @@ struct DnsMembers {
     responses: Members,
     latency: Members,
     errors: Members,
+    watchlist: Members,
 }
 
 impl Default for DnsMembers {
@@ -158,6 +205,7 @@ impl Default for DnsMembers {
             responses: Members::new(schema::DNS_RESPONSES.labels),
             latency: Members::new(schema::DNS_LATENCY.labels),
             errors: Members::new(schema::DNS_PARSE_ERRORS.labels),
+            watchlist: Members::new(schema::DNS_WATCHLIST_QUERIES.labels),
         }
     }
 }
@@ -180,6 +228,11 @@ impl DnsMetrics {
             qnames: Budget::new(budgets.qnames),
             qtypes: Budget::new(budgets.qtypes),
             overflow,
+            watchlist: Family::default(),
+            watchlist_entries: Family::default(),
+            watchlist_reloads: Family::default(),
+            watch_names: Budget::new(budgets.qnames),
+            domains: Domains::default(),
             members: DnsMembers::default(),
             drops: Drops::default(),
         };
@@ -188,6 +241,9 @@ impl DnsMetrics {
         registry.register(&schema::DNS_LATENCY, m.latency.clone());
         registry.register(&schema::DNS_TIMEOUTS, m.timeouts.clone());
         registry.register(&schema::DNS_PARSE_ERRORS, m.parse_errors.clone());
+        registry.register(&schema::DNS_WATCHLIST_QUERIES, m.watchlist.clone());
+        registry.register(&schema::DNS_WATCHLIST_ENTRIES, m.watchlist_entries.clone());
+        registry.register(&schema::DNS_WATCHLIST_RELOADS, m.watchlist_reloads.clone());
         registry.register(&schema::DNS_ANSWERS, m.answers.clone());
         registry.register(&schema::DNS_HOST_CACHE_ENTRIES, m.cache_entries.clone());
         registry.register(&schema::DNS_HOST_CACHE_EVICTIONS, m.cache_evictions.clone());
@@ -206,11 +262,16 @@ impl DnsMetrics {
                 // Queries and timeouts share their labels and their label sets.
                 DnsEvent::Query(question) | DnsEvent::Timeout(question) => {
                     let name = if timeout { DNS_TIMEOUTS } else { DNS_QUERIES };
+                    if !timeout && let Question::Named { qname, .. } = &question {
+                        self.watch(&local, qname, n, owner, expiry);
+                    }
+                    let qname_class = self.class(&question);
                     let (qname, qtype) = self.question(&local, question, name);
                     let labels = QueryLabels {
                         local,
                         qname,
                         qtype,
+                        qname_class,
                     };
                     let members = &mut self.members.queries;
                     let labels = exported(&self.drops, members, expiry, name, labels, owner);
@@ -238,12 +299,14 @@ impl DnsMetrics {
                             .get_or_create_shared(&labels)
                             .add(bucket, n, sum_ns);
                     }
+                    let qname_class = self.class(&question);
                     let (qname, qtype) = self.question(&local, question, DNS_RESPONSES);
                     let labels = ResponseLabels {
                         local,
                         qname,
                         qtype,
                         rcode: rcode.to_string(),
+                        qname_class,
                     };
                     let members = &mut self.members.responses;
                     let labels =
@@ -267,6 +330,96 @@ impl DnsMetrics {
                     self.parse_errors.get_or_create_shared(&labels).inc_by(n);
                 }
             }
+        }
+    }
+
+    /// Sets the name classes and watchlists.
+    pub fn set_domains(&mut self, domains: Domains) {
+        for (list, n) in domains.watchlists.sizes() {
+            self.watchlist_entries
+                .get_or_create(&ListLabels {
+                    list: list.to_string(),
+                })
+                .set(n as i64);
+        }
+        self.domains = domains;
+    }
+
+    /// Re-reads watchlist files that changed (once per drain: a stat per list).
+    pub fn refresh_watchlists(&mut self) {
+        for r in self.domains.watchlists.refresh() {
+            let result = match &r.error {
+                None => {
+                    tracing::info!(list = %r.name, entries = r.entries, "watchlist reloaded");
+                    "ok"
+                }
+                Some(e) => {
+                    tracing::warn!(
+                        list = %r.name,
+                        "watchlist not reloaded, its {} previous entries stay in force: {}",
+                        r.entries,
+                        crate::report::error_chain(e)
+                    );
+                    "error"
+                }
+            };
+            self.watchlist_reloads
+                .get_or_create(&ReloadLabels {
+                    list: r.name.clone(),
+                    result: result.to_string(),
+                })
+                .inc();
+            self.watchlist_entries
+                .get_or_create(&ListLabels { list: r.name })
+                .set(r.entries as i64);
+        }
+    }
+
+    /// Counts a query on every watchlist its name is on.
+    fn watch(
+        &mut self,
+        local: &LocalLabels,
+        qname: &str,
+        n: u64,
+        owner: (u64, Option<u128>),
+        expiry: &mut Expiry,
+    ) {
+        if self.domains.watchlists.is_empty() {
+            return;
+        }
+        let hits: Vec<(String, String)> = self
+            .domains
+            .watchlists
+            .matching(qname)
+            .map(|(list, entry)| (list.to_string(), entry))
+            .collect();
+        for (list, entry) in hits {
+            let scope = format!("{}\0{list}", local.budget_scope());
+            let (label, folded) = self.watch_names.label(&scope, qname.to_string());
+            let qname = if folded { entry } else { label };
+            let labels = WatchlistLabels {
+                local: local.clone(),
+                list,
+                qname,
+            };
+            let members = &mut self.members.watchlist;
+            let labels = exported(
+                &Drops::default(),
+                members,
+                expiry,
+                schema::DNS_WATCHLIST_QUERIES.name,
+                labels,
+                owner,
+            );
+            self.watchlist.get_or_create_shared(&labels).inc_by(n);
+        }
+    }
+
+    /// `qname_class` of a question: from the whole name, before any budget folds it.
+    fn class(&self, question: &Question) -> String {
+        match question {
+            Question::Named { qname, .. } => self.domains.classes.class(qname).to_string(),
+            _ => UNKNOWN.to_string(),
         }
     }
 
@@ -319,6 +472,9 @@ impl DnsMetrics {
         for l in self.members.errors.take(local) {
             n += usize::from(self.parse_errors.remove(&*l));
         }
+        for l in self.members.watchlist.take(local) {
+            n += usize::from(self.watchlist.remove(&*l));
+        }
         n
     }
 
@@ -331,6 +487,7 @@ impl DnsMetrics {
     pub fn forget_scope(&mut self, scope: &str) {
         self.qnames.forget(scope);
         self.qtypes.forget(scope);
+        self.watch_names.forget_prefix(&format!("{scope}\0"));
     }
 
     /// The `qname` and `qtype` labels of a question within the workload's budgets. A name the
@@ -379,6 +536,7 @@ mod tests {
     use super::*;
     use crate::{
         drain::Batch,
+        identity::domains::{DomainClasses, Watchlists},
         identity::{Identity, hosts::HostCache, labelled::Labeller, labels::LabelOptions},
     };
 
@@ -452,13 +610,16 @@ mod tests {
         out.push_str(&crate::export::text::openmetrics(&registry.snapshot()));
         let has = |s: &str| assert!(out.contains(s), "{s} missing in\n{out}");
         has(
-            r#"sockscope_dns_queries_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A"} 3"#,
+            r#"sockscope_dns_queries_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A",qname_class="external"} 3"#,
         );
         has(
-            r#"sockscope_dns_queries_total{namespace="",workload="",workload_kind="",pod="",container="",qname="~other",qtype="A"} 3"#,
+            r#"sockscope_dns_queries_total{namespace="",workload="",workload_kind="",pod="",container="",qname="~other",qtype="A",qname_class="external"} 2"#,
         );
         has(
-            r#"sockscope_dns_responses_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A",rcode="NXDOMAIN"} 3"#,
+            r#"sockscope_dns_queries_total{namespace="",workload="",workload_kind="",pod="",container="",qname="~other",qtype="A",qname_class="~unknown"} 1"#,
+        );
+        has(
+            r#"sockscope_dns_responses_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A",rcode="NXDOMAIN",qname_class="external"} 3"#,
         );
         has(
             r#"sockscope_dns_latency_seconds_count{namespace="",workload="",workload_kind="",pod="",container="",rcode="NXDOMAIN"} 2"#,
@@ -476,10 +637,88 @@ mod tests {
             r#"sockscope_dns_parse_errors_total{namespace="",workload="",workload_kind="",pod="",container="",reason="compression_in_question"} 5"#,
         );
         has(
-            r#"sockscope_dns_timeouts_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A"} 1"#,
+            r#"sockscope_dns_timeouts_total{namespace="",workload="",workload_kind="",pod="",container="",qname="a",qtype="A",qname_class="external"} 1"#,
         );
         has(
             r#"sockscope_series_overflow_total{metric="sockscope_dns_queries_total",label="qname"} 2"#,
         );
+    }
+
+    #[test]
+    fn watchlist_hits_are_never_other_and_names_are_classified() {
+        let dir = std::env::temp_dir().join(format!("sockscope-dnswatch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let list = dir.join("bad");
+        std::fs::write(&list, "*.bad.example\nexact.example\n").expect("write");
+        let mut registry = Registry::default();
+        let overflow = Overflow::default();
+        let mut m = DnsMetrics::register(
+            &mut registry,
+            Budgets {
+                qnames: 1,
+                ..Budgets::default()
+            },
+            overflow.clone(),
+        );
+        m.set_domains(Domains {
+            classes: DomainClasses::new("cluster.local", &[], &[]).expect("classes"),
+            watchlists: Watchlists::load(&[("bad".into(), list.clone())]).expect("load"),
+        });
+        let mut id = Identity::new(
+            "/nonexistent".into(),
+            "/nonexistent".into(),
+            None,
+            HostCache::new(4, Duration::from_secs(1), Duration::from_secs(2)),
+        );
+        let names: [&[u8]; 4] = [
+            b"\x02db\x07default\x03svc\x07cluster\x05local\x00",
+            b"\x01x\x03bad\x07example\x00",
+            b"\x01y\x03bad\x07example\x00",
+            b"\x05exact\x07example\x00",
+        ];
+        let hashes: Vec<u64> = names.iter().map(|n| name_hash(n, n.len())).collect();
+        let qnames = hashes
+            .iter()
+            .zip(names)
+            .map(|(h, n)| (*h, Box::from(n)))
+            .collect();
+        let one = |n| DnsStats {
+            count: n,
+            sum_ns: 0,
+        };
+        let batch = Batch {
+            dns: hashes
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (key(*h, DNS_KIND_QUERY, 0, 0), one(i as u64 + 1)))
+                .collect(),
+            qnames,
+            ..Batch::default()
+        };
+        let labeller = Labeller::new(LabelOptions::default());
+        let labelled: Vec<_> = labeller.dns(&batch, &mut id).collect();
+        m.fold(labelled, &mut Expiry::new(Duration::from_secs(60)));
+        let out = crate::export::text::openmetrics(&registry.snapshot());
+        let has = |s: &str| assert!(out.contains(s), "{s} missing in\n{out}");
+        let local = r#"namespace="",workload="",workload_kind="",pod="",container="""#;
+        has(&format!(
+            r#"sockscope_dns_queries_total{{{local},qname="db.default.svc.cluster.local",qtype="A",qname_class="cluster"}} 1"#
+        ));
+        // The budget of 1 folds the rest into ~other, each keeping its class.
+        has(&format!(
+            r#"sockscope_dns_queries_total{{{local},qname="~other",qtype="A",qname_class="external"}} 9"#
+        ));
+        // Watchlist hits keep their names, up to the budget (1): then the entry matched.
+        has(&format!(
+            r#"sockscope_dns_watchlist_queries_total{{{local},list="bad",qname="x.bad.example"}} 2"#
+        ));
+        has(&format!(
+            r#"sockscope_dns_watchlist_queries_total{{{local},list="bad",qname="*.bad.example"}} 3"#
+        ));
+        has(&format!(
+            r#"sockscope_dns_watchlist_queries_total{{{local},list="bad",qname="exact.example"}} 4"#
+        ));
+        has(r#"sockscope_dns_watchlist_entries{list="bad"} 2"#);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,0 +1,453 @@
+//! `sockscope policy --audit`: existing NetworkPolicies against observed traffic. Each need
+//! is evaluated as the NetworkPolicy API defines it: a pod is isolated in a direction when a
+//! policy of its namespace selects it for that direction, and then only traffic some rule of
+//! those policies allows is allowed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
+
+use ipnet::IpNet;
+use k8s_openapi::{
+    api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Error, Result,
+    cluster::{ClusterInfo, Labels, WorkloadInfo, selects},
+    needs::{Direction, Need, Needs, Other, Port, pods_of, private_ranges},
+    observed::{Traffic, Workload},
+};
+
+/// Reads every NetworkPolicy in `paths` (YAML or JSON; several documents and `kind: List`
+/// allowed). Other kinds are an error: an audit that skipped them would mislead.
+pub fn read(paths: &[std::path::PathBuf]) -> Result<Vec<NetworkPolicy>> {
+    let mut out = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
+            let value = serde_json::Value::deserialize(doc).map_err(|e| bad(path, i, &e))?;
+            if value.is_null() {
+                continue;
+            }
+            collect(value, path, i, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn bad(path: &Path, doc: usize, e: &dyn std::fmt::Display) -> Error {
+    Error::Policy {
+        path: path.to_path_buf(),
+        document: doc + 1,
+        message: crate::report::one_line(&e.to_string()),
+    }
+}
+
+fn collect(
+    value: serde_json::Value,
+    path: &Path,
+    doc: usize,
+    out: &mut Vec<NetworkPolicy>,
+) -> Result<()> {
+    match value["kind"].as_str() {
+        Some("List") | Some("NetworkPolicyList") => {
+            for item in value["items"].as_array().cloned().unwrap_or_default() {
+                collect(item, path, doc, out)?;
+            }
+            Ok(())
+        }
+        Some("NetworkPolicy") => {
+            let p: NetworkPolicy = serde_json::from_value(value).map_err(|e| bad(path, doc, &e))?;
+            out.push(p);
+            Ok(())
+        }
+        other => Err(bad(
+            path,
+            doc,
+            &format!(
+                "kind {} is not a NetworkPolicy (the audit understands networking.k8s.io/v1 NetworkPolicy)",
+                other.unwrap_or("(none)")
+            ),
+        )),
+    }
+}
+
+/// The verdict on one need.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Row {
+    /// `namespace/workload` whose pods the need is about.
+    pub workload: String,
+    /// ingress or egress.
+    pub direction: Direction,
+    /// The other side.
+    pub peer: String,
+    /// Port and protocol.
+    pub port: String,
+    /// allowed, denied, or unknown (the API does not know a side).
+    pub verdict: &'static str,
+    /// The policies that isolate the pods in that direction (for denied), or the one that
+    /// allows it.
+    pub policies: Vec<String>,
+    /// Connections in the window (TCP).
+    pub connections: u64,
+    /// Bytes in the window.
+    pub bytes: u64,
+}
+
+/// The audit's result.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Every need with its verdict.
+    pub edges: Vec<Row>,
+    /// Policies whose rules allow nothing that was observed.
+    pub unused_policies: Vec<String>,
+}
+
+impl Report {
+    /// Whether observed traffic would be denied.
+    pub fn denies(&self) -> bool {
+        self.edges.iter().any(|r| r.verdict == "denied")
+    }
+}
+
+/// Audits `needs` of the selected subjects.
+pub fn audit(
+    needs: &Needs,
+    cluster: &ClusterInfo,
+    policies: &[NetworkPolicy],
+    selected: &dyn Fn(&Workload) -> bool,
+) -> Report {
+    let mut used: BTreeSet<usize> = BTreeSet::new();
+    let mut edges = Vec::new();
+    for (need, t) in needs {
+        if !selected(&need.subject) {
+            continue;
+        }
+        edges.push(verdict(need, t, cluster, policies, &mut used));
+    }
+    let unused_policies = policies
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !used.contains(i))
+        .map(|(_, p)| policy_name(p))
+        .collect();
+    Report {
+        edges,
+        unused_policies,
+    }
+}
+
+fn policy_name(p: &NetworkPolicy) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or("default"),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn describe(other: &Other) -> String {
+    match other {
+        Other::Pods { workload } => format!("{workload}"),
+        Other::Addresses {
+            class,
+            ip,
+            host,
+            node,
+        } => {
+            let mut s = match ip {
+                Some(ip) => ip.to_string(),
+                None if !node.is_empty() => format!("node {node}"),
+                None => format!("({class})"),
+            };
+            if !host.is_empty() {
+                s.push_str(&format!(" {host}"));
+            }
+            s
+        }
+        Other::Unknown { what } => what.clone(),
+    }
+}
+
+fn verdict(
+    need: &Need,
+    t: &Traffic,
+    cluster: &ClusterInfo,
+    policies: &[NetworkPolicy],
+    used: &mut BTreeSet<usize>,
+) -> Row {
+    let mut row = Row {
+        workload: need.subject.to_string(),
+        direction: need.direction,
+        peer: describe(&need.other),
+        port: format!("{}/{}", need.port, need.protocol.as_str()),
+        verdict: "unknown",
+        policies: Vec::new(),
+        connections: t.connections.round() as u64,
+        bytes: t.bytes.round() as u64,
+    };
+    let Some(subject) = pods_of(cluster, &need.subject) else {
+        return row;
+    };
+    let ns = &need.subject.namespace;
+    let kind = match need.direction {
+        Direction::Ingress => "Ingress",
+        Direction::Egress => "Egress",
+    };
+    let isolating: Vec<(usize, &NetworkPolicy)> = policies
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.metadata.namespace.as_deref().unwrap_or("default") == ns)
+        .filter(|(_, p)| {
+            let spec = p.spec.clone().unwrap_or_default();
+            let types = spec.policy_types.clone().unwrap_or_else(|| {
+                // The API's default: Ingress, and Egress when the policy has egress rules.
+                let mut t = vec!["Ingress".to_string()];
+                if spec.egress.is_some() {
+                    t.push("Egress".into());
+                }
+                t
+            });
+            types.iter().any(|x| x == kind)
+                && selects(&spec.pod_selector.unwrap_or_default(), &subject.pod_labels)
+        })
+        .collect();
+    if isolating.is_empty() {
+        row.verdict = "allowed";
+        return row;
+    }
+    if matches!(need.other, Other::Unknown { .. }) {
+        row.policies = isolating.iter().map(|(_, p)| policy_name(p)).collect();
+        return row;
+    }
+    // The server's pods, whose named ports a rule may use.
+    let server: Option<&WorkloadInfo> = match (&need.direction, &need.other) {
+        (Direction::Ingress, _) => Some(subject),
+        (Direction::Egress, Other::Pods { workload }) => pods_of(cluster, workload),
+        _ => None,
+    };
+    for (i, p) in &isolating {
+        let spec = p.spec.clone().unwrap_or_default();
+        let allowed = match need.direction {
+            Direction::Ingress => spec.ingress.iter().flatten().any(|r| {
+                peers_match(r.from.as_deref(), ns, &need.other, cluster)
+                    && ports_match(r.ports.as_deref(), need, server)
+            }),
+            Direction::Egress => spec.egress.iter().flatten().any(|r| {
+                peers_match(r.to.as_deref(), ns, &need.other, cluster)
+                    && ports_match(r.ports.as_deref(), need, server)
+            }),
+        };
+        if allowed {
+            used.insert(*i);
+            row.verdict = "allowed";
+            row.policies = vec![policy_name(p)];
+            return row;
+        }
+    }
+    row.verdict = "denied";
+    row.policies = isolating.iter().map(|(_, p)| policy_name(p)).collect();
+    row
+}
+
+fn peers_match(
+    peers: Option<&[NetworkPolicyPeer]>,
+    policy_ns: &str,
+    other: &Other,
+    cluster: &ClusterInfo,
+) -> bool {
+    // No `from`/`to`, or an empty list: every peer.
+    let Some(peers) = peers.filter(|p| !p.is_empty()) else {
+        return true;
+    };
+    peers
+        .iter()
+        .any(|peer| peer_matches(peer, policy_ns, other, cluster))
+}
+
+fn peer_matches(
+    peer: &NetworkPolicyPeer,
+    policy_ns: &str,
+    other: &Other,
+    cluster: &ClusterInfo,
+) -> bool {
+    match other {
+        Other::Pods { workload } => {
+            if peer.ip_block.is_some() {
+                // ipBlock is for addresses outside the cluster's pods (the API says pod IPs
+                // may or may not match, depending on the network plugin): not relied on.
+                return false;
+            }
+            let Some(info) = pods_of(cluster, workload) else {
+                return false;
+            };
+            let empty = Labels::new();
+            let ns_labels = cluster
+                .namespaces
+                .get(&workload.namespace)
+                .unwrap_or(&empty);
+            let ns_ok = match &peer.namespace_selector {
+                Some(sel) => selects(sel, ns_labels),
+                None => workload.namespace == policy_ns,
+            };
+            let pod_ok = match &peer.pod_selector {
+                Some(sel) => selects(sel, &info.pod_labels),
+                None => true,
+            };
+            ns_ok && pod_ok
+        }
+        Other::Addresses {
+            class, ip, node, ..
+        } => {
+            let Some(block) = &peer.ip_block else {
+                return false;
+            };
+            let Ok(cidr) = block.cidr.parse::<IpNet>() else {
+                return false;
+            };
+            let except: Vec<IpNet> = block
+                .except
+                .iter()
+                .flatten()
+                .filter_map(|e| e.parse().ok())
+                .collect();
+            let covers =
+                |net: &IpNet| cidr.contains(net) && !except.iter().any(|e| overlaps(e, net));
+            match ip {
+                Some(ip) => covers(&IpNet::from(*ip)),
+                None if !node.is_empty() => cluster
+                    .nodes
+                    .get(node)
+                    .is_some_and(|a| !a.is_empty() && a.iter().all(|ip| covers(&IpNet::from(*ip)))),
+                // Without the address, only a block that covers every address of its class
+                // surely allows it.
+                None => match class.as_str() {
+                    "private" => {
+                        private_ranges()
+                            .iter()
+                            .filter(|r| same_family(r, &cidr))
+                            .all(covers)
+                            && private_ranges().iter().any(|r| same_family(r, &cidr))
+                    }
+                    "public" => {
+                        cidr.prefix_len() == 0
+                            && except
+                                .iter()
+                                .all(|e| private_ranges().iter().any(|p| p.contains(e)))
+                    }
+                    _ => cidr.prefix_len() == 0 && except.is_empty(),
+                },
+            }
+        }
+        Other::Unknown { .. } => false,
+    }
+}
+
+fn same_family(a: &IpNet, b: &IpNet) -> bool {
+    matches!(
+        (a, b),
+        (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+    )
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+fn ports_match(
+    ports: Option<&[NetworkPolicyPort]>,
+    need: &Need,
+    server: Option<&WorkloadInfo>,
+) -> bool {
+    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+        return true;
+    };
+    let proto = need.protocol.as_str();
+    ports.iter().any(|p| {
+        if p.protocol.as_deref().unwrap_or("TCP") != proto {
+            return false;
+        }
+        let Some(port) = &p.port else {
+            return true;
+        };
+        let named = |name: &str| -> Option<u16> {
+            server?
+                .ports
+                .iter()
+                .find(|(n, _, pr)| n == name && pr == proto)
+                .and_then(|(_, num, _)| u16::try_from(*num).ok())
+        };
+        match (&need.port, port) {
+            (Port::Any, _) => false,
+            (Port::Number(n), IntOrString::Int(first)) => {
+                let last = p.end_port.unwrap_or(*first);
+                (*first..=last).contains(&i32::from(*n))
+            }
+            (Port::Number(n), IntOrString::String(name)) => named(name) == Some(*n),
+            (Port::Name(a), IntOrString::String(b)) => a == b,
+            (Port::Name(a), IntOrString::Int(first)) => named(a)
+                .is_some_and(|n| (*first..=p.end_port.unwrap_or(*first)).contains(&i32::from(n))),
+        }
+    })
+}
+
+/// The report as a table: denied first, then unknown, then allowed; unused policies last.
+pub fn table(report: &Report) -> String {
+    let order = |v: &str| match v {
+        "denied" => 0,
+        "unknown" => 1,
+        _ => 2,
+    };
+    let mut rows: Vec<&Row> = report.edges.iter().collect();
+    rows.sort_by(|a, b| (order(a.verdict), *a).cmp(&(order(b.verdict), *b)));
+    let header = [
+        "VERDICT",
+        "WORKLOAD",
+        "DIRECTION",
+        "PEER",
+        "PORT",
+        "CONNECTIONS",
+        "BYTES",
+        "POLICIES",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.verdict.to_string(),
+                r.workload.clone(),
+                format!("{:?}", r.direction).to_lowercase(),
+                r.peer.clone(),
+                r.port.clone(),
+                r.connections.to_string(),
+                r.bytes.to_string(),
+                if r.policies.is_empty() {
+                    "-".into()
+                } else {
+                    r.policies.join(",")
+                },
+            ]
+        })
+        .collect();
+    let mut out = super::columns(&header, &cells);
+    let counts: BTreeMap<&str, usize> = report.edges.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.verdict).or_default() += 1;
+        m
+    });
+    out.push_str(&format!(
+        "\n{} denied, {} allowed, {} unknown\n",
+        counts.get("denied").unwrap_or(&0),
+        counts.get("allowed").unwrap_or(&0),
+        counts.get("unknown").unwrap_or(&0)
+    ));
+    for p in &report.unused_policies {
+        out.push_str(&format!("policy {p} allows nothing that was observed\n"));
+    }
+    out
+}
