@@ -20,12 +20,17 @@ use std::{
 use serde_json::{Value, json};
 
 /// The resources the server knows, by collection path.
-pub const RESOURCES: [(&str, &str, &str); 5] = [
+pub const RESOURCES: [(&str, &str, &str); 10] = [
     ("/api/v1/pods", "v1", "Pod"),
     ("/api/v1/services", "v1", "Service"),
     ("/api/v1/nodes", "v1", "Node"),
+    ("/api/v1/namespaces", "v1", "Namespace"),
     ("/apis/apps/v1/replicasets", "apps/v1", "ReplicaSet"),
+    ("/apis/apps/v1/deployments", "apps/v1", "Deployment"),
+    ("/apis/apps/v1/statefulsets", "apps/v1", "StatefulSet"),
+    ("/apis/apps/v1/daemonsets", "apps/v1", "DaemonSet"),
     ("/apis/batch/v1/jobs", "batch/v1", "Job"),
+    ("/apis/batch/v1/cronjobs", "batch/v1", "CronJob"),
 ];
 
 struct Event {
@@ -635,6 +640,91 @@ pub mod objects {
         json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": m,
                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": deployment}}},
                "status": {"replicas": 1, "readyReplicas": 1}})
+    }
+
+    fn labels(l: &[(&str, &str)]) -> Value {
+        Value::Object(l.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
+    }
+
+    /// Replaces a pod's labels.
+    pub fn with_labels(mut pod: Value, l: &[(&str, &str)]) -> Value {
+        pod["metadata"]["labels"] = labels(l);
+        pod
+    }
+
+    /// A pod template with these labels and one container with these named TCP ports.
+    fn template(l: &[(&str, &str)], ports: &[(&str, u16)]) -> Value {
+        let ports: Vec<Value> = ports
+            .iter()
+            .map(|(n, p)| json!({"name": n, "containerPort": p, "protocol": "TCP"}))
+            .collect();
+        json!({"metadata": {"labels": labels(l)},
+               "spec": {"containers": [{"name": "main", "image": "registry.example/main:1.0", "ports": ports}]}})
+    }
+
+    /// A controller (`Deployment`, `StatefulSet`, `DaemonSet`) selecting pods by `selector`,
+    /// whose template carries `selector` plus `extra` labels.
+    pub fn controller(
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        selector: &[(&str, &str)],
+        extra: &[(&str, &str)],
+        ports: &[(&str, u16)],
+    ) -> Value {
+        let all: Vec<(&str, &str)> = selector.iter().chain(extra).copied().collect();
+        let mut spec = json!({"selector": {"matchLabels": labels(selector)},
+                              "template": template(&all, ports)});
+        if kind == "StatefulSet" {
+            spec["serviceName"] = json!(name);
+        }
+        json!({"apiVersion": "apps/v1", "kind": kind, "metadata": meta(Some(namespace), name, uid),
+               "spec": spec})
+    }
+
+    /// A CronJob whose job template's pods carry `l`.
+    pub fn cronjob(namespace: &str, name: &str, uid: &str, l: &[(&str, &str)]) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta(Some(namespace), name, uid),
+               "spec": {"schedule": "0 * * * *",
+                        "jobTemplate": {"spec": {"template": {
+                            "metadata": {"labels": labels(l)},
+                            "spec": {"restartPolicy": "OnFailure",
+                                     "containers": [{"name": "main", "image": "registry.example/main:1.0"}]}}}}}})
+    }
+
+    /// A namespace (the API server adds kubernetes.io/metadata.name).
+    pub fn namespace(name: &str, uid: &str, l: &[(&str, &str)]) -> Value {
+        let mut m = meta(None, name, uid);
+        let mut all = labels(l);
+        all["kubernetes.io/metadata.name"] = json!(name);
+        m["labels"] = all;
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": m, "status": {"phase": "Active"}})
+    }
+
+    /// A ClusterIP Service with its own labels, selector and ports (name, port, protocol,
+    /// targetPort as a number or a name).
+    pub fn service_with(
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        cluster_ip: &str,
+        own: &[(&str, &str)],
+        selector: &[(&str, &str)],
+        ports: &[(&str, u16, &str, Value)],
+    ) -> Value {
+        let mut m = meta(Some(namespace), name, uid);
+        m["labels"] = labels(own);
+        let ports: Vec<Value> = ports
+            .iter()
+            .map(|(n, p, proto, t)| json!({"name": n, "port": p, "protocol": proto, "targetPort": t}))
+            .collect();
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": m,
+            "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
+                     "ports": ports, "selector": labels(selector)},
+            "status": {"loadBalancer": {}}
+        })
     }
 
     /// A Job owned by CronJob `cronjob`.

@@ -66,21 +66,48 @@ pub async fn read(prom: &Prometheus, source: &Source, at: f64) -> Result<Vec<Des
     if !source.matchers.is_empty() {
         sel = format!("{sel}, {}", source.matchers);
     }
-    let bytes_sel =
-        format!(r#"__name__=~"sockscope_(tcp|udp)_(sent|received)_bytes_total", {sel}"#);
     let by = "namespace, workload, workload_kind, remote_class, remote_host, port";
     let w = source.window;
-    // Resolution of the first/last seen subqueries: about 2000 steps over the window.
-    let step = (w.as_secs() / 2000).max(60);
+    // Resolution of the first/last seen subqueries: about 2000 steps over the window, a
+    // round step so that steps fall on scrape times.
+    let step = [60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400]
+        .into_iter()
+        .find(|s| w.as_secs() / s <= 2016)
+        .unwrap_or(86400);
     let ws = format!("{}s", w.as_secs());
     let rs = format!("{step}s");
     let mut rows: BTreeMap<Key, Destination> = BTreeMap::new();
-    for s in prom.query(&in_window("", &bytes_sel, w, by), at).await? {
-        if s.value > 0.0
-            && let Some(d) = entry(&mut rows, source, &s)
-        {
-            d.bytes += s.value.round() as u64;
-            d.ports.insert(s.label("port").to_string());
+    let mut firsts = Vec::new();
+    let mut lasts = Vec::new();
+    // One family at a time: functions drop the metric name, and the sent and received
+    // series of one row would then collide.
+    for family in [
+        "sockscope_tcp_sent_bytes_total",
+        "sockscope_tcp_received_bytes_total",
+        "sockscope_udp_sent_bytes_total",
+        "sockscope_udp_received_bytes_total",
+    ] {
+        for s in prom.query(&in_window(family, &sel, w, by), at).await? {
+            if s.value > 0.0
+                && let Some(d) = entry(&mut rows, source, &s)
+            {
+                d.bytes += s.value.round() as u64;
+                d.ports.insert(s.label("port").to_string());
+            }
+        }
+        let first =
+            format!("min by ({by}) (min_over_time(timestamp({family}{{{sel}}})[{ws}:{rs}]))");
+        for s in prom.query(&first, at).await? {
+            firsts.push((key(&s), s.value));
+        }
+        // changes() needs two samples in its range, and only those of one step: a step and
+        // a half (a range holds its left end in Prometheus 2, not in 3).
+        let changed = format!(
+            "max by ({by}) (max_over_time((timestamp(changes({family}{{{sel}}}[{}s]) > 0))[{ws}:{rs}]))",
+            step * 3 / 2
+        );
+        for s in prom.query(&changed, at).await? {
+            lasts.push((key(&s), s.value));
         }
     }
     let conns = in_window("sockscope_tcp_connections_opened_total", &sel, w, by);
@@ -92,19 +119,7 @@ pub async fn read(prom: &Prometheus, source: &Source, at: f64) -> Result<Vec<Des
             d.ports.insert(s.label("port").to_string());
         }
     }
-    let first = format!("min by ({by}) (min_over_time(timestamp({{{bytes_sel}}})[{ws}:{rs}]))");
-    let changed = format!(
-        "max by ({by}) (max_over_time((timestamp(changes({{{bytes_sel}}}[{rs}]) > 0))[{ws}:{rs}]))"
-    );
     let start = at - w.as_secs_f64();
-    let mut firsts = Vec::new();
-    for s in prom.query(&first, at).await? {
-        firsts.push((key(&s), s.value));
-    }
-    let mut lasts = Vec::new();
-    for s in prom.query(&changed, at).await? {
-        lasts.push((key(&s), s.value));
-    }
     let mut out: Vec<Destination> = Vec::new();
     for (k, mut d) in rows {
         if d.bytes == 0 && d.connections == 0 {

@@ -102,9 +102,11 @@ pub type Needs = BTreeMap<Need, Traffic>;
 
 /// Derives every need from `observed`.
 pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
-    let mut needs = Needs::new();
-    let mut add = |need: Need, t: &Traffic| {
-        let e = needs.entry(need).or_default();
+    // An in-cluster edge is usually recorded at both ends: each side's rows add up, and the
+    // two sides' totals are merged by the larger, not added (that would count it twice).
+    let mut sides: [Needs; 2] = [Needs::new(), Needs::new()];
+    let mut add = |side: usize, need: Need, t: &Traffic| {
+        let e = sides[side].entry(need).or_default();
         e.connections += t.connections;
         e.bytes += t.bytes;
     };
@@ -141,7 +143,10 @@ pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
             };
             for (other, port) in servers {
                 for protocol in protocols(flow) {
+                    // DNS's other protocol is allowed, not observed.
+                    let t = &own(flow, protocol, t);
                     add(
+                        0,
                         Need {
                             subject: flow.local.clone(),
                             direction: Direction::Egress,
@@ -153,6 +158,7 @@ pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
                     );
                     if let Other::Pods { workload } = &other {
                         add(
+                            0,
                             Need {
                                 subject: workload.clone(),
                                 direction: Direction::Ingress,
@@ -180,7 +186,9 @@ pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
                 _ => address(flow),
             };
             for protocol in protocols(flow) {
+                let t = &own(flow, protocol, t);
                 add(
+                    1,
                     Need {
                         subject: flow.local.clone(),
                         direction: Direction::Ingress,
@@ -192,6 +200,7 @@ pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
                 );
                 if let Other::Pods { workload } = &client {
                     add(
+                        1,
                         Need {
                             subject: workload.clone(),
                             direction: Direction::Egress,
@@ -224,6 +233,7 @@ pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
                 for sp in svc.ports.iter().filter(|sp| sp.port == i32::from(DNS_PORT)) {
                     for protocol in [Protocol::Udp, Protocol::Tcp] {
                         add(
+                            0,
                             Need {
                                 subject: client.clone(),
                                 direction: Direction::Egress,
@@ -244,7 +254,22 @@ pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
             }
         }
     }
+    let [mut needs, server_side] = sides;
+    for (need, t) in server_side {
+        let e = needs.entry(need).or_default();
+        e.connections = e.connections.max(t.connections);
+        e.bytes = e.bytes.max(t.bytes);
+    }
     needs
+}
+
+/// A row's traffic under `protocol`: none under the protocol it was not seen on.
+fn own(flow: &Flow, protocol: Protocol, t: &Traffic) -> Traffic {
+    if protocol == flow.protocol {
+        *t
+    } else {
+        Traffic::default()
+    }
 }
 
 /// The protocols a row needs: DNS gets both.

@@ -108,8 +108,8 @@ pub struct Observed {
     pub flows: BTreeMap<Flow, Traffic>,
     /// Workloads that asked DNS questions in the window.
     pub dns_clients: BTreeSet<Workload>,
-    /// Rows left out (no owner workload, `~overflow`), with why.
-    pub skipped: BTreeMap<String, f64>,
+    /// Rows left out (no owner workload, `~overflow`, loopback) by why: their label sets.
+    pub skipped: BTreeMap<String, BTreeSet<BTreeMap<String, String>>>,
 }
 
 /// The PromQL of a counter's amount within the window, per row.
@@ -170,6 +170,11 @@ impl Observed {
         Ok(out)
     }
 
+    /// Workloads recorded as owners of sockets (their agents saw their own traffic).
+    pub fn owners(&self) -> BTreeSet<Workload> {
+        self.flows.keys().map(|f| f.local.clone()).collect()
+    }
+
     fn flow(&mut self, s: &Sample, protocol: Protocol) -> Option<Flow> {
         let local = workload(s);
         let skip = if local.name.is_empty() || local.namespace.is_empty() {
@@ -182,7 +187,10 @@ impl Observed {
             None
         };
         if let Some(why) = skip {
-            *self.skipped.entry(why.to_string()).or_default() += s.value;
+            self.skipped
+                .entry(why.to_string())
+                .or_default()
+                .insert(s.labels.clone());
             return None;
         }
         Some(Flow {

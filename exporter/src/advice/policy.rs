@@ -60,6 +60,7 @@ struct Plan {
 /// why.
 pub fn policies(
     needs: &Needs,
+    owners: &BTreeSet<Workload>,
     cluster: &ClusterInfo,
     format: PolicyFormat,
     selected: &dyn Fn(&Workload) -> bool,
@@ -70,8 +71,17 @@ pub fn policies(
     for n in needs.keys() {
         by_subject.entry(&n.subject).or_default().push(n);
     }
+    // Only workloads sockscope recorded as owners: one seen only from its peers' side (no
+    // agent on its nodes, outside the matchers) has traffic nobody recorded, which its
+    // policy would deny.
     for (subject, list) in by_subject {
         if !selected(subject) {
+            continue;
+        }
+        if !owners.contains(subject) {
+            skipped.push(format!(
+                "{subject}: no series of its own (seen only as a peer of others)"
+            ));
             continue;
         }
         let Some(info) = pods_of(cluster, subject) else {
@@ -232,6 +242,10 @@ fn address_peers(
             continue;
         }
         match (ip, class.as_str()) {
+            // Cilium names nodes by entity, whatever their addresses.
+            (_, "node") if format == PolicyFormat::Cilium => {
+                nodes.insert(node.clone());
+            }
             (Some(ip), _) => {
                 ips.insert(*ip);
             }

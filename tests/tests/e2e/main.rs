@@ -17,6 +17,7 @@ mod otlp;
 mod overflow;
 mod package;
 mod podman;
+mod policy;
 mod scenario;
 mod tcp;
 mod tcp_health;
