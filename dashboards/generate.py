@@ -24,6 +24,10 @@ DB_PORTS = "5432|3306|27017|6379|9042|9200|1433|1521|11211|26257"
 EDGE = "namespace, workload, remote_namespace, remote_workload, remote_host, remote_class, port"
 EDGE_LEGEND = "{{namespace}}/{{workload}} -> {{remote_workload}} {{remote_host}} ({{remote_class}}) :{{port}}"
 
+# A dependency as the recording rules and SockscopeNewDependency keep it (alerts/sockscope.rules.yml):
+# owner workload x peer workload, else name, else class; no port.
+NEW_EDGE = "namespace, workload, remote_namespace, remote_workload, remote_host, remote_class"
+
 
 def quantile(q, histogram, matchers):
     """The q-quantile of `histogram` per edge, over the panel's rate interval."""
@@ -147,7 +151,7 @@ OVERVIEW = dashboard("sockscope-overview", "sockscope / Overview",
 ])
 
 DEPENDENCIES = dashboard("sockscope-dependencies", "sockscope / Dependencies",
-    "Who talks to whom: workloads, their remote workloads, hostnames and ports; connect time, RTT and connection lifetime per edge.", [
+    "Who talks to whom: workloads, their remote workloads, hostnames and ports; connect time, RTT and connection lifetime per edge; new dependencies.", [
     [("Workload -> peer (connections over the range)", "short", "table",
       ['sum by (namespace, workload, remote_namespace, remote_workload, remote_class, port) (increase(sockscope_tcp_connections_opened_total{$sel, role="client"}[$__range]))'],
       "Client-side connections per destination workload and service port.")],
@@ -183,10 +187,18 @@ DEPENDENCIES = dashboard("sockscope-dependencies", "sockscope / Dependencies",
        for q in (0.5, 0.99)],
       "Established to closed, client side, of the connections that closed in each interval: "
       "short lifetimes on an edge meant to pool connections are a pool that does not reuse them.")],
+    [("New dependencies (none in the 7 days before the range)", "short", "table",
+      ['max_over_time(edge:sockscope_tcp_connections_opened:increase10m{$sel}[$__range]) > 0 '
+       'unless on (' + NEW_EDGE + ') (max_over_time(edge:sockscope_tcp_connections_opened:seen1h{$sel}[7d] offset $__range) '
+       'or max_over_time(edge:sockscope_tcp_connections_opened:increase10m{$sel}[1h] offset $__range) > 0)'],
+      "Client -> server edges that opened connections during the time range and none in the 7 days before it, "
+      "as SockscopeNewDependency sees them: the peer is a workload (remote_namespace/remote_workload), else the name "
+      "the client resolved (remote_host), else its class (remote_class: unnamed addresses, nodes). Value: the most "
+      "connections the edge opened in 10 minutes. From the recording rules of alerts/sockscope.rules.yml.")],
 ])
 
 DNS = dashboard("sockscope-dns", "sockscope / DNS",
-    "DNS queries, answers, errors, latency and timeouts per workload and name.", [
+    "DNS queries, answers, errors, latency and timeouts per workload and name; external domains and watchlist hits.", [
     [("Queries/s by workload", "reqps", "timeseries",
       ['sum by (namespace, workload) (rate(sockscope_dns_queries_total{$sel}[$__rate_interval]))'],
       "DNS queries leaving the workload's sockets."),
@@ -210,10 +222,22 @@ DNS = dashboard("sockscope-dns", "sockscope / DNS",
      ("Timeouts/s by workload", "reqps", "timeseries",
       ['sum by (namespace, workload) (rate(sockscope_dns_timeouts_total{$sel}[$__rate_interval]))'],
       "Queries without a response within sockscope's --dns-timeout.")],
+    [("External domains by workload", "short", "table",
+      ['sum by (namespace, workload, qname) (increase(sockscope_dns_queries_total{$sel, qname_class="external"}[$__range]))'],
+      "Names outside the cluster domain, its search domains and the configured domain classes (qname_class=\"external\") "
+      "that each workload asked for, with their queries over the range: the workload's egress by name."),
+     # A counter's first sample is no increase, and a watched name may be asked once: a series
+     # that appeared during the range counts whole.
+     ("Watchlist domains queried", "short", "table",
+      ['sum by (namespace, workload, pod, list, qname) ((sockscope_dns_watchlist_queries_total{$sel} '
+       'unless sockscope_dns_watchlist_queries_total{$sel} offset $__range) '
+       'or increase(sockscope_dns_watchlist_queries_total{$sel}[$__range])) > 0'],
+      "Queries for names on a configured domain watchlist during the range, per pod and list; every query counts. "
+      "SockscopeWatchlistDomainQueried fires on each (critical).")],
 ])
 
 USE_CASES = dashboard("sockscope-use-cases", "sockscope / Use cases",
-    "Shared databases, hairpin traffic, and the clients of an endpoint.", [
+    "Shared databases, hairpin traffic, the clients of an endpoint, and traffic that bypasses a mesh sidecar.", [
     [("Databases shared by several namespaces", "short", "table",
       ['count by (remote_namespace, remote_workload, port) (sum by (namespace, remote_namespace, remote_workload, port) (increase(sockscope_tcp_connections_opened_total{cluster=~"$cluster", role="client", port=~"' + DB_PORTS + '"}[$__range])) > 0) > 1'],
       "Database endpoints (well-known ports) that clients from more than one namespace connect to; value = number of namespaces."),
@@ -229,6 +253,19 @@ USE_CASES = dashboard("sockscope-use-cases", "sockscope / Use cases",
      ("Connections/s to the endpoint", "ops", "timeseries",
       ['sum by (namespace, workload) (rate(sockscope_tcp_connections_opened_total{cluster=~"$cluster", role="client", remote_host=~"$endpoint"}[$__rate_interval]))'],
       "Connection rate to the endpoint, per client workload.")],
+    [("Sidecar bypass: connections/s not through the mesh proxy", "ops", "timeseries",
+      ['pod:sockscope_sidecar_bypass_connections:rate5m{$sel}'],
+      "Per pod that runs a mesh sidecar (istio-proxy, linkerd-proxy): TCP connections/s its other containers opened "
+      "to non-loopback peers that the sidecar did not accept on its outbound capture port (15001 Istio, 4140 Linkerd), "
+      "so that left the pod without the proxy. From the recording rule in alerts/sockscope.rules.yml, where the "
+      "container names and ports are set; SockscopeSidecarBypass fires over 0.01/s for 10 minutes.",
+      "{{namespace}}/{{pod}}"),
+     ("Sidecar bypass: UDP bytes/s outside the mesh (DNS left out)", "Bps", "timeseries",
+      ['pod:sockscope_sidecar_bypass_udp_sent_bytes:rate5m{$sel}'],
+      "UDP the same pods' other containers send to non-loopback peers, DNS (port 53) left out. Meshes carry no UDP, "
+      "so this passes the proxy by design (metrics, syslog, QUIC) and is not alerted; UDP to public peers escapes "
+      "the mesh's egress policy all the same.",
+      "{{namespace}}/{{pod}}")],
 ], extra_vars=[
     {"name": "own_hosts", "label": "Own public hosts (regex)", "type": "textbox",
      "query": "(.+\\\\.)?example\\\\.com", "current": {"text": "(.+\\\\.)?example\\\\.com", "value": "(.+\\\\.)?example\\\\.com"}},
