@@ -74,7 +74,11 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &config.check_config {
         if let Err(e) = sockscope::agent::domains(&config) {
-            eprintln!("sockscope: {path}: {e}", path = path.display());
+            eprintln!(
+                "sockscope: config {}: {}",
+                path.display(),
+                sockscope::report::error_chain(&e)
+            );
             return ExitCode::from(2);
         }
         // The command's result, not a log line.

@@ -77,6 +77,22 @@ fn check_config_validates_without_privileges() {
             "has no label \"rcode\"",
         ),
         ("interval: \"5s\nlog: [\n", "unexpected end of stream"),
+        (
+            "dns: {watchlists: {threats: /nonexistent/threats.txt}}\n",
+            "watchlist threats: cannot read /nonexistent/threats.txt: No such file",
+        ),
+        (
+            "dns: {watchlists: {\"bad name\": /tmp/x}}\n",
+            "dns.watchlists: watchlist name \"bad name\"",
+        ),
+        (
+            "dns: {domain_classes: {external: [corp.example]}}\n",
+            "\"external\" is reserved",
+        ),
+        (
+            "dns: {domain_classes: {corp: [\"corp example\"]}}\n",
+            "dns.domain_classes.corp:1: \"corp example\" is not a domain name",
+        ),
     ];
     for (yaml, want) in bad {
         let path = file("bad", yaml);
@@ -87,6 +103,22 @@ fn check_config_validates_without_privileges() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         let _ = std::fs::remove_file(path);
     }
+    // A watchlist file with a bad line: its path and line.
+    let list = file("list", "evil.example\n*.ok.example\nnot*valid.example\n");
+    let path = file(
+        "watch",
+        &format!("dns: {{watchlists: {{threats: {}}}}}\n", list.display()),
+    );
+    let out = unprivileged(&["--check-config", path.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:3: \"not*valid.example\"", list.display())),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(list);
     let out = unprivileged(&["--check-config", "/nonexistent.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -928,3 +928,149 @@ fn queries_over_tcp_are_counted_exactly() {
         m.dump()
     );
 }
+
+/// Domain watchlists and name classes: hits count by list and name, also beyond the qname
+/// budget (under the entry they matched, never ~other); a changed file is reloaded; a broken
+/// one is refused and the old list stays; every query's name is classified before any budget
+/// folds it.
+#[test]
+fn watchlists_and_name_classes() {
+    let dns = DnsServer::start(&zone(), false);
+    let cg = TestCgroup::new("dns-watch");
+    let dir = std::env::temp_dir().join(format!(
+        "sockscope-watch-{}-{}",
+        std::process::id(),
+        sockscope_tests::unique()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let list = dir.join("threats.txt");
+    std::fs::write(
+        &list,
+        "# known bad\nevil.sockscope.test\n*.tunnel.sockscope.test\n",
+    )
+    .expect("write");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "dns:\n  search_domains: [corp.sockscope.test]\n  domain_classes: {partner: [partner.sockscope.test]}\n",
+    )
+    .expect("write");
+    let agent = Agent::start(
+        PEER,
+        &cg.root,
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--dns-watchlist",
+            &format!("threats={}", list.display()),
+            "--max-qnames-per-workload",
+            "2",
+        ],
+    );
+    let ask = |name: &str| {
+        let mut c = cg.spawn("client", &mut dns.kdig(name, "A"));
+        c.wait_ok();
+    };
+    for name in [
+        "web.sockscope.test.",
+        "db.shop.svc.cluster.local.",
+        "git.corp.sockscope.test.",
+        "api.partner.sockscope.test.",
+        "evil.sockscope.test.",
+        "a1.tunnel.sockscope.test.",
+        "a2.tunnel.sockscope.test.",
+        "a3.tunnel.sockscope.test.",
+    ] {
+        ask(name);
+    }
+    const WATCH: &str = "sockscope_dns_watchlist_queries_total";
+    let w = |qname: &'static str| {
+        [
+            ("workload", "client"),
+            ("list", "threats"),
+            ("qname", qname),
+        ]
+    };
+    let m = agent.wait_until(
+        WAIT,
+        "eight queries and the watchlist hits",
+        |m: &Metrics| {
+            m.sum(QUERIES, &[("workload", "client")]) == 8.0
+                && m.sum(WATCH, &[("workload", "client")]) == 4.0
+        },
+    );
+    // The qname budget (2) admits two names (in the order the drain meets them); the
+    // watchlist keeps two of its names too, per list, and the rest under the entry they
+    // matched: never ~other.
+    assert_eq!(m.sum(WATCH, &w("evil.sockscope.test")), 1.0, "{}", m.dump());
+    let tunnel: Vec<(String, f64)> = m
+        .matching(WATCH, &[("workload", "client")])
+        .filter(|(l, _)| l["qname"] != "evil.sockscope.test")
+        .map(|(l, v)| (l["qname"].clone(), v))
+        .collect();
+    assert_eq!(
+        tunnel.iter().map(|(_, v)| v).sum::<f64>(),
+        3.0,
+        "{tunnel:?}"
+    );
+    for (qname, _) in &tunnel {
+        assert!(qname.ends_with(".tunnel.sockscope.test"), "{tunnel:?}");
+    }
+    let named = tunnel.iter().filter(|(q, _)| !q.starts_with('*')).count();
+    assert!(named <= 2, "at most the budget by name: {tunnel:?}");
+    assert_eq!(
+        m.sum(QUERIES, &[("workload", "client"), ("qname", "~other")]),
+        6.0
+    );
+    let class = |c: &str| m.sum(QUERIES, &[("workload", "client"), ("qname_class", c)]);
+    // cluster.local (the default cluster domain) and the configured search domain.
+    assert_eq!(class("cluster"), 2.0, "{}", m.dump());
+    assert_eq!(class("partner"), 1.0, "{}", m.dump());
+    assert_eq!(class("external"), 5.0, "{}", m.dump());
+    assert_eq!(
+        m.sum(
+            RESPONSES,
+            &[("workload", "client"), ("qname_class", "cluster")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        m.sum("sockscope_dns_watchlist_entries", &[("list", "threats")]),
+        2.0
+    );
+
+    // The file changes: reloaded within a drain, the new entry counts from then on.
+    std::fs::write(
+        &list,
+        "evil.sockscope.test\n*.tunnel.sockscope.test\nweb.sockscope.test\n",
+    )
+    .expect("write");
+    agent.wait_until(WAIT, "the reload", |m: &Metrics| {
+        m.sum(
+            "sockscope_dns_watchlist_reloads_total",
+            &[("list", "threats"), ("result", "ok")],
+        ) == 1.0
+    });
+    ask("web.sockscope.test.");
+    // A broken file is refused: the three entries stay in force.
+    std::fs::write(&list, "evil.sockscope.test\nnot valid\n").expect("write");
+    agent.wait_until(WAIT, "the refused reload", |m: &Metrics| {
+        m.sum(
+            "sockscope_dns_watchlist_reloads_total",
+            &[("list", "threats"), ("result", "error")],
+        ) == 1.0
+    });
+    ask("web.sockscope.test.");
+    ask("evil.sockscope.test.");
+    let m = agent.wait_until(WAIT, "hits after the reloads", |m: &Metrics| {
+        m.sum(WATCH, &[("workload", "client")]) == 7.0
+    });
+    assert_eq!(m.sum(WATCH, &w("evil.sockscope.test")), 2.0, "{}", m.dump());
+    // web is an exact entry: by name whether the list's budget admitted it or not.
+    assert_eq!(m.sum(WATCH, &w("web.sockscope.test")), 2.0, "{}", m.dump());
+    assert_eq!(
+        m.sum("sockscope_dns_watchlist_entries", &[("list", "threats")]),
+        3.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
