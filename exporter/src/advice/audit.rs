@@ -266,9 +266,57 @@ fn peers_match(
     let Some(peers) = peers.filter(|p| !p.is_empty()) else {
         return true;
     };
+    if let Other::Addresses {
+        class,
+        ip: None,
+        node,
+        ..
+    } = other
+        && node.is_empty()
+    {
+        return blocks_cover_class(peers, class);
+    }
     peers
         .iter()
         .any(|peer| peer_matches(peer, policy_ns, other, cluster))
+}
+
+/// Whether a rule's ipBlocks together allow every address of `class` (the address itself
+/// was not recorded): every private range for `private`, everything but them in both
+/// families for `public`, everything for another class.
+fn blocks_cover_class(peers: &[NetworkPolicyPeer], class: &str) -> bool {
+    let blocks: Vec<(IpNet, Vec<IpNet>)> = peers
+        .iter()
+        .filter_map(|p| p.ip_block.as_ref())
+        .filter_map(|b| {
+            let cidr = b.cidr.parse::<IpNet>().ok()?;
+            let except = b
+                .except
+                .iter()
+                .flatten()
+                .filter_map(|e| e.parse().ok())
+                .collect();
+            Some((cidr, except))
+        })
+        .collect();
+    let private = private_ranges();
+    let covered = |net: &IpNet, allowed_holes: &[IpNet]| {
+        blocks.iter().any(|(cidr, except)| {
+            cidr.contains(net)
+                && except
+                    .iter()
+                    .all(|e| !overlaps(e, net) || allowed_holes.iter().any(|h| h.contains(e)))
+        })
+    };
+    let any: [IpNet; 2] = [
+        IpNet::V4(ipnet::Ipv4Net::default()),
+        IpNet::V6(ipnet::Ipv6Net::default()),
+    ];
+    match class {
+        "private" => private.iter().all(|r| covered(r, &[])),
+        "public" => any.iter().all(|a| covered(a, &private)),
+        _ => any.iter().all(|a| covered(a, &[])),
+    }
 }
 
 fn peer_matches(
@@ -302,9 +350,7 @@ fn peer_matches(
             };
             ns_ok && pod_ok
         }
-        Other::Addresses {
-            class, ip, node, ..
-        } => {
+        Other::Addresses { ip, node, .. } => {
             let Some(block) = &peer.ip_block else {
                 return false;
             };
@@ -325,35 +371,12 @@ fn peer_matches(
                     .nodes
                     .get(node)
                     .is_some_and(|a| !a.is_empty() && a.iter().all(|ip| covers(&IpNet::from(*ip)))),
-                // Without the address, only a block that covers every address of its class
-                // surely allows it.
-                None => match class.as_str() {
-                    "private" => {
-                        private_ranges()
-                            .iter()
-                            .filter(|r| same_family(r, &cidr))
-                            .all(covers)
-                            && private_ranges().iter().any(|r| same_family(r, &cidr))
-                    }
-                    "public" => {
-                        cidr.prefix_len() == 0
-                            && except
-                                .iter()
-                                .all(|e| private_ranges().iter().any(|p| p.contains(e)))
-                    }
-                    _ => cidr.prefix_len() == 0 && except.is_empty(),
-                },
+                // Without the address: the rule's blocks together (blocks_cover_class).
+                None => false,
             }
         }
         Other::Unknown { .. } => false,
     }
-}
-
-fn same_family(a: &IpNet, b: &IpNet) -> bool {
-    matches!(
-        (a, b),
-        (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
-    )
 }
 
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {

@@ -14,8 +14,9 @@ use serde_json::Value;
 use sockscope_tests::{
     Agent, NetPair, Netns, Proc, TestCgroup,
     dns::DnsServer,
-    fake_cluster::{Env, Pod},
-    free_port, http_get, peer_cmd, signal_file, urlencode,
+    fake_apiserver::objects,
+    fake_cluster::{Env, NODE, Pod},
+    free_port, http_get, peer_cmd, signal_file, sockscope_bin, urlencode,
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
@@ -133,10 +134,14 @@ const HOST_SCENARIO_PANELS: [(&str, &str); 29] = [
 ];
 
 /// Panels the Kubernetes scenario (two namespaces sharing a database, OTLP on) gives data to.
-const KUBERNETES_SCENARIO_PANELS: [(&str, &str); 9] = [
+const KUBERNETES_SCENARIO_PANELS: [(&str, &str); 10] = [
     (
         "dependencies.json",
         "Workload -> peer (connections over the range)",
+    ),
+    (
+        "dependencies.json",
+        "New dependencies (none in the 7 days before the range)",
     ),
     ("dependencies.json", "Dependency graph"),
     (
@@ -164,7 +169,22 @@ const TCP_HEALTH_SCENARIO_PANELS: [(&str, &str); 7] = [
     ("health.json", "TCP resets/s by node"),
 ];
 
-/// Every panel of every dashboard is proven by one of the scenarios.
+/// Panels the policy scenario (a watchlisted name, external names, a meshed pod whose
+/// application bypasses its sidecar) gives data to.
+const POLICY_SCENARIO_PANELS: [(&str, &str); 4] = [
+    ("dns.json", "External domains by workload"),
+    ("dns.json", "Watchlist domains queried"),
+    (
+        "use-cases.json",
+        "Sidecar bypass: connections/s not through the mesh proxy",
+    ),
+    (
+        "use-cases.json",
+        "Sidecar bypass: UDP bytes/s outside the mesh (DNS left out)",
+    ),
+];
+
+/// Every panel of every dashboard is proven by a scenario.
 #[test]
 fn every_panel_is_proven_by_a_scenario() {
     let mut missing = Vec::new();
@@ -181,6 +201,7 @@ fn every_panel_is_proven_by_a_scenario() {
                 .iter()
                 .chain(&KUBERNETES_SCENARIO_PANELS)
                 .chain(&TCP_HEALTH_SCENARIO_PANELS)
+                .chain(&POLICY_SCENARIO_PANELS)
                 .chain(&[("health.json", "OTLP exports and failures/s")])
                 .any(|(f, t)| *f == file && *t == title);
             if !proven {
@@ -311,7 +332,7 @@ impl Monitoring {
                 Instant::now() < deadline,
                 "alerts in Alertmanager: {names:?}; want {want:?}; Prometheus ALERTS: {:?}; dependencies: {:?}; opened: {:?}",
                 self.query("ALERTS"),
-                self.query("dependency:sockscope_tcp_connections_opened:increase10m"),
+                self.query("edge:sockscope_tcp_connections_opened:increase10m"),
                 self.query("sockscope_tcp_connections_opened_total{role=\"client\"}")
             );
             thread::sleep(Duration::from_secs(1));
@@ -623,16 +644,8 @@ fn database_shared_by_two_namespaces() {
     }
     srv.wait_ok();
     mon.wait_alerts(&[
-        (
-            "SockscopeNewCrossNamespaceDependency",
-            "workload",
-            "frontend",
-        ),
-        (
-            "SockscopeNewCrossNamespaceDependency",
-            "workload",
-            "invoicer",
-        ),
+        ("SockscopeNewDependency", "workload", "frontend"),
+        ("SockscopeNewDependency", "workload", "invoicer"),
     ]);
     for (file, title) in KUBERNETES_SCENARIO_PANELS
         .iter()
@@ -1057,4 +1070,226 @@ fn slow_connects_resets_and_drops() {
     mon.panel_value(("dependencies.json", lifetime, 1), &window, &edge, |v| {
         v > 0.1 && v <= 10.0
     });
+}
+
+/// From runtime to configuration: workloads talk (one of them asks for a watchlisted name, a
+/// meshed pod's application goes around its sidecar), sockscope and Prometheus record it, and
+/// the alerts reach Alertmanager. `sockscope policy` run against that Prometheus writes
+/// policies that `--audit` finds allow every observed edge; a flow made afterwards is one they
+/// would deny.
+#[test]
+fn observed_traffic_becomes_policy() {
+    let env = Env::new("scenario-policy", PEER);
+    let frontend = Pod::new(71, "shop", "frontend-5d8f7b9c6d-ppppp", "web", true);
+    let invoicer = Pod::new(72, "billing", "invoicer", "app", false);
+    let db = Pod::new(73, "data", "db-0", "postgres", false);
+    let meshed = Pod::new(74, "shop", "meshed", "app", false);
+    let sidecar_id = "5e".repeat(32);
+    let sidecar = Pod {
+        container: "istio-proxy",
+        cgroup: format!("kubepods/besteffort/pod{}/{sidecar_id}", meshed.uid),
+        container_id: sidecar_id.clone(),
+        ..Pod::new(74, "shop", "meshed", "istio-proxy", false)
+    };
+    env.frontend(&frontend);
+    env.api.apply(invoicer.object(&env.net.a4, None, None));
+    env.db(&db);
+    env.api.apply(objects::pod(
+        "shop",
+        "meshed",
+        &meshed.uid,
+        NODE,
+        &env.net.a4,
+        None,
+        None,
+        &[("app", &meshed.container_id), ("istio-proxy", &sidecar_id)],
+    ));
+    // What the policies select by: the controllers, the namespaces, the Service's selector.
+    for (i, ns) in ["shop", "data", "billing"].iter().enumerate() {
+        env.api
+            .apply(objects::namespace(ns, &objects::uid(940 + i as u64), &[]));
+    }
+    env.api.apply(objects::controller(
+        "Deployment",
+        "shop",
+        "frontend",
+        &objects::uid(950),
+        &[("app", "frontend")],
+        &[],
+        &[],
+    ));
+    env.api.apply(objects::controller(
+        "StatefulSet",
+        "data",
+        "db",
+        &objects::uid(951),
+        &[("app", "db")],
+        &[],
+        &[("pg", 5432)],
+    ));
+    env.api.apply(objects::service_with(
+        "data",
+        "db-primary",
+        &objects::uid(920),
+        sockscope_tests::fake_cluster::CLUSTER_IP,
+        &[],
+        &[("app", "db")],
+        &[("pg", 5432, "TCP", serde_json::json!(5432))],
+    ));
+    let dns = DnsServer::start(&[("web", "A", "{server4}")], false);
+    let dir =
+        std::env::temp_dir().join(format!("sockscope-scenario-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let list = dir.join("threats.txt");
+    std::fs::write(&list, "evil.sockscope.test\n").expect("list");
+    let agent = env.agent(&["--dns-watchlist", &format!("threats={}", list.display())]);
+    let mon = Monitoring::start("policy", agent.port);
+
+    let mut srv = env.cg.spawn(
+        &db.cgroup,
+        &mut peer_cmd(
+            PEER,
+            Some(&env.net.b),
+            &["tcp-server", "0.0.0.0:5432", "22"],
+        ),
+    );
+    srv.line("ready ");
+    let mut proxy = env.cg.spawn(
+        &sidecar.cgroup,
+        &mut peer_cmd(
+            PEER,
+            Some(&env.net.a),
+            &["tcp-server", "127.0.0.1:15001", "2"],
+        ),
+    );
+    proxy.line("ready ");
+    let service = format!("{}:5432", sockscope_tests::fake_cluster::CLUSTER_IP);
+    let direct = format!("{}:5432", env.net.b4);
+    for i in 0..12 {
+        if i < 5 {
+            env.client(&frontend, &service, 100, 100, None).wait_ok();
+            env.client(&invoicer, &direct, 100, 100, None).wait_ok();
+        }
+        if i < 2 {
+            // Through the sidecar (the proxy's accept matches this connect).
+            env.client(&meshed, "127.0.0.1:15001", 10, 10, None)
+                .wait_ok();
+        }
+        // Around it, straight to the database, and UDP past the mesh.
+        env.client(&meshed, &direct, 10, 10, None).wait_ok();
+        env.cg
+            .spawn(
+                &meshed.cgroup,
+                &mut peer_cmd(PEER, Some(&env.net.a), &["udp-ports", &env.net.b4, "9999"]),
+            )
+            .wait_ok();
+        if i % 4 == 0 {
+            for name in ["evil.sockscope.test.", "web.sockscope.test."] {
+                env.cg
+                    .spawn(&frontend.cgroup, &mut dns.kdig(name, "A"))
+                    .wait_ok();
+            }
+        }
+        thread::sleep(Duration::from_millis(400));
+    }
+    srv.wait_ok();
+    proxy.wait_ok();
+    mon.wait_alerts(&[
+        ("SockscopeNewDependency", "workload", "frontend"),
+        ("SockscopeNewDependency", "workload", "invoicer"),
+        (
+            "SockscopeWatchlistDomainQueried",
+            "qname",
+            "evil.sockscope.test",
+        ),
+        ("SockscopeSidecarBypass", "pod", "meshed"),
+    ]);
+    for (file, title) in POLICY_SCENARIO_PANELS {
+        mon.panel_returns_data(file, title);
+    }
+    mon.panel_has(
+        "dns.json",
+        "Watchlist domains queried",
+        "qname",
+        "evil.sockscope.test",
+    );
+
+    // The policies, from what Prometheus holds.
+    let policy = |args: &[&str]| {
+        let out = Command::new(sockscope_bin(PEER))
+            .arg("policy")
+            .args(["--prometheus", &format!("http://127.0.0.1:{}", mon.prom)])
+            .args(["--window", "30m", "--kubeconfig"])
+            .arg(&env.kubeconfig)
+            .args(args)
+            .output()
+            .expect("sockscope policy");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, generated, err) = policy(&[]);
+    assert_eq!(code, Some(0), "{err}\n{generated}");
+    for name in [
+        "sockscope-frontend",
+        "sockscope-invoicer",
+        "sockscope-db",
+        "sockscope-meshed",
+    ] {
+        assert!(
+            generated.contains(&format!("name: \"{name}\"")),
+            "{name} missing:\n{generated}"
+        );
+    }
+    // frontend reached the database through its Service: allowed to the StatefulSet's pods.
+    assert!(generated.contains("app: \"db\""), "{generated}");
+    let file = dir.join("policies.yaml");
+    std::fs::write(&file, &generated).expect("write");
+    let (code, table, err) = policy(&["--audit", file.to_str().expect("path")]);
+    assert_eq!(
+        code,
+        Some(0),
+        "observed traffic denied:\n{table}{err}\n{generated}"
+    );
+    assert!(table.contains("\n0 denied"), "{table}");
+
+    // A flow nobody made before: the policies would deny it, at both ends.
+    let mut admin = env.cg.spawn(
+        &db.cgroup,
+        &mut peer_cmd(PEER, Some(&env.net.b), &["tcp-server", "0.0.0.0:6432", "1"]),
+    );
+    admin.line("ready ");
+    env.client(&invoicer, &format!("{}:6432", env.net.b4), 10, 10, None)
+        .wait_ok();
+    admin.wait_ok();
+    mon.wait_series(&[
+        "sockscope_tcp_connections_opened_total{port=\"6432\", role=\"client\"}",
+        "sockscope_tcp_connections_opened_total{port=\"6432\", role=\"server\"}",
+    ]);
+    let (code, table, err) = policy(&["--audit", file.to_str().expect("path")]);
+    assert_eq!(code, Some(1), "{table}{err}");
+    let denied: Vec<&str> = table.lines().filter(|l| l.starts_with("denied")).collect();
+    assert!(
+        denied.iter().any(|l| l.contains("data/db")
+            && l.contains("ingress")
+            && l.contains("billing/invoicer")
+            && l.contains("6432/TCP")),
+        "{table}"
+    );
+    assert!(
+        denied.iter().any(|l| l.contains("billing/invoicer")
+            && l.contains("egress")
+            && l.contains("data/db")
+            && l.contains("6432/TCP")),
+        "{table}"
+    );
+    // Only the new flow. (The client pods here share one address, so the server's side
+    // may name the client as any of them: more rows, all of that flow.)
+    assert!(
+        denied.iter().all(|l| l.contains("6432/TCP")),
+        "only the new flow: {table}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
