@@ -1,13 +1,14 @@
 //! The import rule of the data path: every module of `exporter/src` imports only modules of
-//! earlier stages (kernel -> labels -> series -> export -> wiring), or the modules beside the
-//! path (schema, config, report, fault, memory), which import nothing of the path. Test code is not held to it.
+//! earlier stages (kernel -> labels -> series -> export -> readback -> wiring), or the modules
+//! beside the path (schema, config, report, fault, memory), which import nothing of the path.
+//! Test code is not held to it.
 //!
 //! `cargo test -p sockscope --test layers -- --nocapture` prints every arrow with its rank.
 
 use std::{collections::BTreeMap, path::Path};
 
 /// Top-level modules in data-path order; within a stage, a module may use those before it.
-const ORDER: [(&str, &str); 10] = [
+const ORDER: [(&str, &str); 11] = [
     ("ebpf", "kernel"),
     ("drain", "kernel"),
     ("kubernetes", "labels"),
@@ -15,6 +16,8 @@ const ORDER: [(&str, &str); 10] = [
     ("dns", "labels"),
     ("series", "series"),
     ("export", "export"),
+    // `sockscope policy` / `egress`: what was exported, read back from Prometheus.
+    ("advice", "readback"),
     ("pipeline", "wiring"),
     ("error", "wiring"),
     ("agent", "wiring"),
