@@ -218,6 +218,7 @@ fn address_peers(
     let mut names = BTreeSet::new();
     let mut classes: BTreeSet<String> = BTreeSet::new();
     let mut nodes = BTreeSet::new();
+    let mut node_names = BTreeSet::new();
     for n in needs {
         let Other::Addresses {
             class,
@@ -230,6 +231,9 @@ fn address_peers(
         };
         if !host.is_empty() {
             hosts.insert(host.clone());
+        }
+        if !node.is_empty() {
+            node_names.insert(node.clone());
         }
         // Cilium names external servers by DNS; hosts folded into `~other` have no name.
         let named = format == PolicyFormat::Cilium
@@ -295,6 +299,9 @@ fn address_peers(
             ips.len(),
             if ips.len() == 1 { "" } else { "es" }
         ));
+    }
+    if !node_names.is_empty() {
+        why.push(format!("nodes: {}", join(&node_names)));
     }
     let private = private_ranges();
     for c in &classes {
