@@ -22,8 +22,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sockscope_common::{
-    Config, EVENT_DNS_ALLOC_FAILED, EVENT_DNS_CGROUP_LIMIT, EVENT_DNS_MAP_FULL,
-    EVENT_DNS_OVERFLOW_FULL, EVENT_DNS_PENDING_EVICTED, EVENT_DNS_RINGBUF,
+    CONFIG_PROCESS_LABEL, Config, EVENT_DNS_ALLOC_FAILED, EVENT_DNS_CGROUP_LIMIT,
+    EVENT_DNS_MAP_FULL, EVENT_DNS_OVERFLOW_FULL, EVENT_DNS_PENDING_EVICTED, EVENT_DNS_RINGBUF,
     EVENT_DNS_TCP_FRAMING_LOST, EVENT_DNS_TCP_UNPARSED, EVENT_DNS_UNMATCHED, SockState,
     dns::{
         DNS_ANSWER_HEADER, DNS_ANSWER_MAX, DNS_CB_HALF, DNS_CB_TCP, DNS_ERR_BAD_LABEL,
@@ -215,7 +215,7 @@ fn keep_half(ctx: &SkBuffContext, st: &mut SockState, egress: bool, off: u32, ba
     }
 }
 
-/// The state of the TCP socket this packet belongs to.
+/// The state of the socket this packet belongs to (TCP, or UDP for the process of a query).
 #[inline(always)]
 fn tcp_state(ctx: &SkBuffContext) -> Option<&'static mut SockState> {
     let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
@@ -297,6 +297,12 @@ fn dns_packet(
     let slot = unsafe { &mut *slot };
     if egress {
         key.kind = DNS_KIND_QUERY;
+        if cfg.flags & CONFIG_PROCESS_LABEL != 0
+            && let Some(st) = tcp_state(ctx)
+        {
+            // Looked up after the parse, not kept across it (see dns_messages).
+            key.comm = st.comm;
+        }
         if dns_add(cfg, &key, 0) != Placed::Folded {
             // Names are registered by queries that keep their name: a response repeats its
             // query's name, and the agent reads names right after the queries that use them.
@@ -682,6 +688,7 @@ fn dns_add_into(
     let folded = DnsKey {
         name_hash: 0,
         qtype: 0,
+        comm: [0; 16],
         ..*key
     };
     if !upsert(overflow, &folded, &init, add).placed() {

@@ -233,7 +233,7 @@ const DNS_RESPONSE_LABELS: [&str; 9] = [
     "rcode",
     "qname_class",
 ];
-const DNS_WATCHLIST_LABELS: [&str; 7] = [
+const DNS_WATCHLIST_LABELS: [&str; 8] = [
     "namespace",
     "workload",
     "workload_kind",
@@ -241,6 +241,7 @@ const DNS_WATCHLIST_LABELS: [&str; 7] = [
     "container",
     "list",
     "qname",
+    "process",
 ];
 const DNS_LATENCY_LABELS: [&str; 6] = [
     "namespace",

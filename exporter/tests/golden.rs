@@ -88,6 +88,7 @@ fn dns(cgroup_id: u64, name_hash: u64, kind: u8, code: u8, bucket: u8) -> DnsKey
         code,
         bucket,
         _pad: [0; 3],
+        comm: [0; 16],
     }
 }
 

@@ -193,7 +193,7 @@ pub const DNS_ANSWER_MAX: usize = 2048;
 pub const DNS_FORWARD_INTERVAL_NS: u64 = 2_000_000_000;
 
 /// Aggregation key of the DNS maps. The question name is represented by its hash, so the
-/// per-packet map operations hash and compare 24 bytes, not 256; the name itself is stored once
+/// per-packet map operations hash and compare 40 bytes, not 256; the name itself is stored once
 /// in the `DNS_NAMES` map under that hash.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -213,6 +213,10 @@ pub struct DnsKey {
     pub bucket: u8,
     /// Explicit padding, always zero.
     pub _pad: [u8; 3],
+    /// `comm` of the process that created the asking socket, for queries (and their
+    /// timeouts) while process labels are on: the watchlist counter names the process. All
+    /// zero otherwise, so responses and errors do not multiply.
+    pub comm: [u8; 16],
 }
 
 /// A question name in wire format (length-prefixed labels, terminating zero), ASCII letters
@@ -281,9 +285,8 @@ pub struct PendingSlot {
     /// Explicit padding, always zero.
     pub _pad: [u8; 6],
     /// The query's key (kind [`DNS_KIND_QUERY`]); timeouts are labelled with its name and type.
+    /// It fills the slot to a 64-byte cache line: a slot never straddles two lines.
     pub key: DnsKey,
-    /// Explicit padding to a 64-byte cache line: a slot never straddles two lines.
-    pub _line: [u64; 2],
 }
 
 /// [`PendingSlot::sent_ns`] of a slot a writer is filling (claimed, fields not yet valid).
@@ -370,7 +373,7 @@ pub struct DnsAnswerEvent {
 /// Size of the fixed part of [`DnsAnswerEvent`] before `data`.
 pub const DNS_ANSWER_HEADER: usize = 16;
 
-const _: () = assert!(core::mem::size_of::<DnsKey>() == 24);
+const _: () = assert!(core::mem::size_of::<DnsKey>() == 40);
 const _: () = assert!(core::mem::size_of::<DnsName>() == 256);
 const _: () = assert!(core::mem::size_of::<DnsStats>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingSlot>() == 64);

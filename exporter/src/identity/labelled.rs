@@ -23,7 +23,8 @@ use sockscope_common::{
 use super::{
     Identity,
     labels::{
-        FlowLabels, LabelOptions, LocalLabels, flow_labels, node_overflow_local, overflow_labels,
+        FlowLabels, LabelOptions, LocalLabels, comm_string, flow_labels, node_overflow_local,
+        overflow_labels,
     },
     names::{presentation, qtype_name, rcode_name},
     remote::ip_from_key,
@@ -124,6 +125,9 @@ pub struct DnsDelta {
     pub event: DnsEvent,
     /// How many.
     pub count: u64,
+    /// The asking process of a query (with process labels on; the DNS families other than
+    /// the watchlist's do not carry it).
+    pub process: Option<String>,
 }
 
 /// One labelled TCP timing delta: samples of one bucket of one edge's histogram.
@@ -447,6 +451,8 @@ impl Labeller {
                     };
                     (event, count)
                 };
+                let process = (self.options.process && key.kind == DNS_KIND_QUERY)
+                    .then(|| comm_string(&key.comm));
                 Some(DnsDelta {
                     local: LocalLabels::of(&local),
                     owner: Owner {
@@ -455,6 +461,7 @@ impl Labeller {
                     },
                     event,
                     count,
+                    process,
                 })
             })
     }

@@ -52,6 +52,19 @@ struct WatchlistLabels {
     local: LocalLabels,
     list: String,
     qname: String,
+    /// With process labels on.
+    process: Option<String>,
+}
+
+impl crate::schema::LabelSet for WatchlistLabels {
+    fn visit(&self, f: &mut dyn FnMut(&'static str, &str)) {
+        self.local.visit(f);
+        f("list", &self.list);
+        f("qname", &self.qname);
+        if let Some(p) = &self.process {
+            f("process", p);
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -101,7 +114,6 @@ macro_rules! droppable {
 
 label_set!(QueryLabels { [local] qname, qtype, qname_class });
 label_set!(ResponseLabels { [local] qname, qtype, rcode, qname_class });
-label_set!(WatchlistLabels { [local] list, qname });
 label_set!(ListLabels { list });
 label_set!(ReloadLabels { list, result });
 label_set!(LatencyLabels { [local] rcode });
@@ -120,7 +132,23 @@ droppable!(ResponseLabels {
     qname_class
 });
 droppable!(LatencyLabels { rcode });
-droppable!(WatchlistLabels { list, qname });
+impl Droppable for WatchlistLabels {
+    fn drop_label(&mut self, name: &str) {
+        if self.local.drop_label(name) {
+            return;
+        }
+        match name {
+            "list" => self.list.clear(),
+            "qname" => self.qname.clear(),
+            "process" => self.process = None,
+            _ => {}
+        }
+    }
+
+    fn local(&self) -> &LocalLabels {
+        &self.local
+    }
+}
 droppable!(ErrorLabels { reason });
 
 /// The labels family `family` exports for `labels` (some dropped), recorded for expiry; an
@@ -182,6 +210,8 @@ pub struct DnsMetrics {
     /// Distinct watchlist names per workload and list: beyond the `qname` budget a name
     /// counts under the entry it matched (`*.suffix`), never as `~other`.
     watch_names: Budget,
+    /// `process` of watchlist hits, per workload.
+    processes: Budget,
     domains: Domains,
     /// Label sets in use by owner, for expiry.
     members: DnsMembers,
@@ -232,6 +262,7 @@ impl DnsMetrics {
             watchlist_entries: Family::default(),
             watchlist_reloads: Family::default(),
             watch_names: Budget::new(budgets.qnames),
+            processes: Budget::new(budgets.processes),
             domains: Domains::default(),
             members: DnsMembers::default(),
             drops: Drops::default(),
@@ -263,7 +294,7 @@ impl DnsMetrics {
                 DnsEvent::Query(question) | DnsEvent::Timeout(question) => {
                     let name = if timeout { DNS_TIMEOUTS } else { DNS_QUERIES };
                     if !timeout && let Question::Named { qname, .. } = &question {
-                        self.watch(&local, qname, n, owner, expiry);
+                        self.watch(&local, qname, d.process.clone(), n, owner, expiry);
                     }
                     let qname_class = self.class(&question);
                     let (qname, qtype) = self.question(&local, question, name);
@@ -380,6 +411,7 @@ impl DnsMetrics {
         &mut self,
         local: &LocalLabels,
         qname: &str,
+        process: Option<String>,
         n: u64,
         owner: (u64, Option<u128>),
         expiry: &mut Expiry,
@@ -393,6 +425,17 @@ impl DnsMetrics {
             .matching(qname)
             .map(|(list, entry)| (list.to_string(), entry))
             .collect();
+        let process = process.map(|p| {
+            let (p, folded) = self.processes.label(&local.budget_scope(), p);
+            if folded {
+                count_overflow(
+                    &self.overflow,
+                    schema::DNS_WATCHLIST_QUERIES.name,
+                    "process",
+                );
+            }
+            p
+        });
         for (list, entry) in hits {
             let scope = format!("{}\0{list}", local.budget_scope());
             let (label, folded) = self.watch_names.label(&scope, qname.to_string());
@@ -401,6 +444,7 @@ impl DnsMetrics {
                 local: local.clone(),
                 list,
                 qname,
+                process: process.clone(),
             };
             let members = &mut self.members.watchlist;
             let labels = exported(
@@ -488,6 +532,7 @@ impl DnsMetrics {
         self.qnames.forget(scope);
         self.qtypes.forget(scope);
         self.watch_names.forget_prefix(&format!("{scope}\0"));
+        self.processes.forget(scope);
     }
 
     /// The `qname` and `qtype` labels of a question within the workload's budgets. A name the
@@ -549,6 +594,7 @@ mod tests {
             code,
             bucket,
             _pad: [0; 3],
+            comm: [0; 16],
         }
     }
 

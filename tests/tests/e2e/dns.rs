@@ -965,6 +965,7 @@ fn watchlists_and_name_classes() {
             &format!("threats={}", list.display()),
             "--max-qnames-per-workload",
             "2",
+            "--label-process",
         ],
     );
     let ask = |name: &str| {
@@ -1003,6 +1004,19 @@ fn watchlists_and_name_classes() {
     // watchlist keeps two of its names too, per list, and the rest under the entry they
     // matched: never ~other.
     assert_eq!(m.sum(WATCH, &w("evil.sockscope.test")), 1.0, "{}", m.dump());
+    // The process that asked (its socket's creator), on the watchlist's series only.
+    assert_eq!(
+        m.sum(WATCH, &[("workload", "client"), ("process", "kdig")]),
+        4.0,
+        "{}",
+        m.dump()
+    );
+    assert!(
+        m.matching(QUERIES, &[])
+            .all(|(l, _)| !l.contains_key("process")),
+        "{}",
+        m.dump()
+    );
     let tunnel: Vec<(String, f64)> = m
         .matching(WATCH, &[("workload", "client")])
         .filter(|(l, _)| l["qname"] != "evil.sockscope.test")
