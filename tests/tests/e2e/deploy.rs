@@ -765,6 +765,7 @@ fn chart_renders_and_validates() {
                 "ConfigMap",
                 "ConfigMap",
                 "ConfigMap",
+                "ConfigMap",
                 "DaemonSet",
                 "NetworkPolicy",
                 "PrometheusRule",
@@ -1352,13 +1353,34 @@ fn chart_settings_are_accepted_by_the_agent() {
         };
         env.push((name.to_string(), value));
     }
+    // The watchlists ConfigMap's files where the arguments name them: the agent reads them.
+    let watchlists = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-watchlists"))
+        })
+        .expect("watchlists ConfigMap");
+    let lists = pki.0.join("watchlists");
+    std::fs::create_dir_all(&lists).expect("dir");
+    for (file, content) in watchlists["data"].as_object().expect("data") {
+        std::fs::write(lists.join(file), content.as_str().expect("text")).expect("write");
+    }
     let args: Vec<String> = c["args"]
         .as_array()
         .expect("args")
         .iter()
         .map(|a| a.as_str().expect("arg").to_string())
         .filter(|a| !a.starts_with("--config="))
+        .map(|a| a.replace("/etc/sockscope/watchlists", lists.to_str().expect("utf-8")))
         .collect();
+    assert!(
+        args.iter()
+            .any(|a| a.starts_with("--dns-watchlist=threats=")),
+        "{args:?}"
+    );
     let check = |env: &[(String, String)]| {
         Command::new(&bin)
             .env_clear()
