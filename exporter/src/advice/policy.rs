@@ -586,6 +586,21 @@ fn cilium(plan: &Plan, cluster: &ClusterInfo) -> Value {
             ),
         }
     }
+    // A direction without rules does not make Cilium deny by default (enableDefaultDeny's
+    // default is on only for a direction that has rules): an empty rule, which allows
+    // nothing, does (and works on Cilium versions before enableDefaultDeny).
+    let ingress = rules(&plan.ingress, true);
+    let deny_all = || vec![json!({})];
+    let ingress = if ingress.is_empty() {
+        deny_all()
+    } else {
+        ingress
+    };
+    let egress = if egress.is_empty() {
+        deny_all()
+    } else {
+        egress
+    };
     json!({
         "#": header,
         "apiVersion": "cilium.io/v2",
@@ -597,7 +612,7 @@ fn cilium(plan: &Plan, cluster: &ClusterInfo) -> Value {
         },
         "spec": {
             "endpointSelector": selector_json(&plan.selector),
-            "ingress": rules(&plan.ingress, true),
+            "ingress": ingress,
             "egress": egress,
         }
     })

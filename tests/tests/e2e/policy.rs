@@ -749,6 +749,10 @@ fn cilium_policies_name_external_peers_by_dns() {
                         }
                     }
                 }
+                if rule.as_object().is_some_and(|r| r.is_empty()) {
+                    // Default deny for a direction with nothing observed.
+                    continue;
+                }
                 for tp in rule["toPorts"].as_array().expect("toPorts") {
                     for p in tp["ports"].as_array().expect("ports") {
                         assert!(p["port"].is_string(), "{p}");
@@ -779,6 +783,9 @@ fn cilium_policies_name_external_peers_by_dns() {
         frontend.contains(r#""fromEntities":["host","remote-node"]"#),
         "{frontend}"
     );
+    // Nothing came in: an empty rule, so that Cilium denies ingress by default.
+    let reporter = policy_named(&docs, "sockscope-reporter");
+    assert_eq!(reporter["spec"]["ingress"], json!([{}]), "{reporter}");
     golden("policy-cilium.yaml", &out);
 }
 
