@@ -474,3 +474,304 @@ pub fn table(report: &Report) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::advice::{cluster::match_labels, observed::Protocol};
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn workload(ns: &str, name: &str) -> Workload {
+        Workload {
+            namespace: ns.into(),
+            name: name.into(),
+            kind: "Deployment".into(),
+        }
+    }
+
+    /// web (shop, app=web, port http=8080) and db (data, app=db, 5432).
+    fn cluster() -> ClusterInfo {
+        let mut c = ClusterInfo::default();
+        for (ns, name, l, ports) in [
+            (
+                "shop",
+                "web",
+                labels(&[("app", "web")]),
+                vec![("http", 8080)],
+            ),
+            ("data", "db", labels(&[("app", "db")]), vec![("pg", 5432)]),
+        ] {
+            c.workloads.insert(
+                (ns.into(), name.into()),
+                vec![WorkloadInfo {
+                    kind: "Deployment".into(),
+                    selector: match_labels(&l),
+                    pod_labels: l,
+                    ports: ports
+                        .into_iter()
+                        .map(|(n, p)| (n.to_string(), p, "TCP".to_string()))
+                        .collect(),
+                }],
+            );
+        }
+        for ns in ["shop", "data"] {
+            c.namespaces.insert(
+                ns.into(),
+                labels(&[("kubernetes.io/metadata.name", ns), ("team", ns)]),
+            );
+        }
+        c
+    }
+
+    fn need(
+        subject: Workload,
+        direction: Direction,
+        other: Other,
+        port: u16,
+        p: Protocol,
+    ) -> Needs {
+        BTreeMap::from([(
+            Need {
+                subject,
+                direction,
+                other,
+                port: Port::Number(port),
+                protocol: p,
+            },
+            Traffic::default(),
+        )])
+    }
+
+    fn policy(v: serde_json::Value) -> NetworkPolicy {
+        serde_json::from_value(v).expect("policy")
+    }
+
+    fn verdict_of(needs: &Needs, policies: &[NetworkPolicy]) -> (&'static str, Vec<String>) {
+        let r = audit(needs, &cluster(), policies, &|_| true);
+        (r.edges[0].verdict, r.unused_policies)
+    }
+
+    #[test]
+    fn named_ports_end_ports_and_protocols() {
+        let db = Other::Pods {
+            workload: workload("data", "db"),
+        };
+        let into_web = need(
+            workload("shop", "web"),
+            Direction::Ingress,
+            db.clone(),
+            8080,
+            Protocol::Tcp,
+        );
+        let allow = |ports: serde_json::Value| {
+            policy(json!({"metadata": {"name": "p", "namespace": "shop"},
+                "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                         "ingress": [{"ports": ports}]}}))
+        };
+        assert_eq!(
+            verdict_of(&into_web, &[allow(json!([{"port": "http"}]))]).0,
+            "allowed"
+        );
+        assert_eq!(
+            verdict_of(
+                &into_web,
+                &[allow(json!([{"port": 8000, "endPort": 8100}]))]
+            )
+            .0,
+            "allowed"
+        );
+        assert_eq!(
+            verdict_of(&into_web, &[allow(json!([{"port": 8081}]))]).0,
+            "denied"
+        );
+        // The protocol defaults to TCP.
+        assert_eq!(
+            verdict_of(
+                &into_web,
+                &[allow(json!([{"port": 8080, "protocol": "UDP"}]))]
+            )
+            .0,
+            "denied"
+        );
+        assert_eq!(
+            verdict_of(&into_web, &[allow(json!([{"protocol": "TCP"}]))]).0,
+            "allowed"
+        );
+        // A port name the server does not declare matches nothing.
+        assert_eq!(
+            verdict_of(&into_web, &[allow(json!([{"port": "grpc"}]))]).0,
+            "denied"
+        );
+    }
+
+    #[test]
+    fn isolation_and_peers() {
+        let web = Other::Pods {
+            workload: workload("shop", "web"),
+        };
+        let into_db = need(
+            workload("data", "db"),
+            Direction::Ingress,
+            web.clone(),
+            5432,
+            Protocol::Tcp,
+        );
+        let from = |peers: serde_json::Value| {
+            policy(json!({"metadata": {"name": "db", "namespace": "data"},
+                "spec": {"podSelector": {}, "ingress": [{"from": peers}]}}))
+        };
+        // Not selected by any policy: allowed, and the policy is unused.
+        let other = policy(json!({"metadata": {"name": "x", "namespace": "data"},
+            "spec": {"podSelector": {"matchLabels": {"app": "cache"}}}}));
+        assert_eq!(
+            verdict_of(&into_db, std::slice::from_ref(&other)),
+            ("allowed", vec!["data/x".to_string()])
+        );
+        // podSelector alone: pods of the policy's namespace only.
+        assert_eq!(
+            verdict_of(
+                &into_db,
+                &[from(
+                    json!([{"podSelector": {"matchLabels": {"app": "web"}}}])
+                )]
+            )
+            .0,
+            "denied"
+        );
+        assert_eq!(
+            verdict_of(
+                &into_db,
+                &[from(
+                    json!([{"namespaceSelector": {"matchLabels": {"team": "shop"}}}])
+                )]
+            )
+            .0,
+            "allowed"
+        );
+        assert_eq!(
+            verdict_of(&into_db, &[from(json!([{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "api"}}}]))]).0,
+            "denied"
+        );
+        // ipBlocks are not relied on for pods.
+        assert_eq!(
+            verdict_of(
+                &into_db,
+                &[from(json!([{"ipBlock": {"cidr": "0.0.0.0/0"}}]))]
+            )
+            .0,
+            "denied"
+        );
+        // Without policyTypes, a policy with only ingress rules does not isolate egress.
+        let out_of_web = need(
+            workload("shop", "web"),
+            Direction::Egress,
+            Other::Pods {
+                workload: workload("data", "db"),
+            },
+            5432,
+            Protocol::Tcp,
+        );
+        let ingress_only = policy(json!({"metadata": {"name": "i", "namespace": "shop"},
+            "spec": {"podSelector": {}, "ingress": []}}));
+        assert_eq!(verdict_of(&out_of_web, &[ingress_only]).0, "allowed");
+        let egress_default_deny = policy(json!({"metadata": {"name": "e", "namespace": "shop"},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}));
+        assert_eq!(verdict_of(&out_of_web, &[egress_default_deny]).0, "denied");
+    }
+
+    #[test]
+    fn addresses_and_classes() {
+        let out = |ip: Option<&str>, class: &str| {
+            need(
+                workload("shop", "web"),
+                Direction::Egress,
+                Other::Addresses {
+                    class: class.into(),
+                    ip: ip.map(|i| i.parse().expect("ip")),
+                    host: String::new(),
+                    node: String::new(),
+                },
+                443,
+                Protocol::Tcp,
+            )
+        };
+        let to = |blocks: serde_json::Value| {
+            policy(json!({"metadata": {"name": "e", "namespace": "shop"},
+                "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": blocks}]}}))
+        };
+        let p =
+            to(json!([{"ipBlock": {"cidr": "203.0.113.0/24", "except": ["203.0.113.128/25"]}}]));
+        assert_eq!(
+            verdict_of(
+                &out(Some("203.0.113.10"), "public"),
+                std::slice::from_ref(&p)
+            )
+            .0,
+            "allowed"
+        );
+        assert_eq!(
+            verdict_of(
+                &out(Some("203.0.113.200"), "public"),
+                std::slice::from_ref(&p)
+            )
+            .0,
+            "denied"
+        );
+        // Unlabelled addresses: only blocks that together cover the whole class.
+        assert_eq!(verdict_of(&out(None, "public"), &[p]).0, "denied");
+        let private: Vec<serde_json::Value> = private_ranges()
+            .iter()
+            .map(|r| json!({"ipBlock": {"cidr": r.to_string()}}))
+            .collect();
+        assert_eq!(
+            verdict_of(&out(None, "private"), &[to(json!(private))]).0,
+            "allowed"
+        );
+        assert_eq!(
+            verdict_of(&out(None, "private"), &[to(json!(private[..3]))]).0,
+            "denied"
+        );
+        let world = to(json!([
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}},
+            {"ipBlock": {"cidr": "::/0"}}
+        ]));
+        assert_eq!(
+            verdict_of(&out(None, "public"), std::slice::from_ref(&world)).0,
+            "allowed"
+        );
+        assert_eq!(verdict_of(&out(None, "vpc"), &[world]).0, "denied");
+        let v4_only = to(json!([{"ipBlock": {"cidr": "0.0.0.0/0"}}]));
+        assert_eq!(verdict_of(&out(None, "public"), &[v4_only]).0, "denied");
+    }
+
+    #[test]
+    fn reads_documents_and_lists_and_refuses_other_kinds() {
+        let dir = std::env::temp_dir().join(format!("sockscope-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let good = dir.join("good.yaml");
+        std::fs::write(
+            &good,
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a, namespace: x}\nspec: {podSelector: {}}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.k8s.io/v1\n  kind: NetworkPolicy\n  metadata: {name: b, namespace: x}\n  spec: {podSelector: {}}\n",
+        )
+        .expect("write");
+        assert_eq!(read(std::slice::from_ref(&good)).expect("read").len(), 2);
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "kind: NetworkPolicy\n---\nkind: Deployment\n").expect("write");
+        let e = read(&[bad]).expect_err("a Deployment").to_string();
+        assert!(
+            e.contains("(document 2)") && e.contains("kind Deployment"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
