@@ -20,7 +20,7 @@ use std::{
 use serde_json::{Value, json};
 
 /// The resources the server knows, by collection path.
-pub const RESOURCES: [(&str, &str, &str); 10] = [
+pub const RESOURCES: [(&str, &str, &str); 11] = [
     ("/api/v1/pods", "v1", "Pod"),
     ("/api/v1/services", "v1", "Service"),
     ("/api/v1/nodes", "v1", "Node"),
@@ -31,6 +31,11 @@ pub const RESOURCES: [(&str, &str, &str); 10] = [
     ("/apis/apps/v1/daemonsets", "apps/v1", "DaemonSet"),
     ("/apis/batch/v1/jobs", "batch/v1", "Job"),
     ("/apis/batch/v1/cronjobs", "batch/v1", "CronJob"),
+    (
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+    ),
 ];
 
 struct Event {
@@ -725,6 +730,22 @@ pub mod objects {
                      "ports": ports, "selector": labels(selector)},
             "status": {"loadBalancer": {}}
         })
+    }
+
+    /// An EndpointSlice of Service `service`: its addresses on one named port.
+    pub fn endpointslice(
+        namespace: &str,
+        service: &str,
+        uid: &str,
+        addresses: &[&str],
+        (port_name, port): (&str, u16),
+    ) -> Value {
+        let mut m = meta(Some(namespace), service, uid);
+        m["labels"] = json!({"kubernetes.io/service-name": service});
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": m,
+               "addressType": "IPv4",
+               "endpoints": [{"addresses": addresses, "conditions": {"ready": true}}],
+               "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]})
     }
 
     /// A Job owned by CronJob `cronjob`.

@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
     path::Path,
 };
 
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Error, Result,
     cluster::{ClusterInfo, Labels, WorkloadInfo, selects},
-    needs::{Direction, Need, Needs, Other, Port, pods_of, private_ranges},
+    needs::{ALL_NODES, Direction, Need, Needs, Other, Port, pods_of, private_ranges},
     observed::{Traffic, Workload},
 };
 
@@ -64,7 +65,29 @@ fn collect(
             Ok(())
         }
         Some("NetworkPolicy") => {
+            // Calico's and Antrea's policies share the kind, not the meaning.
+            if value["apiVersion"] != "networking.k8s.io/v1" {
+                return Err(bad(
+                    path,
+                    doc,
+                    &format!(
+                        "apiVersion {} is not networking.k8s.io/v1 (the audit understands Kubernetes NetworkPolicies only)",
+                        value["apiVersion"]
+                    ),
+                ));
+            }
             let p: NetworkPolicy = serde_json::from_value(value).map_err(|e| bad(path, doc, &e))?;
+            if p.metadata.namespace.as_deref().unwrap_or("").is_empty() {
+                // kubectl would put it in the current namespace: which one is not known here.
+                return Err(bad(
+                    path,
+                    doc,
+                    &format!(
+                        "NetworkPolicy {} has no metadata.namespace (render it with the namespace it is applied to)",
+                        p.metadata.name.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
             out.push(p);
             Ok(())
         }
@@ -113,9 +136,15 @@ pub struct Report {
 impl Report {
     /// Whether observed traffic would be denied.
     pub fn denies(&self) -> bool {
-        self.edges.iter().any(|r| r.verdict == "denied")
+        self.edges.iter().any(|r| r.verdict == DENIED)
     }
 }
+
+/// Observed, and no rule allows it.
+pub const DENIED: &str = "denied";
+/// Allowed by a generated policy without having been seen (DNS's other protocol, the cluster
+/// DNS of a workload whose lookups no row named), and no rule allows it: not an error.
+pub const DENIED_UNOBSERVED: &str = "denied-unobserved";
 
 /// Audits `needs` of the selected subjects.
 pub fn audit(
@@ -126,16 +155,21 @@ pub fn audit(
 ) -> Report {
     let mut used: BTreeSet<usize> = BTreeSet::new();
     let mut edges = Vec::new();
+    let mut namespaces = BTreeSet::new();
     for (need, t) in needs {
         if !selected(&need.subject) {
             continue;
         }
+        namespaces.insert(need.subject.namespace.as_str());
         edges.push(verdict(need, t, cluster, policies, &mut used));
     }
+    // Of the namespaces audited: a policy elsewhere had nothing to allow here.
     let unused_policies = policies
         .iter()
         .enumerate()
-        .filter(|(i, _)| !used.contains(i))
+        .filter(|(i, p)| {
+            !used.contains(i) && namespaces.contains(p.metadata.namespace.as_deref().unwrap_or(""))
+        })
         .map(|(_, p)| policy_name(p))
         .collect();
     Report {
@@ -147,9 +181,24 @@ pub fn audit(
 fn policy_name(p: &NetworkPolicy) -> String {
     format!(
         "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or("default"),
+        p.metadata.namespace.as_deref().unwrap_or(""),
         p.metadata.name.as_deref().unwrap_or("")
     )
+}
+
+/// The directions a policy isolates, as the API server defaults them: `policyTypes` when
+/// given and not empty, else Ingress, and Egress when it has egress rules.
+fn policy_types(spec: &k8s_openapi::api::networking::v1::NetworkPolicySpec) -> Vec<String> {
+    match spec.policy_types.as_ref().filter(|t| !t.is_empty()) {
+        Some(t) => t.clone(),
+        None => {
+            let mut t = vec!["Ingress".to_string()];
+            if spec.egress.as_ref().is_some_and(|e| !e.is_empty()) {
+                t.push("Egress".into());
+            }
+            t
+        }
+    }
 }
 
 fn describe(other: &Other) -> String {
@@ -163,6 +212,7 @@ fn describe(other: &Other) -> String {
         } => {
             let mut s = match ip {
                 Some(ip) => ip.to_string(),
+                None if node == ALL_NODES => "(every node: host network)".to_string(),
                 None if !node.is_empty() => format!("node {node}"),
                 None => format!("({class})"),
             };
@@ -171,6 +221,7 @@ fn describe(other: &Other) -> String {
             }
             s
         }
+        Other::Endpoints { service, .. } => format!("Service {service} endpoints"),
         Other::Unknown { what } => what.clone(),
     }
 }
@@ -203,27 +254,15 @@ fn verdict(
     let isolating: Vec<(usize, &NetworkPolicy)> = policies
         .iter()
         .enumerate()
-        .filter(|(_, p)| p.metadata.namespace.as_deref().unwrap_or("default") == ns)
+        .filter(|(_, p)| p.metadata.namespace.as_deref() == Some(ns.as_str()))
         .filter(|(_, p)| {
             let spec = p.spec.clone().unwrap_or_default();
-            let types = spec.policy_types.clone().unwrap_or_else(|| {
-                // The API's default: Ingress, and Egress when the policy has egress rules.
-                let mut t = vec!["Ingress".to_string()];
-                if spec.egress.is_some() {
-                    t.push("Egress".into());
-                }
-                t
-            });
-            types.iter().any(|x| x == kind)
+            policy_types(&spec).iter().any(|x| x == kind)
                 && selects(&spec.pod_selector.unwrap_or_default(), &subject.pod_labels)
         })
         .collect();
     if isolating.is_empty() {
         row.verdict = "allowed";
-        return row;
-    }
-    if matches!(need.other, Other::Unknown { .. }) {
-        row.policies = isolating.iter().map(|(_, p)| policy_name(p)).collect();
         return row;
     }
     // The server's pods, whose named ports a rule may use.
@@ -232,6 +271,7 @@ fn verdict(
         (Direction::Egress, Other::Pods { workload }) => pods_of(cluster, workload),
         _ => None,
     };
+    // Every policy that allows it is used, not only the first.
     for (i, p) in &isolating {
         let spec = p.spec.clone().unwrap_or_default();
         let allowed = match need.direction {
@@ -246,13 +286,28 @@ fn verdict(
         };
         if allowed {
             used.insert(*i);
-            row.verdict = "allowed";
-            row.policies = vec![policy_name(p)];
-            return row;
+            row.policies.push(policy_name(p));
         }
     }
-    row.verdict = "denied";
+    if !row.policies.is_empty() {
+        row.verdict = "allowed";
+        return row;
+    }
     row.policies = isolating.iter().map(|(_, p)| policy_name(p)).collect();
+    row.verdict = if matches!(need.other, Other::Unknown { .. }) {
+        // Only a rule for every peer could be known to allow it.
+        "unknown"
+    } else if need.direction == Direction::Ingress
+        && matches!(&need.other, Other::Addresses { class, .. } if class == "node")
+    {
+        // Traffic from the pod's own node is always allowed (the kubelet's probes), from
+        // another node's host network it is not: which one this was is not recorded.
+        "unknown"
+    } else if !t.observed {
+        DENIED_UNOBSERVED
+    } else {
+        DENIED
+    };
     row
 }
 
@@ -266,19 +321,54 @@ fn peers_match(
     let Some(peers) = peers.filter(|p| !p.is_empty()) else {
         return true;
     };
-    if let Other::Addresses {
-        class,
-        ip: None,
-        node,
-        ..
-    } = other
-        && node.is_empty()
-    {
-        return blocks_cover_class(peers, class);
+    match other {
+        Other::Addresses {
+            class,
+            ip: None,
+            node,
+            ..
+        } => {
+            return if node.is_empty() {
+                blocks_cover_class(peers, class)
+            } else {
+                // A node's addresses (every node's for a host-network workload): each covered
+                // by some block, as the traffic came from one of them.
+                let ips: Vec<IpAddr> = if node == ALL_NODES {
+                    cluster.nodes.values().flatten().copied().collect()
+                } else {
+                    cluster
+                        .nodes
+                        .get(node)
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .collect()
+                };
+                !ips.is_empty() && ips.iter().all(|ip| blocks_cover(peers, ip))
+            };
+        }
+        Other::Endpoints { ips, .. } => {
+            return !ips.is_empty() && ips.iter().all(|ip| blocks_cover(peers, ip));
+        }
+        _ => {}
     }
     peers
         .iter()
         .any(|peer| peer_matches(peer, policy_ns, other, cluster))
+}
+
+/// Whether some ipBlock of a rule allows `ip`.
+fn blocks_cover(peers: &[NetworkPolicyPeer], ip: &IpAddr) -> bool {
+    let net = IpNet::from(*ip);
+    peers.iter().filter_map(|p| p.ip_block.as_ref()).any(|b| {
+        b.cidr.parse::<IpNet>().is_ok_and(|c| c.contains(&net))
+            && !b
+                .except
+                .iter()
+                .flatten()
+                .filter_map(|e| e.parse::<IpNet>().ok())
+                .any(|e| e.contains(&net))
+    })
 }
 
 /// Whether a rule's ipBlocks together allow every address of `class` (the address itself
@@ -350,32 +440,11 @@ fn peer_matches(
             };
             ns_ok && pod_ok
         }
-        Other::Addresses { ip, node, .. } => {
-            let Some(block) = &peer.ip_block else {
-                return false;
-            };
-            let Ok(cidr) = block.cidr.parse::<IpNet>() else {
-                return false;
-            };
-            let except: Vec<IpNet> = block
-                .except
-                .iter()
-                .flatten()
-                .filter_map(|e| e.parse().ok())
-                .collect();
-            let covers =
-                |net: &IpNet| cidr.contains(net) && !except.iter().any(|e| overlaps(e, net));
-            match ip {
-                Some(ip) => covers(&IpNet::from(*ip)),
-                None if !node.is_empty() => cluster
-                    .nodes
-                    .get(node)
-                    .is_some_and(|a| !a.is_empty() && a.iter().all(|ip| covers(&IpNet::from(*ip)))),
-                // Without the address: the rule's blocks together (blocks_cover_class).
-                None => false,
-            }
+        // With its address; without, the rule's blocks together decide (peers_match).
+        Other::Addresses { ip: Some(ip), .. } => blocks_cover(std::slice::from_ref(peer), ip),
+        Other::Addresses { ip: None, .. } | Other::Endpoints { .. } | Other::Unknown { .. } => {
+            false
         }
-        Other::Unknown { .. } => false,
     }
 }
 
@@ -423,9 +492,10 @@ fn ports_match(
 /// The report as a table: denied first, then unknown, then allowed; unused policies last.
 pub fn table(report: &Report) -> String {
     let order = |v: &str| match v {
-        "denied" => 0,
-        "unknown" => 1,
-        _ => 2,
+        DENIED => 0,
+        DENIED_UNOBSERVED => 1,
+        "unknown" => 2,
+        _ => 3,
     };
     let mut rows: Vec<&Row> = report.edges.iter().collect();
     rows.sort_by(|a, b| (order(a.verdict), *a).cmp(&(order(b.verdict), *b)));
@@ -464,10 +534,11 @@ pub fn table(report: &Report) -> String {
         m
     });
     out.push_str(&format!(
-        "\n{} denied, {} allowed, {} unknown\n",
-        counts.get("denied").unwrap_or(&0),
+        "\n{} denied, {} allowed, {} unknown, {} not observed and denied\n",
+        counts.get(DENIED).unwrap_or(&0),
         counts.get("allowed").unwrap_or(&0),
-        counts.get("unknown").unwrap_or(&0)
+        counts.get("unknown").unwrap_or(&0),
+        counts.get(DENIED_UNOBSERVED).unwrap_or(&0),
     ));
     for p in &report.unused_policies {
         out.push_str(&format!("policy {p} allows nothing that was observed\n"));
@@ -521,6 +592,7 @@ mod tests {
                         .into_iter()
                         .map(|(n, p)| (n.to_string(), p, "TCP".to_string()))
                         .collect(),
+                    host_network: false,
                 }],
             );
         }
@@ -548,7 +620,10 @@ mod tests {
                 port: Port::Number(port),
                 protocol: p,
             },
-            Traffic::default(),
+            Traffic {
+                observed: true,
+                ..Traffic::default()
+            },
         )])
     }
 
@@ -755,6 +830,52 @@ mod tests {
     }
 
     #[test]
+    fn nodes_with_several_addresses_and_unobserved_needs() {
+        let mut c = cluster();
+        c.nodes.insert(
+            "n1".into(),
+            [
+                "192.0.2.10".parse().expect("ip"),
+                "198.51.100.10".parse().expect("ip"),
+            ]
+            .into(),
+        );
+        let from_node = need(
+            workload("shop", "web"),
+            Direction::Egress,
+            Other::Addresses {
+                class: "node".into(),
+                ip: None,
+                host: String::new(),
+                node: "n1".into(),
+            },
+            10250,
+            Protocol::Tcp,
+        );
+        let to = |blocks: serde_json::Value| {
+            policy(json!({"metadata": {"name": "e", "namespace": "shop"},
+                "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": blocks}]}}))
+        };
+        let both = to(
+            json!([{"ipBlock": {"cidr": "192.0.2.10/32"}}, {"ipBlock": {"cidr": "198.51.100.10/32"}}]),
+        );
+        let r = audit(&from_node, &c, &[both], &|_| true);
+        assert_eq!(r.edges[0].verdict, "allowed");
+        let one = to(json!([{"ipBlock": {"cidr": "192.0.2.10/32"}}]));
+        let r = audit(&from_node, &c, std::slice::from_ref(&one), &|_| true);
+        assert_eq!(r.edges[0].verdict, DENIED);
+        // Not observed (an allowance the policies add, such as DNS over TCP): reported, not
+        // an error.
+        let mut unseen = from_node.clone();
+        for t in unseen.values_mut() {
+            t.observed = false;
+        }
+        let r = audit(&unseen, &c, &[one], &|_| true);
+        assert_eq!(r.edges[0].verdict, DENIED_UNOBSERVED);
+        assert!(!r.denies());
+    }
+
+    #[test]
     fn reads_documents_and_lists_and_refuses_other_kinds() {
         let dir = std::env::temp_dir().join(format!("sockscope-audit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
@@ -766,12 +887,34 @@ mod tests {
         .expect("write");
         assert_eq!(read(std::slice::from_ref(&good)).expect("read").len(), 2);
         let bad = dir.join("bad.yaml");
-        std::fs::write(&bad, "kind: NetworkPolicy\n---\nkind: Deployment\n").expect("write");
-        let e = read(&[bad]).expect_err("a Deployment").to_string();
+        std::fs::write(
+            &bad,
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a, namespace: x}\n---\nkind: Deployment\n",
+        )
+        .expect("write");
+        let e = read(std::slice::from_ref(&bad))
+            .expect_err("a Deployment")
+            .to_string();
         assert!(
             e.contains("(document 2)") && e.contains("kind Deployment"),
             "{e}"
         );
+        for (text, why) in [
+            (
+                "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: a, namespace: x}\n",
+                "not networking.k8s.io/v1",
+            ),
+            (
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a}\nspec: {podSelector: {}}\n",
+                "no metadata.namespace",
+            ),
+        ] {
+            std::fs::write(&bad, text).expect("write");
+            let e = read(std::slice::from_ref(&bad))
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(why), "{e}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -13,6 +13,7 @@ use k8s_openapi::{
         apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
         batch::v1::{CronJob, Job},
         core::v1::{Namespace, Node, Pod, PodTemplateSpec, Service},
+        discovery::v1::EndpointSlice,
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
@@ -35,11 +36,16 @@ pub struct WorkloadInfo {
     pub pod_labels: Labels,
     /// Container ports: (name, number, protocol).
     pub ports: Vec<(String, i32, String)>,
+    /// Its pods use the node's network: policies reach them at the nodes' addresses, not by
+    /// pod selectors.
+    pub host_network: bool,
 }
 
 /// One port of a Service.
 #[derive(Debug, Clone)]
 pub struct ServicePort {
+    /// Its name (EndpointSlices name their ports by it).
+    pub name: String,
     /// The Service's port.
     pub port: i32,
     /// TCP, UDP or SCTP.
@@ -51,10 +57,13 @@ pub struct ServicePort {
 /// A Service.
 #[derive(Debug, Clone)]
 pub struct ServiceInfo {
-    /// Its pod selector (empty: a Service without selector, backed by manual endpoints).
+    /// Its pod selector (empty: a Service without selector, backed by endpoints managed by
+    /// hand or by the control plane, as `default/kubernetes`).
     pub selector: Labels,
     /// Its ports.
     pub ports: Vec<ServicePort>,
+    /// Its EndpointSlices' ports and addresses: (port name, port, protocol) -> addresses.
+    pub endpoints: BTreeMap<(String, i32, String), BTreeSet<IpAddr>>,
 }
 
 /// A snapshot of the objects the policies need.
@@ -107,14 +116,20 @@ where
     Ok(out)
 }
 
-fn template(t: &PodTemplateSpec) -> (Labels, Vec<(String, i32, String)>) {
+/// A pod template's labels, container ports and whether it uses the node's network.
+fn template(t: &PodTemplateSpec) -> (Labels, Vec<(String, i32, String)>, bool) {
     let labels = t
         .metadata
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
     let ports = t.spec.as_ref().map(pod_ports).unwrap_or_default();
-    (labels, ports)
+    let host = t
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    (labels, ports, host)
 }
 
 fn pod_ports(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<(String, i32, String)> {
@@ -154,7 +169,7 @@ impl ClusterInfo {
         };
         for d in list_all::<Deployment>(client, "deployments").await? {
             let spec = d.spec.unwrap_or_default();
-            let (pod_labels, ports) = template(&spec.template);
+            let (pod_labels, ports, host_network) = template(&spec.template);
             add(
                 key(&d.metadata),
                 WorkloadInfo {
@@ -162,12 +177,13 @@ impl ClusterInfo {
                     selector: spec.selector,
                     pod_labels,
                     ports,
+                    host_network,
                 },
             );
         }
         for s in list_all::<StatefulSet>(client, "statefulsets").await? {
             let spec = s.spec.unwrap_or_default();
-            let (pod_labels, ports) = template(&spec.template);
+            let (pod_labels, ports, host_network) = template(&spec.template);
             add(
                 key(&s.metadata),
                 WorkloadInfo {
@@ -175,12 +191,13 @@ impl ClusterInfo {
                     selector: spec.selector,
                     pod_labels,
                     ports,
+                    host_network,
                 },
             );
         }
         for d in list_all::<DaemonSet>(client, "daemonsets").await? {
             let spec = d.spec.unwrap_or_default();
-            let (pod_labels, ports) = template(&spec.template);
+            let (pod_labels, ports, host_network) = template(&spec.template);
             add(
                 key(&d.metadata),
                 WorkloadInfo {
@@ -188,6 +205,7 @@ impl ClusterInfo {
                     selector: spec.selector,
                     pod_labels,
                     ports,
+                    host_network,
                 },
             );
         }
@@ -197,7 +215,8 @@ impl ClusterInfo {
                 continue;
             }
             let spec = r.spec.unwrap_or_default();
-            let (pod_labels, ports) = spec.template.as_ref().map(template).unwrap_or_default();
+            let (pod_labels, ports, host_network) =
+                spec.template.as_ref().map(template).unwrap_or_default();
             add(
                 key(&r.metadata),
                 WorkloadInfo {
@@ -205,6 +224,7 @@ impl ClusterInfo {
                     selector: spec.selector,
                     pod_labels,
                     ports,
+                    host_network,
                 },
             );
         }
@@ -212,7 +232,7 @@ impl ClusterInfo {
             // A Job's own selector holds its generated controller-uid, different for every
             // run; the runs' pods share the job template's labels.
             let spec = c.spec.unwrap_or_default();
-            let (pod_labels, ports) = spec
+            let (pod_labels, ports, host_network) = spec
                 .job_template
                 .spec
                 .as_ref()
@@ -225,6 +245,7 @@ impl ClusterInfo {
                     selector: match_labels(&pod_labels),
                     pod_labels,
                     ports,
+                    host_network,
                 },
             );
         }
@@ -233,7 +254,7 @@ impl ClusterInfo {
                 continue;
             }
             let spec = j.spec.unwrap_or_default();
-            let (pod_labels, ports) = template(&spec.template);
+            let (pod_labels, ports, host_network) = template(&spec.template);
             add(
                 key(&j.metadata),
                 WorkloadInfo {
@@ -241,6 +262,7 @@ impl ClusterInfo {
                     selector: spec.selector.unwrap_or_else(|| match_labels(&pod_labels)),
                     pod_labels,
                     ports,
+                    host_network,
                 },
             );
         }
@@ -256,6 +278,11 @@ impl ClusterInfo {
             }
             let labels = p.metadata.labels.clone().unwrap_or_default();
             let ports = p.spec.as_ref().map(pod_ports).unwrap_or_default();
+            let host_network = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false);
             add(
                 key(&p.metadata),
                 WorkloadInfo {
@@ -263,6 +290,7 @@ impl ClusterInfo {
                     selector: match_labels(&labels),
                     pod_labels: labels,
                     ports,
+                    host_network,
                 },
             );
         }
@@ -279,6 +307,7 @@ impl ClusterInfo {
                 .iter()
                 .flatten()
                 .map(|p| ServicePort {
+                    name: p.name.clone().unwrap_or_default(),
                     port: p.port,
                     protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
                     target: p.target_port.clone().unwrap_or(IntOrString::Int(p.port)),
@@ -289,8 +318,45 @@ impl ClusterInfo {
                 ServiceInfo {
                     selector: spec.selector.unwrap_or_default(),
                     ports,
+                    endpoints: BTreeMap::new(),
                 },
             );
+        }
+        // The endpoints of Services without a selector (the API server's own, external
+        // databases given by hand): where their traffic really goes.
+        for slice in list_all::<EndpointSlice>(client, "endpointslices").await? {
+            let ns = slice.metadata.namespace.clone().unwrap_or_default();
+            let Some(svc) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+            else {
+                continue;
+            };
+            let Some(info) = info.services.get_mut(&(ns, svc.clone())) else {
+                continue;
+            };
+            if !info.selector.is_empty() {
+                continue;
+            }
+            let addrs: BTreeSet<IpAddr> = slice
+                .endpoints
+                .iter()
+                .flat_map(|e| e.addresses.iter())
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            for p in slice.ports.iter().flatten() {
+                let k = (
+                    p.name.clone().unwrap_or_default(),
+                    p.port.unwrap_or(0),
+                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                );
+                info.endpoints
+                    .entry(k)
+                    .or_default()
+                    .extend(addrs.iter().copied());
+            }
         }
         let namespaces: Api<Namespace> = Api::all(client.clone());
         for n in collect(namespaces, "namespaces").await? {
@@ -303,7 +369,16 @@ impl ClusterInfo {
             info.namespaces.insert(name, labels);
         }
         let nodes: Api<Node> = Api::all(client.clone());
-        for n in collect(nodes, "nodes").await? {
+        // Nodes name kubelet probes and host-network peers; a user who may not list them
+        // still gets policies, with those peers left unwritten (and said so).
+        let nodes = match collect(nodes, "nodes").await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("{e}: node addresses unknown, node peers are not written");
+                Vec::new()
+            }
+        };
+        for n in nodes {
             let name = n.metadata.name.clone().unwrap_or_default();
             let addrs = n
                 .status

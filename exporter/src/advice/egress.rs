@@ -100,11 +100,12 @@ pub async fn read(prom: &Prometheus, source: &Source, at: f64) -> Result<Vec<Des
         for s in prom.query(&first, at).await? {
             firsts.push((key(&s), s.value));
         }
-        // changes() needs two samples in its range, and only those of one step: a step and
-        // a half (a range holds its left end in Prometheus 2, not in 3).
+        // changes() needs two samples in its range: a step and a half (a range holds its
+        // left end in Prometheus 2, not in 3), and at least 90s more than a step, so that a
+        // 60s scrape interval in any phase has two samples in it.
         let changed = format!(
             "max by ({by}) (max_over_time((timestamp(changes({family}{{{sel}}}[{}s]) > 0))[{ws}:{rs}]))",
-            step * 3 / 2
+            (step * 3 / 2).max(step + 90)
         );
         for s in prom.query(&changed, at).await? {
             lasts.push((key(&s), s.value));
@@ -171,7 +172,8 @@ fn entry<'a>(
 }
 
 fn time(t: f64) -> String {
-    let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0));
+    let st = std::time::UNIX_EPOCH
+        + std::time::Duration::try_from_secs_f64(t.max(0.0)).unwrap_or_default();
     humantime::format_rfc3339_seconds(st).to_string()
 }
 

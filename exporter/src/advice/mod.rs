@@ -40,6 +40,9 @@ pub enum Error {
     /// No usable kubeconfig or in-cluster configuration.
     #[error("kubernetes API: {0}")]
     KubeConfig(#[source] crate::kubernetes::Error),
+    /// No kubeconfig, and not in a pod.
+    #[error("kubernetes API: {0} (give --kubeconfig)")]
+    Infer(String),
     /// A file could not be read.
     #[error("{}: {source}", path.display())]
     Read {
@@ -133,7 +136,8 @@ async fn policy(args: PolicyArgs) -> Result<ExitCode> {
     let start = at - source.window.as_secs_f64();
     let fmt_t = |t: f64| {
         humantime::format_rfc3339_seconds(
-            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0)),
+            SystemTime::UNIX_EPOCH
+                + std::time::Duration::try_from_secs_f64(t.max(0.0)).unwrap_or_default(),
         )
         .to_string()
     };
@@ -180,16 +184,20 @@ async fn policy(args: PolicyArgs) -> Result<ExitCode> {
 }
 
 async fn kube_client(args: &PolicyArgs) -> Result<kube::Client> {
-    let path = args.kubeconfig.clone().or_else(|| {
-        std::env::var_os("KUBECONFIG")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
-            .filter(|p| p.exists())
-    });
-    let source = crate::kubernetes::source(path.as_deref()).map_err(Error::KubeConfig)?;
-    crate::kubernetes::client(source, args.source.timeout)
+    if let Some(path) = &args.kubeconfig {
+        let source = crate::kubernetes::source(Some(path)).map_err(Error::KubeConfig)?;
+        return crate::kubernetes::client(source, args.source.timeout)
+            .await
+            .map_err(Error::KubeConfig);
+    }
+    // As kubectl finds it: $KUBECONFIG (several files merged), ~/.kube/config, then the
+    // pod's service account.
+    let mut config = kube::Config::infer()
         .await
-        .map_err(Error::KubeConfig)
+        .map_err(|e| Error::Infer(crate::report::one_line(&e.to_string())))?;
+    config.connect_timeout = Some(args.source.timeout);
+    kube::Client::try_from(config)
+        .map_err(|e| Error::Infer(crate::report::one_line(&e.to_string())))
 }
 
 /// Aligned columns: a header line and a line per row.

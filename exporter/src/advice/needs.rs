@@ -7,7 +7,7 @@
 //! such rows become needs towards the backend workloads on the target port.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
@@ -18,6 +18,9 @@ use super::{
     cluster::{ClusterInfo, Labels, WorkloadInfo},
     observed::{Flow, Observed, Protocol, Traffic, Workload},
 };
+
+/// `node` of a need towards every node's addresses (a host-network workload's pods).
+pub const ALL_NODES: &str = "*";
 
 /// The DNS port, always allowed over both UDP and TCP (a truncated answer is retried over
 /// TCP: a policy that allows only UDP breaks large answers).
@@ -74,6 +77,14 @@ pub enum Other {
         /// `remote_workload`: the node's name for a node.
         node: String,
     },
+    /// The endpoints of a Service without a selector (the API server's, addresses given by
+    /// hand), from its EndpointSlices.
+    Endpoints {
+        /// `namespace/name` of the Service.
+        service: String,
+        /// Its endpoints' addresses.
+        ips: Vec<IpAddr>,
+    },
     /// An in-cluster peer the API cannot place (a Service without selector, a workload the
     /// API does not know): no rule can be written for it.
     Unknown {
@@ -109,20 +120,41 @@ pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
         let e = sides[side].entry(need).or_default();
         e.connections += t.connections;
         e.bytes += t.bytes;
+        e.observed |= t.observed;
     };
+    let kinds: HashMap<(&str, &str), &str> = observed
+        .flows
+        .keys()
+        .map(|f| {
+            (
+                (f.local.namespace.as_str(), f.local.name.as_str()),
+                f.local.kind.as_str(),
+            )
+        })
+        .collect();
     let kind_of = |namespace: &str, name: &str| -> String {
         // The kind sockscope recorded for it as an owner, else the API's if unambiguous.
-        observed
-            .flows
-            .keys()
-            .find(|f| f.local.namespace == namespace && f.local.name == name)
-            .map(|f| f.local.kind.clone())
+        kinds
+            .get(&(namespace, name))
+            .map(|k| k.to_string())
             .or_else(|| {
                 cluster
                     .workload(namespace, name, "")
                     .map(|w| w.kind.clone())
             })
             .unwrap_or_default()
+    };
+    // Pods of a workload, or the nodes' addresses for a host-network one.
+    let pods = |workload: Workload| -> Other {
+        match cluster.workload(&workload.namespace, &workload.name, &workload.kind) {
+            Some(w) if w.host_network => Other::Addresses {
+                class: "node".into(),
+                ip: None,
+                host: String::new(),
+                node: ALL_NODES.into(),
+            },
+            _ => Other::Pods { workload },
+        }
     };
     for (flow, t) in &observed.flows {
         let port = flow.port.map_or(Port::Any, Port::Number);
@@ -136,9 +168,15 @@ pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
                         name: p.workload.clone(),
                         kind: kind_of(&p.namespace, &p.workload),
                     };
-                    vec![(Other::Pods { workload: w }, port.clone())]
+                    vec![(pods(w), port.clone())]
                 }
-                "service" => service_backends(cluster, flow, &kind_of),
+                "service" => service_backends(cluster, flow, &kind_of)
+                    .into_iter()
+                    .map(|(o, port)| match o {
+                        Other::Pods { workload } => (pods(workload), port),
+                        other => (other, port),
+                    })
+                    .collect(),
                 _ => vec![(address(flow), port.clone())],
             };
             for (other, port) in servers {
@@ -176,13 +214,11 @@ pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
         } else {
             // Ingress of the owner on its listening port, and egress of an in-cluster client.
             let client = match p.class.as_str() {
-                "pod" => Other::Pods {
-                    workload: Workload {
-                        namespace: p.namespace.clone(),
-                        name: p.workload.clone(),
-                        kind: kind_of(&p.namespace, &p.workload),
-                    },
-                },
+                "pod" => pods(Workload {
+                    namespace: p.namespace.clone(),
+                    name: p.workload.clone(),
+                    kind: kind_of(&p.namespace, &p.workload),
+                }),
                 _ => address(flow),
             };
             for protocol in protocols(flow) {
@@ -259,6 +295,7 @@ pub fn derive(observed: &Observed, cluster: &ClusterInfo) -> Needs {
         let e = needs.entry(need).or_default();
         e.connections = e.connections.max(t.connections);
         e.bytes = e.bytes.max(t.bytes);
+        e.observed |= t.observed;
     }
     needs
 }
@@ -316,7 +353,29 @@ fn service_backends(
         return unknown("not in the API");
     };
     if svc.selector.is_empty() {
-        return unknown("no selector: its endpoints are managed by hand");
+        // Its EndpointSlices say where the traffic goes, on which port.
+        let proto = flow.protocol.as_str();
+        let Some(sp) = svc
+            .ports
+            .iter()
+            .find(|sp| flow.port.is_some_and(|p| sp.port == i32::from(p)) && sp.protocol == proto)
+        else {
+            return unknown("no selector, and no port of it matches");
+        };
+        let Some(((_, port, _), ips)) = svc
+            .endpoints
+            .iter()
+            .find(|((name, _, pr), ips)| *name == sp.name && pr == proto && !ips.is_empty())
+        else {
+            return unknown("no selector, and no endpoints");
+        };
+        return vec![(
+            Other::Endpoints {
+                service: format!("{}/{}", p.namespace, p.workload),
+                ips: ips.iter().copied().collect(),
+            },
+            u16::try_from(*port).map_or(Port::Any, Port::Number),
+        )];
     }
     let backends: Vec<_> = cluster.backends(&p.namespace, &svc.selector).collect();
     if backends.is_empty() {
@@ -369,7 +428,7 @@ fn service_backends(
 /// A Service's target port on a backend: a number, or a named port resolved to the
 /// backend's container port number when it declares it (named ports stay named otherwise,
 /// as NetworkPolicy accepts them).
-fn target(t: &IntOrString, wl: &WorkloadInfo) -> Port {
+pub fn target(t: &IntOrString, wl: &WorkloadInfo) -> Port {
     match t {
         IntOrString::Int(n) => u16::try_from(*n).map_or(Port::Any, Port::Number),
         IntOrString::String(name) => wl

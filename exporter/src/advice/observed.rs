@@ -99,6 +99,9 @@ pub struct Traffic {
     pub connections: f64,
     /// Payload bytes, both directions.
     pub bytes: f64,
+    /// Seen in a row; false for what is allowed without being seen (DNS's other protocol,
+    /// the cluster DNS of a workload whose lookups no row named).
+    pub observed: bool,
 }
 
 /// What was observed.
@@ -149,6 +152,7 @@ impl Observed {
                     continue;
                 };
                 let t = out.flows.entry(flow).or_default();
+                t.observed = true;
                 if connections {
                     t.connections += s.value;
                 } else {
@@ -183,6 +187,8 @@ impl Observed {
             Some("owner folded (~overflow)")
         } else if s.label("remote_class") == "loopback" {
             Some("loopback (no policy applies)")
+        } else if s.label("port").is_empty() {
+            Some("no port label (dropped by the agents' config): not written as every port")
         } else {
             None
         };

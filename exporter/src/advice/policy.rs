@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 use super::{
     cluster::ClusterInfo,
-    needs::{Direction, Need, Needs, Other, Port, namespace_selector, pods_of, private_ranges},
+    needs::{
+        ALL_NODES, Direction, Need, Needs, Other, Port, namespace_selector, pods_of, private_ranges,
+    },
     observed::{Protocol, Workload},
     yaml::COMMENT,
 };
@@ -47,6 +49,8 @@ type PortSet = BTreeSet<(Port, Protocol)>;
 /// One workload's policy, format-neutral.
 struct Plan {
     subject: Workload,
+    /// The policy's name.
+    name: String,
     selector: LabelSelector,
     ingress: BTreeMap<Vec<Peer>, PortSet>,
     egress: BTreeMap<Vec<Peer>, PortSet>,
@@ -91,23 +95,25 @@ pub fn policies(
             ));
             continue;
         };
-        if info
-            .selector
-            .match_labels
-            .as_ref()
-            .is_none_or(|m| m.is_empty())
-            && info
-                .selector
-                .match_expressions
-                .as_ref()
-                .is_none_or(|m| m.is_empty())
-        {
+        if empty_selector(&info.selector) {
             skipped.push(format!(
                 "{subject}: its pods carry no labels to select them by"
             ));
             continue;
         }
+        if info.host_network {
+            skipped.push(format!(
+                "{subject}: its pods use the node's network, which NetworkPolicies do not govern"
+            ));
+            continue;
+        }
+        let shared = owners
+            .iter()
+            .filter(|w| w.namespace == subject.namespace && w.name == subject.name)
+            .count()
+            > 1;
         let mut plan = Plan {
+            name: name(subject, shared),
             subject: subject.clone(),
             selector: info.selector.clone(),
             ingress: BTreeMap::new(),
@@ -124,6 +130,31 @@ pub fn policies(
     (out, skipped)
 }
 
+/// A selector that would select every pod of its namespace.
+fn empty_selector(s: &LabelSelector) -> bool {
+    s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && s.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+}
+
+/// The cluster DNS Service's backends (namespace, workload), and its ports on them.
+fn dns_backends(cluster: &ClusterInfo) -> (BTreeSet<(String, String)>, BTreeSet<u16>) {
+    let mut backends = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    if let Some((ns, name)) = &cluster.dns
+        && let Some(svc) = cluster.services.get(&(ns.clone(), name.clone()))
+    {
+        for (w, info) in cluster.backends(ns, &svc.selector) {
+            backends.insert((ns.clone(), w.to_string()));
+            for sp in &svc.ports {
+                if let super::needs::Port::Number(p) = super::needs::target(&sp.target, info) {
+                    ports.insert(p);
+                }
+            }
+        }
+    }
+    (backends, ports)
+}
+
 fn selector_json(s: &LabelSelector) -> Value {
     serde_json::to_value(s).unwrap_or(Value::Null)
 }
@@ -136,28 +167,34 @@ fn plan_rules(plan: &mut Plan, list: &[&Need], cluster: &ClusterInfo, format: Po
             Direction::Ingress => &mut plan.ingress,
             Direction::Egress => &mut plan.egress,
         };
+        let way = match n.direction {
+            Direction::Ingress => "from",
+            Direction::Egress => "to",
+        };
         match &n.other {
             Other::Pods { workload } => {
                 let Some(info) = pods_of(cluster, workload) else {
-                    plan.unwritable.insert(
-                        format!(
-                            "{:?} {} {}/{}: peer {workload} is not in the Kubernetes API",
-                            n.direction,
-                            n.port,
-                            n.protocol.as_str(),
-                            ""
-                        )
-                        .replace(" /", " "),
-                    );
+                    plan.unwritable.insert(format!(
+                        "{way} {workload} port {}/{}: not in the Kubernetes API",
+                        n.port,
+                        n.protocol.as_str()
+                    ));
                     continue;
                 };
+                if empty_selector(&info.selector) {
+                    // An empty selector is every pod of the namespace: far more than seen.
+                    plan.unwritable.insert(format!(
+                        "{way} {workload} port {}/{}: its pods carry no labels to select them by",
+                        n.port,
+                        n.protocol.as_str()
+                    ));
+                    continue;
+                }
+                let (dns, dns_ports) = dns_backends(cluster);
                 if format == PolicyFormat::Cilium
                     && n.direction == Direction::Egress
-                    && n.port == Port::Number(super::needs::DNS_PORT)
-                    && cluster
-                        .dns
-                        .as_ref()
-                        .is_some_and(|(ns, _)| *ns == workload.namespace)
+                    && matches!(n.port, Port::Number(p) if dns_ports.contains(&p))
+                    && dns.contains(&(workload.namespace.clone(), workload.name.clone()))
                 {
                     // Written as the DNS proxy rule, which also allows it.
                     plan.dns_proxy = true;
@@ -176,6 +213,31 @@ fn plan_rules(plan: &mut Plan, list: &[&Need], cluster: &ClusterInfo, format: Po
                 .entry((n.direction, n.port.clone(), n.protocol))
                 .or_default()
                 .push(n),
+            Other::Endpoints { service, ips } => {
+                let peer = if format == PolicyFormat::Cilium && service == "default/kubernetes" {
+                    // Cilium gives the API server an identity of its own; CIDR rules to it
+                    // do not apply.
+                    Peer::Entities {
+                        entities: ["kube-apiserver".to_string()].into(),
+                        why: "the Kubernetes API (Service default/kubernetes)".into(),
+                    }
+                } else {
+                    Peer::Blocks {
+                        blocks: IpNet::aggregate(
+                            &ips.iter().map(|ip| IpNet::from(*ip)).collect::<Vec<_>>(),
+                        )
+                        .into_iter()
+                        .map(|b| (b, Vec::new()))
+                        .collect(),
+                        hosts: BTreeSet::new(),
+                        why: format!("the endpoints of Service {service} (it has no selector)"),
+                    }
+                };
+                rules
+                    .entry(vec![peer])
+                    .or_default()
+                    .insert((n.port.clone(), n.protocol));
+            }
             Other::Unknown { what } => {
                 plan.unwritable.insert(format!(
                     "{} {what} port {}/{}",
@@ -190,7 +252,18 @@ fn plan_rules(plan: &mut Plan, list: &[&Need], cluster: &ClusterInfo, format: Po
         }
     }
     for ((direction, port, protocol), ns) in addresses {
-        for peer in address_peers(&ns, cluster, format, direction) {
+        let (peers, unwritable) = address_peers(&ns, cluster, format, direction);
+        for u in unwritable {
+            plan.unwritable.insert(format!(
+                "{} {u} port {port}/{}",
+                match direction {
+                    Direction::Ingress => "from",
+                    Direction::Egress => "to",
+                },
+                protocol.as_str()
+            ));
+        }
+        for peer in peers {
             if matches!(peer, Peer::Names { .. }) {
                 plan.dns_proxy = true;
             }
@@ -212,7 +285,7 @@ fn address_peers(
     cluster: &ClusterInfo,
     format: PolicyFormat,
     direction: Direction,
-) -> Vec<Peer> {
+) -> (Vec<Peer>, Vec<String>) {
     let mut ips: BTreeSet<IpAddr> = BTreeSet::new();
     let mut hosts = BTreeSet::new();
     let mut names = BTreeSet::new();
@@ -279,12 +352,21 @@ fn address_peers(
             why: "public addresses, not labelled (the agents run without --label-remote-ip)".into(),
         });
     }
+    let mut unwritable = Vec::new();
     for node in &nodes {
+        if node == ALL_NODES {
+            // A host-network workload: every node's addresses.
+            if cluster.nodes.is_empty() {
+                unwritable
+                    .push("every node (host network): no node address in the API".to_string());
+            }
+            ips.extend(cluster.nodes.values().flatten().copied());
+            continue;
+        }
         match cluster.nodes.get(node) {
             Some(addrs) if !addrs.is_empty() => ips.extend(addrs.iter().copied()),
-            _ => {
-                classes.insert(format!("node {node} (no address in the API)"));
-            }
+            // Never widened to a wildcard: a node gone since is not written.
+            _ => unwritable.push(format!("node {node}: no address in the API (gone?)")),
         }
     }
     let mut blocks: Vec<(IpNet, Vec<IpNet>)> =
@@ -344,7 +426,7 @@ fn address_peers(
             why: why.join("; "),
         });
     }
-    out
+    (out, unwritable)
 }
 
 fn join(s: &BTreeSet<String>) -> String {
@@ -352,33 +434,34 @@ fn join(s: &BTreeSet<String>) -> String {
 }
 
 fn ports_json(ports: &PortSet, cilium: bool) -> Value {
-    if ports.iter().any(|(p, _)| *p == Port::Any) {
-        // A port folded into ~other: every port of these protocols.
-        let protocols: BTreeSet<_> = ports.iter().map(|(_, p)| p.as_str()).collect();
-        return Value::Array(
-            protocols
-                .into_iter()
-                .map(|p| {
-                    if cilium {
-                        json!({"port": "0", "protocol": p})
-                    } else {
-                        json!({"protocol": p})
-                    }
-                })
-                .collect(),
-        );
-    }
+    // A port folded into ~other: every port of that protocol (and only of that one).
+    let any: BTreeSet<Protocol> = ports
+        .iter()
+        .filter(|(p, _)| *p == Port::Any)
+        .map(|(_, proto)| *proto)
+        .collect();
     Value::Array(
-        ports
-            .iter()
-            .map(|(port, proto)| {
-                let port = match port {
-                    Port::Number(n) if cilium => Value::String(n.to_string()),
-                    Port::Number(n) => json!(n),
-                    other => Value::String(other.to_string()),
-                };
-                json!({"port": port, "protocol": proto.as_str()})
+        any.iter()
+            .map(|p| {
+                if cilium {
+                    json!({"port": "0", "protocol": p.as_str()})
+                } else {
+                    json!({"protocol": p.as_str()})
+                }
             })
+            .chain(
+                ports
+                    .iter()
+                    .filter(|(_, proto)| !any.contains(proto))
+                    .map(|(port, proto)| {
+                        let port = match port {
+                            Port::Number(n) if cilium => Value::String(n.to_string()),
+                            Port::Number(n) => json!(n),
+                            other => Value::String(other.to_string()),
+                        };
+                        json!({"port": port, "protocol": proto.as_str()})
+                    }),
+            )
             .collect(),
     )
 }
@@ -397,9 +480,23 @@ fn header(plan: &Plan) -> String {
     c
 }
 
-fn name(subject: &Workload) -> String {
-    let mut n = format!("sockscope-{}", subject.name);
+/// `sockscope-<workload>`, with the kind when two kinds share the name in the namespace (a
+/// Deployment and a CronJob `web`): one would replace the other when applied.
+fn name(subject: &Workload, shared: bool) -> String {
+    let mut n = if shared {
+        format!(
+            "sockscope-{}-{}",
+            subject.kind.to_ascii_lowercase(),
+            subject.name
+        )
+    } else {
+        format!("sockscope-{}", subject.name)
+    };
     n.truncate(253);
+    // A name ends with an alphanumeric character.
+    while n.ends_with(['-', '.']) {
+        n.pop();
+    }
     n
 }
 
@@ -449,7 +546,7 @@ fn kubernetes(plan: &Plan) -> Value {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {
-            "name": name(&plan.subject),
+            "name": plan.name,
             "namespace": plan.subject.namespace,
             "labels": {"app.kubernetes.io/managed-by": "sockscope"},
         },
@@ -478,6 +575,21 @@ fn endpoint_selector(selector: &LabelSelector, namespace: &str) -> Value {
         );
     }
     s
+}
+
+/// The DNS proxy rule's ports: where the cluster DNS listens on its pods (53, or what its
+/// Service's target port says), over UDP and TCP.
+fn dns_proxy_ports(cluster: &ClusterInfo) -> Value {
+    let (_, mut ports) = dns_backends(cluster);
+    if ports.is_empty() {
+        ports.insert(super::needs::DNS_PORT);
+    }
+    Value::Array(
+        ports
+            .iter()
+            .map(|p| json!({"port": p.to_string(), "protocol": "ANY"}))
+            .collect(),
+    )
 }
 
 fn cilium(plan: &Plan, cluster: &ClusterInfo) -> Value {
@@ -576,7 +688,7 @@ fn cilium(plan: &Plan, cluster: &ClusterInfo) -> Value {
                     "#": format!("DNS through Cilium's DNS proxy (Service {ns}/{svc}), which toFQDNs needs"),
                     "toEndpoints": [endpoint_selector(&super::cluster::match_labels(&s.selector), ns)],
                     "toPorts": [{
-                        "ports": [{"port": "53", "protocol": "ANY"}],
+                        "ports": dns_proxy_ports(cluster),
                         "rules": {"dns": [{"matchPattern": "*"}]}
                     }]
                 }),
@@ -606,7 +718,7 @@ fn cilium(plan: &Plan, cluster: &ClusterInfo) -> Value {
         "apiVersion": "cilium.io/v2",
         "kind": "CiliumNetworkPolicy",
         "metadata": {
-            "name": name(&plan.subject),
+            "name": plan.name,
             "namespace": plan.subject.namespace,
             "labels": {"app.kubernetes.io/managed-by": "sockscope"},
         },

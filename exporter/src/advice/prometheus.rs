@@ -44,6 +44,9 @@ struct Response {
     error_type: String,
     #[serde(default)]
     error: String,
+    /// Partial results (a store down, a limit hit: Thanos, Mimir, Cortex).
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +138,13 @@ impl Prometheus {
                 String::from_utf8_lossy(&body[..body.len().min(200)])
             ))
         })?;
+        if !parsed.warnings.is_empty() {
+            // A partial answer would leave edges out, and the policies deny them.
+            return Err(fail(format!(
+                "partial result ({}); query: {query}",
+                parsed.warnings.join("; ")
+            )));
+        }
         if parsed.status != "success" {
             return Err(fail(format!(
                 "{}: {} (query: {query})",

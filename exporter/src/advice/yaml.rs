@@ -26,11 +26,18 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+/// Keys YAML 1.1 readers (kubectl's) take for booleans or null.
+const YAML11_WORDS: [&str; 12] = [
+    "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "=", "<<",
+];
+
 fn key(k: &str) -> String {
-    let plain = !k.is_empty()
+    // Plain only when it begins with a letter (no number, octal or exponent reading) and is
+    // not a YAML 1.1 word: `no: x` would be the key false there.
+    let plain = k.starts_with(|c: char| c.is_ascii_alphabetic())
         && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
-        && !k.starts_with(['-', '.', '/']);
+        && !YAML11_WORDS.contains(&k.to_ascii_lowercase().as_str());
     if plain {
         k.to_string()
     } else {
@@ -147,5 +154,18 @@ mod tests {
         assert_eq!(back, expected, "{text}");
         assert!(text.contains("  # two\n  # lines\n"), "{text}");
         assert!(text.contains("- # rule\n"), "{text}");
+    }
+
+    #[test]
+    fn keys_yaml_1_1_would_misread_are_quoted() {
+        let v = json!({"no": "a", "On": "b", "010": "c", "1e3": "d", "app": "e", "k8s-app": "f"});
+        let text = to_yaml(&v);
+        for quoted in ["\"no\":", "\"On\":", "\"010\":", "\"1e3\":"] {
+            assert!(text.contains(quoted), "{quoted} in {text}");
+        }
+        assert!(
+            text.contains("\napp: ") && text.contains("\nk8s-app: "),
+            "{text}"
+        );
     }
 }

@@ -54,7 +54,7 @@ pub struct Source {
     pub matchers: String,
 
     /// Longest wait for each Prometheus (and Kubernetes API) request.
-    #[arg(long, env = "SOCKSCOPE_REQUEST_TIMEOUT", default_value = "60s",
+    #[arg(long = "request-timeout", env = "SOCKSCOPE_REQUEST_TIMEOUT", default_value = "60s",
           value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
@@ -149,10 +149,14 @@ fn parse_window(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// RFC 3339 or Unix seconds, as Unix seconds.
+/// RFC 3339 or Unix seconds, as Unix seconds (1970 to 9999).
 fn parse_at(s: &str) -> Result<f64, String> {
     if let Ok(t) = s.parse::<f64>() {
-        return Ok(t);
+        return if t.is_finite() && (0.0..253_402_300_800.0).contains(&t) {
+            Ok(t)
+        } else {
+            Err(format!("{s:?} is not a time between 1970 and 9999"))
+        };
     }
     let t = humantime::parse_rfc3339_weak(s)
         .map_err(|e| format!("{s:?}: {e} (write it like 2026-12-01T00:00:00Z or Unix seconds)"))?;

@@ -45,6 +45,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A watchlist file that changed while it was read.
+    #[error("watchlist {name}: the file changed while it was read; read again at the next drain")]
+    Changing {
+        /// The watchlist's name.
+        name: String,
+    },
     /// A class name that would mean something else.
     #[error(
         "dns.domain_classes: {0:?} is reserved or not a plain name (use [a-z0-9_-], not cluster or external)"
@@ -329,7 +335,18 @@ impl Watchlists {
             }
             w.stamp = now;
             let result = match now {
-                Some(_) => read(&w.name, &w.path),
+                // Taken only if the file did not change while it was read: a file written in
+                // place can be read half written (then it is read again at the next drain).
+                Some(_) => read(&w.name, &w.path).and_then(|set| {
+                    if stamp(&w.path).ok() == now {
+                        Ok(set)
+                    } else {
+                        w.stamp = None;
+                        Err(Error::Changing {
+                            name: w.name.clone(),
+                        })
+                    }
+                }),
                 None => Err(Error::Read {
                     name: w.name.clone(),
                     path: w.path.clone(),

@@ -425,6 +425,10 @@ impl DnsMetrics {
             .matching(qname)
             .map(|(list, entry)| (list.to_string(), entry))
             .collect();
+        if hits.is_empty() {
+            // Only a hit may take a slot of the watchlist's process budget.
+            return;
+        }
         let process = process.map(|p| {
             let (p, folded) = self.processes.label(&local.budget_scope(), p);
             if folded {

@@ -254,6 +254,21 @@ fn week() -> Vec<Series> {
             value: Box::new(move |t| (t >= END - 3 * DAY).then_some(v)),
         });
     }
+    // The CronJob asks the Kubernetes API: the Service default/kubernetes, whose endpoints
+    // (no selector) are the API servers on 6443.
+    tcp(
+        flow(
+            REPORTER,
+            "client",
+            ("service", "default", "kubernetes", ""),
+            443,
+            "10.96.0.1",
+        ),
+        1.0,
+        300.0,
+        3 * DAY,
+        3 * DAY - 1800,
+    );
     // An edge that ended before the window: not in any policy.
     tcp(
         flow(
@@ -469,6 +484,22 @@ fn cluster(api: &KubeApi) {
         ],
     ));
     api.apply(objects::node("test-node", &uid(), "192.0.2.10"));
+    api.apply(objects::service_with(
+        "default",
+        "kubernetes",
+        &uid(),
+        "10.96.0.1",
+        &[("component", "apiserver")],
+        &[],
+        &[("https", 443, "TCP", json!(6443))],
+    ));
+    api.apply(objects::endpointslice(
+        "default",
+        "kubernetes",
+        &uid(),
+        &["192.0.2.1"],
+        ("https", 6443),
+    ));
 }
 
 struct Daemon(Child);
@@ -688,6 +719,12 @@ fn kubernetes_policies_from_a_week_of_traffic() {
     );
     assert!(reporter.contains(r#""port":443"#), "{reporter}");
     assert!(reporter.contains("kube-dns"), "{reporter}");
+    // The API server, through the endpoints of its Service (which has no selector).
+    assert!(
+        reporter.contains(r#"{"ipBlock":{"cidr":"192.0.2.1/32"}}"#)
+            && reporter.contains(r#"{"port":6443,"protocol":"TCP"}"#),
+        "{reporter}"
+    );
     golden("policy-kubernetes.yaml", &out);
 
     // Deterministic.
@@ -782,6 +819,11 @@ fn cilium_policies_name_external_peers_by_dns() {
     assert!(
         frontend.contains(r#""fromEntities":["host","remote-node"]"#),
         "{frontend}"
+    );
+    let reporter = policy_named(&docs, "sockscope-reporter").to_string();
+    assert!(
+        reporter.contains(r#""toEntities":["kube-apiserver"]"#),
+        "{reporter}"
     );
     // Nothing came in: an empty rule, so that Cilium denies ingress by default.
     let reporter = policy_named(&docs, "sockscope-reporter");
