@@ -11,7 +11,10 @@ use super::{
     observed::{Workload, in_window, selected},
     prometheus::{Prometheus, Sample},
 };
-use crate::config::tools::{EgressFormat, Source};
+use crate::{
+    config::tools::{EgressFormat, Source},
+    schema,
+};
 
 /// Peers inside the cluster (or this host): not egress.
 const INTERNAL: &str = "pod|service|node|loopback";
@@ -82,11 +85,13 @@ pub async fn read(prom: &Prometheus, source: &Source, at: f64) -> Result<Vec<Des
     // One family at a time: functions drop the metric name, and the sent and received
     // series of one row would then collide.
     for family in [
-        "sockscope_tcp_sent_bytes_total",
-        "sockscope_tcp_received_bytes_total",
-        "sockscope_udp_sent_bytes_total",
-        "sockscope_udp_received_bytes_total",
+        &schema::TCP_SENT_BYTES,
+        &schema::TCP_RECEIVED_BYTES,
+        &schema::UDP_SENT_BYTES,
+        &schema::UDP_RECEIVED_BYTES,
     ] {
+        let family = family.exposed();
+        let family = family.as_str();
         for s in prom.query(&in_window(family, &sel, w, by), at).await? {
             if s.value > 0.0
                 && let Some(d) = entry(&mut rows, source, &s)
@@ -111,7 +116,7 @@ pub async fn read(prom: &Prometheus, source: &Source, at: f64) -> Result<Vec<Des
             lasts.push((key(&s), s.value));
         }
     }
-    let conns = in_window("sockscope_tcp_connections_opened_total", &sel, w, by);
+    let conns = in_window(&schema::TCP_CONNECTIONS_OPENED.exposed(), &sel, w, by);
     for s in prom.query(&conns, at).await? {
         if s.value > 0.0
             && let Some(d) = entry(&mut rows, source, &s)

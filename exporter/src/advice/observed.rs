@@ -18,7 +18,7 @@ use super::{
     Result,
     prometheus::{Prometheus, Sample},
 };
-use crate::config::tools::Source;
+use crate::{config::tools::Source, schema};
 
 /// Labels a row is grouped by.
 const ROW_LABELS: &str = "namespace, workload, workload_kind, role, remote_namespace, remote_workload, remote_class, remote_host, port, remote_ip";
@@ -131,19 +131,17 @@ impl Observed {
     pub async fn read(prom: &Prometheus, source: &Source, at: f64) -> Result<Self> {
         let mut out = Observed::default();
         let m = source.matchers.as_str();
+        // The names as the agent exports them (the schema is what the agent and these
+        // commands share).
         let families = [
-            (
-                "sockscope_tcp_connections_opened_total",
-                Protocol::Tcp,
-                true,
-            ),
-            ("sockscope_tcp_sent_bytes_total", Protocol::Tcp, false),
-            ("sockscope_tcp_received_bytes_total", Protocol::Tcp, false),
-            ("sockscope_udp_sent_bytes_total", Protocol::Udp, false),
-            ("sockscope_udp_received_bytes_total", Protocol::Udp, false),
+            (&schema::TCP_CONNECTIONS_OPENED, Protocol::Tcp, true),
+            (&schema::TCP_SENT_BYTES, Protocol::Tcp, false),
+            (&schema::TCP_RECEIVED_BYTES, Protocol::Tcp, false),
+            (&schema::UDP_SENT_BYTES, Protocol::Udp, false),
+            (&schema::UDP_RECEIVED_BYTES, Protocol::Udp, false),
         ];
-        for (metric, protocol, connections) in families {
-            let q = in_window(metric, m, source.window, ROW_LABELS);
+        for (family, protocol, connections) in families {
+            let q = in_window(&family.exposed(), m, source.window, ROW_LABELS);
             for s in prom.query(&q, at).await? {
                 if s.value <= 0.0 || s.value.is_nan() {
                     continue;
@@ -161,7 +159,7 @@ impl Observed {
             }
         }
         let q = in_window(
-            "sockscope_dns_queries_total",
+            &schema::DNS_QUERIES.exposed(),
             m,
             source.window,
             "namespace, workload, workload_kind",

@@ -589,6 +589,22 @@ mod tests {
         identity::{Identity, hosts::HostCache, labelled::Labeller, labels::LabelOptions},
     };
 
+    /// The DNS families with a `qname` budget of `qnames`, and the overflow counter.
+    fn metrics(qnames: usize) -> (Registry, DnsMetrics) {
+        let mut registry = Registry::default();
+        let overflow = Overflow::default();
+        let m = DnsMetrics::register(
+            &mut registry,
+            Budgets {
+                qnames,
+                ..Budgets::default()
+            },
+            overflow.clone(),
+        );
+        registry.register(&crate::schema::SERIES_OVERFLOW, overflow);
+        (registry, m)
+    }
+
     fn key(name: u64, kind: u8, code: u8, bucket: u8) -> DnsKey {
         DnsKey {
             cgroup_id: 9,
@@ -604,17 +620,7 @@ mod tests {
 
     #[test]
     fn folds_counts_latency_errors_and_timeouts() {
-        let mut registry = Registry::default();
-        let overflow = Overflow::default();
-        let mut m = DnsMetrics::register(
-            &mut registry,
-            Budgets {
-                qnames: 1,
-                ..Budgets::default()
-            },
-            overflow.clone(),
-        );
-        registry.register(&crate::schema::SERIES_OVERFLOW, overflow);
+        let (registry, mut m) = metrics(1);
         let mut id = Identity::new(
             "/nonexistent".into(),
             "/nonexistent".into(),
@@ -700,16 +706,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let list = dir.join("bad");
         std::fs::write(&list, "*.bad.example\nexact.example\n").expect("write");
-        let mut registry = Registry::default();
-        let overflow = Overflow::default();
-        let mut m = DnsMetrics::register(
-            &mut registry,
-            Budgets {
-                qnames: 1,
-                ..Budgets::default()
-            },
-            overflow.clone(),
-        );
+        let (registry, mut m) = metrics(1);
         m.set_domains(Domains {
             classes: DomainClasses::new("cluster.local", &[], &[]).expect("classes"),
             watchlists: Watchlists::load(&[("bad".into(), list.clone())]).expect("load"),
