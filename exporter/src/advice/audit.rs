@@ -11,7 +11,7 @@ use std::{
 
 use ipnet::IpNet;
 use k8s_openapi::{
-    api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
+    api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use serde::{Deserialize, Serialize};
@@ -188,7 +188,7 @@ fn policy_name(p: &NetworkPolicy) -> String {
 
 /// The directions a policy isolates, as the API server defaults them: `policyTypes` when
 /// given and not empty, else Ingress, and Egress when it has egress rules.
-fn policy_types(spec: &k8s_openapi::api::networking::v1::NetworkPolicySpec) -> Vec<String> {
+fn policy_types(spec: &NetworkPolicySpec) -> Vec<String> {
     match spec.policy_types.as_ref().filter(|t| !t.is_empty()) {
         Some(t) => t.clone(),
         None => {
@@ -251,14 +251,20 @@ fn verdict(
         Direction::Ingress => "Ingress",
         Direction::Egress => "Egress",
     };
+    // Borrowed, not cloned: this runs for every need and policy.
+    let no_spec = NetworkPolicySpec::default();
+    let all_pods = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector::default();
     let isolating: Vec<(usize, &NetworkPolicy)> = policies
         .iter()
         .enumerate()
         .filter(|(_, p)| p.metadata.namespace.as_deref() == Some(ns.as_str()))
         .filter(|(_, p)| {
-            let spec = p.spec.clone().unwrap_or_default();
-            policy_types(&spec).iter().any(|x| x == kind)
-                && selects(&spec.pod_selector.unwrap_or_default(), &subject.pod_labels)
+            let spec = p.spec.as_ref().unwrap_or(&no_spec);
+            policy_types(spec).iter().any(|x| x == kind)
+                && selects(
+                    spec.pod_selector.as_ref().unwrap_or(&all_pods),
+                    &subject.pod_labels,
+                )
         })
         .collect();
     if isolating.is_empty() {
@@ -273,7 +279,7 @@ fn verdict(
     };
     // Every policy that allows it is used, not only the first.
     for (i, p) in &isolating {
-        let spec = p.spec.clone().unwrap_or_default();
+        let spec = p.spec.as_ref().unwrap_or(&no_spec);
         let allowed = match need.direction {
             Direction::Ingress => spec.ingress.iter().flatten().any(|r| {
                 peers_match(r.from.as_deref(), ns, &need.other, cluster)

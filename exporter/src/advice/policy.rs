@@ -160,6 +160,8 @@ fn selector_json(s: &LabelSelector) -> Value {
 }
 
 fn plan_rules(plan: &mut Plan, list: &[&Need], cluster: &ClusterInfo, format: PolicyFormat) {
+    // Once per policy, not per need.
+    let (dns, dns_ports) = dns_backends(cluster);
     // External addresses by (direction, port): grouped into blocks per port.
     let mut addresses: BTreeMap<(Direction, Port, Protocol), Vec<&Need>> = BTreeMap::new();
     for n in list {
@@ -190,7 +192,6 @@ fn plan_rules(plan: &mut Plan, list: &[&Need], cluster: &ClusterInfo, format: Po
                     ));
                     continue;
                 }
-                let (dns, dns_ports) = dns_backends(cluster);
                 if format == PolicyFormat::Cilium
                     && n.direction == Direction::Egress
                     && matches!(n.port, Port::Number(p) if dns_ports.contains(&p))
